@@ -1,0 +1,35 @@
+"""mpexport: fast, exact exports from Mixpanel's Raw Event Export API.
+
+The library API is :func:`export`; the CLI (``mpexport``) is a thin layer
+over it. Heavy modules are imported on first use so ``mpexport --help``
+starts instantly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mpexport.api import export
+    from mpexport.credentials import Credentials
+    from mpexport.model import ExportResult
+
+__all__ = ["Credentials", "ExportResult", "__version__", "export"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export":
+        from mpexport.api import export
+
+        return export
+    if name == "Credentials":
+        from mpexport.credentials import Credentials
+
+        return Credentials
+    if name == "ExportResult":
+        from mpexport.model import ExportResult
+
+        return ExportResult
+    raise AttributeError(f"module 'mpexport' has no attribute {name!r}")

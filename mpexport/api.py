@@ -1,0 +1,170 @@
+"""The library: everything the CLI does, as plain function calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from mpexport.client import Endpoint, query_params, resolve_endpoint, validate_filters
+from mpexport.credentials import Credentials, credentials_from_env
+from mpexport.dates import parse_range, utc_today
+from mpexport.errors import UsageError
+from mpexport.events import ProgressCallback
+from mpexport.fetch import FetchSettings, Query
+from mpexport.model import Chunk, ExportResult, QueryFilters
+from mpexport.pipeline import Pipeline
+from mpexport.plan import DEFAULT_CHUNK_DAYS, plan_chunks
+from mpexport.sink_ndjson import NdjsonSink
+
+DEFAULT_WORKERS = 10
+MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
+MAX_RETRIES = 100
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """A validated export: the range, the filters and where to send queries."""
+
+    from_date: dt.date
+    to_date: dt.date
+    endpoint: Endpoint
+    filters: QueryFilters = field(default_factory=QueryFilters)
+    workers: int = DEFAULT_WORKERS
+    chunk_days: int = DEFAULT_CHUNK_DAYS
+    settings: FetchSettings = field(default_factory=FetchSettings)
+
+    def plan(self) -> list[Chunk]:
+        """The chunks this export fetches, in date order."""
+        return plan_chunks(self.from_date, self.to_date, self.chunk_days)
+
+    def query(self, credentials: Credentials) -> Query:
+        """The request description workers use."""
+        return Query(self.endpoint, credentials, self.filters)
+
+
+def _as_date_text(value: dt.date | str) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def build_request(
+    from_date: dt.date | str,
+    to_date: dt.date | str,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    chunk_days: int = DEFAULT_CHUNK_DAYS,
+    events: Sequence[str] = (),
+    where: str | None = None,
+    limit: int | None = None,
+    region: str = "us",
+    api_url: str | None = None,
+    today: dt.date | None = None,
+    settings: FetchSettings | None = None,
+    retries: int | None = None,
+) -> ExportRequest:
+    """Validate the arguments of an export; raise :class:`UsageError` if wrong."""
+    start, end = parse_range(
+        _as_date_text(from_date), _as_date_text(to_date), today=today or utc_today()
+    )
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(
+            f"--workers must be between 1 and {MAX_WORKERS}, not {workers}",
+            "Mixpanel allows at most 100 concurrent queries per project",
+        )
+    if chunk_days < 1:
+        raise UsageError(f"--chunk-days must be at least 1, not {chunk_days}")
+    filters = QueryFilters(tuple(events), where or None, limit)
+    validate_filters(filters)
+    settings = settings or FetchSettings()
+    if retries is not None:
+        if not 0 <= retries <= MAX_RETRIES:
+            raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, not {retries}")
+        settings = dataclasses.replace(settings, max_attempts=retries + 1)
+    return ExportRequest(
+        from_date=start,
+        to_date=end,
+        endpoint=resolve_endpoint(region, api_url),
+        filters=filters,
+        workers=workers,
+        chunk_days=chunk_days,
+        settings=settings,
+    )
+
+
+def describe_plan(request: ExportRequest, credentials: Credentials | None) -> list[str]:
+    """Lines describing the plan for ``--dry-run``: one per chunk, then a total."""
+    chunks = request.plan()
+    lines = []
+    for chunk in chunks:
+        params = query_params(
+            chunk, request.filters, credentials or Credentials(api_secret="-")
+        )
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        lines.append(f"chunk {chunk.index + 1}/{len(chunks)}  {chunk.label()}  "
+                     f"GET {request.endpoint.export_url}?{query}")
+    workers = min(request.workers, len(chunks))
+    lines.append(f"{len(chunks)} chunks, {len(chunks)} queries, {workers} workers, "
+                 f"{request.from_date.isoformat()}..{request.to_date.isoformat()}")
+    return lines
+
+
+def run_export(
+    request: ExportRequest,
+    credentials: Credentials,
+    output: BinaryIO,
+    *,
+    progress: ProgressCallback | None = None,
+    spool_dir: Path | None = None,
+) -> ExportResult:
+    """Run a validated export, writing NDJSON to ``output``."""
+    pipeline = Pipeline(
+        request.plan(),
+        request.query(credentials),
+        NdjsonSink(output),
+        workers=request.workers,
+        settings=request.settings,
+        progress=progress,
+        spool_dir=spool_dir,
+    )
+    return pipeline.run()
+
+
+def export(
+    from_date: dt.date | str,
+    to_date: dt.date | str,
+    *,
+    output: BinaryIO | None = None,
+    credentials: Credentials | None = None,
+    workers: int = DEFAULT_WORKERS,
+    chunk_days: int = DEFAULT_CHUNK_DAYS,
+    events: Sequence[str] = (),
+    where: str | None = None,
+    limit: int | None = None,
+    region: str = "us",
+    api_url: str | None = None,
+    progress: ProgressCallback | None = None,
+    settings: FetchSettings | None = None,
+    spool_dir: Path | None = None,
+) -> ExportResult:
+    """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON.
+
+    Dates are ``datetime.date`` or the CLI's words (``YYYY-MM-DD``, ``today``,
+    ``yesterday``, ``-N``). Events go to ``output`` (a binary stream; default
+    stdout) chunk by chunk in date order, each chunk whole and verified.
+    ``credentials`` default to the ``MP_*`` environment variables.
+    ``progress`` is called on the calling thread with each
+    :mod:`mpexport.events` event. Returns an :class:`ExportResult`; raises
+    :class:`~mpexport.errors.MpexportError` subclasses for bad input and for
+    errors retrying cannot fix.
+    """
+    request = build_request(
+        from_date, to_date, workers=workers, chunk_days=chunk_days, events=events,
+        where=where, limit=limit, region=region, api_url=api_url, settings=settings,
+    )
+    credentials = credentials or credentials_from_env()
+    stream = output if output is not None else sys.stdout.buffer
+    return run_export(request, credentials, stream, progress=progress, spool_dir=spool_dir)

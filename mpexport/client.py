@@ -1,0 +1,136 @@
+"""Mixpanel's Raw Event Export API: hosts, query parameters and error mapping."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import urllib.parse
+from dataclasses import dataclass
+
+from mpexport.credentials import Credentials
+from mpexport.errors import BadParametersError, CredentialsError, UsageError
+from mpexport.model import Chunk, QueryFilters
+
+REGION_HOSTS = {
+    "us": "https://data.mixpanel.com",
+    "eu": "https://data-eu.mixpanel.com",
+    "in": "https://data-in.mixpanel.com",
+}
+EXPORT_PATH = "/api/2.0/export"
+MAX_LIMIT = 100_000
+
+# A connection that cannot be made in 10 s will not be made; but the real API
+# can think for minutes before its first byte, so reads wait long.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 600.0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where export queries go: ``base_url`` is scheme and host (and port)."""
+
+    base_url: str
+
+    @property
+    def export_url(self) -> str:
+        """The full URL of the export endpoint."""
+        return self.base_url + EXPORT_PATH
+
+    @property
+    def host(self) -> str:
+        """Host (and port) of the endpoint, for messages and state keys."""
+        return urllib.parse.urlsplit(self.base_url).netloc
+
+
+def resolve_endpoint(region: str = "us", api_url: str | None = None) -> Endpoint:
+    """Choose the endpoint from ``--region`` or an ``--api-url`` override.
+
+    Plain HTTP is only allowed to a loopback host, so credentials never cross
+    a network in clear text.
+    """
+    region = region.lower()
+    if region not in REGION_HOSTS:
+        raise UsageError(
+            f"unknown region {region!r}", f"use one of {', '.join(sorted(REGION_HOSTS))}"
+        )
+    if api_url is None:
+        return Endpoint(REGION_HOSTS[region])
+    parts = urllib.parse.urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"--api-url {api_url!r} is not an http(s) URL", "e.g. https://proxy.example.com"
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"--api-url {api_url!r} uses plain HTTP to a host that is not loopback",
+            "credentials are only sent over HTTPS; use https://",
+        )
+    return Endpoint(f"{parts.scheme}://{parts.netloc}")
+
+
+def validate_filters(filters: QueryFilters) -> None:
+    """Reject filters Mixpanel would refuse, before any request is made."""
+    if filters.limit is not None and not 1 <= filters.limit <= MAX_LIMIT:
+        raise UsageError(
+            f"--limit must be between 1 and {MAX_LIMIT}, not {filters.limit}",
+            "Mixpanel caps a query's result at 100000 events; --limit is a cap, not paging",
+        )
+
+
+def query_params(chunk: Chunk, filters: QueryFilters, credentials: Credentials) -> dict[str, str]:
+    """Query parameters of one chunk's export request."""
+    params = {"from_date": chunk.from_date.isoformat(), "to_date": chunk.to_date.isoformat()}
+    # Mixpanel wants project_id with a service account, and only then.
+    if credentials.is_service_account and credentials.project_id is not None:
+        params["project_id"] = str(credentials.project_id)
+    if filters.events:
+        params["event"] = json.dumps(list(filters.events), ensure_ascii=False)
+    if filters.where:
+        params["where"] = filters.where
+    if filters.limit is not None:
+        params["limit"] = str(filters.limit)
+    return params
+
+
+def error_text(body: bytes, limit: int = 300) -> str:
+    """The ``error`` field of a Mixpanel error body, or its plain text."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        text = parsed["error"]
+    text = " ".join(text.split())
+    return text[:limit] if text else "(empty body)"
+
+
+def raise_for_fatal_status(status: int, body: bytes) -> None:
+    """Raise the error for statuses that retrying cannot fix (400, 401, 402, 403)."""
+    message = error_text(body)
+    if status in (401, 402, 403) or (status == 400 and "authenticate" in message.lower()):
+        hints = {
+            401: "check MP_USERNAME/MP_SECRET (service accounts expire) or MP_API_SECRET",
+            402: "your Mixpanel plan does not allow this export",
+            403: "the credentials have no access to this project: check MP_PROJECT_ID",
+        }
+        raise CredentialsError(
+            f"Mixpanel refused the credentials (HTTP {status}): {message}",
+            hints.get(status, "check your credentials and --region"),
+        )
+    if status == 400:
+        raise BadParametersError(f"Mixpanel refused the query (HTTP 400): {message}")
+
+
+def is_retryable_status(status: int) -> bool:
+    """True for statuses worth another attempt: 429, 5xx, and odd ones like 408."""
+    return status in (408, 425, 429) or status >= 500

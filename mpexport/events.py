@@ -1,0 +1,51 @@
+"""Progress events the pipeline reports, on the main thread, as a run goes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk
+
+
+@dataclass(frozen=True)
+class PlanReady:
+    """The plan is known: ``total`` chunks, of which ``skipped`` need no fetch."""
+
+    chunks: tuple[Chunk, ...]
+    skipped: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True)
+class BytesReceived:
+    """``count`` more bytes arrived from the network (compressed size)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class ChunkRetry:
+    """An attempt failed; the chunk is tried again after ``delay`` seconds."""
+
+    chunk: Chunk
+    attempt: int
+    reason: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """A chunk arrived whole and was handed to the sink."""
+
+    completed: CompletedChunk
+
+
+@dataclass(frozen=True)
+class ChunkFailed:
+    """A chunk failed after its whole retry budget."""
+
+    failure: ChunkFailure
+
+
+ProgressEvent = PlanReady | BytesReceived | ChunkRetry | ChunkDone | ChunkFailed
+ProgressCallback = Callable[[ProgressEvent], None]

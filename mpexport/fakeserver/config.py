@@ -1,0 +1,78 @@
+"""Knobs of the fake server. Every default is benign: no limits, no faults, no delay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from mpexport.fakeserver.dataset import Dataset
+
+DEMO_USERNAME = "demo-sa.mpexport"
+DEMO_SECRET = "demo-secret-not-real"
+DEMO_PROJECT_ID = 4242
+DEMO_API_SECRET = "demo-api-secret-not-real"
+
+FAULT_KINDS: tuple[str, ...] = (
+    "http500",
+    "http502",
+    "http503",
+    "http429",
+    "reset",
+    "gzip_cut",
+    "terminated_early_line",
+    "export_terminated_early_line",
+    "terminated_early_inline",
+)
+
+
+@dataclass
+class ServerConfig:
+    """Behaviour of a ``FakeMixpanelServer``.
+
+    Rate limits count admitted requests only (see ``ratelimit.RateLimiter``).
+    ``faults``/``fault_attempts``: the Nth distinct query (by its full parameter
+    set, numbered from 0 in order of first arrival) gets ``faults[N % len(faults)]``
+    on each of its first ``fault_attempts`` attempts. ``fail_dates``: any query
+    whose range covers one of them always gets a 500. ``fault_rate``: probability
+    of a random fault on any other request, drawn from ``random.Random(fault_seed)``.
+    ``ttfb`` delays the status line of admitted requests (not of 400/401/404 or
+    limiter 429s). ``reset_with_rst`` makes the ``reset`` fault send a TCP RST
+    instead of a FIN; both end a chunked body without its terminating chunk.
+    """
+
+    dataset: Dataset = field(default_factory=Dataset)
+    username: str = DEMO_USERNAME
+    secret: str = DEMO_SECRET
+    project_id: int = DEMO_PROJECT_ID
+    api_secret: str = DEMO_API_SECRET
+    bad_auth_status: int = 401
+    today: dt.date | None = None
+    ttfb: float = 0.0
+    bandwidth: int | None = None
+    qps_limit: float | None = None
+    hourly_limit: int | None = None
+    concurrency_limit: int | None = None
+    retry_after: int | None = None
+    clock: Callable[[], float] = time.monotonic
+    faults: Sequence[str] = ()
+    fault_attempts: int = 1
+    fail_dates: frozenset[dt.date] = frozenset()
+    fault_rate: float = 0.0
+    fault_seed: int = 0
+    reset_with_rst: bool = False
+    gzip_threshold: int = 1400
+    gzip_level: int = 1
+    slice_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.faults if kind not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {unknown}; known: {FAULT_KINDS}")
+
+    def current_date(self) -> dt.date:
+        """The server's idea of today (UTC unless ``today`` is set)."""
+        if self.today is not None:
+            return self.today
+        return dt.datetime.now(dt.UTC).date()

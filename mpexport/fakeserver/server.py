@@ -1,0 +1,236 @@
+"""The HTTP server: routing, auth, limits, faults and the export response."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from mpexport.fakeserver.body import TRUNCATING_FAULTS, BodyContext, serve_fault_body, stream_lines
+from mpexport.fakeserver.config import ServerConfig
+from mpexport.fakeserver.faults import FaultPlanner
+from mpexport.fakeserver.ratelimit import RateLimiter
+from mpexport.fakeserver.request import ApiError, ExportQuery, authenticate, parse_query
+from mpexport.fakeserver.stats import RequestRecord, ServerStats
+from mpexport.fakeserver.wire import Aborted, send_json, wait_or_abort
+
+EXPORT_PATHS = ("/api/2.0/export", "/api/2.0/export/")
+_ERROR_FAULTS: dict[str | None, tuple[int, str]] = {
+    "http500": (500, "Internal server error"),
+    "http502": (502, "Bad Gateway"),
+    "http503": (503, "Service Unavailable"),
+}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # close() must not wait for slow in-flight responses; they are aborted instead.
+    block_on_close = False
+    app: FakeMixpanelServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.app._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.app._track(self.connection, add=False)
+
+    def do_GET(self) -> None:
+        try:
+            self.server.app._handle(self)
+        except (Aborted, OSError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log."""
+
+
+class FakeMixpanelServer:
+    """A local Mixpanel export API. Use as a context manager or ``start``/``close``."""
+
+    def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config
+        self.stats = ServerStats()
+        self.limiter = RateLimiter(
+            config.project_id,
+            config.clock,
+            qps_limit=config.qps_limit,
+            hourly_limit=config.hourly_limit,
+            concurrency_limit=config.concurrency_limit,
+        )
+        self.planner = FaultPlanner(
+            config.faults,
+            config.fault_attempts,
+            config.fail_dates,
+            config.fault_rate,
+            config.fault_seed,
+        )
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.app = self
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        host = self._httpd.server_address[0]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
+
+    def start(self) -> FakeMixpanelServer:
+        """Serve in a daemon thread (once; later calls do nothing); returns self."""
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="fake-mixpanel", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until ``close`` is called."""
+        # A short poll interval keeps close() prompt.
+        self._httpd.serve_forever(poll_interval=0.05)
+
+    def close(self) -> None:
+        """Stop accepting, abort in-flight responses and release the port."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+        with self._conn_lock:
+            live = list(self._connections)
+        for conn in live:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> FakeMixpanelServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._conn_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _handle(self, handler: _Handler) -> None:
+        split = urlsplit(handler.path)
+        params = dict(parse_qsl(split.query, keep_blank_values=True))
+        record = self.stats.add(
+            RequestRecord(arrival=self.config.clock(), path=split.path, params=params)
+        )
+
+        def refuse(status: int, error: str, headers: dict[str, str] | None = None) -> None:
+            record.status, record.error = status, error
+            record.bytes_sent = send_json(
+                handler, status, {"request": handler.path, "error": error}, headers
+            )
+
+        if split.path not in EXPORT_PATHS:
+            refuse(404, f"unknown path: {split.path}")
+            return
+        try:
+            authenticate(self.config, handler.headers.get("Authorization"), params)
+            query = parse_query(self.config, params)
+        except ApiError as exc:
+            refuse(exc.status, exc.error)
+            return
+        retry = (
+            {} if self.config.retry_after is None else {"Retry-After": str(self.config.retry_after)}
+        )
+        refusal = self.limiter.try_acquire()
+        if refusal is not None:
+            refuse(429, refusal.error, retry)
+            return
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self.limiter.release()
+
+        try:
+            fault = self.planner.choose(params, query.dates())
+            record.fault = fault
+            wait_or_abort(self._stopping, self.config.ttfb)
+            if fault in _ERROR_FAULTS:
+                release()
+                refuse(*_ERROR_FAULTS[fault])
+            elif fault == "http429":
+                release()
+                refuse(429, self._rate_error(), retry)
+            else:
+                self._serve(handler, record, query, fault, release)
+        finally:
+            release()
+
+    def _rate_error(self) -> str:
+        return (
+            f"Query rate limit exceeded for project_id: {self.config.project_id}. "
+            "Too many queries in the last hour."
+        )
+
+    def _serve(
+        self,
+        handler: _Handler,
+        record: RequestRecord,
+        query: ExportQuery,
+        fault: str | None,
+        release: Callable[[], None],
+    ) -> None:
+        config = self.config
+        ctx = BodyContext(
+            handler=handler,
+            record=record,
+            stopping=self._stopping,
+            bandwidth=config.bandwidth,
+            accepts_gzip="gzip" in handler.headers.get("Accept-Encoding", "").lower(),
+            gzip_threshold=config.gzip_threshold,
+            gzip_level=config.gzip_level,
+            slice_bytes=config.slice_bytes,
+            reset_with_rst=config.reset_with_rst,
+            release=release,
+        )
+        args = (
+            query.from_date,
+            query.to_date,
+            query.events,
+            query.where,
+            query.limit,
+            query.time_in_ms,
+        )
+        if fault in TRUNCATING_FAULTS:
+            assert fault is not None
+            serve_fault_body(ctx, fault, config.dataset.lines_for_range(*args))
+        else:
+            stream_lines(ctx, config.dataset.iter_range(*args))

@@ -1,0 +1,116 @@
+"""Low-level response writing: chunk framing, throttling, gzip, aborting."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler
+
+from mpexport.fakeserver.stats import RequestRecord
+
+
+class Aborted(Exception):
+    """The server is closing; the response was abandoned mid-way."""
+
+
+def wait_or_abort(stopping: threading.Event, seconds: float) -> None:
+    """Sleep ``seconds`` unless the server starts closing, then raise ``Aborted``."""
+    if seconds > 0 and stopping.wait(seconds):
+        raise Aborted()
+    if stopping.is_set():
+        raise Aborted()
+
+
+def send_json(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    payload: dict[str, object],
+    headers: dict[str, str] | None = None,
+) -> int:
+    """Send a complete (Content-Length framed) JSON response; return its body size."""
+    body = json.dumps(payload).encode("utf-8")
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+    return len(body)
+
+
+def new_gzip(level: int) -> zlib._Compress:
+    """A streaming gzip compressor (wbits=31 writes the gzip header and trailer)."""
+    return zlib.compressobj(level, zlib.DEFLATED, 31)
+
+
+class ChunkedWriter:
+    """Writes a chunked body, optionally throttled to ``bandwidth`` bytes/second.
+
+    ``record.bytes_sent`` is updated *before* each write so that a client which
+    has read the whole response always sees final stats.
+    """
+
+    def __init__(
+        self,
+        handler: BaseHTTPRequestHandler,
+        record: RequestRecord,
+        stopping: threading.Event,
+        bandwidth: int | None,
+    ) -> None:
+        self.handler = handler
+        self.record = record
+        self.stopping = stopping
+        self.bandwidth = bandwidth
+        self._started = time.monotonic()
+        self._sent = 0
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` as one or more chunks (never an empty chunk)."""
+        if not data:
+            return
+        if self.bandwidth is None:
+            self._send_chunk(data)
+            return
+        # Slices of ~1/20 s keep the rate smooth without a syscall per byte.
+        step = max(1, self.bandwidth // 20)
+        for start in range(0, len(data), step):
+            self._send_chunk(data[start : start + step])
+            due = self._started + self._sent / self.bandwidth
+            wait_or_abort(self.stopping, due - time.monotonic())
+
+    def _send_chunk(self, piece: bytes) -> None:
+        if self.stopping.is_set():
+            raise Aborted()
+        self.record.bytes_sent += len(piece)
+        self._sent += len(piece)
+        self.handler.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+
+    def finish(self) -> None:
+        """Send the zero-size chunk that ends the body cleanly."""
+        self.handler.wfile.write(b"0\r\n\r\n")
+
+
+def abort_connection(handler: BaseHTTPRequestHandler, rst: bool) -> None:
+    """Drop the connection without ending the chunked body.
+
+    With ``rst`` the socket is closed with SO_LINGER 0, which sends a TCP RST;
+    otherwise a FIN (shutdown), which the client sees as a premature EOF.
+    """
+    handler.close_connection = True
+    conn = handler.connection
+    try:
+        if rst:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # socket.close() would wait for the makefile() wrappers; closing the
+            # detached descriptor sends the RST now.
+            os.close(conn.detach())
+        else:
+            conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

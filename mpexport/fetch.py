@@ -1,0 +1,216 @@
+"""Download one chunk into a spool file, verified complete, retried whole.
+
+Each attempt streams the raw (still compressed) bytes from the socket,
+decodes and checks them with :class:`~mpexport.verify.BodyVerifier`, and
+writes the decoded body to a fresh spool file. Any failure deletes that file;
+the next attempt starts the chunk from scratch, because the export is
+unsorted and so has no safe offset to resume from.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mpexport.client import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    Endpoint,
+    error_text,
+    is_retryable_status,
+    query_params,
+    raise_for_fatal_status,
+)
+from mpexport.credentials import Credentials
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
+from mpexport.verify import BodyVerifier, IncompleteBody
+
+if TYPE_CHECKING:
+    import requests
+
+READ_BLOCK = 256 * 1024
+DEFAULT_MAX_ATTEMPTS = 6
+USER_AGENT = "mpexport"
+
+
+class RetryableError(Exception):
+    """An attempt failed in a way another attempt may fix."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Stopped(Exception):
+    """The run is stopping; the attempt was abandoned."""
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How chunks are fetched: retry budget, backoff, timeouts and spool place."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    retry_after_cap: float = 3600.0
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Query:
+    """Everything that defines the requests of an export, except the chunk."""
+
+    endpoint: Endpoint
+    credentials: Credentials
+    filters: QueryFilters
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff_delay(attempt: int, settings: FetchSettings, rng: random.Random) -> float:
+    """Exponential backoff with full jitter for the given (1-based) failed attempt."""
+    ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** (attempt - 1)))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+def new_session() -> requests.Session:
+    """A requests session for one worker."""
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept-Encoding"] = "gzip"
+    return session
+
+
+def fetch_once(
+    session: requests.Session,
+    query: Query,
+    chunk: Chunk,
+    spool_dir: Path,
+    settings: FetchSettings,
+    stop: threading.Event,
+    on_bytes: Callable[[int], None],
+) -> tuple[Path, int, int, str]:
+    """Make one attempt at a chunk: returns (spool path, lines, bytes, sha256).
+
+    Raises :class:`RetryableError` for failures worth another attempt, the
+    library's fatal errors for 400/401/403, and :class:`Stopped` when ``stop``
+    is set mid-download.
+    """
+    import requests
+
+    params = query_params(chunk, query.filters, query.credentials)
+    try:
+        response = session.get(
+            query.endpoint.export_url,
+            params=params,
+            auth=query.credentials.basic_auth(),
+            stream=True,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+        )
+    except requests.RequestException as exc:
+        raise RetryableError(f"request failed: {type(exc).__name__}") from None
+    with response:
+        status = response.status_code
+        if status != 200:
+            body = response.raw.read(64 * 1024, decode_content=True) or b""
+            raise_for_fatal_status(status, body)
+            reason = f"HTTP {status}: {error_text(body, 120)}"
+            if is_retryable_status(status):
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise RetryableError(reason, retry_after)
+            raise RetryableError(reason)
+        gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
+        verifier = BodyVerifier(gzipped)
+        fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
+                                    dir=spool_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                while True:
+                    if stop.is_set():
+                        raise Stopped()
+                    block = response.raw.read(READ_BLOCK, decode_content=False)
+                    if not block:
+                        break
+                    on_bytes(len(block))
+                    data = verifier.feed(block)
+                    if data:
+                        spool.write(data)
+            verified = verifier.finish()
+        except IncompleteBody as exc:
+            path.unlink(missing_ok=True)
+            raise RetryableError(f"incomplete body: {exc}") from None
+        except (requests.RequestException, OSError) as exc:
+            path.unlink(missing_ok=True)
+            raise RetryableError(f"connection broke mid-body: {type(exc).__name__}") from None
+        except Exception as exc:
+            path.unlink(missing_ok=True)
+            # urllib3's own errors (ProtocolError, IncompleteRead...) surface
+            # from raw.read without requests' wrapping.
+            if type(exc).__module__.startswith(("urllib3", "http.client")):
+                raise RetryableError(
+                    f"connection broke mid-body: {type(exc).__name__}"
+                ) from None
+            raise
+    return path, verified.lines, verified.bytes, verified.sha256
+
+
+def fetch_chunk(
+    session: requests.Session,
+    query: Query,
+    chunk: Chunk,
+    spool_dir: Path,
+    settings: FetchSettings,
+    stop: threading.Event,
+    on_bytes: Callable[[int], None],
+    on_retry: Callable[[Chunk, int, str, float], None],
+    rng: random.Random,
+) -> CompletedChunk | ChunkFailure:
+    """Fetch a chunk with retries; a fatal error propagates, a spent budget fails it."""
+    started = time.monotonic()
+    reason = "no attempt made"
+    for attempt in range(1, settings.max_attempts + 1):
+        try:
+            path, lines, size, digest = fetch_once(
+                session, query, chunk, spool_dir, settings, stop, on_bytes
+            )
+        except RetryableError as exc:
+            reason = exc.reason
+            if attempt == settings.max_attempts:
+                break
+            delay = backoff_delay(attempt, settings, rng)
+            if exc.retry_after is not None:
+                delay = min(settings.retry_after_cap, max(delay, exc.retry_after))
+            on_retry(chunk, attempt, reason, delay)
+            if stop.wait(delay):
+                raise Stopped() from None
+            continue
+        return CompletedChunk(chunk, path, lines, size, digest, attempt,
+                              time.monotonic() - started)
+    return ChunkFailure(chunk, reason, settings.max_attempts)

@@ -1,0 +1,94 @@
+"""Value types shared by the planner, the workers and the sinks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, order=True)
+class Chunk:
+    """One query's worth of days: ``from_date`` to ``to_date``, both inclusive.
+
+    ``index`` is the chunk's position in date order; sinks emit in that order.
+    """
+
+    index: int
+    from_date: dt.date
+    to_date: dt.date
+
+    @property
+    def days(self) -> int:
+        """Number of calendar days the chunk covers."""
+        return (self.to_date - self.from_date).days + 1
+
+    def label(self) -> str:
+        """Human-readable range, e.g. ``2024-01-01..2024-01-07``."""
+        if self.from_date == self.to_date:
+            return self.from_date.isoformat()
+        return f"{self.from_date.isoformat()}..{self.to_date.isoformat()}"
+
+
+@dataclass(frozen=True)
+class QueryFilters:
+    """The filters that, with the dates, define what a query returns."""
+
+    events: tuple[str, ...] = ()
+    where: str | None = None
+    limit: int | None = None
+
+    def fingerprint(self) -> str:
+        """A stable text key for these filters (manifest rows compare on it)."""
+        import json
+
+        return json.dumps(
+            {"events": sorted(self.events), "where": self.where, "limit": self.limit},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+@dataclass
+class CompletedChunk:
+    """A chunk whose body arrived whole and passed verification.
+
+    ``path`` is a spool file holding the decompressed body exactly as the
+    server sent it (NDJSON, one event per line). The consumer deletes it.
+    """
+
+    chunk: Chunk
+    path: Path
+    lines: int
+    bytes: int
+    sha256: str
+    attempts: int
+    seconds: float
+
+
+@dataclass
+class ChunkFailure:
+    """A chunk that still failed after its retry budget."""
+
+    chunk: Chunk
+    reason: str
+    attempts: int
+
+
+@dataclass
+class ExportResult:
+    """What an export did: the library's return value and the CLI's summary."""
+
+    chunks_total: int
+    completed: list[CompletedChunk] = field(default_factory=list)
+    failed: list[ChunkFailure] = field(default_factory=list)
+    skipped: list[Chunk] = field(default_factory=list)
+    events: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every planned chunk arrived whole."""
+        return not self.failed and not self.interrupted

@@ -1,0 +1,172 @@
+"""The worker pool: fetch chunks in parallel, hand verified ones to a sink.
+
+Workers are daemon threads, each with its own ``requests.Session``. They talk
+to the main thread through one queue of messages; the main thread alone
+touches the sink and the progress callback, so neither needs locking. Daemon
+threads let an interrupted run leave at once instead of waiting for slow
+downloads to finish.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpexport.events import (
+    BytesReceived,
+    ChunkDone,
+    ChunkFailed,
+    ChunkRetry,
+    PlanReady,
+    ProgressCallback,
+    ProgressEvent,
+)
+from mpexport.fetch import FetchSettings, Query, Stopped, fetch_chunk, new_session
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
+from mpexport.sinks import Sink
+
+
+@dataclass(frozen=True)
+class _WorkerCrashed:
+    error: BaseException
+
+
+_Message = ProgressEvent | _WorkerCrashed
+
+
+def _ignore(_event: ProgressEvent) -> None:
+    return None
+
+
+class Pipeline:
+    """One run of the pool over a plan of chunks into a sink."""
+
+    def __init__(
+        self,
+        chunks: Sequence[Chunk],
+        query: Query,
+        sink: Sink,
+        *,
+        workers: int,
+        settings: FetchSettings | None = None,
+        progress: ProgressCallback | None = None,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.chunks = list(chunks)
+        self.query = query
+        self.sink = sink
+        self.workers = workers
+        self.settings = settings or FetchSettings()
+        self.progress = progress or _ignore
+        self.spool_parent = spool_dir
+        self.stop = threading.Event()
+        self._messages: queue.Queue[_Message] = queue.Queue()
+        self._work: queue.Queue[Chunk] = queue.Queue()
+
+    def run(self) -> ExportResult:
+        """Fetch every chunk the sink still needs; return what happened.
+
+        Raises the first fatal error (bad parameters, credentials) after
+        stopping the workers; on any exit the spool directory is removed.
+        """
+        started = time.monotonic()
+        result = ExportResult(chunks_total=len(self.chunks))
+        todo = [c for c in self.chunks if not self.sink.already_done(c)]
+        result.skipped = [c for c in self.chunks if c not in set(todo)]
+        self.progress(PlanReady(tuple(self.chunks), tuple(result.skipped)))
+        spool_dir = Path(tempfile.mkdtemp(prefix="mpexport-spool-", dir=self.spool_parent))
+        try:
+            self._run_workers(todo, spool_dir, result)
+        except BaseException:
+            self.stop.set()
+            self.sink.abort()
+            raise
+        finally:
+            self.stop.set()
+            shutil.rmtree(spool_dir, ignore_errors=True)
+            result.seconds = time.monotonic() - started
+        self.sink.close()
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _run_workers(self, todo: list[Chunk], spool_dir: Path, result: ExportResult) -> None:
+        for chunk in todo:
+            self._work.put(chunk)
+        count = max(1, min(self.workers, len(todo)))
+        for number in range(count if todo else 0):
+            threading.Thread(
+                target=self._worker, args=(spool_dir,), name=f"mpexport-worker-{number}",
+                daemon=True,
+            ).start()
+        outstanding = len(todo)
+        while outstanding:
+            message = self._messages.get()
+            if isinstance(message, _WorkerCrashed):
+                raise message.error
+            if isinstance(message, ChunkDone):
+                self.sink.accept(message.completed)
+                result.completed.append(message.completed)
+                result.events += message.completed.lines
+                result.bytes += message.completed.bytes
+                outstanding -= 1
+            elif isinstance(message, ChunkFailed):
+                self.sink.chunk_failed(message.failure.chunk)
+                result.failed.append(message.failure)
+                outstanding -= 1
+            self.progress(message)
+        result.completed.sort(key=lambda c: c.chunk.index)
+        result.failed.sort(key=lambda f: f.chunk.index)
+
+    def _worker(self, spool_dir: Path) -> None:
+        session = new_session()
+        rng = random.Random()
+        post = self._messages.put
+
+        def on_bytes(count: int) -> None:
+            post(BytesReceived(count))
+
+        def on_retry(chunk: Chunk, attempt: int, reason: str, delay: float) -> None:
+            post(ChunkRetry(chunk, attempt, reason, delay))
+
+        try:
+            while not self.stop.is_set():
+                try:
+                    chunk = self._work.get_nowait()
+                except queue.Empty:
+                    return
+                outcome = fetch_chunk(
+                    session, self.query, chunk, spool_dir, self.settings, self.stop,
+                    on_bytes, on_retry, rng,
+                )
+                if isinstance(outcome, CompletedChunk):
+                    if self.stop.is_set():
+                        outcome.path.unlink(missing_ok=True)
+                        return
+                    post(ChunkDone(outcome))
+                else:
+                    post(ChunkFailed(outcome))
+        except Stopped:
+            return
+        except BaseException as exc:  # a fatal API error or a bug: the run must stop
+            post(_WorkerCrashed(exc))
+        finally:
+            session.close()
+
+
+def failure_ranges(failures: Sequence[ChunkFailure]) -> list[tuple[str, str]]:
+    """The failed chunks' date ranges, adjacent ones merged, as ISO strings."""
+    merged: list[list[Chunk]] = []
+    for failure in sorted(failures, key=lambda f: f.chunk.from_date):
+        chunk = failure.chunk
+        if merged and (chunk.from_date - merged[-1][-1].to_date).days == 1:
+            merged[-1].append(chunk)
+        else:
+            merged.append([chunk])
+    return [(run[0].from_date.isoformat(), run[-1].to_date.isoformat()) for run in merged]

@@ -1,0 +1,78 @@
+"""Planner and date words: properties over arbitrary ranges."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mpexport.dates import parse_date, parse_range
+from mpexport.errors import UsageError
+from mpexport.plan import plan_chunks
+
+TODAY = dt.date(2024, 3, 15)
+dates = st.dates(min_value=dt.date(2015, 1, 1), max_value=dt.date(2030, 12, 31))
+
+
+@given(dates, st.integers(min_value=0, max_value=800), st.integers(min_value=1, max_value=400))
+def test_plan_covers_range_contiguously(start: dt.date, span: int, chunk_days: int) -> None:
+    end = start + dt.timedelta(days=span)
+    chunks = plan_chunks(start, end, chunk_days)
+    assert chunks[0].from_date == start
+    assert chunks[-1].to_date == end
+    for index, chunk in enumerate(chunks):
+        assert chunk.index == index
+        assert chunk.from_date <= chunk.to_date
+        assert chunk.days <= chunk_days
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert after.from_date == before.to_date + dt.timedelta(days=1)
+    assert sum(c.days for c in chunks) == span + 1
+    # only the last chunk may be short
+    assert all(c.days == chunk_days for c in chunks[:-1])
+
+
+def test_plan_rejects_bad_sizes() -> None:
+    with pytest.raises(UsageError):
+        plan_chunks(TODAY, TODAY, 0)
+    with pytest.raises(UsageError):
+        plan_chunks(TODAY, TODAY - dt.timedelta(days=1), 7)
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("2024-02-29", dt.date(2024, 2, 29)),
+        ("today", TODAY),
+        ("TODAY", TODAY),
+        ("yesterday", dt.date(2024, 3, 14)),
+        ("-0", TODAY),
+        ("-30", dt.date(2024, 2, 14)),
+    ],
+)
+def test_date_words(word: str, expected: dt.date) -> None:
+    assert parse_date(word, today=TODAY) == expected
+
+
+@pytest.mark.parametrize("word", ["2023-02-29", "2024-13-01", "24-01-01", "tomorrow", "+3", "", "-"])
+def test_bad_date_words(word: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_date(word, today=TODAY, option="--from")
+    assert "--from" in info.value.one_line()
+
+
+@given(dates)
+def test_iso_round_trip(day: dt.date) -> None:
+    assert parse_date(day.isoformat(), today=TODAY) == day
+
+
+@given(st.integers(min_value=0, max_value=5000))
+def test_relative_days(n: int) -> None:
+    assert parse_date(f"-{n}", today=TODAY) == TODAY - dt.timedelta(days=n)
+
+
+def test_range_order() -> None:
+    with pytest.raises(UsageError, match="after"):
+        parse_range("2024-02-01", "2024-01-01", today=TODAY)
+    assert parse_range("-1", "today", today=TODAY) == (dt.date(2024, 3, 14), TODAY)
