@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mpexport import __version__
-from mpexport.errors import ExitCode, MpexportError, exit_code_for
+from mpexport.errors import ExitCode, MpexportError, OutputClosed, exit_code_for
 
 if TYPE_CHECKING:
     from mpexport.api import ExportRequest
@@ -295,7 +295,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosed):
         _quiet_broken_pipe()
         return int(ExitCode.OK)
     except KeyboardInterrupt:

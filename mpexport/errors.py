@@ -67,6 +67,15 @@ class DatabaseLockedError(MpexportError):
     exit_code = ExitCode.LOCKED
 
 
+class OutputClosed(MpexportError):
+    """The reader of stdout went away (``| head``): stop quietly, successfully."""
+
+    exit_code = ExitCode.OK
+
+    def __init__(self) -> None:
+        super().__init__("the output was closed by its reader")
+
+
 class Interrupted(MpexportError):
     """The run was stopped by SIGINT or SIGTERM."""
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from mpexport.errors import OutputClosed
 from mpexport.model import Chunk, CompletedChunk
 
 COPY_BUFFER = 1024 * 1024
@@ -46,13 +47,18 @@ class NdjsonSink:
             try:
                 with path.open("rb") as spool:
                     shutil.copyfileobj(spool, self._stream, COPY_BUFFER)
+                self._stream.flush()
+            except BrokenPipeError:
+                raise OutputClosed() from None
             finally:
                 path.unlink(missing_ok=True)
-        self._stream.flush()
 
     def close(self) -> None:
         """Flush the stream."""
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed() from None
 
     def abort(self) -> None:
         """Delete held spool files; what was written stays whole chunks."""

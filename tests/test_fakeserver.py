@@ -161,6 +161,16 @@ def test_late_events_append_deterministically() -> None:
     )
 
 
+def test_tiny_cache_and_warm_give_the_same_lines() -> None:
+    cached, uncached = Dataset(seed=4), Dataset(seed=4, cache_bytes=1)
+    assert cached.warm(DAY, DAY + dt.timedelta(days=2)) == len(
+        cached.lines_for_range(DAY, DAY + dt.timedelta(days=2))
+    )
+    for offset in range(3):
+        day = DAY + dt.timedelta(days=offset)
+        assert uncached.lines_for_day(day) == cached.lines_for_day(day)
+
+
 def test_range_filters_and_limit() -> None:
     ds = Dataset(seed=11, events_per_day=100)
     end = DAY + dt.timedelta(days=2)
@@ -457,6 +467,17 @@ def test_ttfb_and_bandwidth_throttle() -> None:
         size = len(resp.content)
         assert resp.status_code == 200
         assert elapsed >= 0.3 + size / 100_000 * 0.8
+
+
+def test_serve_forever_in_own_thread_and_close() -> None:
+    srv = FakeMixpanelServer(ServerConfig(today=TODAY))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    assert export(srv, {"limit": 2}).status_code == 200
+    srv.close()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    FakeMixpanelServer(ServerConfig()).close()  # never started: must not hang
 
 
 def test_close_is_prompt_with_slow_response() -> None:

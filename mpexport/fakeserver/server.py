@@ -40,6 +40,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers, chunks and the final chunk are separate small writes; without
+        # NODELAY, Nagle plus delayed ACKs adds ~40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.app._track(self.connection, add=True)
 
     def finish(self) -> None:
@@ -79,6 +82,7 @@ class FakeMixpanelServer:
             config.fault_seed,
         )
         self._stopping = threading.Event()
+        self._serving = threading.Event()
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -108,14 +112,20 @@ class FakeMixpanelServer:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``close`` is called."""
-        # A short poll interval keeps close() prompt.
-        self._httpd.serve_forever(poll_interval=0.05)
+        self._serving.set()
+        try:
+            # A short poll interval keeps close() prompt.
+            self._httpd.serve_forever(poll_interval=0.05)
+        finally:
+            self._serving.clear()
 
     def close(self) -> None:
         """Stop accepting, abort in-flight responses and release the port."""
         self._stopping.set()
-        if self._thread is not None:
+        # shutdown() waits for a serve_forever loop, so only call it when one runs.
+        if self._serving.is_set():
             self._httpd.shutdown()
+        if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         self._httpd.server_close()
