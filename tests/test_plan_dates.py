@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from hypothesis import given
@@ -26,7 +27,7 @@ def test_plan_covers_range_contiguously(start: dt.date, span: int, chunk_days: i
         assert chunk.index == index
         assert chunk.from_date <= chunk.to_date
         assert chunk.days <= chunk_days
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.from_date == before.to_date + dt.timedelta(days=1)
     assert sum(c.days for c in chunks) == span + 1
     # only the last chunk may be short
@@ -55,7 +56,9 @@ def test_date_words(word: str, expected: dt.date) -> None:
     assert parse_date(word, today=TODAY) == expected
 
 
-@pytest.mark.parametrize("word", ["2023-02-29", "2024-13-01", "24-01-01", "tomorrow", "+3", "", "-"])
+@pytest.mark.parametrize(
+    "word", ["2023-02-29", "2024-13-01", "24-01-01", "tomorrow", "+3", "", "-"]
+)
 def test_bad_date_words(word: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_date(word, today=TODAY, option="--from")

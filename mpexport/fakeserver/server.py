@@ -108,6 +108,8 @@ class FakeMixpanelServer:
             target=self.serve_forever, name="fake-mixpanel", daemon=True
         )
         self._thread.start()
+        # So that a close() right after start() finds the loop and stops it.
+        self._serving.wait(timeout=5)
         return self
 
     def serve_forever(self) -> None:

@@ -90,8 +90,9 @@ class _Parser:
 
     def parse(self) -> Predicate:
         pred = self.or_expr()
-        if self.peek() is not None:
-            raise WhereError(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        extra = self.peek()
+        if extra is not None:
+            raise WhereError(f"unexpected {extra[1]!r}")
         return pred
 
     def or_expr(self) -> Predicate:
