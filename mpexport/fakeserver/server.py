@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,13 @@ class _HTTPServer(ThreadingHTTPServer):
     # close() must not wait for slow in-flight responses; they are aborted instead.
     block_on_close = False
     app: FakeMixpanelServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a killed exporter, `| head`) is routine for
+        # this server, not an error worth a traceback on stderr.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,250 @@
+"""Loading one verified chunk into DuckDB: stage, dedupe, insert, manifest row.
+
+All of it runs on the loader thread's connection inside one transaction
+opened by :func:`load_chunk`, so a chunk is stored wholly or not at all.
+JSON is only ever parsed by DuckDB (``read_json`` and the JSON functions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mpexport.duckdb_schema import (
+    MANIFEST_TABLE,
+    PARQUET_PENDING_TABLE,
+    quote_ident,
+)
+from mpexport.model import CompletedChunk
+
+STAGE_TABLE = "_mpexport_stage"
+# One Mixpanel event is capped far below this; the default (16 MB) would
+# reject a pathological but valid line and fail the whole chunk.
+MAX_OBJECT_SIZE = 256 * 1024 * 1024
+# Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
+# anti-join keep hash tables proportional to their input; slicing a chunk by
+# time keeps them bounded, so a big chunk loads under a small memory_limit.
+DEFAULT_BATCH_ROWS = 200_000
+
+KEY_COLUMNS = ("event", "distinct_id", "time", "insert_id")
+_ALL_COLUMNS = "event, time, distinct_id, insert_id, mp_processing_time_ms, properties"
+
+
+@dataclass
+class ChunkLoad:
+    """What loading one chunk did."""
+
+    received: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    replaced: int = 0
+
+
+def sql_string(text: str) -> str:
+    """A SQL string literal (paths are ours, but may contain quotes)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _time_micros_sql(raw: str, time_in_ms: bool) -> str:
+    """SQL turning the JSON text of ``time`` into exact epoch microseconds.
+
+    DECIMAL first: it parses integers and fractions exactly (a BIGINT cast
+    would round ``1.5``), and also accepts exponent forms. DOUBLE is the
+    fallback for anything else numeric-looking. Out-of-range values give NULL
+    instead of failing the chunk.
+    """
+    unit = 1_000 if time_in_ms else 1_000_000
+    return (
+        f"coalesce(TRY_CAST(TRY_CAST({raw} AS DECIMAL(38, 6)) * {unit} AS BIGINT), "
+        f"TRY_CAST(round(TRY_CAST({raw} AS DOUBLE) * {unit}) AS BIGINT))"
+    )
+
+
+def stage_sql(path: str, time_in_ms: bool) -> str:
+    """The statement that reads a spool file into the temp staging table."""
+    # json_extract_string with a list of paths parses each properties value
+    # once for all four fields, instead of once per ->> operator.
+    micros = _time_micros_sql("p[1]", time_in_ms)
+    mp_ms = "p[4]"
+    return f"""
+        CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS
+        SELECT event,
+               make_timestamptz({micros}) AS time,
+               p[2] AS distinct_id,
+               p[3] AS insert_id,
+               coalesce(TRY_CAST({mp_ms} AS BIGINT),
+                        TRY_CAST(TRY_CAST({mp_ms} AS DOUBLE) AS BIGINT)) AS mp_processing_time_ms,
+               properties
+        FROM (
+            SELECT event, properties,
+                   json_extract_string(properties, ['$.time', '$.distinct_id',
+                       '$."$insert_id"', '$.mp_processing_time_ms']) AS p
+            FROM read_json({sql_string(path)},
+                           format = 'newline_delimited',
+                           columns = {{'event': 'VARCHAR', 'properties': 'JSON'}},
+                           maximum_object_size = {MAX_OBJECT_SIZE})
+        )
+    """
+
+
+def _empty_stage_sql() -> str:
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} (event VARCHAR, time TIMESTAMPTZ, "
+        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON)"
+    )
+
+
+def _key_match(left: str, right: str) -> str:
+    # NULL keys (a missing distinct_id or $insert_id) must compare equal, as
+    # Mixpanel treats them, so plain = would let such duplicates through.
+    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in KEY_COLUMNS)
+
+
+def _insert_slice_sql(table: str, window: str) -> str:
+    """Insert the staged rows matching ``window`` that are new to the table.
+
+    ``window`` is a predicate on ``time`` built from constants, so the scan of
+    the stored table is pruned by DuckDB's per-row-group min/max (zonemaps):
+    the anti-join reads only the row groups overlapping this slice.
+    """
+    target = quote_ident(table)
+    return f"""
+        INSERT INTO {target}
+        SELECT s.event, s.time, s.distinct_id, s.insert_id, s.mp_processing_time_ms, s.properties
+        FROM (
+            SELECT DISTINCT ON (event, distinct_id, time, insert_id) {_ALL_COLUMNS}
+            FROM {STAGE_TABLE} WHERE {window}
+        ) AS s
+        ANTI JOIN (
+            SELECT event, distinct_id, time, insert_id FROM {target} WHERE {window}
+        ) AS e
+        ON {_key_match("s", "e")}
+        ORDER BY s.time
+    """
+
+
+def _slice_windows(con: Any, batch_rows: int) -> list[str]:
+    """Time predicates that split the staged rows into slices of about ``batch_rows``.
+
+    Slices are ranges of ``time``, so every copy of a key lands in the same
+    slice and per-slice dedupe equals whole-chunk dedupe.
+    """
+    lo, hi, count = con.execute(
+        f"SELECT epoch_us(min(time)), epoch_us(max(time)), count(time) FROM {STAGE_TABLE}"
+    ).fetchone()
+    windows: list[str] = []
+    if count:
+        pieces = max(1, math.ceil(count / max(1, batch_rows)))
+        bounds: list[int] = [int(lo)]
+        if pieces > 1:
+            fractions = ", ".join(str(k / pieces) for k in range(1, pieces))
+            (cuts,) = con.execute(
+                f"SELECT list_transform(quantile_disc(time, [{fractions}]), x -> epoch_us(x)) "
+                f"FROM {STAGE_TABLE}"
+            ).fetchone()
+            bounds.extend(sorted({int(c) for c in cuts if lo < int(c) <= hi}))
+        bounds.append(int(hi) + 1)  # half-open upper end just past the newest row
+        for start, stop in zip(bounds, bounds[1:], strict=False):
+            windows.append(
+                f"time >= make_timestamptz({start}::BIGINT) "
+                f"AND time < make_timestamptz({stop}::BIGINT)"
+            )
+    (nulls,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE} WHERE time IS NULL").fetchone()
+    if nulls:
+        # Rows without a usable time cannot be windowed; they are rare enough
+        # that a full scan for their own NULL-time peers is acceptable.
+        windows.append("time IS NULL")
+    return windows
+
+
+def _day_start_us(day: dt.date) -> int:
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return int(start.timestamp()) * 1_000_000
+
+
+def load_chunk(
+    con: Any,
+    completed: CompletedChunk,
+    *,
+    table: str,
+    filters: str,
+    run_id: str,
+    replace: bool,
+    time_in_ms: bool,
+    batch_rows: int,
+    track_days: bool,
+    check_stop: Callable[[], None],
+) -> ChunkLoad:
+    """Load one spool file in one transaction; roll back on any error.
+
+    ``check_stop`` is called between statements and raises to abandon the
+    chunk (the transaction is rolled back, nothing of it stays).
+    ``track_days`` records the UTC days the chunk touched in the
+    pending-Parquet table within the same transaction.
+    """
+    chunk = completed.chunk
+    result = ChunkLoad()
+    target = quote_ident(table)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        check_stop()
+        if completed.path.stat().st_size > 0:
+            con.execute(stage_sql(str(completed.path), time_in_ms))
+        else:
+            # read_json of an empty file is fine today, but a quiet day should
+            # not depend on that: an empty stage needs no reader at all.
+            con.execute(_empty_stage_sql())
+        check_stop()
+        (result.received,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE}").fetchone()
+        if replace:
+            start = _day_start_us(chunk.from_date)
+            stop = _day_start_us(chunk.to_date + dt.timedelta(days=1))
+            (result.replaced,) = con.execute(
+                f"DELETE FROM {target} WHERE time >= make_timestamptz({start}::BIGINT) "
+                f"AND time < make_timestamptz({stop}::BIGINT)"
+            ).fetchone()
+        for window in _slice_windows(con, batch_rows):
+            check_stop()
+            (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
+            result.inserted += int(inserted)
+        result.duplicates = result.received - result.inserted
+        if track_days:
+            # Stored in SQL from the stage, never row by row from Python.
+            con.execute(
+                f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT DISTINCT ?, CAST(time AS DATE) "
+                f"FROM {STAGE_TABLE} WHERE time IS NOT NULL",
+                [table],
+            )
+            if replace:
+                con.execute(
+                    f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT ?, CAST(d AS DATE) "
+                    "FROM generate_series(?::DATE, ?::DATE, INTERVAL 1 DAY) AS g(d)",
+                    [table, chunk.from_date, chunk.to_date],
+                )
+        con.execute(
+            f"INSERT INTO {MANIFEST_TABLE} (table_name, from_date, to_date, filters, received, "
+            "inserted, duplicates, replaced, bytes, sha256, run_id, time_in_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                table, chunk.from_date, chunk.to_date, filters, result.received,
+                result.inserted, result.duplicates, result.replaced, completed.bytes,
+                completed.sha256, run_id, time_in_ms,
+            ],
+        )
+        con.execute(f"DROP TABLE {STAGE_TABLE}")
+        check_stop()
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
+    return result
+
+
+def _rollback(con: Any) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except Exception:  # the connection may be interrupted or already closed
+        pass

@@ -1,0 +1,153 @@
+"""DuckDB side of the loader: argument checks, table and manifest DDL, manifest reads.
+
+Everything here either runs before DuckDB is opened (the checks, so a bad
+argument never touches a file) or takes an open connection from the loader
+thread (which is the only thread that ever holds one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from mpexport.errors import UsageError
+
+MANIFEST_TABLE = "_mpexport_chunks"
+# Days whose Parquet file must be (re)written: recorded in the chunk's own
+# transaction so a crash between COMMIT and the file write is repaired on the
+# next start instead of leaving the Parquet copy silently stale.
+PARQUET_PENDING_TABLE = "_mpexport_parquet_pending"
+RESERVED_PREFIX = "_mpexport"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# A DuckDB file starts with an 8-byte checksum, then the magic bytes.
+_MAGIC_OFFSET = 8
+_MAGIC = b"DUCK"
+
+# (name, type) in table order; the type strings are what DuckDB reports back.
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event", "VARCHAR"),
+    ("time", "TIMESTAMP WITH TIME ZONE"),
+    ("distinct_id", "VARCHAR"),
+    ("insert_id", "VARCHAR"),
+    ("mp_processing_time_ms", "BIGINT"),
+    ("properties", "JSON"),
+)
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote an identifier (names are validated, this guards keywords like ``time``)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_table_name(table: str) -> None:
+    """Raise UsageError unless ``table`` is a plain identifier outside the reserved prefix."""
+    if not _IDENTIFIER.fullmatch(table):
+        raise UsageError(
+            f"invalid table name {table!r}",
+            "use letters, digits and underscores, not starting with a digit, at most 63 chars",
+        )
+    if table.lower().startswith(RESERVED_PREFIX):
+        raise UsageError(
+            f"invalid table name {table!r}: names starting with {RESERVED_PREFIX} are reserved",
+            "pick another --table name",
+        )
+
+
+def check_db_path(db_path: Path) -> None:
+    """Raise UsageError when ``db_path`` cannot be a DuckDB database we may write.
+
+    Reads at most a few bytes of an existing file and writes nothing, so a
+    wrong path (a CSV, a text file) is left exactly as it was.
+    """
+    directory = db_path.parent if str(db_path.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(
+            f"the directory of the database does not exist: {directory}",
+            "create it first or choose another path",
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        # DuckDB writes a .wal file next to the database, so the directory
+        # itself must be writable even when the file already exists.
+        raise UsageError(
+            f"the directory of the database is not writable: {directory}",
+            "choose a path in a directory you can write to",
+        )
+    if not db_path.exists():
+        return
+    if not db_path.is_file():
+        raise UsageError(
+            f"the database path is not a regular file: {db_path}",
+            "give the path of a DuckDB file (it is created if missing)",
+        )
+    if not os.access(db_path, os.R_OK | os.W_OK):
+        raise UsageError(
+            f"the database file is not readable and writable: {db_path}",
+            "fix its permissions or choose another path",
+        )
+    with db_path.open("rb") as handle:
+        header = handle.read(_MAGIC_OFFSET + len(_MAGIC))
+    if header[_MAGIC_OFFSET:] != _MAGIC:
+        raise UsageError(
+            f"{db_path} exists but is not a DuckDB database",
+            "choose a new file name or an existing DuckDB file; the file was not changed",
+        )
+
+
+def create_schema(con: Any, table: str) -> None:
+    """Create the events table and the bookkeeping tables if missing; check an existing table."""
+    columns = ", ".join(f"{quote_ident(name)} {kind}" for name, kind in EVENT_COLUMNS)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} ({columns})")
+    con.execute(
+        f"""CREATE TABLE IF NOT EXISTS {MANIFEST_TABLE} (
+            table_name VARCHAR NOT NULL,
+            from_date DATE NOT NULL,
+            to_date DATE NOT NULL,
+            filters VARCHAR NOT NULL,
+            received BIGINT NOT NULL,
+            inserted BIGINT NOT NULL,
+            duplicates BIGINT NOT NULL,
+            replaced BIGINT NOT NULL,
+            bytes BIGINT NOT NULL,
+            sha256 VARCHAR,
+            run_id VARCHAR,
+            time_in_ms BOOLEAN,
+            loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        )"""
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {PARQUET_PENDING_TABLE} "
+        "(table_name VARCHAR NOT NULL, day DATE NOT NULL)"
+    )
+    found = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    if [(str(n), str(t)) for n, t in found] != list(EVENT_COLUMNS):
+        wanted = ", ".join(f"{n} {t}" for n, t in EVENT_COLUMNS)
+        raise UsageError(
+            f"table {table!r} exists with other columns than mpexport's ({wanted})",
+            "choose another --table name",
+        )
+
+
+def read_manifest(con: Any, table: str) -> dict[str, set[dt.date]]:
+    """Days covered by loaded chunks of ``table``, per filters fingerprint."""
+    rows = con.execute(
+        f"SELECT filters, from_date, to_date FROM {MANIFEST_TABLE} WHERE table_name = ?",
+        [table],
+    ).fetchall()
+    covered: dict[str, set[dt.date]] = {}
+    for filters, first, last in rows:
+        days = covered.setdefault(str(filters), set())
+        days.update(day_range(first, last))
+    return covered
+
+
+def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every date from ``first`` to ``last``, both inclusive."""
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]

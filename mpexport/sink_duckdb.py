@@ -1,0 +1,390 @@
+"""The DuckDB sink: one loader thread, one transaction per chunk, exactly-once rows.
+
+The main thread (the pipeline) calls :class:`DuckDBSink`'s methods; a single
+loader thread owns the only DuckDB connection and commits chunks one at a
+time from a bounded queue, so a slow disk pushes back on the downloads
+instead of piling spool files up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from mpexport.duckdb_load import DEFAULT_BATCH_ROWS, load_chunk
+from mpexport.duckdb_schema import (
+    check_db_path,
+    check_table_name,
+    create_schema,
+    day_range,
+    read_manifest,
+)
+from mpexport.errors import DatabaseLockedError, ExitCode, MpexportError, UsageError
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
+from mpexport.parquet_out import flush_pending
+
+# How long abort() waits for the loader to roll back and close. An
+# interrupted DuckDB statement returns within milliseconds; the margin is
+# for a COMMIT already writing to a slow disk, which must not be cut.
+ABORT_JOIN_SECONDS = 1.5
+_POLL_SECONDS = 0.1
+
+
+class LoaderError(MpexportError):
+    """The loader thread failed in a way no retry of the chunk can fix (disk, bug)."""
+
+    exit_code = ExitCode.PARTIAL
+
+
+class _Stopped(Exception):
+    """Raised inside the loader when abort() asked it to stop."""
+
+
+@dataclass
+class LoadStats:
+    """What the sink stored, summed over the chunks it committed."""
+
+    chunks: int = 0
+    rows_inserted: int = 0
+    duplicates_skipped: int = 0
+    rows_replaced: int = 0
+    bytes: int = 0
+
+
+def default_memory_limit() -> str | None:
+    """Half of physical memory, or None (DuckDB's own default) when unknown.
+
+    DuckDB defaults to 80% of RAM, but some of its allocations bypass the
+    limit and this process also holds download buffers, so its OOM guide
+    suggests 50-60%. Chunk slicing keeps the load itself well below this.
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+    return f"{max(256, total // 2 // (1024 * 1024))}MB"
+
+
+class DuckDBSink:
+    """Loads verified chunks into a DuckDB table, deduplicated on Mixpanel's key.
+
+    Construction validates the arguments, opens the database on the loader
+    thread and waits until it is ready, so a bad path or table name fails
+    before anything is fetched. ``stats`` holds the totals after ``close()``;
+    ``failed_chunks`` lists chunks whose data DuckDB refused (not loaded, no
+    manifest row, so a rerun fetches them again).
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        table: str = "events",
+        filters: QueryFilters,
+        run_id: str,
+        replace: bool = False,
+        refresh: bool = False,
+        parquet_dir: Path | None = None,
+        queue_size: int = 4,
+        time_in_ms: bool = False,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        check_table_name(table)
+        db_path = Path(db_path)
+        check_db_path(db_path)
+        if parquet_dir is not None:
+            parquet_dir = Path(parquet_dir)
+            if parquet_dir.exists() and not parquet_dir.is_dir():
+                raise UsageError(
+                    f"the Parquet output is not a directory: {parquet_dir}",
+                    "give a directory path (it is created if missing)",
+                )
+            if not parquet_dir.exists() and not parquet_dir.parent.is_dir():
+                raise UsageError(
+                    f"the parent directory of the Parquet output does not exist: "
+                    f"{parquet_dir.parent}",
+                    "create it first",
+                )
+        if queue_size < 1:
+            raise UsageError("queue_size must be at least 1")
+        self.db_path = db_path
+        self.table = table
+        self.filters = filters
+        self.run_id = run_id
+        self.replace = replace
+        self.refresh = refresh
+        self.parquet_dir = parquet_dir
+        self.time_in_ms = time_in_ms
+        self.batch_rows = batch_rows
+        self.stats = LoadStats()
+        self.failed_chunks: list[ChunkFailure] = []
+        self._fingerprint = filters.fingerprint()
+        self._config: dict[str, Any] = {
+            # The loader never relies on implicit order: it sorts explicitly
+            # where order matters (inserts, Parquet). Dropping the guarantee
+            # lets read_json and CTAS run in parallel with less memory.
+            "preserve_insertion_order": False,
+        }
+        limit = memory_limit or default_memory_limit()
+        if limit:
+            self._config["memory_limit"] = limit
+        if threads:
+            self._config["threads"] = threads
+        self._queue: queue.Queue[CompletedChunk | None] = queue.Queue(queue_size)
+        self._lock = threading.Lock()  # guards _covered between loader and main thread
+        self._covered: dict[str, set[dt.date]] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._con: Any = None
+        self._hold_dir: Path | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="mpexport-loader", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._thread.join()
+            raise error
+
+    # ----------------------------------------------------------- main thread
+
+    def covered_days(self, filters: QueryFilters | None = None) -> set[dt.date]:
+        """UTC days already loaded into this table with ``filters`` (default: the sink's)."""
+        key = (filters or self.filters).fingerprint()
+        with self._lock:
+            return set(self._covered.get(key, ()))
+
+    def already_done(self, chunk: Chunk) -> bool:
+        """True when every day of the chunk was loaded with the same filters (and no refresh)."""
+        if self.refresh:
+            return False
+        with self._lock:
+            covered = self._covered.get(self._fingerprint, set())
+            return all(day in covered for day in day_range(chunk.from_date, chunk.to_date))
+
+    def accept(self, completed: CompletedChunk) -> None:
+        """Queue a chunk for loading; blocks while the queue is full (backpressure)."""
+        self._raise_pending()
+        if self._finished:
+            completed.path.unlink(missing_ok=True)
+            raise RuntimeError("DuckDBSink.accept() after close() or abort()")
+        held = dataclasses.replace(completed, path=self._hold(completed.path))
+        while True:
+            try:
+                self._queue.put(held, timeout=_POLL_SECONDS)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    held.path.unlink(missing_ok=True)
+                    self._raise_pending()
+                    raise LoaderError("the DuckDB loader stopped unexpectedly") from None
+
+    def chunk_failed(self, chunk: Chunk) -> None:
+        """Nothing to do: the database does not wait for chunks in order."""
+
+    def close(self) -> None:
+        """Load everything queued, stop the loader, close the database; re-raise its error."""
+        if self._finished:
+            self._raise_pending()
+            return
+        try:
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(None, timeout=_POLL_SECONDS)
+                    break
+                except queue.Full:
+                    continue
+            while self._thread.is_alive():
+                self._thread.join(_POLL_SECONDS)
+        except BaseException:
+            # Ctrl-C while waiting for the last chunks: stop without a partial chunk.
+            self.abort()
+            raise
+        self._finished = True
+        self._drop_queued()
+        self._remove_hold_dir()
+        self._raise_pending()
+
+    def abort(self) -> None:
+        """Stop fast: roll back the chunk in progress, delete queued spool files, close."""
+        if self._finished:
+            return
+        self._finished = True
+        self._stop.set()
+        self._drop_queued()
+        con = self._con
+        if con is not None:
+            with contextlib.suppress(Exception):
+                con.interrupt()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # wake a loader waiting on an empty queue
+        self._thread.join(ABORT_JOIN_SECONDS)
+        self._drop_queued()
+        self._remove_hold_dir()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _hold(self, spool: Path) -> Path:
+        """Move a spool file into a directory the sink owns.
+
+        The pipeline may remove its spool directory as soon as the last chunk
+        is handed over, while queued chunks still wait for the loader; the
+        sink's own directory (a sibling, so the move is a rename) keeps them.
+        """
+        if self._hold_dir is None:
+            try:
+                self._hold_dir = Path(
+                    tempfile.mkdtemp(prefix="mpexport-load-", dir=spool.parent.parent)
+                )
+            except OSError:
+                self._hold_dir = Path(tempfile.mkdtemp(prefix="mpexport-load-"))
+        target = self._hold_dir / spool.name
+        try:
+            os.replace(spool, target)
+        except OSError:
+            shutil.move(spool, target)  # another file system: copy, then delete
+        return target
+
+    def _drop_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.path.unlink(missing_ok=True)
+
+    def _remove_hold_dir(self) -> None:
+        if self._hold_dir is not None and not self._thread.is_alive():
+            shutil.rmtree(self._hold_dir, ignore_errors=True)
+
+    # ---------------------------------------------------------- loader thread
+
+    def _run(self) -> None:
+        try:
+            con = self._open()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._con = con
+        self._ready.set()
+        try:
+            self._loop(con)
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            if not self._stop.is_set():
+                self._error = exc
+        finally:
+            self._con = None
+            with contextlib.suppress(Exception):
+                con.close()
+            self._drop_queued()
+
+    def _open(self) -> Any:
+        try:
+            con = duckdb.connect(str(self.db_path), config=self._config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise DatabaseLockedError(
+                    f"the database {self.db_path} is in use by another process",
+                    "wait for the other run to finish",
+                ) from exc
+            raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
+        except duckdb.Error as exc:
+            raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
+        try:
+            # Day boundaries (CAST(time AS DATE), Parquet partitions) are UTC days.
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("BEGIN TRANSACTION")
+            create_schema(con, self.table)
+            con.execute("COMMIT")
+            covered = read_manifest(con, self.table)
+            with self._lock:
+                self._covered = covered
+            if self.parquet_dir is not None:
+                flush_pending(con, self.table, self.parquet_dir)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _loop(self, con: Any) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                if self._stop.is_set():
+                    raise _Stopped()
+                self._load(con, item)
+            finally:
+                item.path.unlink(missing_ok=True)
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+
+    def _load(self, con: Any, completed: CompletedChunk) -> None:
+        try:
+            done = load_chunk(
+                con,
+                completed,
+                table=self.table,
+                filters=self._fingerprint,
+                run_id=self.run_id,
+                replace=self.replace,
+                time_in_ms=self.time_in_ms,
+                batch_rows=self.batch_rows,
+                track_days=self.parquet_dir is not None,
+                check_stop=self._check_stop,
+            )
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            if self._stop.is_set():
+                raise _Stopped() from exc
+            # The spool holds something DuckDB's reader refuses: this chunk
+            # is lost for this run, the others can still load.
+            reason = f"DuckDB could not load the data: {exc}".splitlines()[0]
+            self.failed_chunks.append(ChunkFailure(completed.chunk, reason, completed.attempts))
+            return
+        except duckdb.InterruptException as exc:
+            raise _Stopped() from exc
+        except (_Stopped, MpexportError):
+            raise
+        except Exception as exc:
+            if self._stop.is_set():
+                raise _Stopped() from exc
+            raise LoaderError(
+                f"loading {completed.chunk.label()} into {self.db_path} failed: {exc}",
+                "nothing of this chunk was stored; rerun the same command to resume",
+            ) from exc
+        self.stats.chunks += 1
+        self.stats.rows_inserted += done.inserted
+        self.stats.duplicates_skipped += done.duplicates
+        self.stats.rows_replaced += done.replaced
+        self.stats.bytes += completed.bytes
+        chunk = completed.chunk
+        with self._lock:
+            days = self._covered.setdefault(self._fingerprint, set())
+            days.update(day_range(chunk.from_date, chunk.to_date))
+        if self.parquet_dir is not None:
+            self.parquet_dir.mkdir(parents=True, exist_ok=True)
+            flush_pending(con, self.table, self.parquet_dir)
