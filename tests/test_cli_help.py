@@ -1,0 +1,35 @@
+"""Every command documents itself; exit codes are in the help."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mpexport.cli import cli
+
+
+def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = []
+    for name, command in group.commands.items():
+        paths.append((*prefix, name))
+        if isinstance(command, click.Group):
+            paths += walk(command, (*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", walk(cli))
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0
+    command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    assert command.help and len(command.help) > 40
+
+
+def test_export_help_lists_exit_codes_and_env() -> None:
+    result = CliRunner().invoke(cli, ["export", "--help"])
+    for text in ("Exit codes", "130", "MP_USERNAME", "MP_API_SECRET", "--dry-run"):
+        assert text in result.stdout

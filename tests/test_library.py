@@ -1,0 +1,71 @@
+"""The library API: what a Python user gets from ``mpexport.export``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections import Counter
+
+import pytest
+
+import mpexport
+from mpexport.credentials import Credentials
+from mpexport.errors import CredentialsError, UsageError
+from mpexport.events import ChunkDone, ChunkRetry, PlanReady
+from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
+from mpexport.fetch import FetchSettings
+from tests.conftest import ServerFactory
+
+CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
+FAST = FetchSettings(backoff_base=0.01, backoff_cap=0.05)
+
+
+def test_export_returns_result_and_reports_progress(make_server: ServerFactory) -> None:
+    dataset = Dataset(seed=4, events_per_day=60, quiet_every=4)
+    server = make_server(dataset, faults=("reset", "gzip_cut"))
+    out = io.BytesIO()
+    events: list[object] = []
+    result = mpexport.export(
+        dt.date(2024, 4, 1), "2024-04-20", output=out, credentials=CREDS, chunk_days=5,
+        workers=3, api_url=server.url, progress=events.append, settings=FAST,
+    )
+    expected = dataset.lines_for_range(dt.date(2024, 4, 1), dt.date(2024, 4, 20))
+    assert Counter(out.getvalue().splitlines(keepends=True)) == Counter(expected)
+    assert result.ok and result.events == len(expected) and result.chunks_total == 4
+    assert [c.chunk.index for c in result.completed] == [0, 1, 2, 3]
+    assert all(c.attempts == 2 for c in result.completed)  # each chunk faulted once
+    assert isinstance(events[0], PlanReady)
+    assert sum(isinstance(e, ChunkDone) for e in events) == 4
+    assert sum(isinstance(e, ChunkRetry) for e in events) == 4
+
+
+def test_failed_ranges_in_result(make_server: ServerFactory) -> None:
+    server = make_server(Dataset(seed=4, events_per_day=10),
+                         fail_dates=frozenset({dt.date(2024, 4, 3)}))
+    result = mpexport.export(
+        "2024-04-01", "2024-04-09", output=io.BytesIO(), credentials=CREDS, chunk_days=3,
+        api_url=server.url, settings=FetchSettings(max_attempts=2, backoff_base=0.01),
+    )
+    assert not result.ok
+    assert [f.chunk.label() for f in result.failed] == ["2024-04-01..2024-04-03"]
+    assert len(result.completed) == 2
+
+
+def test_credentials_error_is_typed(make_server: ServerFactory) -> None:
+    server = make_server()
+    with pytest.raises(CredentialsError):
+        mpexport.export("2024-04-01", "2024-04-02", output=io.BytesIO(), api_url=server.url,
+                        credentials=Credentials(api_secret="nope"))
+
+
+def test_usage_error_before_any_request(make_server: ServerFactory) -> None:
+    server = make_server()
+    with pytest.raises(UsageError):
+        mpexport.export("2024-04-02", "2024-04-01", output=io.BytesIO(), api_url=server.url,
+                        credentials=CREDS)
+    assert len(server.stats) == 0
+
+
+def test_credentials_repr_hides_secrets() -> None:
+    assert DEMO_SECRET not in repr(CREDS)
+    assert "xyz" not in repr(Credentials(api_secret="xyz"))
