@@ -8,18 +8,21 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.client import Endpoint, query_params, resolve_endpoint, validate_filters
 from mpexport.credentials import Credentials, credentials_from_env
 from mpexport.dates import parse_range, utc_today
-from mpexport.errors import UsageError
+from mpexport.errors import Interrupted, UsageError
 from mpexport.events import ProgressCallback
 from mpexport.fetch import FetchSettings, Query
 from mpexport.model import Chunk, ExportResult, QueryFilters
 from mpexport.pipeline import Pipeline
-from mpexport.plan import DEFAULT_CHUNK_DAYS, plan_chunks
+from mpexport.plan import DEFAULT_CHUNK_DAYS, merge_ranges, plan_chunks
 from mpexport.sink_ndjson import NdjsonSink
+
+if TYPE_CHECKING:
+    from mpexport.interrupt import InterruptGuard
 
 DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
@@ -119,18 +122,31 @@ def run_export(
     *,
     progress: ProgressCallback | None = None,
     spool_dir: Path | None = None,
+    guard: InterruptGuard | None = None,
 ) -> ExportResult:
-    """Run a validated export, writing NDJSON to ``output``."""
+    """Run a validated export, writing NDJSON to ``output``.
+
+    ``guard`` (the CLI's signal handling) makes a stop request end the output
+    on a whole line.
+    """
+    chunks = request.plan()
+    sink = NdjsonSink(output, guard)
     pipeline = Pipeline(
-        request.plan(),
+        chunks,
         request.query(credentials),
-        NdjsonSink(output),
+        sink,
         workers=request.workers,
         settings=request.settings,
         progress=progress,
         spool_dir=spool_dir,
+        guard=guard,
     )
-    return pipeline.run()
+    try:
+        return pipeline.run()
+    except Interrupted as exc:
+        written = set(sink.written)
+        exc.remaining = merge_ranges([c for c in chunks if c not in written])
+        raise
 
 
 def export(

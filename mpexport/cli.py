@@ -6,6 +6,7 @@ exceptions into exit codes and one-line messages.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shlex
 import sys
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mpexport import __version__
-from mpexport.errors import ExitCode, MpexportError, OutputClosed, exit_code_for
+from mpexport.errors import ExitCode, Interrupted, MpexportError, OutputClosed, exit_code_for
+from mpexport.interrupt import GUARD
 
 if TYPE_CHECKING:
     from mpexport.api import ExportRequest
@@ -131,12 +133,19 @@ def export_command(
             click.echo(line)
         return
     credentials = credentials_from_env(project_id=project_id)
-    result = _run_with_progress(
-        lambda callback: run_export(request, credentials, sys.stdout.buffer, progress=callback),
-        progress,
-    )
-    _report(result, request, _retry_args(events, where, limit, region, api_url, project_id,
-                                         chunk_days, workers))
+    retry_args = _retry_args(events, where, limit, region, api_url, project_id, chunk_days,
+                             workers)
+    with GUARD.installed() as guard:
+        try:
+            result = _run_with_progress(
+                lambda callback: run_export(request, credentials, sys.stdout.buffer,
+                                            progress=callback, guard=guard),
+                progress,
+            )
+        except Interrupted as stop:
+            _report_interrupted(stop, retry_args)
+            raise
+    _report(result, request, retry_args)
     if not result.ok:
         raise SystemExit(int(ExitCode.PARTIAL))
 
@@ -177,8 +186,28 @@ def _retry_args(
     return args
 
 
+def _rerun_commands(ranges: list[tuple[dt.date, dt.date]], retry_args: list[str]) -> None:
+    for start, end in ranges:
+        command = ["mpexport", "export", "--from", start.isoformat(), "--to", end.isoformat(),
+                   *retry_args]
+        _echo_err("  " + shlex.join(command))
+
+
+def _report_interrupted(stop: Interrupted, retry_args: list[str]) -> None:
+    from mpexport.model import ExportResult
+
+    result = stop.result
+    if isinstance(result, ExportResult):
+        _echo_err(f"mpexport: {stop.signal_name}: stopped after {result.seconds:.1f}s; "
+                  f"{len(result.completed)}/{result.chunks_total} chunks fetched, "
+                  "stdout ends on a whole line")
+    if stop.remaining:
+        _echo_err("to fetch what is missing, run:")
+        _rerun_commands(stop.remaining, retry_args)
+
+
 def _report(result: ExportResult, request: ExportRequest, retry_args: list[str]) -> None:
-    from mpexport.pipeline import failure_ranges
+    from mpexport.plan import merge_ranges
 
     done = len(result.completed)
     _echo_err(
@@ -192,9 +221,7 @@ def _report(result: ExportResult, request: ExportRequest, retry_args: list[str])
     for failure in result.failed:
         _echo_err(f"  {failure.chunk.label()}: {failure.reason}")
     _echo_err("retry just those with:")
-    for start, end in failure_ranges(result.failed):
-        command = ["mpexport", "export", "--from", start, "--to", end, *retry_args]
-        _echo_err("  " + shlex.join(command))
+    _rerun_commands(merge_ranges([f.chunk for f in result.failed]), retry_args)
 
 
 @cli.command("fake-server", context_settings=CONTEXT)
@@ -301,6 +328,10 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _echo_err("mpexport: interrupted")
         return int(ExitCode.INTERRUPTED)
+    except Interrupted as exc:
+        if _State.debug:
+            traceback.print_exc()
+        return int(exc.exit_code)
     except MpexportError as exc:
         if _State.debug:
             traceback.print_exc()

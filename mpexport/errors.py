@@ -6,6 +6,7 @@ them into process exit codes, so the mapping lives in exactly one place.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 
 
@@ -82,6 +83,10 @@ class Interrupted(MpexportError):
     def __init__(self, signal_name: str = "SIGINT") -> None:
         super().__init__(f"interrupted by {signal_name}")
         self.signal_name = signal_name
+        # What was done before the stop (an ExportResult), set by the pipeline,
+        # and the (from, to) date ranges still to fetch, set by the runner.
+        self.result: object | None = None
+        self.remaining: list[tuple[dt.date, dt.date]] = []
         self.exit_code = (
             ExitCode.TERMINATED if signal_name == "SIGTERM" else ExitCode.INTERRUPTED
         )

@@ -18,7 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mpexport.errors import Interrupted
 from mpexport.events import (
     BytesReceived,
     ChunkDone,
@@ -29,8 +31,11 @@ from mpexport.events import (
     ProgressEvent,
 )
 from mpexport.fetch import FetchSettings, Query, Stopped, fetch_chunk, new_session
-from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
+from mpexport.model import Chunk, CompletedChunk, ExportResult
 from mpexport.sinks import Sink
+
+if TYPE_CHECKING:
+    from mpexport.interrupt import InterruptGuard
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,10 @@ class Pipeline:
         settings: FetchSettings | None = None,
         progress: ProgressCallback | None = None,
         spool_dir: Path | None = None,
+        guard: InterruptGuard | None = None,
     ) -> None:
         self.chunks = list(chunks)
+        self.guard = guard
         self.query = query
         self.sink = sink
         self.workers = workers
@@ -84,9 +91,13 @@ class Pipeline:
         spool_dir = Path(tempfile.mkdtemp(prefix="mpexport-spool-", dir=self.spool_parent))
         try:
             self._run_workers(todo, spool_dir, result)
-        except BaseException:
+        except BaseException as exc:
             self.stop.set()
             self.sink.abort()
+            if isinstance(exc, Interrupted):
+                result.interrupted = True
+                result.seconds = time.monotonic() - started
+                exc.result = result
             raise
         finally:
             self.stop.set()
@@ -107,11 +118,15 @@ class Pipeline:
             ).start()
         outstanding = len(todo)
         while outstanding:
-            message = self._messages.get()
+            try:
+                # A timeout, so that signal handlers run promptly on this thread.
+                message = self._messages.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if isinstance(message, _WorkerCrashed):
                 raise message.error
             if isinstance(message, ChunkDone):
-                self.sink.accept(message.completed)
+                self._hand_over(message.completed)
                 result.completed.append(message.completed)
                 result.events += message.completed.lines
                 result.bytes += message.completed.bytes
@@ -123,6 +138,16 @@ class Pipeline:
             self.progress(message)
         result.completed.sort(key=lambda c: c.chunk.index)
         result.failed.sort(key=lambda f: f.chunk.index)
+
+    def _hand_over(self, completed: CompletedChunk) -> None:
+        if self.guard is None:
+            self.sink.accept(completed)
+            return
+        # A signal must not cut a write in the middle of a line: the sink
+        # polls the guard between whole-line blocks instead.
+        with self.guard.shielded():
+            self.sink.accept(completed)
+        self.guard.raise_if_requested()
 
     def _worker(self, spool_dir: Path) -> None:
         session = new_session()
@@ -158,15 +183,3 @@ class Pipeline:
             post(_WorkerCrashed(exc))
         finally:
             session.close()
-
-
-def failure_ranges(failures: Sequence[ChunkFailure]) -> list[tuple[str, str]]:
-    """The failed chunks' date ranges, adjacent ones merged, as ISO strings."""
-    merged: list[list[Chunk]] = []
-    for failure in sorted(failures, key=lambda f: f.chunk.from_date):
-        chunk = failure.chunk
-        if merged and (chunk.from_date - merged[-1][-1].to_date).days == 1:
-            merged[-1].append(chunk)
-        else:
-            merged.append([chunk])
-    return [(run[0].from_date.isoformat(), run[-1].to_date.isoformat()) for run in merged]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from mpexport.errors import UsageError
 from mpexport.model import Chunk
@@ -28,3 +29,14 @@ def plan_chunks(start: dt.date, end: dt.date, chunk_days: int = DEFAULT_CHUNK_DA
         chunks.append(Chunk(len(chunks), cursor, last))
         cursor = last + dt.timedelta(days=1)
     return chunks
+
+
+def merge_ranges(chunks: Sequence[Chunk]) -> list[tuple[dt.date, dt.date]]:
+    """The chunks' date ranges with adjacent ones merged, in date order."""
+    merged: list[tuple[dt.date, dt.date]] = []
+    for chunk in sorted(chunks, key=lambda c: c.from_date):
+        if merged and (chunk.from_date - merged[-1][1]).days <= 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], chunk.to_date))
+        else:
+            merged.append((chunk.from_date, chunk.to_date))
+    return merged

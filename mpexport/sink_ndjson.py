@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.errors import OutputClosed
 from mpexport.model import Chunk, CompletedChunk
 
+if TYPE_CHECKING:
+    from mpexport.interrupt import InterruptGuard
+
 COPY_BUFFER = 1024 * 1024
+# After a stop request, the chunk being written gets this long to finish, so
+# that the output usually ends on a chunk boundary and a resume is exact.
+FINISH_GRACE_SECONDS = 1.0
 
 
 class NdjsonSink:
@@ -17,12 +24,16 @@ class NdjsonSink:
 
     A chunk that is ready before its predecessors waits on disk (its spool
     file); a failed chunk is skipped so later ones are not held forever.
+    ``written`` lists the chunks written whole, in order.
     """
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, guard: InterruptGuard | None = None) -> None:
         self._stream = stream
+        self._guard = guard
         self._next = 0
-        self._ready: dict[int, Path | None] = {}
+        self._ready: dict[int, tuple[Chunk, Path | None]] = {}
+        self.written: list[Chunk] = []
+        self.cut: Chunk | None = None  # a chunk only partly written when a stop came
 
     def already_done(self, chunk: Chunk) -> bool:
         """Stdout keeps nothing between runs: every chunk is fetched."""
@@ -30,28 +41,54 @@ class NdjsonSink:
 
     def accept(self, completed: CompletedChunk) -> None:
         """Queue the chunk and write every chunk that is now next in order."""
-        self._ready[completed.chunk.index] = completed.path
+        self._ready[completed.chunk.index] = (completed.chunk, completed.path)
         self._drain()
 
     def chunk_failed(self, chunk: Chunk) -> None:
         """Skip the failed chunk's slot in the order."""
-        self._ready[chunk.index] = None
+        self._ready[chunk.index] = (chunk, None)
         self._drain()
 
     def _drain(self) -> None:
         while self._next in self._ready:
-            path = self._ready.pop(self._next)
+            chunk, path = self._ready.pop(self._next)
             self._next += 1
             if path is None:
                 continue
             try:
-                with path.open("rb") as spool:
-                    shutil.copyfileobj(spool, self._stream, COPY_BUFFER)
+                whole = self._copy_whole_lines(path)
                 self._stream.flush()
             except BrokenPipeError:
                 raise OutputClosed() from None
             finally:
                 path.unlink(missing_ok=True)
+            if not whole:
+                self.cut = chunk
+                assert self._guard is not None
+                self._guard.raise_if_requested()
+            self.written.append(chunk)
+
+    def _copy_whole_lines(self, path: Path) -> bool:
+        """Copy a spool file; False if a stop request cut it (on a line end)."""
+        # Blocks are written up to their last newline, so that stopping
+        # between blocks leaves stdout ending on a whole line.
+        carry = b""
+        deadline: float | None = None
+        with path.open("rb") as spool:
+            while block := spool.read(COPY_BUFFER):
+                if self._guard is not None and self._guard.stop_requested():
+                    now = time.monotonic()
+                    deadline = deadline or now + FINISH_GRACE_SECONDS
+                    if now >= deadline:
+                        return False
+                data = carry + block if carry else block
+                end = data.rfind(b"\n") + 1
+                if end:
+                    self._stream.write(data[:end] if end < len(data) else data)
+                carry = data[end:]
+        if carry:  # verified bodies end with a newline; never drop bytes silently
+            self._stream.write(carry)
+        return True
 
     def close(self) -> None:
         """Flush the stream."""
@@ -61,8 +98,10 @@ class NdjsonSink:
             raise OutputClosed() from None
 
     def abort(self) -> None:
-        """Delete held spool files; what was written stays whole chunks."""
-        for path in self._ready.values():
+        """Delete held spool files; what was written stays whole lines."""
+        for _chunk, path in self._ready.values():
             if path is not None:
                 path.unlink(missing_ok=True)
         self._ready.clear()
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self._stream.flush()
