@@ -130,7 +130,7 @@ def run_export(
     on a whole line.
     """
     chunks = request.plan()
-    sink = NdjsonSink(output, guard)
+    sink = NdjsonSink(output, request.from_date, guard)
     pipeline = Pipeline(
         chunks,
         request.query(credentials),

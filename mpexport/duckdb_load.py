@@ -7,7 +7,9 @@ JSON is only ever parsed by DuckDB (``read_json`` and the JSON functions).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,13 +143,16 @@ def _slice_windows(con: Any, batch_rows: int) -> list[str]:
         bounds: list[int] = [int(lo)]
         if pieces > 1:
             fractions = ", ".join(str(k / pieces) for k in range(1, pieces))
-            (cuts,) = con.execute(
-                f"SELECT list_transform(quantile_disc(time, [{fractions}]), x -> epoch_us(x)) "
-                f"FROM {STAGE_TABLE}"
-            ).fetchone()
+            cuts = [
+                row[0]
+                for row in con.execute(
+                    f"SELECT epoch_us(q) FROM (SELECT unnest(quantile_disc(time, "
+                    f"[{fractions}])) AS q FROM {STAGE_TABLE})"
+                ).fetchall()
+            ]
             bounds.extend(sorted({int(c) for c in cuts if lo < int(c) <= hi}))
         bounds.append(int(hi) + 1)  # half-open upper end just past the newest row
-        for start, stop in zip(bounds, bounds[1:], strict=False):
+        for start, stop in itertools.pairwise(bounds):
             windows.append(
                 f"time >= make_timestamptz({start}::BIGINT) "
                 f"AND time < make_timestamptz({stop}::BIGINT)"
@@ -244,7 +249,7 @@ def load_chunk(
 
 
 def _rollback(con: Any) -> None:
-    try:
+    # The connection may be interrupted or already closed; the transaction
+    # then dies with it, which is the same outcome.
+    with contextlib.suppress(Exception):
         con.execute("ROLLBACK")
-    except Exception:  # the connection may be interrupted or already closed
-        pass

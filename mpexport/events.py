@@ -47,5 +47,14 @@ class ChunkFailed:
     failure: ChunkFailure
 
 
-ProgressEvent = PlanReady | BytesReceived | ChunkRetry | ChunkDone | ChunkFailed
+@dataclass(frozen=True)
+class ChunkSplitInTwo:
+    """A chunk kept failing in size-related ways; its two halves are fetched instead."""
+
+    chunk: Chunk
+    halves: tuple[Chunk, Chunk]
+    reason: str
+
+
+ProgressEvent = PlanReady | BytesReceived | ChunkRetry | ChunkDone | ChunkFailed | ChunkSplitInTwo
 ProgressCallback = Callable[[ProgressEvent], None]

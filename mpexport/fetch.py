@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mpexport.client import (
     CONNECT_TIMEOUT,
@@ -38,16 +38,72 @@ if TYPE_CHECKING:
 
 READ_BLOCK = 256 * 1024
 DEFAULT_MAX_ATTEMPTS = 6
+# 429s do not spend the retry budget, but a chunk refused this often fails.
+MAX_THROTTLED = 30
+# Consecutive size-related failures after which a multi-day chunk is halved.
+SPLIT_AFTER = 2
 USER_AGENT = "mpexport"
 
 
 class RetryableError(Exception):
-    """An attempt failed in a way another attempt may fix."""
+    """An attempt failed in a way another attempt may fix.
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    ``throttled`` marks a 429: the server asked us to slow down, the chunk
+    itself is fine. ``size_related`` marks failures that a smaller query may
+    avoid (truncated bodies, timeouts, streams broken mid-body).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        *,
+        throttled: bool = False,
+        size_related: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.throttled = throttled
+        self.size_related = size_related
+
+
+class RequestGate(Protocol):
+    """What every request start passes: the shared rate limiter."""
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until a request may start; False if ``stop`` was set meanwhile."""
+        ...
+
+    def release(self) -> None:
+        """The request finished (its response is closed)."""
+        ...
+
+    def penalize(self, seconds: float) -> None:
+        """The server refused us (429): no request starts for ``seconds``."""
+        ...
+
+
+class OpenGate:
+    """A gate that never waits (for tests and unlimited proxies)."""
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Let the request start at once unless the run is stopping."""
+        return not stop.is_set()
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+    def penalize(self, seconds: float) -> None:
+        """Ignore: the chunk's own backoff still applies."""
+
+
+@dataclass(frozen=True)
+class ChunkSplit:
+    """A chunk that kept failing in size-related ways, to be fetched as two halves."""
+
+    chunk: Chunk
+    reason: str
 
 
 class Stopped(Exception):
@@ -133,6 +189,9 @@ def fetch_once(
             stream=True,
             timeout=(settings.connect_timeout, settings.read_timeout),
         )
+    except requests.Timeout as exc:
+        raise RetryableError(f"request timed out: {type(exc).__name__}",
+                             size_related=True) from None
     except requests.RequestException as exc:
         raise RetryableError(f"request failed: {type(exc).__name__}") from None
     with response:
@@ -141,10 +200,10 @@ def fetch_once(
             body = response.raw.read(64 * 1024, decode_content=True) or b""
             raise_for_fatal_status(status, body)
             reason = f"HTTP {status}: {error_text(body, 120)}"
+            retry_after = None
             if is_retryable_status(status):
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                raise RetryableError(reason, retry_after)
-            raise RetryableError(reason)
+            raise RetryableError(reason, retry_after, throttled=status == 429)
         gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
         verifier = BodyVerifier(gzipped)
         fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
@@ -165,17 +224,17 @@ def fetch_once(
             verified = verifier.finish()
         except IncompleteBody as exc:
             path.unlink(missing_ok=True)
-            raise RetryableError(f"incomplete body: {exc}") from None
-        except (requests.RequestException, OSError) as exc:
+            raise RetryableError(f"incomplete body: {exc}", size_related=True) from None
+        except BaseException as exc:
             path.unlink(missing_ok=True)
-            raise RetryableError(f"connection broke mid-body: {type(exc).__name__}") from None
-        except Exception as exc:
-            path.unlink(missing_ok=True)
-            # urllib3's own errors (ProtocolError, IncompleteRead...) surface
+            # urllib3's own errors (ProtocolError, ReadTimeoutError...) surface
             # from raw.read without requests' wrapping.
-            if type(exc).__module__.startswith(("urllib3", "http.client")):
+            broken = isinstance(exc, (requests.RequestException, OSError)) or type(
+                exc
+            ).__module__.startswith(("urllib3", "http.client"))
+            if broken:
                 raise RetryableError(
-                    f"connection broke mid-body: {type(exc).__name__}"
+                    f"connection broke mid-body: {type(exc).__name__}", size_related=True
                 ) from None
             raise
     return path, verified.lines, verified.bytes, verified.sha256
@@ -191,26 +250,57 @@ def fetch_chunk(
     on_bytes: Callable[[int], None],
     on_retry: Callable[[Chunk, int, str, float], None],
     rng: random.Random,
-) -> CompletedChunk | ChunkFailure:
-    """Fetch a chunk with retries; a fatal error propagates, a spent budget fails it."""
+    gate: RequestGate | None = None,
+) -> CompletedChunk | ChunkFailure | ChunkSplit:
+    """Fetch a chunk with retries through ``gate``.
+
+    A fatal error (400, 401, 403) propagates; a spent retry budget gives a
+    :class:`ChunkFailure`; repeated size-related failures of a multi-day
+    chunk give a :class:`ChunkSplit`. 429s wait (``Retry-After`` or backoff,
+    shared with every worker through the gate) without spending the budget.
+    """
+    gate = gate or OpenGate()
     started = time.monotonic()
-    reason = "no attempt made"
-    for attempt in range(1, settings.max_attempts + 1):
+    failures = 0
+    throttled = 0
+    size_failures = 0
+    while True:
+        if not gate.acquire(stop):
+            raise Stopped()
         try:
             path, lines, size, digest = fetch_once(
                 session, query, chunk, spool_dir, settings, stop, on_bytes
             )
         except RetryableError as exc:
-            reason = exc.reason
-            if attempt == settings.max_attempts:
-                break
-            delay = backoff_delay(attempt, settings, rng)
+            if exc.throttled:
+                throttled += 1
+                if throttled > MAX_THROTTLED:
+                    return ChunkFailure(chunk, f"rate limited {throttled} times: {exc.reason}",
+                                        failures + throttled)
+                delay = exc.retry_after
+                if delay is None:
+                    delay = backoff_delay(throttled, settings, rng)
+                delay = min(settings.retry_after_cap, delay)
+                # Everyone waits, not just this worker: the limit is per project.
+                gate.penalize(delay)
+                on_retry(chunk, failures + throttled, exc.reason, delay)
+                if stop.wait(delay):
+                    raise Stopped() from None
+                continue
+            failures += 1
+            size_failures = size_failures + 1 if exc.size_related else 0
+            if size_failures >= SPLIT_AFTER and chunk.days > 1:
+                return ChunkSplit(chunk, exc.reason)
+            if failures >= settings.max_attempts:
+                return ChunkFailure(chunk, exc.reason, failures + throttled)
+            delay = backoff_delay(failures, settings, rng)
             if exc.retry_after is not None:
                 delay = min(settings.retry_after_cap, max(delay, exc.retry_after))
-            on_retry(chunk, attempt, reason, delay)
+            on_retry(chunk, failures + throttled, exc.reason, delay)
             if stop.wait(delay):
                 raise Stopped() from None
             continue
-        return CompletedChunk(chunk, path, lines, size, digest, attempt,
+        finally:
+            gate.release()
+        return CompletedChunk(chunk, path, lines, size, digest, failures + throttled + 1,
                               time.monotonic() - started)
-    return ChunkFailure(chunk, reason, settings.max_attempts)

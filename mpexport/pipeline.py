@@ -26,12 +26,22 @@ from mpexport.events import (
     ChunkDone,
     ChunkFailed,
     ChunkRetry,
+    ChunkSplitInTwo,
     PlanReady,
     ProgressCallback,
     ProgressEvent,
 )
-from mpexport.fetch import FetchSettings, Query, Stopped, fetch_chunk, new_session
+from mpexport.fetch import (
+    ChunkSplit,
+    FetchSettings,
+    Query,
+    RequestGate,
+    Stopped,
+    fetch_chunk,
+    new_session,
+)
 from mpexport.model import Chunk, CompletedChunk, ExportResult
+from mpexport.plan import split_chunk
 from mpexport.sinks import Sink
 
 if TYPE_CHECKING:
@@ -64,9 +74,11 @@ class Pipeline:
         progress: ProgressCallback | None = None,
         spool_dir: Path | None = None,
         guard: InterruptGuard | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         self.chunks = list(chunks)
         self.guard = guard
+        self.gate = gate
         self.query = query
         self.sink = sink
         self.workers = workers
@@ -91,6 +103,8 @@ class Pipeline:
         spool_dir = Path(tempfile.mkdtemp(prefix="mpexport-spool-", dir=self.spool_parent))
         try:
             self._run_workers(todo, spool_dir, result)
+            # Before the spool directory goes: the sink may still hold files in it.
+            self.sink.close()
         except BaseException as exc:
             self.stop.set()
             self.sink.abort()
@@ -103,8 +117,6 @@ class Pipeline:
             self.stop.set()
             shutil.rmtree(spool_dir, ignore_errors=True)
             result.seconds = time.monotonic() - started
-        self.sink.close()
-        result.seconds = time.monotonic() - started
         return result
 
     def _run_workers(self, todo: list[Chunk], spool_dir: Path, result: ExportResult) -> None:
@@ -135,9 +147,14 @@ class Pipeline:
                 self.sink.chunk_failed(message.failure.chunk)
                 result.failed.append(message.failure)
                 outstanding -= 1
+            elif isinstance(message, ChunkSplitInTwo):
+                for half in message.halves:
+                    self._work.put(half)
+                outstanding += 1
+                result.chunks_total += 1
             self.progress(message)
-        result.completed.sort(key=lambda c: c.chunk.index)
-        result.failed.sort(key=lambda f: f.chunk.index)
+        result.completed.sort(key=lambda c: c.chunk.from_date)
+        result.failed.sort(key=lambda f: f.chunk.from_date)
 
     def _hand_over(self, completed: CompletedChunk) -> None:
         if self.guard is None:
@@ -163,18 +180,22 @@ class Pipeline:
         try:
             while not self.stop.is_set():
                 try:
-                    chunk = self._work.get_nowait()
+                    # Wait rather than leave when idle: a split adds work later.
+                    chunk = self._work.get(timeout=0.2)
                 except queue.Empty:
-                    return
+                    continue
                 outcome = fetch_chunk(
                     session, self.query, chunk, spool_dir, self.settings, self.stop,
-                    on_bytes, on_retry, rng,
+                    on_bytes, on_retry, rng, self.gate,
                 )
                 if isinstance(outcome, CompletedChunk):
                     if self.stop.is_set():
                         outcome.path.unlink(missing_ok=True)
                         return
                     post(ChunkDone(outcome))
+                elif isinstance(outcome, ChunkSplit):
+                    post(ChunkSplitInTwo(outcome.chunk, split_chunk(outcome.chunk),
+                                         outcome.reason))
                 else:
                     post(ChunkFailed(outcome))
         except Stopped:

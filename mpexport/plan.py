@@ -69,20 +69,20 @@ def plan_adaptive(
     The count is at least ``workers`` (so every worker has a chunk and no
     single slow chunk holds the run), more if the known volume asks for
     chunks under ``target_events`` (or, with no volumes known, for chunks of
-    about a week), and at most ``max_queries`` and the number of days. Days are then cut into that many contiguous chunks of about
-    equal expected volume (days without a recorded volume count as average).
+    about a week), and at most ``max_queries`` and the number of days. Days
+    are then cut into that many contiguous chunks of about equal expected
+    volume (days without a recorded volume count as average).
     """
     if start > end:
         raise UsageError(f"the range starts {start} after it ends {end}")
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     volumes = _expected_volumes(days, day_volumes or {})
     total = sum(volumes)
-    if day_volumes:
-        by_size = -(-total // target_events)
-    else:
-        # Nothing known about volumes: chunks of about a week, the size
-        # Mixpanel exports reliably, unless the budget says otherwise.
-        by_size = -(-len(days) // DEFAULT_CHUNK_DAYS)
+    # With nothing known about volumes: chunks of about a week, the size
+    # Mixpanel exports reliably, unless the budget says otherwise.
+    by_size = (
+        -(-total // target_events) if day_volumes else -(-len(days) // DEFAULT_CHUNK_DAYS)
+    )
     wanted = max(workers, by_size)
     count = max(1, min(wanted, max_queries, len(days)))
     return _cut_balanced(days, volumes, count)

@@ -10,6 +10,7 @@ from mpexport.events import (
     ChunkDone,
     ChunkFailed,
     ChunkRetry,
+    ChunkSplitInTwo,
     PlanReady,
     ProgressEvent,
 )
@@ -34,7 +35,7 @@ class BarProgress:
         if isinstance(event, PlanReady):
             self._open(len(event.chunks), len(event.skipped))
         elif not self._bars:
-            if isinstance(event, (ChunkRetry, ChunkFailed)):
+            if isinstance(event, (ChunkRetry, ChunkFailed, ChunkSplitInTwo)):
                 self._note(event)
             return
         elif isinstance(event, BytesReceived):
@@ -44,6 +45,10 @@ class BarProgress:
             self._bars[1].update(event.completed.lines)
         elif isinstance(event, ChunkFailed):
             self._bars[0].update(1)
+            self._note(event)
+        elif isinstance(event, ChunkSplitInTwo):
+            self._bars[0].total = (self._bars[0].total or 0) + 1
+            self._bars[0].refresh()
             self._note(event)
         else:
             self._note(event)
@@ -63,8 +68,12 @@ class BarProgress:
                  file=stream, dynamic_ncols=True, mininterval=0.2),
         ]
 
-    def _note(self, event: ChunkRetry | ChunkFailed) -> None:
-        if isinstance(event, ChunkRetry):
+    def _note(self, event: ChunkRetry | ChunkFailed | ChunkSplitInTwo) -> None:
+        if isinstance(event, ChunkSplitInTwo):
+            left, right = event.halves
+            text = (f"chunk {event.chunk.label()} keeps failing ({event.reason}); "
+                    f"fetching it as {left.label()} and {right.label()}")
+        elif isinstance(event, ChunkRetry):
             text = (f"chunk {event.chunk.label()}: attempt {event.attempt} failed "
                     f"({event.reason}); retrying in {event.delay:.1f}s")
         else:

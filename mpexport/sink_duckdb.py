@@ -386,5 +386,13 @@ class DuckDBSink:
             days = self._covered.setdefault(self._fingerprint, set())
             days.update(day_range(chunk.from_date, chunk.to_date))
         if self.parquet_dir is not None:
-            self.parquet_dir.mkdir(parents=True, exist_ok=True)
-            flush_pending(con, self.table, self.parquet_dir)
+            try:
+                self.parquet_dir.mkdir(parents=True, exist_ok=True)
+                flush_pending(con, self.table, self.parquet_dir)
+            except (OSError, duckdb.Error) as exc:
+                # The chunk is committed; its days stay recorded as pending,
+                # so the next start rewrites them.
+                raise LoaderError(
+                    f"writing Parquet files to {self.parquet_dir} failed: {exc}",
+                    "the database is complete; rerun to rewrite the Parquet files",
+                ) from exc

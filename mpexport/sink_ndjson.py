@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -27,11 +28,16 @@ class NdjsonSink:
     ``written`` lists the chunks written whole, in order.
     """
 
-    def __init__(self, stream: BinaryIO, guard: InterruptGuard | None = None) -> None:
+    def __init__(
+        self, stream: BinaryIO, first_day: dt.date, guard: InterruptGuard | None = None
+    ) -> None:
+        """``first_day`` is where the range starts: output begins with its chunk."""
         self._stream = stream
         self._guard = guard
-        self._next = 0
-        self._ready: dict[int, tuple[Chunk, Path | None]] = {}
+        # Keyed by first day, not by plan index: a chunk halved mid-run comes
+        # back as two chunks, and date order is what stdout promises.
+        self._next = first_day
+        self._ready: dict[dt.date, tuple[Chunk, Path | None]] = {}
         self.written: list[Chunk] = []
         self.cut: Chunk | None = None  # a chunk only partly written when a stop came
 
@@ -41,18 +47,18 @@ class NdjsonSink:
 
     def accept(self, completed: CompletedChunk) -> None:
         """Queue the chunk and write every chunk that is now next in order."""
-        self._ready[completed.chunk.index] = (completed.chunk, completed.path)
+        self._ready[completed.chunk.from_date] = (completed.chunk, completed.path)
         self._drain()
 
     def chunk_failed(self, chunk: Chunk) -> None:
         """Skip the failed chunk's slot in the order."""
-        self._ready[chunk.index] = (chunk, None)
+        self._ready[chunk.from_date] = (chunk, None)
         self._drain()
 
     def _drain(self) -> None:
         while self._next in self._ready:
             chunk, path = self._ready.pop(self._next)
-            self._next += 1
+            self._next = chunk.to_date + dt.timedelta(days=1)
             if path is None:
                 continue
             try:

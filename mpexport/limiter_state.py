@@ -1,0 +1,252 @@
+"""The hourly query budget, persisted across runs.
+
+Mixpanel allows 60 export queries per rolling hour per project. A run that
+starts right after another one must know what the earlier run spent, so the
+wall-clock times of recent request starts are kept in a small JSON file per
+(API host, project)::
+
+    {"version": 1, "host": "https://data.mixpanel.com", "project": "12345",
+     "starts": [1719741600.12, 1719741600.51, ...]}
+
+Wall-clock time (``time.time()``) is stored because monotonic clocks do not
+survive across processes. The file holds no credentials: only the host, the
+project id and timestamps.
+
+Several threads of one process and several processes (two overlapping cron
+runs) may record at once. Every write re-reads the file, merges, and replaces
+it atomically (temp file + ``os.replace``) while holding an in-process lock and
+an advisory lock on a sidecar ``.lock`` file, so no start is lost and no reader
+ever sees half a file. With two processes at once each one learns the other's
+starts when it records its own (see :meth:`HourlyState.record`), so they share
+the budget on a best-effort basis; a short overlap can still draw a 429, which
+the fetcher answers by backing off. If locking or writing fails (read-only
+directory, an exotic filesystem) the state is simply not persisted: a warning
+is logged and the export goes on, because the budget file is an optimisation,
+never a reason to fail an export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import platformdirs
+
+STATE_DIR_ENV = "MPEXPORT_STATE_DIR"
+FORMAT_VERSION = 1
+HOUR = 3600.0
+# Kept a little longer than the hour so a limiter using an hourly safety margin
+# still finds every start it needs; older entries are pruned on every write.
+DEFAULT_RETENTION = HOUR + 120.0
+
+log = logging.getLogger(__name__)
+
+
+def state_dir() -> Path:
+    """The directory for mpexport's state: ``$MPEXPORT_STATE_DIR`` or the platform default."""
+    override = os.environ.get(STATE_DIR_ENV)
+    if override:
+        return Path(override)
+    return platformdirs.user_state_path("mpexport")
+
+
+def _normalize_host(host: str) -> str:
+    # "https://data.mixpanel.com/" and "HTTPS://data.mixpanel.com" are the same
+    # budget; only the trailing slash and case of the URL prefix can differ.
+    return host.strip().rstrip("/").lower()
+
+
+def _project_text(project: str | int | None) -> str:
+    return "" if project is None else str(project).strip()
+
+
+def default_path(host: str, project: str | int | None) -> Path:
+    """Where the budget file of ``project`` on API ``host`` lives.
+
+    The name is a hash of host and project, so it is a safe file name whatever
+    the host looks like. ``project`` is None with a legacy project secret:
+    then every such project on the host shares one file, which overcounts
+    (safe) rather than storing anything derived from the secret.
+    """
+    key = f"{_normalize_host(host)}|{_project_text(project)}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return state_dir() / f"ratelimit-{digest}.json"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing).
+
+    Raises OSError if the lock cannot be taken; the caller treats that like
+    any other persistence failure.
+    """
+    with open(path, "a+b") as handle:
+        _lock(handle)
+        try:
+            yield
+        finally:
+            _unlock(handle)
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock(handle: IO[bytes]) -> None:
+        # LK_LOCK retries for about 10 s, then raises OSError.
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+
+    def _unlock(handle: IO[bytes]) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(handle: IO[bytes]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+
+    def _unlock(handle: IO[bytes]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _parse_starts(raw: bytes) -> list[float]:
+    """The timestamps in a state file's bytes; anything malformed counts as empty."""
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        return []
+    starts = data.get("starts")
+    if not isinstance(starts, list):
+        return []
+    # bool is an int subclass; a hand-edited `true` is not a timestamp.
+    return [
+        float(v)
+        for v in starts
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+
+
+class HourlyState:
+    """The request starts of the last hour for one project, shared through a file.
+
+    Thread-safe. Timestamps are wall-clock seconds (``time.time()``).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        host: str | None = None,
+        project: str | int | None = None,
+        retention: float = DEFAULT_RETENTION,
+    ) -> None:
+        """Use the budget file at ``path``; ``host``/``project`` are written into it for people."""
+        self.path = Path(path)
+        self.host = _normalize_host(host) if host is not None else None
+        self.project = _project_text(project) if project is not None else None
+        self.retention = retention
+        self._lock = threading.Lock()
+        # Timestamps this instance already knows (loaded, recorded or reported
+        # as foreign), as a multiset: two starts can share one wall time on
+        # coarse clocks, and must both count.
+        self._seen: Counter[float] = Counter()
+        self._warned = False
+
+    @classmethod
+    def for_project(cls, host: str, project: str | int | None) -> HourlyState:
+        """The state of ``project`` on API ``host`` at its default path."""
+        return cls(default_path(host, project), host=host, project=project)
+
+    def _fresh(self, starts: list[float], now: float) -> list[float]:
+        # Entries far in the future come from a clock that was set back a lot;
+        # they are dropped rather than blocking the budget for hours.
+        return sorted(t for t in starts if now - self.retention < t <= now + self.retention)
+
+    def _read(self, now: float) -> list[float]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self._warn(f"cannot read {self.path}: {exc}")
+            return []
+        return self._fresh(_parse_starts(raw), now)
+
+    def _warn(self, message: str) -> None:
+        # Once per instance: a read-only state dir would otherwise warn on
+        # every single request.
+        if not self._warned:
+            self._warned = True
+            log.warning("query budget not persisted: %s", message)
+
+    def load(self, now: float | None = None) -> list[float]:
+        """The starts (wall-clock timestamps, sorted) recorded in the last hour.
+
+        A missing, unreadable or corrupt file counts as no starts.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            starts = self._read(now)
+            self._seen = Counter(starts)
+            return starts
+
+    def record(self, ts: float) -> list[float]:
+        """Add a start at wall time ``ts``; returns starts by *other* processes found meanwhile.
+
+        The returned timestamps appeared in the file since this instance last
+        looked (another run recorded them); the limiter counts them too.
+        Never raises on I/O problems: persistence is best effort.
+        """
+        with self._lock:
+            self._seen[ts] += 1
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with _file_lock(self.path.with_name(self.path.name + ".lock")):
+                    on_disk = self._read(ts)
+                    foreign = Counter(on_disk) - self._seen
+                    # Now every start on disk is in _seen (plus ours not yet
+                    # written), so _seen is the merged content.
+                    self._seen.update(foreign)
+                    self._write(self._fresh(list(self._seen.elements()), ts))
+            except OSError as exc:
+                self._warn(f"cannot write {self.path}: {exc}")
+                return []
+            # Forget what fell out of the window so memory stays bounded.
+            cutoff = ts - self.retention
+            for old in [t for t in self._seen if t <= cutoff]:
+                del self._seen[old]
+            return sorted(foreign.elements())
+
+    def _write(self, starts: list[float]) -> None:
+        body = {
+            "version": FORMAT_VERSION,
+            "host": self.host,
+            "project": self.project,
+            "starts": starts,
+        }
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(body, out)
+            # No fsync: a crash may lose the last few entries (the server's 429
+            # then covers it), but os.replace never exposes a torn file.
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

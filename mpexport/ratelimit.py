@@ -1,0 +1,398 @@
+"""The shared client-side limiter every export request start passes through.
+
+Mixpanel allows, per project, 3 queries per second, 60 per rolling hour and
+100 at once; more gives 429. One :class:`RateLimiter` is shared by all worker
+threads of a run and keeps the run under all three:
+
+* at most ``floor(qps)`` starts in any sliding window of ``1.0 s + margin``
+  (for ``qps < 1``: one start per ``1/qps + margin`` seconds),
+* at most ``hourly`` starts in any sliding window of ``3600 s + hourly_margin``,
+* at most ``concurrency`` requests between :meth:`RateLimiter.acquire` and
+  :meth:`RateLimiter.release` (capped at 100),
+* nobody starts before a server-imposed backoff ends (:meth:`RateLimiter.penalize`).
+
+Why the margins: Mixpanel counts *arrivals* at its side, and network jitter
+can bring two of our starts closer together by the time they arrive. Keeping
+sliding windows slightly longer than the server's also satisfies fixed
+per-second buckets and token buckets, whichever the server really uses.
+
+Bursts are allowed: three starts may go at the same instant; the fourth waits
+until the first is ``1.0 s + margin`` old. The hour's starts are persisted
+(:mod:`mpexport.limiter_state`) so a run right after another one does not
+spend the budget twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from mpexport.limiter_state import HOUR, HourlyState, default_path, state_dir
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_HOURLY",
+    "DEFAULT_HOURLY_MARGIN",
+    "DEFAULT_MARGIN",
+    "DEFAULT_QPS",
+    "HOUR",
+    "MAX_CONCURRENCY",
+    "REASON_HOURLY",
+    "REASON_PER_SECOND",
+    "REASON_SERVER",
+    "Clock",
+    "HourlyState",
+    "RateLimiter",
+    "StartStore",
+    "SystemClock",
+    "budget_wait",
+    "default_path",
+    "state_dir",
+]
+
+DEFAULT_QPS = 3.0
+DEFAULT_HOURLY = 60
+DEFAULT_CONCURRENCY = 10
+MAX_CONCURRENCY = 100
+DEFAULT_MARGIN = 0.1
+# Arrival can lag a start by up to a connection setup (the connect timeout is
+# 10 s), and persisted wall-clock times can be nudged by NTP between runs.
+# 10 s of an hour costs 0.3% of the throughput, so be generous.
+DEFAULT_HOURLY_MARGIN = 10.0
+# Per-second waits are at most ~1.1 s with the defaults and are routine; only
+# longer waits are worth telling the user about.
+DEFAULT_NOTICE_AFTER = 2.0
+# How often a thread waiting for a free concurrency slot re-checks ``stop``.
+# That wait is woken by release() at once; the poll only bounds how late a
+# stop is noticed, because a Condition cannot also wait on the caller's Event.
+STOP_POLL = 0.1
+
+REASON_HOURLY = "hourly budget"
+REASON_PER_SECOND = "per-second limit"
+REASON_SERVER = "rate-limited by server"
+
+
+class Clock(Protocol):
+    """Time as the limiter sees it; injectable so tests never sleep."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def wall(self) -> float:
+        """Wall-clock seconds since the epoch (``time.time()``), for persisted state."""
+        ...
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        """Wait until ``now() >= deadline`` or ``stop`` is set; True if ``stop`` is set."""
+        ...
+
+
+class SystemClock:
+    """The real clocks: ``time.monotonic`` and ``time.time``; waits on the stop event."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        return time.monotonic()
+
+    def wall(self) -> float:
+        """Wall-clock seconds since the epoch."""
+        return time.time()
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        """Wait on ``stop`` (so Ctrl-C handlers that set it end the wait at once)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return stop.is_set()
+        return stop.wait(min(remaining, threading.TIMEOUT_MAX))
+
+
+class StartStore(Protocol):
+    """Where the hour's starts persist; :class:`~mpexport.limiter_state.HourlyState` is one."""
+
+    def load(self, now: float | None = None) -> list[float]:
+        """Wall-clock timestamps of the starts in the last hour."""
+        ...
+
+    def record(self, ts: float) -> list[float]:
+        """Persist a start at wall time ``ts``; return starts by other processes found meanwhile."""
+        ...
+
+
+def _per_second(qps: float, margin: float) -> tuple[int, float]:
+    """(starts allowed, window length) implementing ``qps`` plus the margin.
+
+    A fractional rate above 1 is rounded down (2.5/s → 2 per second): the
+    sliding-window count must be an integer, and rounding down stays safe.
+    """
+    if qps >= 1:
+        return math.floor(qps), 1.0 + margin
+    return 1, 1.0 / qps + margin
+
+
+def _earliest(
+    starts: Sequence[float],
+    burst: int,
+    second_window: float,
+    hourly: int,
+    hour_window: float,
+    not_before: float,
+) -> tuple[float, str]:
+    """The earliest time one more start is allowed after the sorted ``starts``, and why.
+
+    Only valid for a start not earlier than every element of ``starts``, which
+    holds because starts are only ever added at the current time: then the
+    new start's windows are the ones ending at it, and the binding start is
+    the ``limit``-th most recent one.
+    """
+    when, reason = not_before, REASON_SERVER
+    if len(starts) >= hourly:
+        candidate = starts[-hourly] + hour_window
+        if candidate > when:
+            when, reason = candidate, REASON_HOURLY
+    if len(starts) >= burst:
+        candidate = starts[-burst] + second_window
+        if candidate > when:
+            when, reason = candidate, REASON_PER_SECOND
+    return when, reason
+
+
+def budget_wait(
+    starts_needed: int,
+    qps: float,
+    hourly: int,
+    used_in_last_hour: Iterable[float],
+    now: float,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    hourly_margin: float = DEFAULT_HOURLY_MARGIN,
+) -> float:
+    """Seconds until the last of ``starts_needed`` more starts may begin, by the rate limits.
+
+    ``used_in_last_hour`` are timestamps of earlier starts on the same clock as
+    ``now`` (typically ``HourlyState.load()`` and ``time.time()``). The result
+    is a lower bound for a dry run's ETA: it assumes every start goes as soon as
+    the limits allow and ignores concurrency and request durations. It uses
+    the same rules as :class:`RateLimiter`, so the estimate matches what the
+    limiter will do.
+    """
+    if starts_needed <= 0:
+        return 0.0
+    _validate(qps, hourly, 1, margin, hourly_margin)
+    burst, second_window = _per_second(qps, margin)
+    hour_window = HOUR + hourly_margin
+    # Timestamps "in the future" (clock skew) count as starts made just now.
+    starts = sorted(min(t, now) for t in used_in_last_hour if t > now - hour_window)
+    last = now
+    for _ in range(starts_needed):
+        last, _reason = _earliest(starts, burst, second_window, hourly, hour_window, now)
+        starts.append(last)
+    return last - now
+
+
+def _validate(
+    qps: float, hourly: int, concurrency: int, margin: float, hourly_margin: float
+) -> None:
+    if not (qps > 0 and math.isfinite(qps)):
+        raise ValueError(f"qps must be a positive number, not {qps!r}")
+    if hourly < 1:
+        raise ValueError(f"hourly must be at least 1, not {hourly!r}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
+    if not (margin >= 0 and hourly_margin >= 0):
+        raise ValueError("margins must not be negative")
+
+
+class RateLimiter:
+    """A thread-safe limiter shared by all workers of a run.
+
+    Use::
+
+        if not limiter.acquire(stop):
+            return                      # stopping
+        try:
+            ... make the request ...    # on 429: limiter.penalize(retry_after)
+        finally:
+            limiter.release()
+
+    Waiting threads sleep until the moment the limits allow (no spinning) and
+    then re-check, so a :meth:`penalize` or a start by another process seen
+    meanwhile is honoured. Order among waiters is not strictly FIFO.
+    """
+
+    def __init__(
+        self,
+        qps: float = DEFAULT_QPS,
+        hourly: int = DEFAULT_HOURLY,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        hourly_margin: float = DEFAULT_HOURLY_MARGIN,
+        clock: Clock | None = None,
+        state: StartStore | None = None,
+        on_wait: Callable[[float, str], None] | None = None,
+        notice_after: float = DEFAULT_NOTICE_AFTER,
+    ) -> None:
+        """Create a limiter; ``state`` brings in (and keeps) the hour's starts of earlier runs.
+
+        ``concurrency`` above 100 (Mixpanel's limit) is lowered to 100.
+        ``on_wait(seconds, reason)`` is called from a waiting thread when a
+        start must wait at least ``notice_after`` seconds, once per distinct
+        wait (many workers waiting for the same moment give one call); reason
+        is ``REASON_HOURLY``, ``REASON_PER_SECOND`` or ``REASON_SERVER``.
+        """
+        _validate(qps, hourly, concurrency, margin, hourly_margin)
+        self.qps = qps
+        self.hourly = hourly
+        self.concurrency = min(concurrency, MAX_CONCURRENCY)
+        self._burst, self._second_window = _per_second(qps, margin)
+        self._hour_window = HOUR + hourly_margin
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._state = state
+        self._on_wait = on_wait
+        self._notice_after = notice_after
+        self._cond = threading.Condition()
+        # Monotonic times of starts (ours, earlier runs', other processes'),
+        # sorted; pruned to the longest window.
+        self._starts: list[float] = []
+        self._in_flight = 0
+        self._penalty_until = -math.inf
+        # The deadline last reported to on_wait: waits for the same or an
+        # earlier moment are not reported again.
+        self._announced = -math.inf
+        if state is not None:
+            self._absorb(state.load(self._clock.wall()))
+
+    # -- public API --------------------------------------------------------
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until a request may start; False (nothing taken) if ``stop`` is set first.
+
+        On True the caller owns a concurrency slot and must call :meth:`release`.
+        """
+        if not self._take_slot(stop):
+            return False
+        try:
+            wall = self._wait_for_start(stop)
+        except BaseException:
+            self.release()
+            raise
+        if wall is None:
+            self.release()
+            return False
+        if self._state is not None:
+            # File I/O outside the lock: other threads keep starting meanwhile.
+            foreign = self._state.record(wall)
+            if foreign:
+                self._absorb(foreign)
+        return True
+
+    def release(self) -> None:
+        """The request finished (in any way): free its concurrency slot."""
+        with self._cond:
+            if self._in_flight <= 0:
+                raise RuntimeError("release() without a matching acquire()")
+            self._in_flight -= 1
+            self._cond.notify()
+
+    def penalize(self, seconds: float) -> None:
+        """After a 429: no request starts before ``seconds`` from now (shared by all workers).
+
+        Penalties do not shorten each other: the latest end wins. Threads
+        already waiting notice it when they wake and wait again.
+        """
+        if not math.isfinite(seconds):
+            raise ValueError(f"penalty must be finite, not {seconds!r}")
+        if seconds <= 0:
+            return
+        with self._cond:
+            self._penalty_until = max(self._penalty_until, self._clock.now() + seconds)
+
+    def next_start_delay(self) -> float:
+        """Seconds a start would wait for the rate limits now (concurrency not counted)."""
+        with self._cond:
+            now = self._clock.now()
+            when, _reason = self._earliest_locked(now)
+            return max(0.0, when - now)
+
+    @property
+    def hourly_used(self) -> int:
+        """Starts counted against the hourly budget now, earlier runs' included."""
+        with self._cond:
+            now = self._clock.now()
+            self._prune_locked(now)
+            return len(self._starts) - bisect.bisect_right(self._starts, now - self._hour_window)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests acquired and not yet released."""
+        with self._cond:
+            return self._in_flight
+
+    # -- internals ---------------------------------------------------------
+
+    def _take_slot(self, stop: threading.Event) -> bool:
+        with self._cond:
+            while True:
+                if stop.is_set():
+                    return False
+                if self._in_flight < self.concurrency:
+                    self._in_flight += 1
+                    return True
+                self._cond.wait(STOP_POLL)
+
+    def _wait_for_start(self, stop: threading.Event) -> float | None:
+        """Wait for the time limits, then record the start: its wall time, or None if stopped."""
+        while True:
+            if stop.is_set():
+                return None
+            with self._cond:
+                now = self._clock.now()
+                when, reason = self._earliest_locked(now)
+                if when <= now:
+                    bisect.insort(self._starts, now)
+                    return self._clock.wall()
+                wait = when - now
+                notify = (
+                    self._on_wait is not None
+                    and wait >= self._notice_after
+                    and when > self._announced
+                )
+                if notify:
+                    self._announced = when
+            if notify and self._on_wait is not None:
+                self._on_wait(wait, reason)
+            # The deadline only moves later while we sleep (new starts,
+            # penalties), never earlier, so sleeping to it loses nothing; on
+            # waking we re-check rather than trust it.
+            if self._clock.sleep_until(when, stop):
+                return None
+
+    def _prune_locked(self, now: float) -> None:
+        keep_after = now - max(self._hour_window, self._second_window)
+        del self._starts[: bisect.bisect_right(self._starts, keep_after)]
+
+    def _earliest_locked(self, now: float) -> tuple[float, str]:
+        self._prune_locked(now)
+        return _earliest(
+            self._starts,
+            self._burst,
+            self._second_window,
+            self.hourly,
+            self._hour_window,
+            self._penalty_until,
+        )
+
+    def _absorb(self, walls: Iterable[float]) -> None:
+        """Count starts known by wall time (earlier runs, other processes) as monotonic."""
+        with self._cond:
+            now = self._clock.now()
+            offset = now - self._clock.wall()
+            for ts in walls:
+                # Never in the future: _earliest assumes new starts come last.
+                bisect.insort(self._starts, min(now, ts + offset))
+            self._prune_locked(now)

@@ -1,0 +1,469 @@
+"""The DuckDB sink against real database files and spool files written here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpexport.errors import UsageError
+from mpexport.fakeserver import Dataset
+from mpexport.model import Chunk, CompletedChunk, QueryFilters
+from mpexport.sink_duckdb import DuckDBSink, LoadStats
+
+D0 = dt.date(2024, 3, 1)
+FILTERS = QueryFilters()
+Key = tuple[str, str | None, int | None, str | None]
+
+
+def day(n: int) -> dt.date:
+    return D0 + dt.timedelta(days=n)
+
+
+class Spooler:
+    """Writes spool files for chunks the way the fetch workers do."""
+
+    def __init__(self, root: Path, dataset: Dataset, time_in_ms: bool = False) -> None:
+        self.dir = root / "spool"
+        self.dir.mkdir(exist_ok=True)
+        self.dataset = dataset
+        self.time_in_ms = time_in_ms
+        self.count = 0
+
+    def lines(self, a: dt.date, b: dt.date) -> list[bytes]:
+        return self.dataset.lines_for_range(a, b, time_in_ms=self.time_in_ms)
+
+    def chunk(self, a: dt.date, b: dt.date, data: bytes | None = None) -> CompletedChunk:
+        if data is None:
+            data = b"".join(self.lines(a, b))
+        self.count += 1
+        path = self.dir / f"chunk-{self.count}.ndjson"
+        path.write_bytes(data)
+        return CompletedChunk(
+            Chunk(self.count, a, b), path, data.count(b"\n"), len(data), "0" * 64, 1, 0.0
+        )
+
+
+def source_key(line: bytes, time_in_ms: bool = False) -> Key:
+    record = json.loads(line)
+    props = record["properties"]
+    unit = 1_000 if time_in_ms else 1_000_000
+    micros = props["time"] * unit
+    return (record["event"], props.get("distinct_id"), micros, props.get("$insert_id"))
+
+
+def expected_keys(lines: Iterable[bytes], time_in_ms: bool = False) -> set[Key]:
+    return {source_key(line, time_in_ms) for line in lines}
+
+
+def stored_keys(db: Path, table: str = "events") -> list[Key]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT event, distinct_id, epoch_us(time), insert_id FROM {table}"
+        ).fetchall()
+    return [(e, d, t, i) for e, d, t, i in rows]
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return list(con.execute(sql).fetchall())
+
+
+def load(db: Path, chunks: Sequence[CompletedChunk], **kwargs: Any) -> DuckDBSink:
+    kwargs.setdefault("filters", FILTERS)
+    kwargs.setdefault("run_id", "test-run")
+    sink = DuckDBSink(db, **kwargs)
+    for completed in chunks:
+        if not sink.already_done(completed.chunk):
+            sink.accept(completed)
+        else:
+            completed.path.unlink()
+    sink.close()
+    return sink
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    return Dataset(seed=11, events_per_day=150)
+
+
+@pytest.fixture
+def spooler(tmp_path: Path, dataset: Dataset) -> Spooler:
+    return Spooler(tmp_path, dataset)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def test_one_row_per_distinct_key(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    lines = spooler.lines(day(0), day(5))
+    sink = load(db, [spooler.chunk(day(0), day(2)), spooler.chunk(day(3), day(5))])
+    keys = stored_keys(db)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == expected_keys(lines)
+    assert sink.stats.rows_inserted == len(keys)
+    assert sink.stats.duplicates_skipped == len(lines) - len(keys) > 0
+    assert sink.stats.chunks == 2
+    assert not list(spooler.dir.iterdir()), "spool files are deleted once loaded"
+
+
+def test_same_insert_id_other_event_both_kept(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    load(db, [spooler.chunk(day(0), day(1))])
+    (pairs,) = query(
+        db,
+        "SELECT count(*) FROM (SELECT insert_id FROM events GROUP BY ALL "
+        "HAVING count(DISTINCT event) > 1)",
+    )[0:1]
+    assert pairs[0] > 0
+
+
+def test_loading_the_same_chunk_twice_adds_nothing(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    load(db, [spooler.chunk(day(0), day(1))])
+    before = sorted(stored_keys(db))
+    again = load(db, [spooler.chunk(day(0), day(1))], refresh=True)
+    assert again.stats.rows_inserted == 0
+    assert again.stats.duplicates_skipped == len(spooler.lines(day(0), day(1)))
+    assert sorted(stored_keys(db)) == before
+
+
+def test_overlapping_chunk_grid_adds_nothing_wrong(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    load(db, [spooler.chunk(day(0), day(2)), spooler.chunk(day(3), day(5))])
+    # A second grid that straddles the first one's boundaries and extends it.
+    grid = [(0, 1), (2, 3), (4, 5), (6, 7)]
+    load(db, [spooler.chunk(day(a), day(b)) for a, b in grid], refresh=True)
+    keys = stored_keys(db)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == expected_keys(spooler.lines(day(0), day(7)))
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=6), unique=True, max_size=6))
+def test_any_chunking_loads_the_same_keys(tmp_path_factory: pytest.TempPathFactory,
+                                          cuts: list[int]) -> None:
+    root = tmp_path_factory.mktemp("chunking")
+    spooler = Spooler(root, Dataset(seed=5, events_per_day=40, long_values=False))
+    bounds = [0, *sorted(cuts), 7]
+    chunks = [spooler.chunk(day(a), day(b - 1)) for a, b in itertools.pairwise(bounds)]
+    db = root / "out.duckdb"
+    load(db, chunks, batch_rows=50)  # tiny batches exercise the time slicing too
+    keys = stored_keys(db)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == expected_keys(spooler.lines(day(0), day(6)))
+
+
+def test_properties_round_trip_losslessly(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    odd = {
+        "event": "Odd",
+        "properties": {
+            "time": 1709251200, "distinct_id": "", "$insert_id": "odd-1",
+            "big": 123456789012345678901234567890, "neg": -9223372036854775809,
+            "float": 0.1, "null": None, "nested": {"a": [1, {"b": None}, "x\u2028y"]},
+            "emoji": "🎉 日本語 \u2029", "escaped": "quote \" backslash \\ tab \t",
+        },
+    }
+    extra = (json.dumps(odd, ensure_ascii=False) + "\n").encode()
+    lines = [*spooler.lines(day(0), day(1)), extra]
+    assert b"\xe2\x80\xa8" in b"".join(lines), "raw U+2028 is present in the source"
+    load(db, [spooler.chunk(day(0), day(1), b"".join(lines))])
+    source = {source_key(line): json.loads(line)["properties"] for line in lines}
+    rows = query(
+        db, "SELECT event, distinct_id, epoch_us(time), insert_id, properties FROM events"
+    )
+    assert len(rows) == len(source)
+    for event, distinct_id, micros, insert_id, props in rows:
+        assert json.loads(props) == source[(event, distinct_id, micros, insert_id)]
+
+
+def test_typed_columns(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    line = (
+        b'{"event":"Sign Up","properties":{"time":1704103311,"distinct_id":"u-81",'
+        b'"$insert_id":"hpu","mp_processing_time_ms":1704103315874}}\n'
+        b'{"event":"Frac","properties":{"time":1704103311.25,"distinct_id":7}}\n'
+    )
+    load(db, [spooler.chunk(dt.date(2024, 1, 1), dt.date(2024, 1, 1), line)])
+    types = dict(query(db, "SELECT column_name, data_type FROM information_schema.columns "
+                           "WHERE table_name = 'events'"))
+    assert types["time"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["properties"] == "JSON"
+    rows = query(db, "SELECT event, epoch_us(time), distinct_id, insert_id, "
+                     "mp_processing_time_ms FROM events ORDER BY event")
+    assert rows == [
+        ("Frac", 1704103311_250000, "7", None, None),
+        ("Sign Up", 1704103311_000000, "u-81", "hpu", 1704103315874),
+    ]
+    (instant,) = query(db, "SELECT time FROM events WHERE event = 'Sign Up'")[0]
+    assert instant == dt.datetime(2024, 1, 1, 10, 1, 51, tzinfo=dt.UTC)
+
+
+def test_time_in_ms(tmp_path: Path, dataset: Dataset) -> None:
+    spooler = Spooler(tmp_path, dataset, time_in_ms=True)
+    db = tmp_path / "out.duckdb"
+    load(db, [spooler.chunk(day(0), day(0))], time_in_ms=True)
+    assert set(stored_keys(db)) == expected_keys(spooler.lines(day(0), day(0)), time_in_ms=True)
+    (sub_second,) = query(db, "SELECT count(*) FROM events WHERE epoch_us(time) % 1000000 <> 0")[0]
+    assert sub_second > 0
+    (wrong_day,) = query(db, f"SELECT count(*) FROM events WHERE CAST(time AT TIME ZONE 'UTC' "
+                             f"AS DATE) <> DATE '{day(0)}'")[0]
+    assert wrong_day == 0
+
+
+def test_replace_swaps_the_chunk_days(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    load(db, [spooler.chunk(day(0), day(2))])
+    (day1_before,) = query(db, f"SELECT count(*) FROM events WHERE time::DATE = DATE '{day(1)}'")[0]
+    subset = spooler.lines(day(1), day(1))[:10]
+    sink = load(db, [spooler.chunk(day(1), day(1), b"".join(subset + subset))],
+                replace=True, refresh=True)
+    assert sink.stats.rows_replaced == day1_before
+    assert sink.stats.rows_inserted == len(expected_keys(subset))
+    assert sink.stats.duplicates_skipped == len(subset)
+    keys = set(stored_keys(db))
+    others = spooler.lines(day(0), day(0)) + spooler.lines(day(2), day(2))
+    assert keys == expected_keys(others) | expected_keys(subset)
+
+
+def test_empty_spool_is_a_loaded_chunk(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    sink = load(db, [spooler.chunk(day(0), day(0), b"")])
+    assert sink.stats == LoadStats(chunks=1)
+    assert query(db, "SELECT received, inserted, duplicates FROM _mpexport_chunks") == [(0, 0, 0)]
+    assert query(db, "SELECT count(*) FROM events") == [(0,)]
+    again = DuckDBSink(db, filters=FILTERS, run_id="r")
+    assert again.already_done(Chunk(0, day(0), day(0)))
+    again.close()
+
+
+def test_manifest_row_per_chunk(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    chunks = [spooler.chunk(day(0), day(1)), spooler.chunk(day(2), day(2))]
+    sizes = [(c.lines, c.bytes) for c in chunks]
+    load(db, chunks, run_id="run-42", table="ev")
+    rows = query(db, "SELECT table_name, from_date, to_date, filters, received, inserted, "
+                     "duplicates, replaced, bytes, sha256, run_id, loaded_at "
+                     "FROM _mpexport_chunks ORDER BY from_date")
+    assert [(r[1], r[2]) for r in rows] == [(day(0), day(1)), (day(2), day(2))]
+    for row, (lines, size) in zip(rows, sizes, strict=True):
+        assert row[0] == "ev" and row[3] == FILTERS.fingerprint() and row[10] == "run-42"
+        assert row[4] == lines and row[8] == size and row[4] == row[5] + row[6]
+        assert row[7] == 0 and row[9] == "0" * 64 and row[11] is not None
+    (total,) = query(db, "SELECT sum(inserted) FROM _mpexport_chunks")[0]
+    assert query(db, "SELECT count(*) FROM ev") == [(total,)]
+
+
+def test_already_done_refresh_and_covered_days(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    load(db, [spooler.chunk(day(0), day(2)), spooler.chunk(day(5), day(5))])
+    sink = DuckDBSink(db, filters=FILTERS, run_id="r")
+    assert sink.covered_days(FILTERS) == {day(0), day(1), day(2), day(5)}
+    assert sink.already_done(Chunk(0, day(0), day(2)))
+    assert sink.already_done(Chunk(0, day(1), day(1)))  # another grid, fully covered
+    assert not sink.already_done(Chunk(0, day(2), day(3)))
+    assert not sink.already_done(Chunk(0, day(4), day(5)))
+    other = QueryFilters(events=("Purchase",))
+    assert sink.covered_days(other) == set()
+    sink.close()
+    assert not DuckDBSink(db, filters=other, run_id="r").already_done(Chunk(0, day(0), day(0)))
+    refreshing = DuckDBSink(db, filters=FILTERS, run_id="r", refresh=True)
+    assert not refreshing.already_done(Chunk(0, day(0), day(0)))
+    refreshing.close()
+    assert not DuckDBSink(db, table="other", filters=FILTERS, run_id="r").already_done(
+        Chunk(0, day(0), day(0))
+    )
+
+
+def test_refused_data_fails_only_that_chunk(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    bad = spooler.chunk(day(1), day(1), b'{"event":"x","properties":{"time":1}}\n[1,2]\n')
+    sink = load(db, [spooler.chunk(day(0), day(0)), bad, spooler.chunk(day(2), day(2))])
+    assert [f.chunk.from_date for f in sink.failed_chunks] == [day(1)]
+    assert sink.stats.chunks == 2
+    assert query(db, "SELECT from_date FROM _mpexport_chunks ORDER BY 1") == [(day(0),), (day(2),)]
+    assert not list(spooler.dir.iterdir())
+
+
+def test_spool_dir_removed_before_close(tmp_path: Path, spooler: Spooler) -> None:
+    """The pipeline removes its spool directory before close(); queued chunks must survive."""
+    db = tmp_path / "out.duckdb"
+    sink = DuckDBSink(db, filters=FILTERS, run_id="r", queue_size=8)
+    for n in range(6):
+        sink.accept(spooler.chunk(day(n), day(n)))
+    for leftover in spooler.dir.iterdir():
+        leftover.unlink()
+    sink.close()
+    assert sink.stats.chunks == 6
+    assert set(stored_keys(db)) == expected_keys(spooler.lines(day(0), day(5)))
+
+
+# --------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "table", ["", "1abc", "bad-name", "a b", "x" * 64, "_mpexport_chunks", "_MPEXPORT_x", 'a"b']
+)
+def test_bad_table_name(tmp_path: Path, table: str) -> None:
+    with pytest.raises(UsageError):
+        DuckDBSink(tmp_path / "out.duckdb", table=table, filters=FILTERS, run_id="r")
+    assert not (tmp_path / "out.duckdb").exists()
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist") as info:
+        DuckDBSink(tmp_path / "nope" / "out.duckdb", filters=FILTERS, run_id="r")
+    assert str(tmp_path / "nope") in info.value.message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(UsageError, match="not writable"):
+        DuckDBSink(locked / "out.duckdb", filters=FILTERS, run_id="r")
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a database\n", b"x" * 5000])
+def test_non_duckdb_file_is_left_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    before = path.stat()
+    with pytest.raises(UsageError, match="not a DuckDB database"):
+        DuckDBSink(path, filters=FILTERS, run_id="r")
+    assert path.read_bytes() == content
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_table_with_foreign_schema(tmp_path: Path) -> None:
+    db = tmp_path / "out.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE events (a INTEGER)")
+    with pytest.raises(UsageError, match="other columns"):
+        DuckDBSink(db, filters=FILTERS, run_id="r")
+
+
+# ------------------------------------------------------ abort and crashes
+
+
+def assert_whole_chunks(db: Path, dataset: Dataset) -> int:
+    """Every manifest chunk's days hold exactly its rows; other days hold none."""
+    loaded = query(db, "SELECT from_date, to_date FROM _mpexport_chunks")
+    expected: set[Key] = set()
+    for first, last in loaded:
+        expected |= expected_keys(dataset.lines_for_range(first, last))
+    keys = stored_keys(db)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == expected
+    return len(loaded)
+
+
+def test_abort_leaves_whole_chunks(tmp_path: Path) -> None:
+    dataset = Dataset(seed=3, events_per_day=3000, long_values=False)
+    spooler = Spooler(tmp_path, dataset)
+    chunks = [spooler.chunk(day(n), day(n)) for n in range(8)]
+    db = tmp_path / "out.duckdb"
+    sink = DuckDBSink(db, filters=FILTERS, run_id="r", queue_size=8)
+    for completed in chunks:
+        sink.accept(completed)
+    time.sleep(0.15)  # let the loader get into the middle of a chunk
+    started = time.monotonic()
+    sink.abort()
+    assert time.monotonic() - started < 2.0
+    assert not list(spooler.dir.iterdir()), "queued spool files are deleted"
+    loaded = assert_whole_chunks(db, dataset)
+    assert loaded < len(chunks)
+
+
+_KILL_CHILD = textwrap.dedent(
+    """
+    import datetime as dt, sys
+    from pathlib import Path
+    from mpexport.fakeserver import Dataset
+    from mpexport.model import Chunk, CompletedChunk, QueryFilters
+    from mpexport.sink_duckdb import DuckDBSink
+
+    root = Path(sys.argv[1])
+    dataset = Dataset(seed=3, events_per_day=3000, long_values=False)
+    sink = DuckDBSink(root / "out.duckdb", filters=QueryFilters(), run_id="k", batch_rows=700)
+    print("ready", flush=True)
+    for n in range(40):
+        day = dt.date(2024, 3, 1) + dt.timedelta(days=n)
+        data = b"".join(dataset.lines_for_range(day, day))
+        path = root / f"spool-{n}.ndjson"
+        path.write_bytes(data)
+        sink.accept(CompletedChunk(Chunk(n, day, day), path, data.count(b"\\n"), len(data),
+                                   "", 1, 0.0))
+    sink.close()
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.4, 0.9])
+def test_sigkill_leaves_whole_chunks(tmp_path: Path, delay: float) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, str(tmp_path)],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_whole_chunks(tmp_path / "out.duckdb", Dataset(seed=3, events_per_day=3000,
+                                                         long_values=False))
+
+
+# ------------------------------------------------------------------ Parquet
+
+
+def test_parquet_equals_table(tmp_path: Path, spooler: Spooler) -> None:
+    db = tmp_path / "out.duckdb"
+    pq = tmp_path / "parquet"
+    load(db, [spooler.chunk(day(0), day(2)), spooler.chunk(day(3), day(3))], parquet_dir=pq)
+    # Overlapping reload, then a replace of one day: files must follow the table.
+    load(db, [spooler.chunk(day(1), day(4))], parquet_dir=pq, refresh=True)
+    subset = spooler.lines(day(2), day(2))[:5]
+    load(db, [spooler.chunk(day(2), day(2), b"".join(subset))], parquet_dir=pq,
+         refresh=True, replace=True)
+    assert sorted(p.name for p in pq.iterdir()) == [f"date={day(n)}" for n in range(5)]
+    assert all(
+        [f.name for f in (pq / f"date={day(n)}").iterdir()] == ["data.parquet"] for n in range(5)
+    )
+    glob = str(pq / "*" / "*.parquet")
+    cols = "event, time, distinct_id, insert_id, mp_processing_time_ms, properties::VARCHAR"
+    with duckdb.connect(str(db), read_only=True) as con:
+        table = sorted(con.execute(f"SELECT {cols} FROM events").fetchall())
+        files = sorted(con.execute(
+            f"SELECT {cols} FROM read_parquet('{glob}', hive_partitioning=true)"
+        ).fetchall())
+        wrong = con.execute(
+            f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true) "
+            "WHERE date <> CAST(time AT TIME ZONE 'UTC' AS DATE)"
+        ).fetchone()
+    assert files == table
+    assert wrong == (0,)
+    assert len(table) == len(expected_keys(spooler.lines(day(0), day(4)))) - (
+        len(expected_keys(spooler.lines(day(2), day(2)))) - len(expected_keys(subset))
+    )
