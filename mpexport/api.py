@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from mpexport.sink_ndjson import NdjsonSink
 
 if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard
+    from mpexport.sink_duckdb import DuckDBSink
 
 DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
@@ -115,22 +117,54 @@ def describe_plan(request: ExportRequest, credentials: Credentials | None) -> li
     return lines
 
 
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where ``--db`` loads: a DuckDB file, its table, and how to treat stored rows."""
+
+    path: Path
+    table: str = "events"
+    replace: bool = False
+    refresh: bool = False
+    parquet_dir: Path | None = None
+
+
+def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
+    """Validate and open the DuckDB sink (fails before anything is fetched)."""
+    from mpexport.sink_duckdb import DuckDBSink
+
+    return DuckDBSink(
+        target.path,
+        table=target.table,
+        filters=request.filters,
+        run_id=uuid.uuid4().hex,
+        replace=target.replace,
+        # Replacing stored days means fetching them again.
+        refresh=target.refresh or target.replace,
+        parquet_dir=target.parquet_dir,
+    )
+
+
 def run_export(
     request: ExportRequest,
     credentials: Credentials,
-    output: BinaryIO,
     *,
+    output: BinaryIO | None = None,
+    database: DuckDBSink | None = None,
     progress: ProgressCallback | None = None,
     spool_dir: Path | None = None,
     guard: InterruptGuard | None = None,
 ) -> ExportResult:
-    """Run a validated export, writing NDJSON to ``output``.
+    """Run a validated export into ``database`` (a DuckDB sink) or ``output`` (NDJSON).
 
-    ``guard`` (the CLI's signal handling) makes a stop request end the output
-    on a whole line.
+    ``output`` defaults to stdout. ``guard`` (the CLI's signal handling) makes
+    a stop request end NDJSON output on a whole line.
     """
     chunks = request.plan()
-    sink = NdjsonSink(output, request.from_date, guard)
+    sink: NdjsonSink | DuckDBSink
+    if database is not None:
+        sink = database
+    else:
+        sink = NdjsonSink(output or sys.stdout.buffer, request.from_date, guard)
     pipeline = Pipeline(
         chunks,
         request.query(credentials),
@@ -142,11 +176,18 @@ def run_export(
         guard=guard,
     )
     try:
-        return pipeline.run()
+        result = pipeline.run()
     except Interrupted as exc:
-        written = set(sink.written)
-        exc.remaining = merge_ranges([c for c in chunks if c not in written])
+        if isinstance(sink, NdjsonSink):
+            written = set(sink.written)
+            exc.remaining = merge_ranges([c for c in chunks if c not in written])
         raise
+    if database is not None:
+        # Chunks DuckDB refused to read were fetched but not stored.
+        refused = {f.chunk for f in database.failed_chunks}
+        result.failed.extend(database.failed_chunks)
+        result.completed = [c for c in result.completed if c.chunk not in refused]
+    return result
 
 
 def export(
@@ -165,13 +206,23 @@ def export(
     progress: ProgressCallback | None = None,
     settings: FetchSettings | None = None,
     spool_dir: Path | None = None,
+    db: Path | str | None = None,
+    table: str = "events",
+    replace: bool = False,
+    refresh: bool = False,
+    parquet: Path | str | None = None,
 ) -> ExportResult:
-    """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON.
+    """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON or into DuckDB.
 
     Dates are ``datetime.date`` or the CLI's words (``YYYY-MM-DD``, ``today``,
     ``yesterday``, ``-N``). Events go to ``output`` (a binary stream; default
     stdout) chunk by chunk in date order, each chunk whole and verified.
     ``credentials`` default to the ``MP_*`` environment variables.
+    With ``db``, events are loaded into that DuckDB file's ``table`` instead,
+    deduplicated on Mixpanel's key, each chunk in one transaction with its
+    manifest row; chunks already loaded are skipped (``refresh`` refetches,
+    ``replace`` swaps stored days for fresh ones), and ``parquet`` also
+    writes a Hive-partitioned Parquet dataset there.
     ``progress`` is called on the calling thread with each
     :mod:`mpexport.events` event. Returns an :class:`ExportResult`; raises
     :class:`~mpexport.errors.MpexportError` subclasses for bad input and for
@@ -182,5 +233,13 @@ def export(
         where=where, limit=limit, region=region, api_url=api_url, settings=settings,
     )
     credentials = credentials or credentials_from_env()
-    stream = output if output is not None else sys.stdout.buffer
-    return run_export(request, credentials, stream, progress=progress, spool_dir=spool_dir)
+    if db is None:
+        if parquet is not None:
+            raise UsageError("parquet output needs a database", "pass db= as well")
+        return run_export(request, credentials, output=output, progress=progress,
+                          spool_dir=spool_dir)
+    target = DatabaseTarget(Path(db), table, replace, refresh,
+                            Path(parquet) if parquet is not None else None)
+    database = open_database(target, request)
+    return run_export(request, credentials, database=database, progress=progress,
+                      spool_dir=spool_dir)

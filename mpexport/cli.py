@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,7 @@ from mpexport.interrupt import GUARD
 if TYPE_CHECKING:
     from mpexport.api import ExportRequest
     from mpexport.model import ExportResult
+    from mpexport.sink_duckdb import DuckDBSink
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -85,6 +87,17 @@ def _date_help(which: str) -> str:
 @click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID].")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr [default: on when stderr is a terminal].")
+@click.option("--db", "db_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Load into this DuckDB file instead of writing NDJSON to stdout.")
+@click.option("--table", default="events", show_default=True,
+              help="Table to load into (with --db).")
+@click.option("--refresh", is_flag=True,
+              help="With --db: fetch chunks again even if the manifest has them.")
+@click.option("--replace", is_flag=True,
+              help="With --db: delete each chunk's days before loading it (for data "
+                   "deleted upstream); implies --refresh.")
+@click.option("--parquet", "parquet_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="With --db: also write a Hive-partitioned Parquet dataset (date=YYYY-MM-DD).")
 @click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
 def export_command(
     from_date: str,
@@ -99,9 +112,14 @@ def export_command(
     api_url: str | None,
     project_id: int | None,
     progress: bool | None,
+    db_path: str | None,
+    table: str,
+    refresh: bool,
+    replace: bool,
+    parquet_dir: str | None,
     dry_run: bool,
 ) -> None:
-    """Export raw events for a date range as NDJSON on stdout.
+    """Export raw events for a date range as NDJSON on stdout, or into DuckDB.
 
     Chunks are fetched in parallel, each verified whole before a byte of it
     is written, and written in date order as the exact bytes Mixpanel sent.
@@ -112,18 +130,32 @@ def export_command(
       MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
       MP_API_SECRET                           a legacy project secret
 
+    With --db, events go into a DuckDB table instead (one row per Mixpanel
+    event, deduplicated on event, distinct_id, time and $insert_id), each
+    chunk in one transaction; run the same command again and only what is
+    missing is fetched.
+
     \b
     Examples:
       mpexport export --from 2024-01-01 --to 2024-01-31 > january.ndjson
       mpexport export --from -7 --to yesterday --event Purchase | wc -l
+      mpexport export --from 2024-01-01 --to 2024-06-30 --db events.duckdb
     """
-    from mpexport.api import build_request, describe_plan, run_export
+    from mpexport.api import (
+        DatabaseTarget,
+        build_request,
+        describe_plan,
+        open_database,
+        run_export,
+    )
     from mpexport.credentials import credentials_from_env
 
     request = build_request(
         from_date, to_date, workers=workers, chunk_days=chunk_days, events=events,
         where=where, limit=limit, region=region, api_url=api_url, retries=retries,
     )
+    if db_path is None and (refresh or replace or parquet_dir or table != "events"):
+        raise click.UsageError("--table, --refresh, --replace and --parquet need --db FILE")
     if dry_run:
         try:
             credentials = credentials_from_env(project_id=project_id)
@@ -135,17 +167,23 @@ def export_command(
     credentials = credentials_from_env(project_id=project_id)
     retry_args = _retry_args(events, where, limit, region, api_url, project_id, chunk_days,
                              workers)
+    database = None
+    if db_path is not None:
+        target = DatabaseTarget(Path(db_path), table, replace, refresh,
+                                Path(parquet_dir) if parquet_dir else None)
+        database = open_database(target, request)
+        retry_args += ["--db", db_path] + (["--table", table] if table != "events" else [])
     with GUARD.installed() as guard:
         try:
             result = _run_with_progress(
-                lambda callback: run_export(request, credentials, sys.stdout.buffer,
+                lambda callback: run_export(request, credentials, database=database,
                                             progress=callback, guard=guard),
                 progress,
             )
         except Interrupted as stop:
-            _report_interrupted(stop, retry_args)
+            _report_interrupted(stop, retry_args, database is not None)
             raise
-    _report(result, request, retry_args)
+    _report(result, request, retry_args, database)
     if not result.ok:
         raise SystemExit(int(ExitCode.PARTIAL))
 
@@ -193,28 +231,45 @@ def _rerun_commands(ranges: list[tuple[dt.date, dt.date]], retry_args: list[str]
         _echo_err("  " + shlex.join(command))
 
 
-def _report_interrupted(stop: Interrupted, retry_args: list[str]) -> None:
+def _report_interrupted(stop: Interrupted, retry_args: list[str], to_db: bool) -> None:
     from mpexport.model import ExportResult
 
     result = stop.result
     if isinstance(result, ExportResult):
+        where = ("only whole chunks were committed" if to_db
+                 else "stdout ends on a whole line")
         _echo_err(f"mpexport: {stop.signal_name}: stopped after {result.seconds:.1f}s; "
-                  f"{len(result.completed)}/{result.chunks_total} chunks fetched, "
-                  "stdout ends on a whole line")
-    if stop.remaining:
+                  f"{len(result.completed)}/{result.chunks_total} chunks fetched, {where}")
+    if to_db:
+        _echo_err("to resume, run the same command again: loaded chunks are not fetched again")
+    elif stop.remaining:
         _echo_err("to fetch what is missing, run:")
         _rerun_commands(stop.remaining, retry_args)
 
 
-def _report(result: ExportResult, request: ExportRequest, retry_args: list[str]) -> None:
+def _report(
+    result: ExportResult, request: ExportRequest, retry_args: list[str],
+    database: DuckDBSink | None = None,
+) -> None:
     from mpexport.plan import merge_ranges
 
     done = len(result.completed)
-    _echo_err(
-        f"mpexport: {result.events} events in {done}/{result.chunks_total} chunks, "
-        f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s "
-        f"({request.from_date.isoformat()}..{request.to_date.isoformat()})"
-    )
+    span = f"{request.from_date.isoformat()}..{request.to_date.isoformat()}"
+    if database is None:
+        _echo_err(
+            f"mpexport: {result.events} events in {done}/{result.chunks_total} chunks, "
+            f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s ({span})"
+        )
+    else:
+        stats = database.stats
+        skipped = f", {len(result.skipped)} already loaded" if result.skipped else ""
+        replaced = f", {stats.rows_replaced} replaced" if stats.rows_replaced else ""
+        _echo_err(
+            f"mpexport: loaded {stats.rows_inserted} events into {database.db_path} "
+            f"table {database.table} ({stats.duplicates_skipped} duplicates skipped{replaced}); "
+            f"{done}/{result.chunks_total} chunks{skipped}, {result.bytes / 1e6:.1f} MB, "
+            f"{result.seconds:.1f}s ({span})"
+        )
     if not result.failed:
         return
     _echo_err(f"mpexport: {len(result.failed)} chunks failed after their retries:")
@@ -273,17 +328,19 @@ def fake_server_command(
 @click.option("--days", type=int, default=60, show_default=True, help="Days to export.")
 @click.option("--events-per-day", type=int, default=2000, show_default=True,
               help="Average events per day on the built-in server.")
-@click.option("--output", "output", default="demo.ndjson", show_default=True,
-              type=click.Path(dir_okay=False, writable=True),
-              help="File the demo writes.")
+@click.option("--output", "output", default="demo.duckdb", show_default=True,
+              type=click.Path(dir_okay=False),
+              help="DuckDB file the demo loads (created if missing).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr [default: on when stderr is a terminal].")
 def demo_command(days: int, events_per_day: int, output: str, progress: bool | None) -> None:
     """Run the main job against the built-in server: no credentials, loopback only.
 
     Starts the Mixpanel-compatible server on 127.0.0.1 with some faults
-    switched on (resets, truncated bodies, 5xx), exports the last DAYS days in
-    parallel, and checks the output holds exactly the server's events.
+    switched on (resets, truncated bodies, 5xx, 429), exports the last DAYS
+    days in parallel into a DuckDB file, and checks the table holds exactly
+    the server's events, each once. Run it twice: the second run finds every
+    chunk already loaded and fetches nothing.
     """
     from mpexport.demo import run_demo
 

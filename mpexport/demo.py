@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mpexport.api import build_request, run_export
+from mpexport.api import DatabaseTarget, build_request, open_database, run_export
 from mpexport.credentials import Credentials
 from mpexport.dates import utc_today
 from mpexport.fetch import FetchSettings
@@ -26,6 +26,17 @@ DEMO_FAULTS = (
 )
 
 
+def mixpanel_keys(lines: Iterable[bytes]) -> set[tuple[str, str, int, str]]:
+    """The distinct (event, distinct_id, time, $insert_id) keys of NDJSON lines."""
+    keys = set()
+    for line in lines:
+        record = json.loads(line)
+        props = record["properties"]
+        keys.add((record["event"], props["distinct_id"], int(props["time"]),
+                  props["$insert_id"]))
+    return keys
+
+
 def run_demo(
     *,
     days: int,
@@ -35,7 +46,9 @@ def run_demo(
     run: Callable[[Any, bool | None], Any],
     echo: Callable[[str], None],
 ) -> int:
-    """Serve, export, verify; return the exit code."""
+    """Serve, export into DuckDB, check the table against the server; return the exit code."""
+    import duckdb
+
     from mpexport.fakeserver import (
         DEMO_PROJECT_ID,
         DEMO_SECRET,
@@ -52,6 +65,7 @@ def run_demo(
     config = ServerConfig(dataset=dataset, faults=DEMO_FAULTS, ttfb=0.05)
     credentials = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET,
                               project_id=DEMO_PROJECT_ID)
+    path = Path(output)
     with FakeMixpanelServer(config) as server:
         echo(f"demo: built-in Mixpanel-compatible server at {server.url}, "
              f"faults on first attempts: {', '.join(DEMO_FAULTS)}")
@@ -59,24 +73,31 @@ def run_demo(
             start, end, api_url=server.url, chunk_days=3,
             settings=FetchSettings(backoff_base=0.2, backoff_cap=2.0),
         )
+        database = open_database(DatabaseTarget(path), request)
         echo(f"demo: exporting {start}..{end} in {len(request.plan())} chunks "
-             f"with {request.workers} workers to {output}")
-        path = Path(output)
-        with path.open("wb") as stream:
-            result = run(
-                lambda callback: run_export(request, credentials, stream, progress=callback),
-                progress,
-            )
-        expected = Counter(dataset.lines_for_range(start, end))
-    with path.open("rb") as stream:
-        got = Counter(stream)
+             f"with {request.workers} workers into {path} (table events)")
+        result = run(
+            lambda callback: run_export(request, credentials, database=database,
+                                        progress=callback),
+            progress,
+        )
+        expected = mixpanel_keys(dataset.lines_for_range(start, end))
+    stats = database.stats
     retries = sum(c.attempts - 1 for c in result.completed)
-    echo(f"demo: {result.events} events, {len(result.completed)}/{result.chunks_total} chunks, "
-         f"{retries} retried attempts, {result.bytes / 1e6:.1f} MB in {result.seconds:.1f}s")
-    if got == expected and result.ok:
-        echo(f"demo: OK: {output} holds exactly the server's {sum(expected.values())} "
-             "events, each once; try: head -3 " + output)
+    echo(f"demo: {stats.rows_inserted} events loaded, {stats.duplicates_skipped} duplicates "
+         f"skipped, {len(result.completed)}/{result.chunks_total} chunks fetched "
+         f"({len(result.skipped)} already loaded), {retries} retried attempts, "
+         f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f}s")
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT event, distinct_id, epoch(time)::BIGINT, insert_id FROM events "
+            "WHERE time >= ?::TIMESTAMPTZ AND time < ?::TIMESTAMPTZ",
+            [f"{start.isoformat()} 00:00:00+00", f"{today.isoformat()} 00:00:00+00"],
+        ).fetchall()
+    got = set(rows)
+    if result.ok and got == expected and len(rows) == len(expected):
+        echo(f"demo: OK: {path} holds exactly the server's {len(expected)} distinct events, "
+             f"each once. Try: duckdb {path} \"SELECT event, count(*) FROM events GROUP BY 1\"")
         return 0
-    echo(f"demo: MISMATCH: {sum(got.values())} lines written, "
-         f"{sum(expected.values())} expected")
+    echo(f"demo: MISMATCH: {len(rows)} rows stored, {len(expected)} distinct events expected")
     return 1

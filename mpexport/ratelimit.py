@@ -285,8 +285,14 @@ class RateLimiter:
             self.release()
             return False
         if self._state is not None:
-            # File I/O outside the lock: other threads keep starting meanwhile.
-            foreign = self._state.record(wall)
+            try:
+                # File I/O outside the lock: other threads keep starting meanwhile.
+                foreign = self._state.record(wall)
+            except BaseException:
+                # HourlyState swallows I/O errors; anything else is a bug, but
+                # the caller must not be left owning a slot it never got.
+                self.release()
+                raise
             if foreign:
                 self._absorb(foreign)
         return True
