@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -15,41 +16,80 @@ from mpexport.client import Endpoint, query_params, resolve_endpoint, validate_f
 from mpexport.credentials import Credentials, credentials_from_env
 from mpexport.dates import parse_range, utc_today
 from mpexport.errors import Interrupted, UsageError
-from mpexport.events import ProgressCallback
+from mpexport.events import ProgressCallback, WaitingForBudget
 from mpexport.fetch import FetchSettings, Query
 from mpexport.model import Chunk, ExportResult, QueryFilters
 from mpexport.pipeline import Pipeline
-from mpexport.plan import DEFAULT_CHUNK_DAYS, merge_ranges, plan_chunks
+from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
 from mpexport.sink_ndjson import NdjsonSink
 
 if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard
+    from mpexport.ratelimit import RateLimiter
     from mpexport.sink_duckdb import DuckDBSink
 
 DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
 MAX_RETRIES = 100
+DEFAULT_QPS_LIMIT = 3.0  # Mixpanel's limits per project
+DEFAULT_HOURLY_LIMIT = 60
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """A validated export: the range, the filters and where to send queries."""
+    """A validated export: the range, the filters, where to send queries, how fast."""
 
     from_date: dt.date
     to_date: dt.date
     endpoint: Endpoint
     filters: QueryFilters = field(default_factory=QueryFilters)
     workers: int = DEFAULT_WORKERS
-    chunk_days: int = DEFAULT_CHUNK_DAYS
+    chunk_days: int | None = None  # None: the adaptive plan
     settings: FetchSettings = field(default_factory=FetchSettings)
+    qps_limit: float = DEFAULT_QPS_LIMIT
+    hourly_limit: int = DEFAULT_HOURLY_LIMIT
 
-    def plan(self) -> list[Chunk]:
-        """The chunks this export fetches, in date order."""
-        return plan_chunks(self.from_date, self.to_date, self.chunk_days)
+    def plan(
+        self,
+        *,
+        used_this_hour: int = 0,
+        day_volumes: Mapping[dt.date, int] | None = None,
+        skip_days: Collection[dt.date] = (),
+    ) -> list[Chunk]:
+        """The chunks this export fetches, in date order.
+
+        With ``--chunk-days`` the grid is fixed (a rerun meets the same
+        chunks in the manifest). Otherwise the days not in ``skip_days`` are
+        planned to fit the hourly budget left (``used_this_hour`` starts
+        spent already), balanced across workers by ``day_volumes``.
+        """
+        if self.chunk_days is not None:
+            return plan_chunks(self.from_date, self.to_date, self.chunk_days)
+        runs = _missing_runs(self.from_date, self.to_date, skip_days)
+        total_days = sum((b - a).days + 1 for a, b in runs)
+        budget = query_budget(self.hourly_limit, used_this_hour)
+        chunks: list[Chunk] = []
+        for start, end in runs:
+            share = ((end - start).days + 1) / total_days
+            chunks += plan_adaptive(
+                start, end,
+                workers=max(1, round(self.workers * share)),
+                max_queries=max(1, int(budget * share)),
+                day_volumes=day_volumes,
+            )
+        return [dataclasses.replace(c, index=i) for i, c in enumerate(chunks)]
 
     def query(self, credentials: Credentials) -> Query:
         """The request description workers use."""
         return Query(self.endpoint, credentials, self.filters)
+
+
+def _missing_runs(
+    start: dt.date, end: dt.date, skip_days: Collection[dt.date]
+) -> list[tuple[dt.date, dt.date]]:
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    missing = [Chunk(0, d, d) for d in days if d not in skip_days]
+    return merge_ranges(missing)
 
 
 def _as_date_text(value: dt.date | str) -> str:
@@ -61,7 +101,7 @@ def build_request(
     to_date: dt.date | str,
     *,
     workers: int = DEFAULT_WORKERS,
-    chunk_days: int = DEFAULT_CHUNK_DAYS,
+    chunk_days: int | None = None,
     events: Sequence[str] = (),
     where: str | None = None,
     limit: int | None = None,
@@ -70,6 +110,8 @@ def build_request(
     today: dt.date | None = None,
     settings: FetchSettings | None = None,
     retries: int | None = None,
+    qps_limit: float = DEFAULT_QPS_LIMIT,
+    hourly_limit: int = DEFAULT_HOURLY_LIMIT,
 ) -> ExportRequest:
     """Validate the arguments of an export; raise :class:`UsageError` if wrong."""
     start, end = parse_range(
@@ -80,8 +122,12 @@ def build_request(
             f"--workers must be between 1 and {MAX_WORKERS}, not {workers}",
             "Mixpanel allows at most 100 concurrent queries per project",
         )
-    if chunk_days < 1:
+    if chunk_days is not None and chunk_days < 1:
         raise UsageError(f"--chunk-days must be at least 1, not {chunk_days}")
+    if not qps_limit > 0:
+        raise UsageError(f"--qps-limit must be above 0, not {qps_limit}")
+    if hourly_limit < 1:
+        raise UsageError(f"--hourly-limit must be at least 1, not {hourly_limit}")
     filters = QueryFilters(tuple(events), where or None, limit)
     validate_filters(filters)
     settings = settings or FetchSettings()
@@ -97,12 +143,36 @@ def build_request(
         workers=workers,
         chunk_days=chunk_days,
         settings=settings,
+        qps_limit=qps_limit,
+        hourly_limit=hourly_limit,
+    )
+
+
+def new_limiter(
+    request: ExportRequest, credentials: Credentials | None, *, persist: bool = True
+) -> RateLimiter:
+    """The run's shared limiter; with ``persist`` it shares the hour with earlier runs."""
+    from mpexport.ratelimit import HourlyState, RateLimiter
+
+    state = None
+    if persist:
+        project = credentials.project_id if credentials is not None else None
+        state = HourlyState.for_project(request.endpoint.base_url, project)
+    return RateLimiter(
+        qps=request.qps_limit,
+        hourly=request.hourly_limit,
+        concurrency=min(request.workers, MAX_WORKERS),
+        state=state,
     )
 
 
 def describe_plan(request: ExportRequest, credentials: Credentials | None) -> list[str]:
-    """Lines describing the plan for ``--dry-run``: one per chunk, then a total."""
-    chunks = request.plan()
+    """Lines describing the plan for ``--dry-run``: one per chunk, then totals and waits."""
+    from mpexport.ratelimit import HourlyState, budget_wait
+
+    project = credentials.project_id if credentials is not None else None
+    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    chunks = request.plan(used_this_hour=len(used))
     lines = []
     for chunk in chunks:
         params = query_params(
@@ -112,9 +182,24 @@ def describe_plan(request: ExportRequest, credentials: Credentials | None) -> li
         lines.append(f"chunk {chunk.index + 1}/{len(chunks)}  {chunk.label()}  "
                      f"GET {request.endpoint.export_url}?{query}")
     workers = min(request.workers, len(chunks))
+    wait = budget_wait(len(chunks), request.qps_limit, request.hourly_limit, used, time.time())
     lines.append(f"{len(chunks)} chunks, {len(chunks)} queries, {workers} workers, "
                  f"{request.from_date.isoformat()}..{request.to_date.isoformat()}")
+    lines.append(f"rate limits {request.qps_limit:g}/s and {request.hourly_limit}/hour; "
+                 f"{len(used)} queries used in the last hour; the last query can start "
+                 f"in {format_duration(wait)} at the earliest (ETA: that plus its download)")
     return lines
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; for messages about waits."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
 
 @dataclass(frozen=True)
@@ -153,17 +238,25 @@ def run_export(
     progress: ProgressCallback | None = None,
     spool_dir: Path | None = None,
     guard: InterruptGuard | None = None,
+    limiter: RateLimiter | None = None,
 ) -> ExportResult:
     """Run a validated export into ``database`` (a DuckDB sink) or ``output`` (NDJSON).
 
     ``output`` defaults to stdout. ``guard`` (the CLI's signal handling) makes
-    a stop request end NDJSON output on a whole line.
+    a stop request end NDJSON output on a whole line. ``limiter`` defaults to
+    one with the request's limits that shares the hour with earlier runs.
     """
-    chunks = request.plan()
+    limiter = limiter or new_limiter(request, credentials)
     sink: NdjsonSink | DuckDBSink
     if database is not None:
         sink = database
+        skip: set[dt.date] = set()
+        if not database.refresh:
+            skip = database.covered_days()
+        chunks = request.plan(used_this_hour=limiter.hourly_used,
+                              day_volumes=database.day_volumes, skip_days=skip)
     else:
+        chunks = request.plan(used_this_hour=limiter.hourly_used)
         sink = NdjsonSink(output or sys.stdout.buffer, request.from_date, guard)
     pipeline = Pipeline(
         chunks,
@@ -174,7 +267,9 @@ def run_export(
         progress=progress,
         spool_dir=spool_dir,
         guard=guard,
+        gate=limiter,
     )
+    limiter.set_on_wait(lambda seconds, reason: pipeline.notify(WaitingForBudget(seconds, reason)))
     try:
         result = pipeline.run()
     except Interrupted as exc:
@@ -197,7 +292,7 @@ def export(
     output: BinaryIO | None = None,
     credentials: Credentials | None = None,
     workers: int = DEFAULT_WORKERS,
-    chunk_days: int = DEFAULT_CHUNK_DAYS,
+    chunk_days: int | None = None,
     events: Sequence[str] = (),
     where: str | None = None,
     limit: int | None = None,
@@ -211,6 +306,8 @@ def export(
     replace: bool = False,
     refresh: bool = False,
     parquet: Path | str | None = None,
+    qps_limit: float = DEFAULT_QPS_LIMIT,
+    hourly_limit: int = DEFAULT_HOURLY_LIMIT,
 ) -> ExportResult:
     """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON or into DuckDB.
 
@@ -220,9 +317,11 @@ def export(
     ``credentials`` default to the ``MP_*`` environment variables.
     With ``db``, events are loaded into that DuckDB file's ``table`` instead,
     deduplicated on Mixpanel's key, each chunk in one transaction with its
-    manifest row; chunks already loaded are skipped (``refresh`` refetches,
+    manifest row; days already loaded are skipped (``refresh`` refetches,
     ``replace`` swaps stored days for fresh ones), and ``parquet`` also
     writes a Hive-partitioned Parquet dataset there.
+    Requests stay within ``qps_limit`` per second and ``hourly_limit`` per
+    rolling hour (Mixpanel's 3 and 60 by default), shared across runs.
     ``progress`` is called on the calling thread with each
     :mod:`mpexport.events` event. Returns an :class:`ExportResult`; raises
     :class:`~mpexport.errors.MpexportError` subclasses for bad input and for
@@ -231,6 +330,7 @@ def export(
     request = build_request(
         from_date, to_date, workers=workers, chunk_days=chunk_days, events=events,
         where=where, limit=limit, region=region, api_url=api_url, settings=settings,
+        qps_limit=qps_limit, hourly_limit=hourly_limit,
     )
     credentials = credentials or credentials_from_env()
     if db is None:

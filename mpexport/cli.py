@@ -70,8 +70,16 @@ def _date_help(which: str) -> str:
 @click.option("--to", "to_date", required=True, metavar="DATE", help=_date_help("Last"))
 @click.option("--workers", type=int, default=10, show_default=True,
               help="Parallel requests (1 = sequential; never more than chunks).")
-@click.option("--chunk-days", type=int, default=7, show_default=True,
-              help="Days per request.")
+@click.option("--chunk-days", type=int, default=None,
+              help="Days per request [default: planned to fit the hourly budget and "
+                   "balance the workers].")
+@click.option("--qps-limit", type=float, default=3.0, show_default=True,
+              envvar="MPEXPORT_QPS_LIMIT",
+              help="Request starts per second [env MPEXPORT_QPS_LIMIT].")
+@click.option("--hourly-limit", type=int, default=60, show_default=True,
+              envvar="MPEXPORT_HOURLY_LIMIT",
+              help="Request starts per rolling hour, shared by runs on this machine "
+                   "[env MPEXPORT_HOURLY_LIMIT].")
 @click.option("--retries", type=int, default=5, show_default=True,
               help="Further attempts of a failing chunk before it counts as failed.")
 @click.option("--event", "events", multiple=True, metavar="NAME",
@@ -103,7 +111,9 @@ def export_command(
     from_date: str,
     to_date: str,
     workers: int,
-    chunk_days: int,
+    chunk_days: int | None,
+    qps_limit: float,
+    hourly_limit: int,
     retries: int,
     events: tuple[str, ...],
     where: str | None,
@@ -153,6 +163,7 @@ def export_command(
     request = build_request(
         from_date, to_date, workers=workers, chunk_days=chunk_days, events=events,
         where=where, limit=limit, region=region, api_url=api_url, retries=retries,
+        qps_limit=qps_limit, hourly_limit=hourly_limit,
     )
     if db_path is None and (refresh or replace or parquet_dir or table != "events"):
         raise click.UsageError("--table, --refresh, --replace and --parquet need --db FILE")
@@ -202,7 +213,7 @@ def _run_with_progress(job: Any, progress: bool | None) -> ExportResult:
 
 def _retry_args(
     events: tuple[str, ...], where: str | None, limit: int | None, region: str,
-    api_url: str | None, project_id: int | None, chunk_days: int, workers: int,
+    api_url: str | None, project_id: int | None, chunk_days: int | None, workers: int,
 ) -> list[str]:
     args: list[str] = []
     for name in events:
@@ -217,7 +228,7 @@ def _retry_args(
         args += ["--api-url", api_url]
     if project_id is not None:
         args += ["--project-id", str(project_id)]
-    if chunk_days != 7:
+    if chunk_days is not None:
         args += ["--chunk-days", str(chunk_days)]
     if workers != 10:
         args += ["--workers", str(workers)]

@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mpexport.api import DatabaseTarget, build_request, open_database, run_export
+from mpexport.api import (
+    DatabaseTarget,
+    build_request,
+    new_limiter,
+    open_database,
+    run_export,
+)
 from mpexport.credentials import Credentials
 from mpexport.dates import utc_today
 from mpexport.fetch import FetchSettings
@@ -69,16 +75,20 @@ def run_demo(
     with FakeMixpanelServer(config) as server:
         echo(f"demo: built-in Mixpanel-compatible server at {server.url}, "
              f"faults on first attempts: {', '.join(DEMO_FAULTS)}")
+        # The built-in server has no rate limits, and its budget is not worth
+        # remembering across runs, so the demo lifts both.
         request = build_request(
-            start, end, api_url=server.url, chunk_days=3,
+            start, end, api_url=server.url, chunk_days=3, qps_limit=50, hourly_limit=10_000,
             settings=FetchSettings(backoff_base=0.2, backoff_cap=2.0),
         )
         database = open_database(DatabaseTarget(path), request)
         echo(f"demo: exporting {start}..{end} in {len(request.plan())} chunks "
              f"with {request.workers} workers into {path} (table events)")
         result = run(
-            lambda callback: run_export(request, credentials, database=database,
-                                        progress=callback),
+            lambda callback: run_export(
+                request, credentials, database=database, progress=callback,
+                limiter=new_limiter(request, credentials, persist=False),
+            ),
             progress,
         )
         expected = mixpanel_keys(dataset.lines_for_range(start, end))

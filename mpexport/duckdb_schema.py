@@ -151,3 +151,22 @@ def read_manifest(con: Any, table: str) -> dict[str, set[dt.date]]:
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
     """Every date from ``first`` to ``last``, both inclusive."""
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def read_day_volumes(con: Any, table: str) -> dict[dt.date, int]:
+    """Events per day received by earlier loads of ``table`` (any filters), for planning.
+
+    A multi-day chunk's count is spread evenly over its days; the latest
+    load of a day wins.
+    """
+    rows = con.execute(
+        f"SELECT from_date, to_date, received FROM {MANIFEST_TABLE} "
+        "WHERE table_name = ? ORDER BY loaded_at",
+        [table],
+    ).fetchall()
+    volumes: dict[dt.date, int] = {}
+    for first, last, received in rows:
+        days = day_range(first, last)
+        for day in days:
+            volumes[day] = int(received or 0) // len(days)
+    return volumes

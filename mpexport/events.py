@@ -56,5 +56,21 @@ class ChunkSplitInTwo:
     reason: str
 
 
-ProgressEvent = PlanReady | BytesReceived | ChunkRetry | ChunkDone | ChunkFailed | ChunkSplitInTwo
+@dataclass(frozen=True)
+class WaitingForBudget:
+    """Request starts wait ``seconds`` for a rate limit (``reason`` says which)."""
+
+    seconds: float
+    reason: str
+
+
+ProgressEvent = (
+    PlanReady
+    | BytesReceived
+    | ChunkRetry
+    | ChunkDone
+    | ChunkFailed
+    | ChunkSplitInTwo
+    | WaitingForBudget
+)
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -156,6 +156,10 @@ class Pipeline:
         result.completed.sort(key=lambda c: c.chunk.from_date)
         result.failed.sort(key=lambda f: f.chunk.from_date)
 
+    def notify(self, event: ProgressEvent) -> None:
+        """Report an event from any thread; the main thread passes it to ``progress``."""
+        self._messages.put(event)
+
     def _hand_over(self, completed: CompletedChunk) -> None:
         if self.guard is None:
             self.sink.accept(completed)

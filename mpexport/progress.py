@@ -1,4 +1,4 @@
-"""Progress on stderr: tqdm bars when asked or on a TTY, retry notes always."""
+"""Progress on stderr: tqdm bars when asked or on a TTY, notes about retries and waits."""
 
 from __future__ import annotations
 
@@ -13,16 +13,38 @@ from mpexport.events import (
     ChunkSplitInTwo,
     PlanReady,
     ProgressEvent,
+    WaitingForBudget,
 )
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 
+def describe(event: ProgressEvent) -> str | None:
+    """The one-line note an event deserves on stderr, if any."""
+    if isinstance(event, ChunkRetry):
+        return (f"chunk {event.chunk.label()}: attempt {event.attempt} failed "
+                f"({event.reason}); retrying in {event.delay:.1f}s")
+    if isinstance(event, ChunkFailed):
+        failure = event.failure
+        return (f"chunk {failure.chunk.label()} failed after {failure.attempts} "
+                f"attempts: {failure.reason}")
+    if isinstance(event, ChunkSplitInTwo):
+        left, right = event.halves
+        return (f"chunk {event.chunk.label()} keeps failing ({event.reason}); "
+                f"fetching it as {left.label()} and {right.label()}")
+    if isinstance(event, WaitingForBudget):
+        from mpexport.api import format_duration
+
+        return f"waiting {format_duration(event.seconds)} for Mixpanel's {event.reason}"
+    return None
+
+
 class BarProgress:
     """Three tqdm bars on stderr: chunks (with ETA), events and bytes.
 
     Owned by the main thread; fed with pipeline events through ``__call__``.
+    Notes (retries, splits, waits) print above the bars, or alone without them.
     """
 
     def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
@@ -31,27 +53,27 @@ class BarProgress:
         self._bars: list[tqdm[Never]] = []
 
     def __call__(self, event: ProgressEvent) -> None:
-        """Update the bars (and print retry notes) for one event."""
+        """Update the bars (and print a note) for one event."""
         if isinstance(event, PlanReady):
             self._open(len(event.chunks), len(event.skipped))
-        elif not self._bars:
-            if isinstance(event, (ChunkRetry, ChunkFailed, ChunkSplitInTwo)):
-                self._note(event)
-            return
-        elif isinstance(event, BytesReceived):
-            self._bars[2].update(event.count)
+        elif self._bars:
+            self._update(event)
+        note = describe(event)
+        if note:
+            self._note(note)
+
+    def _update(self, event: ProgressEvent) -> None:
+        chunks, events, received = self._bars
+        if isinstance(event, BytesReceived):
+            received.update(event.count)
         elif isinstance(event, ChunkDone):
-            self._bars[0].update(1)
-            self._bars[1].update(event.completed.lines)
+            chunks.update(1)
+            events.update(event.completed.lines)
         elif isinstance(event, ChunkFailed):
-            self._bars[0].update(1)
-            self._note(event)
+            chunks.update(1)
         elif isinstance(event, ChunkSplitInTwo):
-            self._bars[0].total = (self._bars[0].total or 0) + 1
-            self._bars[0].refresh()
-            self._note(event)
-        else:
-            self._note(event)
+            chunks.total = (chunks.total or 0) + 1
+            chunks.refresh()
 
     def _open(self, total: int, skipped: int) -> None:
         if not self.enabled:
@@ -68,18 +90,7 @@ class BarProgress:
                  file=stream, dynamic_ncols=True, mininterval=0.2),
         ]
 
-    def _note(self, event: ChunkRetry | ChunkFailed | ChunkSplitInTwo) -> None:
-        if isinstance(event, ChunkSplitInTwo):
-            left, right = event.halves
-            text = (f"chunk {event.chunk.label()} keeps failing ({event.reason}); "
-                    f"fetching it as {left.label()} and {right.label()}")
-        elif isinstance(event, ChunkRetry):
-            text = (f"chunk {event.chunk.label()}: attempt {event.attempt} failed "
-                    f"({event.reason}); retrying in {event.delay:.1f}s")
-        else:
-            failure = event.failure
-            text = (f"chunk {failure.chunk.label()} failed after {failure.attempts} "
-                    f"attempts: {failure.reason}")
+    def _note(self, text: str) -> None:
         if self._bars:
             from tqdm import tqdm
 

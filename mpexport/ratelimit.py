@@ -269,6 +269,11 @@ class RateLimiter:
 
     # -- public API --------------------------------------------------------
 
+    def set_on_wait(self, on_wait: Callable[[float, str], None] | None) -> None:
+        """Set (or clear) the callback told about noticeable waits."""
+        with self._cond:
+            self._on_wait = on_wait
+
     def acquire(self, stop: threading.Event) -> bool:
         """Block until a request may start; False (nothing taken) if ``stop`` is set first.
 

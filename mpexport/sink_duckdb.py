@@ -28,6 +28,7 @@ from mpexport.duckdb_schema import (
     check_table_name,
     create_schema,
     day_range,
+    read_day_volumes,
     read_manifest,
 )
 from mpexport.errors import DatabaseLockedError, ExitCode, MpexportError, UsageError
@@ -146,6 +147,8 @@ class DuckDBSink:
         self._queue: queue.Queue[CompletedChunk | None] = queue.Queue(queue_size)
         self._lock = threading.Lock()  # guards _covered between loader and main thread
         self._covered: dict[str, set[dt.date]] = {}
+        # Events per day seen by earlier runs (from the manifest), for planning.
+        self.day_volumes: dict[dt.date, int] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -318,8 +321,10 @@ class DuckDBSink:
             create_schema(con, self.table)
             con.execute("COMMIT")
             covered = read_manifest(con, self.table)
+            volumes = read_day_volumes(con, self.table)
             with self._lock:
                 self._covered = covered
+                self.day_volumes = volumes
             if self.parquet_dir is not None:
                 flush_pending(con, self.table, self.parquet_dir)
         except BaseException:

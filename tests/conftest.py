@@ -50,12 +50,31 @@ def service_account_env() -> dict[str, str]:
     }
 
 
+# The built-in server enforces no limits unless a test asks it to, so the
+# client's pacing is lifted too unless a test sets it.
+UNPACED = {"MPEXPORT_QPS_LIMIT": "1000", "MPEXPORT_HOURLY_LIMIT": "1000000"}
+
+
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The current environment without any MP_*/MPEXPORT_* settings, plus ``extra``."""
+    """The environment without the user's MP_*/MPEXPORT_* settings, plus ``extra``.
+
+    Keeps the per-test state dir; lifts client pacing unless ``extra`` sets it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MP_", "MPEXPORT_"))}
     env["PYTHONUTF8"] = "1"
+    env["MPEXPORT_STATE_DIR"] = os.environ["MPEXPORT_STATE_DIR"]
+    env.update(UNPACED)
     env.update(extra or {})
     return env
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point mpexport's state (the hourly budget) at a fresh directory per test."""
+    path = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("MPEXPORT_STATE_DIR", str(path))
+    return path
 
 
 @dataclass

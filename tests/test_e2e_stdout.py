@@ -53,7 +53,7 @@ def test_exact_output_with_every_fault_on_first_attempts(
 def test_gzip_and_plain_both_exact(make_server: ServerFactory) -> None:
     dataset = Dataset(seed=3, events_per_day=50)
     server = make_server(dataset, gzip_threshold=10**9)  # never gzip
-    result = run_cli(export_args(server.url))
+    result = run_cli(export_args(server.url, START, END, "--chunk-days", "7"))
     assert result.code == 0, result.stderr
     assert result.stdout == expected_stdout(dataset, day_chunks(START, END, 7))
 
@@ -61,7 +61,7 @@ def test_gzip_and_plain_both_exact(make_server: ServerFactory) -> None:
 def test_only_quiet_days_give_empty_output(make_server: ServerFactory) -> None:
     dataset = Dataset(seed=3, events_per_day=50, quiet_every=1)
     server = make_server(dataset)
-    result = run_cli(export_args(server.url))
+    result = run_cli(export_args(server.url, START, END, "--chunk-days", "7"))
     assert result.code == 0, result.stderr
     assert result.stdout == b""
     assert "0 events in 4/4 chunks" in result.stderr
@@ -88,7 +88,7 @@ def test_permanently_failing_chunk_exits_1_and_names_the_retry(
     dataset = Dataset(seed=9, events_per_day=40)
     bad_day = dt.date(2024, 5, 10)  # inside chunk 2024-05-08..2024-05-14
     server = make_server(dataset, fail_dates=frozenset({bad_day}))
-    result = run_cli(export_args(server.url, START, END, "--retries", "1"))
+    result = run_cli(export_args(server.url, START, END, "--retries", "1", "--chunk-days", "7"))
     assert result.code == 1
     good = [c for c in day_chunks(START, END, 7) if not c[0] <= bad_day <= c[1]]
     assert result.stdout == expected_stdout(dataset, good)
@@ -167,7 +167,7 @@ def test_head_ends_quietly(make_server: ServerFactory) -> None:
 def test_forced_progress_keeps_stdout_pure(make_server: ServerFactory) -> None:
     dataset = Dataset(seed=2, events_per_day=100)
     server = make_server(dataset, faults=("http503",))
-    result = run_cli(export_args(server.url, START, END, "--progress"))
+    result = run_cli(export_args(server.url, START, END, "--progress", "--chunk-days", "7"))
     assert result.code == 0, result.stderr
     assert result.stdout == expected_stdout(dataset, day_chunks(START, END, 7))
     assert "chunks" in result.stderr and "events" in result.stderr
