@@ -1,0 +1,96 @@
+"""Pacing against a server that enforces Mixpanel's limits: zero 429s, exact output."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from mpexport.fakeserver import Dataset
+from tests.conftest import ServerFactory, run_cli
+
+MIXPANEL_PACE = {"MPEXPORT_QPS_LIMIT": "3", "MPEXPORT_HOURLY_LIMIT": "60"}
+
+
+def test_forty_one_day_chunks_on_ten_workers_zero_429(make_server: ServerFactory) -> None:
+    dataset = Dataset(seed=31, events_per_day=30)
+    server = make_server(dataset, qps_limit=3)  # 429 without Retry-After
+    start, end = dt.date(2024, 3, 1), dt.date(2024, 4, 9)
+    result = run_cli(
+        ["export", "--api-url", server.url, "--from", start.isoformat(), "--to",
+         end.isoformat(), "--chunk-days", "1", "--workers", "10"],
+        env=MIXPANEL_PACE,
+    )
+    assert result.code == 0, result.stderr
+    assert Counter(result.stdout.splitlines(keepends=True)) == Counter(
+        dataset.lines_for_range(start, end)
+    )
+    assert server.stats.count(status=429) == 0
+    assert server.stats.count(status=200) == 40
+
+
+def test_a_year_with_the_default_plan_fits_the_hourly_limit(make_server: ServerFactory) -> None:
+    dataset = Dataset(seed=32, events_per_day=5)
+    server = make_server(dataset, qps_limit=3, hourly_limit=60)
+    start, end = dt.date(2023, 1, 1), dt.date(2023, 12, 31)
+    result = run_cli(
+        ["export", "--api-url", server.url, "--from", start.isoformat(), "--to",
+         end.isoformat()],
+        env=MIXPANEL_PACE,
+    )
+    assert result.code == 0, result.stderr
+    assert Counter(result.stdout.splitlines(keepends=True)) == Counter(
+        dataset.lines_for_range(start, end)
+    )
+    assert server.stats.count(status=429) == 0
+    assert len(server.stats) <= 51
+
+
+def test_a_second_run_in_the_same_hour_plans_with_what_is_left(
+    make_server: ServerFactory,
+) -> None:
+    server = make_server(Dataset(seed=33, events_per_day=5))
+    args = ["export", "--api-url", server.url, "--from", "2023-01-01", "--to", "2023-12-31"]
+    env = {"MPEXPORT_QPS_LIMIT": "100", "MPEXPORT_HOURLY_LIMIT": "60"}
+    first = run_cli(args, env=env)
+    assert first.code == 0, first.stderr
+    used = len(server.stats)
+    dry = run_cli([*args, "--dry-run"], env=env)
+    assert dry.code == 0, dry.stderr
+    text = dry.stdout.decode()
+    assert f"{used} queries used in the last hour" in text
+    # What is left of the hour (60 - used, less the retry reserve) bounds the plan.
+    planned = int(text.splitlines()[-2].split()[0])
+    assert planned <= max(1, int((60 - used) * 0.85))
+
+
+def test_429_with_retry_after_is_honoured_without_spending_retries(
+    make_server: ServerFactory,
+) -> None:
+    dataset = Dataset(seed=34, events_per_day=20)
+    server = make_server(dataset, faults=("http429",), fault_attempts=2, retry_after=1)
+    result = run_cli(
+        ["export", "--api-url", server.url, "--from", "2024-01-01", "--to", "2024-01-06",
+         "--chunk-days", "2", "--retries", "0"],
+    )
+    # --retries 0 would fail a chunk on its first real failure; 429s don't count.
+    assert result.code == 0, result.stderr
+    assert server.stats.count(status=429) == 6
+    assert Counter(result.stdout.splitlines(keepends=True)) == Counter(
+        dataset.lines_for_range(dt.date(2024, 1, 1), dt.date(2024, 1, 6))
+    )
+
+
+def test_truncating_chunk_is_split_down_to_days(make_server: ServerFactory) -> None:
+    dataset = Dataset(seed=35, events_per_day=40)
+    # Every query's first two attempts come back truncated: a 4-day chunk is
+    # halved, then halved again, and each day then succeeds on its third try.
+    server = make_server(dataset, faults=("terminated_early_line",), fault_attempts=2)
+    result = run_cli(
+        ["export", "--api-url", server.url, "--from", "2024-01-01", "--to", "2024-01-04",
+         "--chunk-days", "4"],
+    )
+    assert result.code == 0, result.stderr
+    assert "keeps failing" in result.stderr
+    assert result.stdout == b"".join(
+        b"".join(dataset.lines_for_day(dt.date(2024, 1, d))) for d in range(1, 5)
+    )
