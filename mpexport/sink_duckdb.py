@@ -9,12 +9,9 @@ instead of piling spool files up.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import os
 import queue
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +150,6 @@ class DuckDBSink:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._con: Any = None
-        self._hold_dir: Path | None = None
         self._finished = False
         self._thread = threading.Thread(target=self._run, name="mpexport-loader", daemon=True)
         self._thread.start()
@@ -185,14 +181,13 @@ class DuckDBSink:
         if self._finished:
             completed.path.unlink(missing_ok=True)
             raise RuntimeError("DuckDBSink.accept() after close() or abort()")
-        held = dataclasses.replace(completed, path=self._hold(completed.path))
         while True:
             try:
-                self._queue.put(held, timeout=_POLL_SECONDS)
+                self._queue.put(completed, timeout=_POLL_SECONDS)
                 return
             except queue.Full:
                 if not self._thread.is_alive():
-                    held.path.unlink(missing_ok=True)
+                    completed.path.unlink(missing_ok=True)
                     self._raise_pending()
                     raise LoaderError("the DuckDB loader stopped unexpectedly") from None
 
@@ -219,7 +214,6 @@ class DuckDBSink:
             raise
         self._finished = True
         self._drop_queued()
-        self._remove_hold_dir()
         self._raise_pending()
 
     def abort(self) -> None:
@@ -237,33 +231,11 @@ class DuckDBSink:
             self._queue.put_nowait(None)  # wake a loader waiting on an empty queue
         self._thread.join(ABORT_JOIN_SECONDS)
         self._drop_queued()
-        self._remove_hold_dir()
 
     def _raise_pending(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-
-    def _hold(self, spool: Path) -> Path:
-        """Move a spool file into a directory the sink owns.
-
-        The pipeline may remove its spool directory as soon as the last chunk
-        is handed over, while queued chunks still wait for the loader; the
-        sink's own directory (a sibling, so the move is a rename) keeps them.
-        """
-        if self._hold_dir is None:
-            try:
-                self._hold_dir = Path(
-                    tempfile.mkdtemp(prefix="mpexport-load-", dir=spool.parent.parent)
-                )
-            except OSError:
-                self._hold_dir = Path(tempfile.mkdtemp(prefix="mpexport-load-"))
-        target = self._hold_dir / spool.name
-        try:
-            os.replace(spool, target)
-        except OSError:
-            shutil.move(spool, target)  # another file system: copy, then delete
-        return target
 
     def _drop_queued(self) -> None:
         while True:
@@ -273,10 +245,6 @@ class DuckDBSink:
                 return
             if item is not None:
                 item.path.unlink(missing_ok=True)
-
-    def _remove_hold_dir(self) -> None:
-        if self._hold_dir is not None and not self._thread.is_alive():
-            shutil.rmtree(self._hold_dir, ignore_errors=True)
 
     # ---------------------------------------------------------- loader thread
 

@@ -53,3 +53,47 @@ def test_signal_mid_export_to_stdout(
         dataset.lines_for_range(dt.date(2024, 3, 1), dt.date(2024, 4, 30))
     )
     assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_export_to_duckdb(
+    make_server: ServerFactory, tmp_path: Path, signum: int, code: int
+) -> None:
+    import duckdb
+
+    from mpexport.demo import mixpanel_keys
+
+    dataset = Dataset(seed=9, events_per_day=400)
+    server = make_server(dataset, ttfb=0.3, bandwidth=200_000)
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    db = tmp_path / "events.duckdb"
+    env = clean_env({**service_account_env(), "TMPDIR": str(spool)})
+    start, end = dt.date(2024, 3, 1), dt.date(2024, 4, 30)
+    args = ["export", "--api-url", server.url, "--from", start.isoformat(), "--to",
+            end.isoformat(), "--chunk-days", "1", "--workers", "4", "--db", str(db)]
+    proc = subprocess.Popen([*cli_command(), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 30
+    while server.stats.count(status=200) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    assert proc.wait(timeout=10) == code
+    elapsed = time.monotonic() - sent
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = proc.stderr.read().decode()
+    assert proc.stdout.read() == b""
+    assert elapsed < 2.0, elapsed
+    assert "Traceback" not in stderr
+    assert "run the same command again" in stderr
+    assert list(spool.iterdir()) == []
+    with duckdb.connect(str(db), read_only=True) as con:
+        loaded = con.execute("SELECT from_date FROM _mpexport_chunks").fetchall()
+        rows = con.execute(
+            "SELECT event, distinct_id, epoch(time)::BIGINT, insert_id FROM events"
+        ).fetchall()
+    days = {row[0] for row in loaded}
+    assert 0 < len(days) < 61
+    expected = set().union(*(mixpanel_keys(dataset.lines_for_day(d)) for d in days))
+    assert set(rows) == expected and len(rows) == len(expected)

@@ -305,19 +305,6 @@ def test_refused_data_fails_only_that_chunk(tmp_path: Path, spooler: Spooler) ->
     assert not list(spooler.dir.iterdir())
 
 
-def test_spool_dir_removed_before_close(tmp_path: Path, spooler: Spooler) -> None:
-    """The pipeline removes its spool directory before close(); queued chunks must survive."""
-    db = tmp_path / "out.duckdb"
-    sink = DuckDBSink(db, filters=FILTERS, run_id="r", queue_size=8)
-    for n in range(6):
-        sink.accept(spooler.chunk(day(n), day(n)))
-    for leftover in spooler.dir.iterdir():
-        leftover.unlink()
-    sink.close()
-    assert sink.stats.chunks == 6
-    assert set(stored_keys(db)) == expected_keys(spooler.lines(day(0), day(5)))
-
-
 # --------------------------------------------------------------- validation
 
 
