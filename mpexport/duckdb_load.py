@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mpexport.duckdb_schema import (
     MANIFEST_TABLE,
@@ -65,7 +66,20 @@ def _time_micros_sql(raw: str, time_in_ms: bool) -> str:
     )
 
 
-def stage_sql(path: str, time_in_ms: bool) -> str:
+def _instant_sql(micros: str, project_timezone: str | None) -> str:
+    """SQL for the true instant of an event from its epoch microseconds.
+
+    Projects created before 2023 shift ``time`` by their UTC offset: the
+    number is the project's wall clock read as if it were UTC. Reading it as
+    a naive timestamp and placing that in the project's zone undoes the shift
+    (with the offset of that moment, so daylight saving is right too).
+    """
+    if project_timezone is None:
+        return f"make_timestamptz({micros})"
+    return f"(make_timestamp({micros}) AT TIME ZONE {sql_string(project_timezone)})"
+
+
+def stage_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
     """The statement that reads a spool file into the temp staging table."""
     # json_extract_string with a list of paths parses each properties value
     # once for all four fields, instead of once per ->> operator.
@@ -74,7 +88,7 @@ def stage_sql(path: str, time_in_ms: bool) -> str:
     return f"""
         CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS
         SELECT event,
-               make_timestamptz({micros}) AS time,
+               {_instant_sql(micros, project_timezone)} AS time,
                p[2] AS distinct_id,
                p[3] AS insert_id,
                coalesce(TRY_CAST({mp_ms} AS BIGINT),
@@ -165,8 +179,9 @@ def _slice_windows(con: Any, batch_rows: int) -> list[str]:
     return windows
 
 
-def _day_start_us(day: dt.date) -> int:
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+def _day_start_us(day: dt.date, project_timezone: str | None = None) -> int:
+    zone: dt.tzinfo = dt.UTC if project_timezone is None else ZoneInfo(project_timezone)
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=zone)
     return int(start.timestamp()) * 1_000_000
 
 
@@ -182,6 +197,7 @@ def load_chunk(
     batch_rows: int,
     track_days: bool,
     check_stop: Callable[[], None],
+    project_timezone: str | None = None,
 ) -> ChunkLoad:
     """Load one spool file in one transaction; roll back on any error.
 
@@ -197,7 +213,7 @@ def load_chunk(
     try:
         check_stop()
         if completed.path.stat().st_size > 0:
-            con.execute(stage_sql(str(completed.path), time_in_ms))
+            con.execute(stage_sql(str(completed.path), time_in_ms, project_timezone))
         else:
             # read_json of an empty file is fine today, but a quiet day should
             # not depend on that: an empty stage needs no reader at all.
@@ -205,8 +221,9 @@ def load_chunk(
         check_stop()
         (result.received,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE}").fetchone()
         if replace:
-            start = _day_start_us(chunk.from_date)
-            stop = _day_start_us(chunk.to_date + dt.timedelta(days=1))
+            # The chunk's days are the project's days (UTC for new projects).
+            start = _day_start_us(chunk.from_date, project_timezone)
+            stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone)
             (result.replaced,) = con.execute(
                 f"DELETE FROM {target} WHERE time >= make_timestamptz({start}::BIGINT) "
                 f"AND time < make_timestamptz({stop}::BIGINT)"

@@ -33,16 +33,17 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import platformdirs
+
+from mpexport.filelock import lock, unlock
 
 STATE_DIR_ENV = "MPEXPORT_STATE_DIR"
 FORMAT_VERSION = 1
@@ -93,33 +94,11 @@ def _file_lock(path: Path) -> Iterator[None]:
     any other persistence failure.
     """
     with open(path, "a+b") as handle:
-        _lock(handle)
+        lock(handle)
         try:
             yield
         finally:
-            _unlock(handle)
-
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _lock(handle: IO[bytes]) -> None:
-        # LK_LOCK retries for about 10 s, then raises OSError.
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-
-    def _unlock(handle: IO[bytes]) -> None:
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock(handle: IO[bytes]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-
-    def _unlock(handle: IO[bytes]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            unlock(handle)
 
 
 def _parse_starts(raw: bytes) -> list[float]:

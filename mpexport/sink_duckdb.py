@@ -58,6 +58,7 @@ class LoadStats:
     duplicates_skipped: int = 0
     rows_replaced: int = 0
     bytes: int = 0
+    late_rows: int = 0  # inserted into days that were already loaded before this run
 
 
 def default_memory_limit() -> str | None:
@@ -99,6 +100,7 @@ class DuckDBSink:
         memory_limit: str | None = None,
         threads: int | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        project_timezone: str | None = None,
     ) -> None:
         check_table_name(table)
         db_path = Path(db_path)
@@ -126,6 +128,7 @@ class DuckDBSink:
         self.refresh = refresh
         self.parquet_dir = parquet_dir
         self.time_in_ms = time_in_ms
+        self.project_timezone = project_timezone
         self.batch_rows = batch_rows
         self.stats = LoadStats()
         self.failed_chunks: list[ChunkFailure] = []
@@ -144,6 +147,7 @@ class DuckDBSink:
         self._queue: queue.Queue[CompletedChunk | None] = queue.Queue(queue_size)
         self._lock = threading.Lock()  # guards _covered between loader and main thread
         self._covered: dict[str, set[dt.date]] = {}
+        self._covered_at_open: frozenset[dt.date] = frozenset()
         # Events per day seen by earlier runs (from the manifest), for planning.
         self.day_volumes: dict[dt.date, int] = {}
         self._stop = threading.Event()
@@ -292,6 +296,7 @@ class DuckDBSink:
             volumes = read_day_volumes(con, self.table)
             with self._lock:
                 self._covered = covered
+                self._covered_at_open = frozenset(covered.get(self._fingerprint, ()))
                 self.day_volumes = volumes
             if self.parquet_dir is not None:
                 flush_pending(con, self.table, self.parquet_dir)
@@ -329,6 +334,7 @@ class DuckDBSink:
                 batch_rows=self.batch_rows,
                 track_days=self.parquet_dir is not None,
                 check_stop=self._check_stop,
+                project_timezone=self.project_timezone,
             )
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             if self._stop.is_set():
@@ -350,11 +356,14 @@ class DuckDBSink:
                 "nothing of this chunk was stored; rerun the same command to resume",
             ) from exc
         self.stats.chunks += 1
+        chunk = completed.chunk
+        if all(d in self._covered_at_open for d in day_range(chunk.from_date, chunk.to_date)):
+            # Every day of this chunk was loaded before: what it adds arrived late.
+            self.stats.late_rows += done.inserted
         self.stats.rows_inserted += done.inserted
         self.stats.duplicates_skipped += done.duplicates
         self.stats.rows_replaced += done.replaced
         self.stats.bytes += completed.bytes
-        chunk = completed.chunk
         with self._lock:
             days = self._covered.setdefault(self._fingerprint, set())
             days.update(day_range(chunk.from_date, chunk.to_date))

@@ -1,0 +1,742 @@
+"""Benchmark mpexport end to end against the built-in server, side by side in one run.
+
+Runs the real CLI (``python -m mpexport export ...``) as subprocesses against
+``FakeMixpanelServer`` on 127.0.0.1 and compares it, as ratios of medians,
+with the way everyone else exports and with bare pipelines:
+
+  yardstick  default pacing (3/s, 60/h) vs one request for the whole range,
+             server like Mixpanel (ttfb 1.5 s, 100 kB/s per connection, 3 qps)
+  parallel   --workers 10 vs --workers 1 over 20 chunks (ttfb 1.5 s, 250 kB/s)
+  overhead   --db vs download + read_json; stdout vs a bare download
+  memory     peak RSS for 0.5M and 1.5M events, --db and stdout
+  dedupe     one chunk into a 10M-row table vs into an empty one
+  startup    mpexport --help / export --help vs python -c pass
+
+Writes a Markdown report to stdout and to scripts/BENCH.md (``--out``).
+Progress goes to stderr.
+
+    .venv/bin/python scripts/bench.py                # default, ~10 minutes
+    .venv/bin/python scripts/bench.py --quick        # smoke test, small volumes
+    .venv/bin/python scripts/bench.py --only yardstick,startup --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpexport import __version__ as MPEXPORT_VERSION
+from mpexport.fakeserver import (
+    DEMO_PROJECT_ID,
+    DEMO_SECRET,
+    DEMO_USERNAME,
+    Dataset,
+    FakeMixpanelServer,
+    ServerConfig,
+)
+
+HERE = Path(__file__).resolve().parent
+BARE = HERE / "bench_bare.py"
+START = dt.date(2024, 1, 1)
+SCENARIOS = ("startup", "yardstick", "parallel", "overhead", "memory", "dedupe")
+PACING_DEFAULT = {"MPEXPORT_QPS_LIMIT": "3", "MPEXPORT_HOURLY_LIMIT": "60"}
+PACING_LIFTED = {"MPEXPORT_QPS_LIMIT": "1000", "MPEXPORT_HOURLY_LIMIT": "100000"}
+HEAVY_MODULES = ("duckdb", "requests", "tqdm", "urllib3")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Volumes and server knobs of one mode (default or --quick)."""
+
+    name: str
+    ttfb: float
+    # yardstick
+    yard_days: int = 60
+    yard_per_day: int = 1500
+    yard_bandwidth: int = 100_000
+    # parallel
+    par_chunks: int = 20
+    par_chunk_days: int = 1
+    par_bandwidth: int = 250_000
+    par_workers: int = 10
+    # overhead / memory (per-day volume of the big dataset)
+    big_per_day: int = 25_000
+    small_days: int = 20  # ~0.5M events
+    large_days: int = 60  # ~1.5M events
+    # dedupe
+    dedupe_rows: int = 10_000_000
+    dedupe_chunk: int = 50_000
+    startup_repeats: int = 10
+
+
+DEFAULT = Profile("default", ttfb=1.5)
+QUICK = Profile(
+    "quick", ttfb=0.3, yard_per_day=150, par_bandwidth=250_000, big_per_day=5_000,
+    small_days=4, large_days=12, dedupe_rows=1_000_000, dedupe_chunk=20_000,
+    startup_repeats=5,
+)
+
+
+# --------------------------------------------------------------------- running
+
+
+@dataclass
+class Run:
+    """One subprocess run: wall seconds, exit code, peak RSS, CPU, stderr."""
+
+    label: str
+    seconds: float
+    rc: int
+    maxrss_mb: float
+    cpu_s: float
+    stderr: str
+    requests: int = 0
+    http429: int = 0
+    checked: str = ""
+
+
+def log(text: str) -> None:
+    """Progress line on stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def run_child(label: str, argv: Sequence[str], env: dict[str, str], stdout: Path | None,
+              work: Path) -> Run:
+    """Run ``argv`` to completion; stdout to ``stdout`` (or /dev/null).
+
+    ``os.wait4`` gives this child's own rusage (peak RSS, CPU), unlike
+    ``RUSAGE_CHILDREN``, which is a maximum over every child ever reaped.
+    """
+    err_path = work / "stderr.txt"
+    out_target = str(stdout) if stdout is not None else os.devnull
+    with open(out_target, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = err_path.read_text(errors="replace")
+    return Run(label, seconds, proc.returncode, usage.ru_maxrss / 1024,
+               usage.ru_utime + usage.ru_stime, stderr)
+
+
+def base_env(work: Path, pacing: dict[str, str]) -> dict[str, str]:
+    """Environment of a CLI run: demo credentials, a fresh limiter state dir, the pacing."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MP_", "MPEXPORT_"))}
+    state = Path(tempfile.mkdtemp(prefix="state-", dir=work))
+    env.update({
+        "MP_USERNAME": DEMO_USERNAME,
+        "MP_SECRET": DEMO_SECRET,
+        "MP_PROJECT_ID": str(DEMO_PROJECT_ID),
+        # A fresh state dir per run: every run starts with a full hourly
+        # budget and never touches the user's real state.
+        "MPEXPORT_STATE_DIR": str(state),
+        "TMPDIR": str(work),
+    })
+    env.update(pacing)
+    return env
+
+
+def mpexport_argv(url: str, first: dt.date, last: dt.date, *extra: str) -> list[str]:
+    """The CLI command line for an export of ``first..last``."""
+    return [sys.executable, "-m", "mpexport", "export", "--api-url", url,
+            "--from", first.isoformat(), "--to", last.isoformat(), "--no-progress", *extra]
+
+
+def count_lines(path: Path) -> int:
+    """Newlines in a file, read in 4 MB blocks."""
+    total = 0
+    with path.open("rb") as handle:
+        while block := handle.read(4 * 1024 * 1024):
+            total += block.count(b"\n")
+    return total
+
+
+_STDOUT_SUMMARY = re.compile(r"mpexport: (\d+) events in (\d+)/(\d+) chunks")
+_DB_SUMMARY = re.compile(
+    r"mpexport: loaded (\d+) events into .*?\((\d+) duplicates skipped.*?\); (\d+)/(\d+) chunks")
+_BARE_SUMMARY = re.compile(r"bare: (\d+)")
+
+
+def check_run(run: Run, expected: int, output: Path | None, kind: str) -> None:
+    """Fail loudly unless the run exited 0 and delivered exactly ``expected`` events."""
+    if run.rc != 0:
+        raise BenchError(f"{run.label}: exit {run.rc}: {run.stderr.strip()[-800:]}")
+    if kind == "stdout":
+        match = _STDOUT_SUMMARY.search(run.stderr)
+        got = count_lines(output) if output is not None else -1
+        if got != expected:
+            raise BenchError(f"{run.label}: {got} lines on stdout, expected {expected}")
+        run.checked = f"{got} lines" + (f", {match.group(2)} chunks" if match else "")
+    elif kind == "db":
+        match = _DB_SUMMARY.search(run.stderr)
+        if not match:
+            raise BenchError(f"{run.label}: no summary line: {run.stderr.strip()[-400:]}")
+        inserted, dups, done = int(match.group(1)), int(match.group(2)), match.group(3)
+        if inserted + dups != expected:
+            raise BenchError(f"{run.label}: {inserted}+{dups} received, expected {expected}")
+        run.checked = f"{inserted} rows (+{dups} dups), {done} chunks"
+    elif kind in ("bare-download", "bare-db"):
+        match = _BARE_SUMMARY.search(run.stderr)
+        got = int(match.group(1)) if match else -1
+        if got != expected:
+            raise BenchError(f"{run.label}: bare pipeline got {got}, expected {expected}")
+        run.checked = f"{got} {'lines' if kind == 'bare-download' else 'rows'}"
+
+
+class BenchError(Exception):
+    """A run failed or delivered the wrong data: its scenario has no verdict."""
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return statistics.median(values)
+
+
+def fmt_samples(runs: Sequence[Run]) -> str:
+    """``1.23, 1.25, 1.31`` (wall seconds of each repeat)."""
+    return ", ".join(f"{r.seconds:.2f}" for r in runs)
+
+
+# --------------------------------------------------------------------- report
+
+
+@dataclass
+class Verdict:
+    """One row of the summary table."""
+
+    bench: str
+    what: str
+    measured: str
+    baseline: str
+    value: str
+    target: str
+    met: bool | None  # None: no verdict (quick mode, error)
+
+
+@dataclass
+class Report:
+    """Everything the Markdown report holds."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def section(self, title: str, lines: Sequence[str]) -> None:
+        """Add a details section."""
+        self.details += [f"### {title}", "", *lines, ""]
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_head() -> str:
+    """The checked-out commit (read only), or '?'."""
+    try:
+        out = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
+        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=False)
+        head = out.stdout.strip() or "?"
+        return head + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+class Bench:
+    """Shared state of one benchmark run."""
+
+    def __init__(self, profile: Profile, repeats: int, work: Path, big: bool) -> None:
+        self.p = profile
+        self.repeats = repeats
+        self.work = work
+        self.big = big
+        self.report = Report()
+        self.small_ds = Dataset(seed=1, events_per_day=profile.yard_per_day)
+        self.big_ds: Dataset | None = None
+        # (sink, days) -> runs, shared by overhead and memory.
+        self.mp_runs: dict[tuple[str, int], list[Run]] = {}
+        self.bare_runs: dict[tuple[str, int], list[Run]] = {}
+
+    def verdict(self, bench: str, what: str, measured: str, baseline: str, value: str,
+                target: str, met: bool | None) -> None:
+        """Record a summary row (no verdict in quick mode)."""
+        if self.p.name == "quick":
+            met = None
+        self.report.verdicts.append(Verdict(bench, what, measured, baseline, value, target, met))
+
+    def out_file(self, name: str) -> Path:
+        """A fresh output path in the work dir."""
+        return Path(tempfile.mktemp(prefix=f"{name}-", suffix=".out", dir=self.work))
+
+    def cli_run(self, label: str, server: FakeMixpanelServer, first: dt.date, last: dt.date,
+                extra: Sequence[str], pacing: dict[str, str], expected: int,
+                to_db: bool = False) -> Run:
+        """Run one export, check its result, count the server's requests and 429s."""
+        server.stats.clear()
+        out = self.out_file(label)
+        args = list(extra)
+        db: Path | None = None
+        if to_db:
+            db = self.out_file(label).with_suffix(".duckdb")
+            args += ["--db", str(db)]
+        run = run_child(label, mpexport_argv(server.url, first, last, *args),
+                        base_env(self.work, pacing), None if to_db else out, self.work)
+        run.requests = len(server.stats)
+        run.http429 = server.stats.count(status=429)
+        try:
+            check_run(run, expected, None if to_db else out, "db" if to_db else "stdout")
+        finally:
+            out.unlink(missing_ok=True)
+            if db is not None:
+                db.unlink(missing_ok=True)
+                db.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+        log(f"  {label}: {run.seconds:.2f}s, {run.maxrss_mb:.0f} MB peak, "
+            f"{run.requests} requests, {run.http429} x 429 ({run.checked})")
+        return run
+
+    def bare_run(self, label: str, server: FakeMixpanelServer, first: dt.date, last: dt.date,
+                 expected: int, to_db: bool) -> Run:
+        """Run the bare pipeline in a subprocess (the server shares no GIL with it)."""
+        server.stats.clear()
+        out = self.out_file(label)
+        if to_db:
+            db = out.with_suffix(".duckdb")
+            argv = [sys.executable, str(BARE), "duckdb", server.url, first.isoformat(),
+                    last.isoformat(), str(db), str(out)]
+        else:
+            argv = [sys.executable, str(BARE), "download", server.url, first.isoformat(),
+                    last.isoformat(), str(out)]
+        run = run_child(label, argv, base_env(self.work, PACING_LIFTED), None, self.work)
+        run.requests = len(server.stats)
+        try:
+            check_run(run, expected, out, "bare-db" if to_db else "bare-download")
+        finally:
+            out.unlink(missing_ok=True)
+            if to_db:
+                db.unlink(missing_ok=True)
+                db.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+        log(f"  {label}: {run.seconds:.2f}s, {run.maxrss_mb:.0f} MB peak ({run.checked})")
+        return run
+
+    # ---------------------------------------------------------------- startup
+
+    def startup(self) -> None:
+        """--help wall time vs python -c pass, and the heavy modules --help imports."""
+        log("startup")
+        cases = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "mpexport --help": [sys.executable, "-m", "mpexport", "--help"],
+            "mpexport export --help": [sys.executable, "-m", "mpexport", "export", "--help"],
+        }
+        env = base_env(self.work, {})
+        samples: dict[str, list[Run]] = {name: [] for name in cases}
+        for _ in range(self.p.startup_repeats):
+            for name, argv in cases.items():
+                run = run_child(name, argv, env, None, self.work)
+                if run.rc != 0:
+                    raise BenchError(f"{name}: exit {run.rc}: {run.stderr[-400:]}")
+                samples[name].append(run)
+        base = median([r.seconds for r in samples["python -c pass"]])
+        lines = ["| command | median s | over `python -c pass` | samples |",
+                 "|---|---:|---:|---|"]
+        for name, runs in samples.items():
+            m = median([r.seconds for r in runs])
+            lines.append(f"| `{name}` | {m:.3f} | +{m - base:.3f} | {fmt_samples(runs)} |")
+            if name != "python -c pass":
+                self.verdict("startup", f"`{name}` wall", f"{m:.3f} s", f"{base:.3f} s",
+                             f"+{m - base:.3f} s", "≤ 0.2 s", m <= 0.2)
+        heavy = {}
+        for name in ("mpexport --help", "mpexport export --help"):
+            argv = cases[name]
+            proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]],
+                                  capture_output=True, text=True, env=env, check=False)
+            found = []
+            for row in proc.stderr.splitlines():
+                parts = row.split("|")
+                if len(parts) != 3 or not parts[0].startswith("import time:"):
+                    continue
+                module = parts[2].strip()
+                if module.split(".")[0] in HEAVY_MODULES:
+                    found.append((module, int(parts[1].strip())))
+            tops = sorted({m.split(".")[0] for m, _ in found})
+            heavy[name] = tops
+            lines.append("")
+            lines.append(f"`python -X importtime -m {' '.join(argv[3:])}`: heavy modules "
+                         f"imported: {', '.join(tops) if tops else 'none'} "
+                         f"({len(found)} modules of {', '.join(HEAVY_MODULES)})")
+        none_heavy = not any(heavy.values())
+        self.verdict("startup", "heavy imports on --help", ", ".join(
+            sorted({t for v in heavy.values() for t in v})) or "none", "-", "-", "none",
+            none_heavy)
+        self.report.section("6. Startup", lines)
+
+    # -------------------------------------------------------------- yardstick
+
+    def yardstick(self) -> None:
+        """Default pacing vs one request for the whole range, server like Mixpanel."""
+        p = self.p
+        first, last = START, START + dt.timedelta(days=p.yard_days - 1)
+        log(f"yardstick: warming {p.yard_days} days x ~{p.yard_per_day}/day")
+        expected = self.small_ds.warm(first, last)
+        config = ServerConfig(dataset=self.small_ds, ttfb=p.ttfb, bandwidth=p.yard_bandwidth,
+                              qps_limit=3, retry_after=None)
+        single: list[Run] = []
+        default: list[Run] = []
+        with FakeMixpanelServer(config) as server:
+            for i in range(self.repeats):
+                log(f"yardstick repeat {i + 1}/{self.repeats}")
+                default.append(self.cli_run("default pacing", server, first, last, [],
+                                            PACING_DEFAULT, expected))
+                single.append(self.cli_run("one request", server, first, last,
+                                           ["--chunk-days", str(p.yard_days), "--workers", "1"],
+                                           PACING_DEFAULT, expected))
+                wire = server.stats.total_bytes()
+        s, d = median([r.seconds for r in single]), median([r.seconds for r in default])
+        ratio = s / d
+        n429 = sum(r.http429 for r in default + single)
+        # The best a 3/s limit allows: n chunks of V/n bytes each; starts 1.1 s apart per 3.
+        self.verdict("yardstick", "default pacing vs one request", f"{d:.2f} s", f"{s:.2f} s",
+                     f"{ratio:.2f}x", "≥ 4x", ratio >= 4)
+        self.verdict("yardstick", "HTTP 429 responses", str(n429), "-", "-", "0", n429 == 0)
+        lines = [
+            f"Server: ttfb {p.ttfb} s, {p.yard_bandwidth / 1000:.0f} kB/s per connection, "
+            f"3 requests/s (429 without Retry-After). {p.yard_days} days, {expected} events, "
+            f"{wire / 1e6:.1f} MB gzipped on the wire per export.",
+            "Client env MPEXPORT_QPS_LIMIT=3 MPEXPORT_HOURLY_LIMIT=60 (the defaults), "
+            "fresh MPEXPORT_STATE_DIR per run (a full hourly budget).",
+            "",
+            "| run | median s | samples | requests | 429s | checked |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for name, runs in (("`export` (defaults)", default),
+                           (f"`export --chunk-days {p.yard_days} --workers 1`", single)):
+            lines.append(f"| {name} | {median([r.seconds for r in runs]):.2f} | "
+                         f"{fmt_samples(runs)} | {runs[-1].requests} | "
+                         f"{sum(r.http429 for r in runs)} | {runs[-1].checked} |")
+        self.report.section("1. Yardstick (pacing)", lines)
+
+    # --------------------------------------------------------------- parallel
+
+    def parallel(self) -> None:
+        """--workers 10 vs --workers 1 over exactly 20 chunks, pacing lifted."""
+        p = self.p
+        days = p.par_chunks * p.par_chunk_days
+        first, last = START, START + dt.timedelta(days=days - 1)
+        expected = self.small_ds.warm(first, last)
+        log(f"parallel: {p.par_chunks} chunks of {p.par_chunk_days} day(s), {expected} events")
+        config = ServerConfig(dataset=self.small_ds, ttfb=p.ttfb, bandwidth=p.par_bandwidth)
+        runs: dict[int, list[Run]] = {p.par_workers: [], 1: []}
+        with FakeMixpanelServer(config) as server:
+            for i in range(self.repeats):
+                log(f"parallel repeat {i + 1}/{self.repeats}")
+                for workers in runs:
+                    runs[workers].append(self.cli_run(
+                        f"--workers {workers}", server, first, last,
+                        ["--chunk-days", str(p.par_chunk_days), "--workers", str(workers)],
+                        PACING_LIFTED, expected))
+                wire = server.stats.total_bytes()
+        for workers, rs in runs.items():
+            if any(r.requests != p.par_chunks for r in rs):
+                raise BenchError(f"--workers {workers}: expected {p.par_chunks} requests, got "
+                                 f"{[r.requests for r in rs]}")
+        par = median([r.seconds for r in runs[p.par_workers]])
+        seq = median([r.seconds for r in runs[1]])
+        self.verdict("parallel", f"--workers {p.par_workers} vs --workers 1 ({p.par_chunks} "
+                     "chunks)", f"{par:.2f} s", f"{seq:.2f} s", f"{seq / par:.2f}x", "≥ 9x",
+                     seq / par >= 9)
+        lines = [
+            f"Server: ttfb {p.ttfb} s, {p.par_bandwidth / 1000:.0f} kB/s per connection, no "
+            f"limits. {days} days, `--chunk-days {p.par_chunk_days}` = {p.par_chunks} chunks, "
+            f"{expected} events, {wire / p.par_chunks / 1e3:.0f} kB gzipped per chunk on average. "
+            "Pacing lifted (MPEXPORT_QPS_LIMIT=1000, MPEXPORT_HOURLY_LIMIT=100000).",
+            f"Ideal: {p.par_chunks} / {p.par_workers} = {p.par_chunks // p.par_workers} rounds "
+            f"instead of {p.par_chunks}, i.e. {p.par_workers}x.",
+            "",
+            "| run | median s | samples | requests | 429s | checked |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for workers, rs in runs.items():
+            lines.append(f"| `--workers {workers}` | {median([r.seconds for r in rs]):.2f} | "
+                         f"{fmt_samples(rs)} | {rs[-1].requests} | "
+                         f"{sum(r.http429 for r in rs)} | {rs[-1].checked} |")
+        self.report.section("2. Parallel speedup", lines)
+
+    # --------------------------------------------------------------- overhead
+
+    def _big_dataset(self, days: int) -> tuple[Dataset, int]:
+        if self.big_ds is None:
+            self.big_ds = Dataset(seed=2, events_per_day=self.p.big_per_day)
+        log(f"warming {days} days x ~{self.p.big_per_day}/day")
+        began = time.perf_counter()
+        total = self.big_ds.warm(START, START + dt.timedelta(days=days - 1))
+        log(f"  {total} events in {time.perf_counter() - began:.1f}s")
+        return self.big_ds, total
+
+    def _mp_big(self, server: FakeMixpanelServer, days: int, expected: int, sink: str) -> Run:
+        last = START + dt.timedelta(days=days - 1)
+        run = self.cli_run(f"mpexport {sink} {days}d", server, START, last, [], PACING_LIFTED,
+                           expected, to_db=sink == "db")
+        self.mp_runs.setdefault((sink, days), []).append(run)
+        return run
+
+    def overhead(self) -> None:
+        """mpexport --db / stdout vs the bare pipelines, unthrottled, ~0.5M events."""
+        days = self.p.small_days
+        dataset, expected = self._big_dataset(days)
+        last = START + dt.timedelta(days=days - 1)
+        with FakeMixpanelServer(ServerConfig(dataset=dataset)) as server:
+            for i in range(self.repeats):
+                log(f"overhead repeat {i + 1}/{self.repeats}")
+                self._mp_big(server, days, expected, "db")
+                self.bare_runs.setdefault(("db", days), []).append(
+                    self.bare_run("bare download + read_json", server, START, last, expected,
+                                  to_db=True))
+                self._mp_big(server, days, expected, "stdout")
+                self.bare_runs.setdefault(("stdout", days), []).append(
+                    self.bare_run("bare download", server, START, last, expected,
+                                  to_db=False))
+                wire = server.stats.total_bytes()
+        lines = [
+            f"Server unthrottled. {days} days, {expected} events, gzip on the wire "
+            f"({wire / 1e6:.0f} MB per bare download). mpexport runs with its defaults "
+            "(planned chunks, 10 workers), pacing lifted (MPEXPORT_QPS_LIMIT=1000, "
+            "MPEXPORT_HOURLY_LIMIT=100000); the bare pipelines make ONE request for the whole "
+            f"range (`scripts/bench_bare.py`, also a subprocess). Machine: {os.cpu_count()} "
+            "cores shared by the server (in the harness process) and the client.",
+            "",
+            "| run | median s | samples | CPU s (median) | peak RSS MB | events/s | checked |",
+            "|---|---:|---|---:|---:|---:|---|",
+        ]
+        for sink, what, bare_name in (
+            ("db", "`export --db F`", "bare download + DuckDB read_json"),
+            ("stdout", "`export > F`", "bare streamed download > F"),
+        ):
+            mp = self.mp_runs[(sink, days)]
+            bare = self.bare_runs[(sink, days)]
+            m, b = median([r.seconds for r in mp]), median([r.seconds for r in bare])
+            self.verdict("overhead", f"{what} vs {bare_name}", f"{m:.2f} s", f"{b:.2f} s",
+                         f"{m / b:.2f}x", "≤ 1.15x", m / b <= 1.15)
+            for name, rs in ((what, mp), (bare_name, bare)):
+                med = median([r.seconds for r in rs])
+                lines.append(
+                    f"| {name} | {med:.2f} | {fmt_samples(rs)} | "
+                    f"{median([r.cpu_s for r in rs]):.2f} | "
+                    f"{median([r.maxrss_mb for r in rs]):.0f} | {expected / med:,.0f} | "
+                    f"{rs[-1].checked} |")
+        self.report.section("3. Overhead", lines)
+
+    # ----------------------------------------------------------------- memory
+
+    def memory(self) -> None:
+        """Peak RSS of mpexport for ~0.5M and ~1.5M events, --db and stdout."""
+        sizes = [self.p.small_days] + ([self.p.large_days] if self.big else [])
+        dataset, _ = self._big_dataset(max(sizes))
+        totals = {d: dataset.warm(START, START + dt.timedelta(days=d - 1)) for d in sizes}
+        with FakeMixpanelServer(ServerConfig(dataset=dataset)) as server:
+            for days in sizes:
+                for sink in ("db", "stdout"):
+                    have = len(self.mp_runs.get((sink, days), []))
+                    for i in range(have, self.repeats):
+                        log(f"memory {sink} {totals[days]} events, repeat {i + 1}")
+                        self._mp_big(server, days, totals[days], sink)
+        lines = [
+            "Peak RSS (`ru_maxrss` from `os.wait4` of each CLI process), median over repeats; "
+            "the 0.5M runs are the overhead runs when both ran. Server unthrottled, "
+            "mpexport defaults with pacing lifted.",
+            "",
+            "| sink | events | peak RSS MB (median) | samples MB | seconds (median) |",
+            "|---|---:|---:|---|---:|",
+        ]
+        peaks: dict[tuple[str, int], float] = {}
+        for sink in ("db", "stdout"):
+            for days in sizes:
+                rs = self.mp_runs[(sink, days)]
+                peaks[(sink, days)] = median([r.maxrss_mb for r in rs])
+                lines.append(
+                    f"| {'--db' if sink == 'db' else 'stdout'} | {totals[days]} | "
+                    f"{peaks[(sink, days)]:.0f} | "
+                    f"{', '.join(f'{r.maxrss_mb:.0f}' for r in rs)} | "
+                    f"{median([r.seconds for r in rs]):.2f} |")
+        for sink in ("db", "stdout"):
+            name = "--db" if sink == "db" else "stdout"
+            top = max(peaks[(sink, d)] for d in sizes)
+            self.verdict("memory", f"peak RSS, {name}", f"{top:.0f} MB", "-", "-",
+                         "≤ 250 MB", top <= 250)
+            if len(sizes) == 2:
+                small, large = (peaks[(sink, d)] for d in sizes)
+                self.verdict("memory", f"RSS growth {totals[sizes[0]] / 1e6:.1f}M → "
+                             f"{totals[sizes[1]] / 1e6:.1f}M events, {name}",
+                             f"{large:.0f} MB", f"{small:.0f} MB", f"{large / small:.2f}x",
+                             "≤ 1.2x", large / small <= 1.2)
+        self.report.section("4. Memory", lines)
+
+    # ----------------------------------------------------------------- dedupe
+
+    def dedupe(self) -> None:
+        """One chunk into a big table vs into an empty table (scripts/bench_load.py's logic)."""
+        sys.path.insert(0, str(HERE))
+        import bench_load  # noqa: PLC0415
+        from mpexport.sink_duckdb import DuckDBSink  # noqa: PLC0415
+
+        p = self.p
+        work = Path(tempfile.mkdtemp(prefix="dedupe-", dir=self.work))
+        spools = bench_load.make_spools(work, p.dedupe_chunk, p.dedupe_chunk)[:1]
+        chunk_events = spools[0][2]
+        empty_db = work / "empty.duckdb"
+        DuckDBSink(empty_db, filters=bench_load.FILTERS, run_id="bench-empty").close()
+        big_db = work / "big.duckdb"
+        log(f"dedupe: filling {p.dedupe_rows:,} rows")
+        began = time.perf_counter()
+        bench_load.fill_big(big_db, p.dedupe_rows)
+        log(f"  filled in {time.perf_counter() - began:.1f}s")
+
+        def one_chunk(db: Path) -> tuple[Callable[[], object], Callable[[object], None]]:
+            def setup() -> object:
+                bench_load.undo_chunk(db, spools[0][0])
+                return bench_load.copies(spools, work)
+
+            def run(state: object) -> None:
+                bench_load.sink_load(db, state)  # type: ignore[arg-type]
+
+            return setup, run
+
+        samples: dict[str, list[float]] = {"empty": [], "big": []}
+        for i in range(self.repeats):
+            log(f"dedupe repeat {i + 1}/{self.repeats}")
+            # Interleaved, one sample each, so drift hits both alike.
+            samples["empty"].append(bench_load.timed(1, *one_chunk(empty_db)))
+            samples["big"].append(bench_load.timed(1, *one_chunk(big_db)))
+        e, b = median(samples["empty"]), median(samples["big"])
+        self.verdict("dedupe", f"1 chunk into {p.dedupe_rows / 1e6:.0f}M-row table vs empty",
+                     f"{b:.2f} s", f"{e:.2f} s", f"{b / e:.2f}x", "≤ 1.3x", b / e <= 1.3)
+        self.report.section("5. Dedupe cost", [
+            f"`DuckDBSink` (in-process, as `scripts/bench_load.py`) loading one chunk of "
+            f"{chunk_events} events (one day, {spools[0][1].stat().st_size / 1e6:.0f} MB) into a "
+            f"table already holding {p.dedupe_rows:,} rows (the year before) vs into an empty "
+            "table; the chunk's day is deleted again before each repeat.",
+            "",
+            "| target table | median s | samples | events/s |",
+            "|---|---:|---|---:|",
+            f"| empty | {e:.2f} | {', '.join(f'{s:.2f}' for s in samples['empty'])} | "
+            f"{chunk_events / e:,.0f} |",
+            f"| {p.dedupe_rows:,} rows | {b:.2f} | "
+            f"{', '.join(f'{s:.2f}' for s in samples['big'])} | {chunk_events / b:,.0f} |",
+        ])
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------- main
+
+
+def render(bench: Bench, started: float, ran: Sequence[str], errors: dict[str, str],
+           argv: Sequence[str]) -> str:
+    """The Markdown report."""
+    import duckdb  # noqa: PLC0415
+
+    p = bench.p
+    lines = [
+        "# mpexport benchmark",
+        "",
+        f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- command: `{' '.join(['scripts/bench.py', *argv])}`",
+        f"- mode: **{p.name}**"
+        + (" (smoke test: small volumes and ttfb, no verdicts)" if p.name == "quick" else ""),
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores",
+        f"- Python {platform.python_version()}, duckdb {duckdb.__version__}, "
+        f"mpexport {MPEXPORT_VERSION} ({git_head()})",
+        f"- repeats: {bench.repeats} (medians; repeats of compared runs are interleaved)",
+        f"- scenarios: {', '.join(ran)}; total {time.perf_counter() - started:.0f} s",
+        "",
+        "| benchmark | comparison | mpexport | baseline | ratio | target | verdict |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for v in bench.report.verdicts:
+        verdict = "n/a (quick)" if v.met is None else ("met" if v.met else "**NOT MET**")
+        lines.append(f"| {v.bench} | {v.what} | {v.measured} | {v.baseline} | {v.value} | "
+                     f"{v.target} | {verdict} |")
+    for name, error in errors.items():
+        lines.append(f"| {name} | failed: {error.splitlines()[0][:200]} | | | | | **ERROR** |")
+    lines += ["", "## Details", "", *bench.report.details]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the chosen scenarios, write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="repeats per measurement (default 3; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke mode: small volumes, ttfb 0.3 s, no verdicts")
+    parser.add_argument("--only", metavar="NAME[,NAME]",
+                        help=f"run a subset of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--big", action=argparse.BooleanOptionalAction, default=True,
+                        help="include the ~1.5M-event memory runs (default on)")
+    parser.add_argument("--out", type=Path, default=HERE / "BENCH.md",
+                        help="Markdown report path (default scripts/BENCH.md)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="parent of the work directory (default: system temp)")
+    args = parser.parse_args(argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+
+    selected = list(SCENARIOS)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in SCENARIOS]
+        if unknown:
+            parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+        selected = [n for n in SCENARIOS if n in wanted]
+    profile = QUICK if args.quick else DEFAULT
+    repeats = args.repeats or (1 if args.quick else 3)
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
+
+    work = Path(tempfile.mkdtemp(prefix="mpexport-bench-", dir=args.dir))
+    bench = Bench(profile, repeats, work, args.big)
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    try:
+        for name in selected:
+            began = time.perf_counter()
+            try:
+                getattr(bench, name)()
+            except BenchError as exc:
+                errors[name] = str(exc)
+                log(f"{name} FAILED: {exc}")
+            log(f"{name} done in {time.perf_counter() - began:.0f}s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = render(bench, started, selected, errors, raw_argv)
+    sys.stdout.write(text)
+    args.out.write_text(text)
+    log(f"wrote {args.out}")
+    failed = errors or any(v.met is False for v in bench.report.verdicts)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
