@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.client import Endpoint, query_params, resolve_endpoint, validate_filters
 from mpexport.credentials import Credentials, credentials_from_env
-from mpexport.dates import parse_range, utc_today
+from mpexport.dates import check_timezone, parse_range, today_in
 from mpexport.errors import Interrupted, UsageError
 from mpexport.events import ProgressCallback, WaitingForBudget
 from mpexport.fetch import FetchSettings, Query
@@ -48,6 +48,13 @@ class ExportRequest:
     settings: FetchSettings = field(default_factory=FetchSettings)
     qps_limit: float = DEFAULT_QPS_LIMIT
     hourly_limit: int = DEFAULT_HOURLY_LIMIT
+    project_timezone: str | None = None
+    # Things the user should know about how the request was read (e.g. a
+    # future --to clamped to today); the CLI prints them on stderr.
+    notes: tuple[str, ...] = ()
+    # Plan chunks never span these days' ends (sync keeps re-read days apart
+    # from new ones, so late events can be counted).
+    boundaries: tuple[dt.date, ...] = ()
 
     def plan(
         self,
@@ -63,12 +70,15 @@ class ExportRequest:
         planned to fit the hourly budget left (``used_this_hour`` starts
         spent already), balanced across workers by ``day_volumes``.
         """
+        chunks: list[Chunk] = []
         if self.chunk_days is not None:
-            return plan_chunks(self.from_date, self.to_date, self.chunk_days)
-        runs = _missing_runs(self.from_date, self.to_date, skip_days)
+            for start, end in _cut_runs([(self.from_date, self.to_date)], self.boundaries):
+                chunks += plan_chunks(start, end, self.chunk_days)
+            return [dataclasses.replace(c, index=i) for i, c in enumerate(chunks)]
+        runs = _cut_runs(_missing_runs(self.from_date, self.to_date, skip_days),
+                         self.boundaries)
         total_days = sum((b - a).days + 1 for a, b in runs)
         budget = query_budget(self.hourly_limit, used_this_hour)
-        chunks: list[Chunk] = []
         for start, end in runs:
             share = ((end - start).days + 1) / total_days
             chunks += plan_adaptive(
@@ -92,6 +102,19 @@ def _missing_runs(
     return merge_ranges(missing)
 
 
+def _cut_runs(
+    runs: list[tuple[dt.date, dt.date]], boundaries: Collection[dt.date]
+) -> list[tuple[dt.date, dt.date]]:
+    cut: list[tuple[dt.date, dt.date]] = []
+    for start, end in runs:
+        for boundary in sorted(boundaries):
+            if start <= boundary < end:
+                cut.append((start, boundary))
+                start = boundary + dt.timedelta(days=1)
+        cut.append((start, end))
+    return cut
+
+
 def _as_date_text(value: dt.date | str) -> str:
     return value.isoformat() if isinstance(value, dt.date) else value
 
@@ -112,11 +135,25 @@ def build_request(
     retries: int | None = None,
     qps_limit: float = DEFAULT_QPS_LIMIT,
     hourly_limit: int = DEFAULT_HOURLY_LIMIT,
+    project_timezone: str | None = None,
+    boundaries: Sequence[dt.date] = (),
 ) -> ExportRequest:
-    """Validate the arguments of an export; raise :class:`UsageError` if wrong."""
-    start, end = parse_range(
-        _as_date_text(from_date), _as_date_text(to_date), today=today or utc_today()
-    )
+    """Validate the arguments of an export; raise :class:`UsageError` if wrong.
+
+    Dates are read in ``project_timezone`` (UTC by default); a ``to_date``
+    after today is clamped to today, with a note, since Mixpanel refuses it.
+    """
+    if project_timezone is not None:
+        check_timezone(project_timezone)
+    today = today or today_in(project_timezone)
+    start, end = parse_range(_as_date_text(from_date), _as_date_text(to_date), today=today)
+    notes: list[str] = []
+    if start > today:
+        raise UsageError(f"--from {start.isoformat()} is in the future (today is {today})")
+    if end > today:
+        notes.append(f"--to {end.isoformat()} is in the future: exporting up to today, "
+                     f"{today.isoformat()}")
+        end = today
     if not 1 <= workers <= MAX_WORKERS:
         raise UsageError(
             f"--workers must be between 1 and {MAX_WORKERS}, not {workers}",
@@ -145,7 +182,40 @@ def build_request(
         settings=settings,
         qps_limit=qps_limit,
         hourly_limit=hourly_limit,
+        project_timezone=project_timezone,
+        notes=tuple(notes),
+        boundaries=tuple(boundaries),
     )
+
+
+def sync_range(
+    covered: Collection[dt.date],
+    from_date: dt.date | None,
+    to_date: dt.date,
+    lookback: int,
+) -> tuple[dt.date, dt.date, dt.date | None]:
+    """Where an incremental sync starts and ends, and the last day already complete.
+
+    The first sync needs ``from_date``. Later ones start ``lookback`` days
+    before the end of the unbroken run of loaded days that begins at the
+    first loaded day (so a day that failed earlier is fetched again too);
+    an explicit ``from_date`` wins.
+    """
+    if lookback < 0:
+        raise UsageError(f"--lookback must be 0 or more days, not {lookback}")
+    if not covered:
+        if from_date is None:
+            raise UsageError(
+                "this database has no synced days yet, so the first sync needs --from",
+                "e.g. --from 2024-01-01",
+            )
+        return from_date, to_date, None
+    days = set(covered)
+    complete = min(days)
+    while complete + dt.timedelta(days=1) in days:
+        complete += dt.timedelta(days=1)
+    start = from_date or complete - dt.timedelta(days=lookback)
+    return min(start, to_date), to_date, complete
 
 
 def new_limiter(
@@ -226,6 +296,7 @@ def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
         # Replacing stored days means fetching them again.
         refresh=target.refresh or target.replace,
         parquet_dir=target.parquet_dir,
+        project_timezone=request.project_timezone,
     )
 
 

@@ -340,12 +340,14 @@ def _nothing_found(config: ConfigFile) -> CredentialsError:
             f"{config.path} has no profile {DEFAULT_PROFILE_NAME!r} and no default_profile "
             f"(profiles: {', '.join(sorted(config.profiles))}; pick one with --profile)"
         )
-    else:
+    elif config.exists:
         where = f"no profile in {config.path}"
+    else:
+        where = f"no config file at {config.path}"
     return CredentialsError(
         f"no Mixpanel credentials found: no {ENV_USERNAME}/{ENV_SECRET}/{ENV_API_SECRET} "
         f"in the environment and {where}",
-        f"set {ENV_USERNAME}, {ENV_SECRET} and {ENV_PROJECT_ID} (or {ENV_API_SECRET}), "
+        f"set {ENV_USERNAME}, {ENV_SECRET} and {ENV_PROJECT_ID}, or {ENV_API_SECRET}; "
         "or save a profile with: mpexport config init --username USER --project-id ID",
     )
 

@@ -60,3 +60,26 @@ def parse_range(
 def days_between(start: dt.date, end: dt.date) -> int:
     """Number of days in the inclusive range ``start..end``."""
     return (end - start).days + 1
+
+
+def check_timezone(name: str) -> str:
+    """Return ``name`` if it is an IANA time zone this machine knows, else raise."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"--project-timezone {name!r} is not a known IANA time zone",
+            "use a name like Europe/Berlin or America/Los_Angeles (your project settings show it)",
+        ) from None
+    return name
+
+
+def today_in(timezone: str | None) -> dt.date:
+    """Today's date in the project's time zone (UTC when ``timezone`` is None)."""
+    if timezone is None:
+        return utc_today()
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(timezone)).date()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from mpexport.api import (
     DatabaseTarget,
@@ -18,6 +18,7 @@ from mpexport.api import (
 from mpexport.credentials import Credentials
 from mpexport.dates import utc_today
 from mpexport.fetch import FetchSettings
+from mpexport.progress import BarProgress
 
 # Every kind of truncation and failure the real API is known for, each on the
 # first attempt of some chunk: the demo shows that none of it leaks through.
@@ -49,7 +50,6 @@ def run_demo(
     events_per_day: int,
     output: str,
     progress: bool | None,
-    run: Callable[[Any, bool | None], Any],
     echo: Callable[[str], None],
 ) -> int:
     """Serve, export into DuckDB, check the table against the server; return the exit code."""
@@ -84,13 +84,15 @@ def run_demo(
         database = open_database(DatabaseTarget(path), request)
         echo(f"demo: exporting {start}..{end} in {len(request.plan())} chunks "
              f"with {request.workers} workers into {path} (table events)")
-        result = run(
-            lambda callback: run_export(
-                request, credentials, database=database, progress=callback,
+        show_bars = sys.stderr.isatty() if progress is None else progress
+        bars = BarProgress(sys.stderr, mode="bars" if show_bars else "lines")
+        try:
+            result = run_export(
+                request, credentials, database=database, progress=bars,
                 limiter=new_limiter(request, credentials, persist=False),
-            ),
-            progress,
-        )
+            )
+        finally:
+            bars.close()
         expected = mixpanel_keys(dataset.lines_for_range(start, end))
     stats = database.stats
     retries = sum(c.attempts - 1 for c in result.completed)

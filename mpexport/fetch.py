@@ -9,6 +9,7 @@ unsorted and so has no safe offset to resume from.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mpexport.client import (
     CONNECT_TIMEOUT,
+    EXPORT_PATH,
     READ_TIMEOUT,
     Endpoint,
     error_text,
@@ -35,6 +37,8 @@ from mpexport.verify import BodyVerifier, IncompleteBody
 
 if TYPE_CHECKING:
     import requests
+
+log = logging.getLogger("mpexport.http")
 
 READ_BLOCK = 256 * 1024
 DEFAULT_MAX_ATTEMPTS = 6
@@ -181,6 +185,8 @@ def fetch_once(
     import requests
 
     params = query_params(chunk, query.filters, query.credentials)
+    started = time.monotonic()
+    target = f"GET {query.endpoint.host}{EXPORT_PATH} {params}"
     try:
         response = session.get(
             query.endpoint.export_url,
@@ -196,6 +202,8 @@ def fetch_once(
         raise RetryableError(f"request failed: {type(exc).__name__}") from None
     with response:
         status = response.status_code
+        # -v logs each request; never headers (Authorization lives there).
+        log.info("%s -> %d, first byte after %.2fs", target, status, time.monotonic() - started)
         if status != 200:
             body = response.raw.read(64 * 1024, decode_content=True) or b""
             raise_for_fatal_status(status, body)
@@ -222,6 +230,8 @@ def fetch_once(
                     if data:
                         spool.write(data)
             verified = verifier.finish()
+            log.info("%s -> complete: %d lines, %d bytes in %.2fs", target, verified.lines,
+                     verified.bytes, time.monotonic() - started)
         except IncompleteBody as exc:
             path.unlink(missing_ok=True)
             raise RetryableError(f"incomplete body: {exc}", size_related=True) from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Never, TextIO
 
 from mpexport.events import (
@@ -41,25 +43,48 @@ def describe(event: ProgressEvent) -> str | None:
 
 
 class BarProgress:
-    """Three tqdm bars on stderr: chunks (with ETA), events and bytes.
+    """Progress on stderr in one of three modes, fed with pipeline events via ``__call__``.
 
-    Owned by the main thread; fed with pipeline events through ``__call__``.
-    Notes (retries, splits, waits) print above the bars, or alone without them.
+    ``bars``: three tqdm bars (chunks with ETA, events, bytes), owned by the
+    main thread. ``lines``: for cron logs and pipes, a short line every
+    ``interval`` seconds (chunks, events, rate) from a timer thread.
+    ``quiet``: nothing. Notes (retries, splits, waits) print in the first two.
     """
 
-    def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, mode: str = "bars", interval: float = 5.0
+    ) -> None:
         self.stream = stream or sys.stderr
-        self.enabled = enabled
+        self.mode = mode
+        self.interval = interval
         self._bars: list[tqdm[Never]] = []
+        self._total = 0
+        self._done = 0
+        self._events = 0
+        self._bytes = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        """Update the bars (and print a note) for one event."""
+        """Update the display (and print a note) for one event."""
         if isinstance(event, PlanReady):
+            self._total = len(event.chunks)
+            self._done = len(event.skipped)
             self._open(len(event.chunks), len(event.skipped))
-        elif self._bars:
+        elif isinstance(event, BytesReceived):
+            self._bytes += event.count
+        elif isinstance(event, ChunkDone):
+            self._done += 1
+            self._events += event.completed.lines
+        elif isinstance(event, ChunkFailed):
+            self._done += 1
+        elif isinstance(event, ChunkSplitInTwo):
+            self._total += 1
+        if self._bars:
             self._update(event)
         note = describe(event)
-        if note:
+        if note and self.mode != "quiet":
             self._note(note)
 
     def _update(self, event: ProgressEvent) -> None:
@@ -72,11 +97,15 @@ class BarProgress:
         elif isinstance(event, ChunkFailed):
             chunks.update(1)
         elif isinstance(event, ChunkSplitInTwo):
-            chunks.total = (chunks.total or 0) + 1
+            chunks.total = self._total
             chunks.refresh()
 
     def _open(self, total: int, skipped: int) -> None:
-        if not self.enabled:
+        if self.mode == "lines" and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="mpexport-progress",
+                                            daemon=True)
+            self._ticker.start()
+        if self.mode != "bars":
             return
         from tqdm import tqdm
 
@@ -90,6 +119,16 @@ class BarProgress:
                  file=stream, dynamic_ncols=True, mininterval=0.2),
         ]
 
+    def status_line(self) -> str:
+        """``mpexport: 12/40 chunks, 123456 events, 2.1 MB/s``: the lines mode's line."""
+        elapsed = max(1e-9, time.monotonic() - self._started)
+        return (f"mpexport: {self._done}/{self._total} chunks, {self._events} events, "
+                f"{self._bytes / 1e6 / elapsed:.1f} MB/s, {elapsed:.0f}s")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            print(self.status_line(), file=self.stream, flush=True)
+
     def _note(self, text: str) -> None:
         if self._bars:
             from tqdm import tqdm
@@ -99,7 +138,8 @@ class BarProgress:
             print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
-        """Close the bars so the summary prints below them."""
+        """Stop the timer and close the bars so the summary prints below them."""
+        self._stop.set()
         for bar in self._bars:
             bar.close()
         self._bars = []

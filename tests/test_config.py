@@ -311,7 +311,7 @@ def test_written_file_is_0600_and_never_wider(config_dir: Path,
         seen.append(stat.S_IMODE(os.stat(src).st_mode))
         real_replace(src, dst)
 
-    monkeypatch.setattr(config.os, "replace", checking_replace)
+    monkeypatch.setattr(os, "replace", checking_replace)
     old_umask = os.umask(0)  # even with no umask to help
     try:
         path = write_profile("prod", username="u", secret=SA_SECRET, project_id=1)
@@ -366,7 +366,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp(config_dir: Path,
     def failing_replace(src: Any, dst: Any) -> None:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(config.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk on fire"):
         write_profile("other", api_secret="x")
     assert path.read_bytes() == before
@@ -479,11 +479,15 @@ def test_profile_repr_hides_secrets(config_dir: Path) -> None:
 # ------------------------------------------------------------------ reading the secret
 
 
-@pytest.mark.parametrize("piped", ["s3cr3t\n", "s3cr3t\r\n", "s3cr3t", "  s3cr3t \n"])
+@pytest.mark.parametrize("piped", ["s3cr3t\n", "s3cr3t\r\n", "  s3cr3t \n"])
 def test_read_secret_from_piped_stdin(piped: str) -> None:
     stream = io.StringIO(piped + "second line is not read\n")
     assert read_secret(stdin=stream, is_tty=False) == "s3cr3t"
     assert stream.readline() == "second line is not read\n"
+
+
+def test_read_secret_without_a_final_newline() -> None:
+    assert read_secret(stdin=io.StringIO("s3cr3t"), is_tty=False) == "s3cr3t"
 
 
 @pytest.mark.parametrize("piped", ["", "\n", "   \n"])

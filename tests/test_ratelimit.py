@@ -28,6 +28,7 @@ from mpexport.limiter_state import (
     state_dir,
 )
 from mpexport.ratelimit import (
+    DEFAULT_MARGIN,
     MAX_CONCURRENCY,
     REASON_HOURLY,
     REASON_PER_SECOND,
@@ -297,7 +298,7 @@ def test_release_without_acquire_is_a_bug() -> None:
 def test_penalize_delays_every_start() -> None:
     clock = FakeClock(start=0.0)
     calls: list[tuple[float, str]] = []
-    limiter = RateLimiter(clock=clock, on_wait=lambda s, r: calls.append((s, r)))
+    limiter = RateLimiter(clock=clock, margin=0.1, on_wait=lambda s, r: calls.append((s, r)))
     stop = threading.Event()
     limiter.penalize(30)
     limiter.penalize(5)  # a shorter penalty does not shorten the longer one
@@ -369,7 +370,8 @@ def test_on_wait_is_called_once_for_many_waiters() -> None:
     clock = ManualClock()
     calls: list[tuple[float, str]] = []
     limiter = RateLimiter(
-        hourly=1, hourly_margin=10, clock=clock, on_wait=lambda s, r: calls.append((s, r))
+        hourly=1, hourly_margin=10, margin=0.1, clock=clock,
+        on_wait=lambda s, r: calls.append((s, r)),
     )
     stop = threading.Event()
     assert limiter.acquire(stop)
@@ -391,13 +393,14 @@ def test_on_wait_is_called_once_for_many_waiters() -> None:
 def test_short_per_second_waits_are_not_reported() -> None:
     clock = FakeClock()
     calls: list[tuple[float, str]] = []
-    limiter = RateLimiter(clock=clock, on_wait=lambda s, r: calls.append((s, r)))
+    limiter = RateLimiter(clock=clock, margin=0.1, on_wait=lambda s, r: calls.append((s, r)))
     stop = threading.Event()
     for _ in range(10):
         assert limiter.acquire(stop)
         limiter.release()
     assert calls == []
-    slow = RateLimiter(qps=0.2, clock=clock, on_wait=lambda s, r: calls.append((s, r)))
+    slow = RateLimiter(qps=0.2, margin=0.1, clock=clock,
+                       on_wait=lambda s, r: calls.append((s, r)))
     for _ in range(2):
         assert slow.acquire(stop)
         slow.release()
@@ -575,7 +578,7 @@ def test_processes_recording_at_once_lose_nothing() -> None:
 def test_budget_wait_examples() -> None:
     assert budget_wait(0, 3, 60, [], 0.0) == 0
     assert budget_wait(3, 3, 60, [], 0.0) == 0
-    assert budget_wait(4, 3, 60, [], 0.0) == pytest.approx(1.1)
+    assert budget_wait(4, 3, 60, [], 0.0) == pytest.approx(1.0 + DEFAULT_MARGIN)
     assert budget_wait(61, 3, 60, [], 0.0) == pytest.approx(3610)
     now = WALL_BASE
     used = [now - 3000 + i for i in range(60)]  # a full hour's budget, spent 50 min ago

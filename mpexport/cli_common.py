@@ -1,0 +1,121 @@
+"""Pieces every command shares: help texts, option groups, stderr output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    complete: every chunk arrived whole
+  1    partial: some chunks failed after their retries (stderr names them)
+  2    bad usage or parameters (also HTTP 400 from Mixpanel)
+  3    credentials or permission (missing, or HTTP 401/402/403)
+  4    the database is locked by another run
+  130  interrupted (SIGINT), 143 terminated (SIGTERM)"""
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class State:
+    """Process-wide CLI switches set by options (read by the error handler)."""
+
+    debug = False
+
+
+def echo_err(text: str) -> None:
+    """One line on stderr."""
+    click.echo(text, err=True)
+
+
+def _set_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        State.debug = True
+    return value
+
+
+def debug_option(function: F) -> F:
+    """``--debug``: tracebacks for errors (on the group and on each command)."""
+    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_debug, help="Show tracebacks for errors.")(function)
+
+
+def _compose(function: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def date_help(which: str) -> str:
+    """Help text of a date option."""
+    return f"{which} day, inclusive: YYYY-MM-DD, today, yesterday or -N (N days ago)."
+
+
+def fetch_options(function: F) -> F:
+    """Options of every command that fetches: filters, speed, region, credentials."""
+    return _compose(function, [
+        click.option("--workers", type=int, default=10, show_default=True,
+                     help="Parallel requests (1 = sequential; never more than chunks)."),
+        click.option("--chunk-days", type=int, default=None,
+                     help="Days per request [default: planned to fit the hourly budget and "
+                          "balance the workers]."),
+        click.option("--retries", type=int, default=5, show_default=True,
+                     help="Further attempts of a failing chunk before it counts as failed "
+                          "(429s do not count)."),
+        click.option("--qps-limit", type=float, default=3.0, show_default=True,
+                     envvar="MPEXPORT_QPS_LIMIT",
+                     help="Request starts per second [env MPEXPORT_QPS_LIMIT]."),
+        click.option("--hourly-limit", type=int, default=60, show_default=True,
+                     envvar="MPEXPORT_HOURLY_LIMIT",
+                     help="Request starts per rolling hour, shared by runs on this machine "
+                          "[env MPEXPORT_HOURLY_LIMIT]."),
+        click.option("--event", "events", multiple=True, metavar="NAME",
+                     help="Only this event (repeat for several)."),
+        click.option("--where", metavar="EXPR",
+                     help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
+        click.option("--limit", type=int,
+                     help="Cap on events per request (at most 100000)."),
+        click.option("--region", metavar="us|eu|in", default=None,
+                     help="Data residency region [env MP_REGION, profile; default us]."),
+        click.option("--api-url", metavar="URL",
+                     help="Replace scheme and host (a proxy or the built-in server)."),
+        click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
+        click.option("--profile", metavar="NAME", envvar="MPEXPORT_PROFILE",
+                     help="Credentials profile from the config file [env MPEXPORT_PROFILE]."),
+        click.option("--project-timezone", metavar="TZ", envvar="MPEXPORT_PROJECT_TIMEZONE",
+                     help="For projects created before 2023: their IANA time zone. Dates "
+                          "and stored times are then read in it [default: UTC]."),
+    ])
+
+
+def output_options(function: F) -> F:
+    """Options about what a run prints on stderr."""
+    return _compose(function, [
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bars on stderr [default: on when stderr is a terminal; "
+                          "otherwise a status line every few seconds]."),
+        click.option("-q", "--quiet", is_flag=True, help="Print errors only."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Log each request (method, host, path, parameters, status, timing)."),
+        click.option("--summary-json", metavar="FILE",
+                     help="Write a machine-readable summary to FILE (- for stderr)."),
+        debug_option,
+    ])
+
+
+def database_options(function: F) -> F:
+    """Options of commands that load into DuckDB."""
+    return _compose(function, [
+        click.option("--table", default="events", show_default=True,
+                     help="Table to load into."),
+        click.option("--parquet", "parquet_dir", metavar="DIR",
+                     type=click.Path(file_okay=False),
+                     help="Also write a Hive-partitioned Parquet dataset (date=YYYY-MM-DD)."),
+        click.option("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                     help="If another run holds the database, wait this long for it "
+                          "[default: exit 4 at once]."),
+    ])

@@ -1,0 +1,114 @@
+"""What a run tells its user at the end: the summary line and the summary JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mpexport import __version__
+from mpexport.errors import ExitCode
+
+if TYPE_CHECKING:
+    from mpexport.model import ExportResult
+    from mpexport.sink_duckdb import LoadStats
+
+
+@dataclass
+class RunReport:
+    """Everything known about a run so far; filled in as the run goes."""
+
+    command: str
+    from_date: dt.date | None = None
+    to_date: dt.date | None = None
+    database: Path | None = None
+    table: str | None = None
+    result: ExportResult | None = None
+    load: LoadStats | None = None
+    error: str | None = None
+    rerun: list[list[str]] = field(default_factory=list)
+
+    def status(self, code: int) -> str:
+        """``complete``, ``partial``, ``interrupted`` or ``failed``, from the exit code."""
+        if code == ExitCode.OK:
+            return "complete"
+        if code == ExitCode.PARTIAL and self.result is not None and self.error is None:
+            return "partial"
+        if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+            return "interrupted"
+        return "failed"
+
+    def to_json(self, code: int) -> dict[str, Any]:
+        """The machine-readable summary (``--summary-json``)."""
+        result, load = self.result, self.load
+        failed = result.failed if result else []
+        summary: dict[str, Any] = {
+            "status": self.status(code),
+            "exit_code": code,
+            "command": self.command,
+            "version": __version__,
+            "range": {
+                "from": self.from_date.isoformat() if self.from_date else None,
+                "to": self.to_date.isoformat() if self.to_date else None,
+            },
+            "output": str(self.database) if self.database else "stdout",
+            "table": self.table,
+            "chunks": {
+                "total": result.chunks_total if result else 0,
+                "ok": len(result.completed) if result else 0,
+                "skipped": len(result.skipped) if result else 0,
+                "failed": [
+                    {"from": f.chunk.from_date.isoformat(), "to": f.chunk.to_date.isoformat(),
+                     "reason": f.reason}
+                    for f in failed
+                ],
+            },
+            "events": load.rows_inserted if load else (result.events if result else 0),
+            "events_received": result.events if result else 0,
+            "duplicates": load.duplicates_skipped if load else None,
+            "late_events": load.late_rows if load else None,
+            "replaced": load.rows_replaced if load else None,
+            "bytes": result.bytes if result else 0,
+            "duration_seconds": round(result.seconds, 3) if result else None,
+            "error": self.error,
+            "rerun": [shlex.join(c) for c in self.rerun],
+        }
+        return summary
+
+    def write_json(self, target: str, code: int) -> None:
+        """Write the summary JSON to a file (atomically) or, for ``-``, to stderr."""
+        text = json.dumps(self.to_json(code), indent=2, ensure_ascii=False) + "\n"
+        if target == "-":
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            return
+        path = Path(target)
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+
+
+def summary_line(report: RunReport) -> str:
+    """The one-line human summary of a finished run."""
+    result, load = report.result, report.load
+    assert result is not None
+    span = ""
+    if report.from_date and report.to_date:
+        span = f" ({report.from_date.isoformat()}..{report.to_date.isoformat()})"
+    done = f"{len(result.completed)}/{result.chunks_total} chunks"
+    if result.skipped:
+        done += f", {len(result.skipped)} already loaded"
+    size = f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s"
+    if load is None:
+        return f"mpexport: {result.events} events in {done}, {size}{span}"
+    extras = [f"{load.duplicates_skipped} duplicates skipped"]
+    if report.command == "sync":
+        extras.append(f"{load.late_rows} late events added")
+    if load.rows_replaced:
+        extras.append(f"{load.rows_replaced} replaced")
+    return (f"mpexport: loaded {load.rows_inserted} events into {report.database} table "
+            f"{report.table} ({', '.join(extras)}); {done}, {size}{span}")
