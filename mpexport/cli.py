@@ -15,6 +15,7 @@ import click
 
 from mpexport import __version__
 from mpexport.cli_common import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
+from mpexport.cli_config import check_command, config_group
 from mpexport.cli_export import export_command, sync_command
 from mpexport.errors import ExitCode, Interrupted, MpexportError, OutputClosed, exit_code_for
 
@@ -40,6 +41,8 @@ def cli() -> None:
 
 cli.add_command(export_command)
 cli.add_command(sync_command)
+cli.add_command(check_command)
+cli.add_command(config_group)
 
 
 @cli.command("fake-server", context_settings=CONTEXT)

@@ -79,13 +79,16 @@ def fetch_options(function: F) -> F:
                      help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
         click.option("--limit", type=int,
                      help="Cap on events per request (at most 100000)."),
-        click.option("--region", metavar="us|eu|in", default=None,
-                     help="Data residency region [env MP_REGION, profile; default us]."),
+        click.option("--region", type=click.Choice(["us", "eu", "in"], case_sensitive=False),
+                     default=None,
+                     help="Data residency region [default: MP_REGION with MP_* credentials, "
+                          "the profile's region with a profile, else us]."),
         click.option("--api-url", metavar="URL",
                      help="Replace scheme and host (a proxy or the built-in server)."),
         click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
-        click.option("--profile", metavar="NAME", envvar="MPEXPORT_PROFILE",
-                     help="Credentials profile from the config file [env MPEXPORT_PROFILE]."),
+        click.option("--profile", metavar="NAME",
+                     help="Saved profile to use (see 'mpexport config init') [default: "
+                          "$MPEXPORT_PROFILE, the config's default_profile, else 'default']."),
         click.option("--project-timezone", metavar="TZ", envvar="MPEXPORT_PROJECT_TIMEZONE",
                      help="For projects created before 2023: their IANA time zone. Dates "
                           "and stored times are then read in it [default: UTC]."),

@@ -214,20 +214,19 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
 
 def _credentials(options: dict[str, Any]) -> tuple[Credentials | None, str, list[str]]:
     """Credentials, region and warnings; for a dry run, credentials are optional."""
-    from mpexport.credentials import ENV_REGION, credentials_from_env
+    from mpexport.config import resolve_credentials
+    from mpexport.credentials import ENV_REGION
+    from mpexport.errors import CredentialsError
 
-    region = options["region"] or os.environ.get(ENV_REGION) or "us"
     try:
-        credentials = credentials_from_env(project_id=options["project_id"])
-    except MpexportError:
-        if options["dry_run"]:
-            return None, region, []
-        raise
-    warnings = []
-    if not credentials.is_service_account:
-        warnings.append("a legacy project secret works, but Mixpanel retires them on "
-                        "2027-03-03: create a service account")
-    return credentials, region, warnings
+        resolved = resolve_credentials(os.environ, options["profile"], options["project_id"],
+                                       options["region"])
+    except CredentialsError:
+        if not options["dry_run"]:
+            raise
+        region = options["region"] or os.environ.get(ENV_REGION) or "us"
+        return None, region, []
+    return resolved.credentials, resolved.region, list(resolved.warnings)
 
 
 def _sync_request(

@@ -63,6 +63,7 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MP_", "MPEXPORT_"))}
     env["PYTHONUTF8"] = "1"
     env["MPEXPORT_STATE_DIR"] = os.environ["MPEXPORT_STATE_DIR"]
+    env["MPEXPORT_CONFIG_DIR"] = os.environ["MPEXPORT_CONFIG_DIR"]
     env.update(UNPACED)
     env.update(extra or {})
     return env
@@ -74,6 +75,16 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory,
     """Point mpexport's state (the hourly budget) at a fresh directory per test."""
     path = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("MPEXPORT_STATE_DIR", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_config(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point mpexport's config dir at a fresh, empty directory: never the user's profiles."""
+    path = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("MPEXPORT_CONFIG_DIR", str(path))
+    monkeypatch.delenv("MPEXPORT_PROFILE", raising=False)
     return path
 
 

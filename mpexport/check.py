@@ -1,0 +1,69 @@
+"""``mpexport check``: one tiny request that confirms credentials, project and region."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from mpexport.client import REGION_HOSTS, Endpoint, resolve_endpoint
+from mpexport.credentials import Credentials
+from mpexport.errors import CredentialsError, MpexportError
+from mpexport.fetch import FetchSettings, Query, RetryableError, fetch_once, new_session
+from mpexport.model import Chunk, QueryFilters
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What the check found: which endpoint answered, and how many events came back."""
+
+    endpoint: Endpoint
+    region: str | None
+    events: int
+
+
+def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date) -> int:
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    # One day, at most one event: the cheapest query the API answers.
+    query = Query(endpoint, credentials, QueryFilters(limit=1))
+    settings = FetchSettings(read_timeout=120.0)
+    with tempfile.TemporaryDirectory(prefix="mpexport-check-") as spool, new_session() as session:
+        path, lines, _size, _digest = fetch_once(
+            session, query, Chunk(0, day, day), Path(spool), settings, threading.Event(),
+            lambda _n: None,
+        )
+        path.unlink(missing_ok=True)
+    return lines
+
+
+def check_credentials(
+    credentials: Credentials, region: str, api_url: str | None, day: dt.date
+) -> CheckOutcome:
+    """Ask for one event of ``day``; on a credentials error, try the other regions.
+
+    Raises :class:`CredentialsError` naming the region that does answer (if
+    one does), or the original error.
+    """
+    endpoint = resolve_endpoint(region, api_url)
+    try:
+        events = _probe(endpoint, credentials, day)
+    except RetryableError as exc:
+        raise MpexportError(f"Mixpanel did not answer the check: {exc.reason}",
+                            "try again in a minute") from None
+    except CredentialsError as error:
+        if api_url is not None:
+            raise
+        for other in sorted(set(REGION_HOSTS) - {region}):
+            try:
+                _probe(resolve_endpoint(other), credentials, day)
+            except (MpexportError, RetryableError):
+                continue
+            raise CredentialsError(
+                f"these credentials are refused in region {region} but work in "
+                f"region {other}",
+                f"pass --region {other} or set MP_REGION={other}",
+            ) from error
+        raise
+    return CheckOutcome(endpoint, None if api_url else region, events)

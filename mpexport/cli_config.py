@@ -1,0 +1,139 @@
+"""``mpexport config`` and ``mpexport check``: credentials saved, shown and tried."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from mpexport.cli_common import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
+
+
+@click.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Save Mixpanel credentials in named profiles, and show them (secrets masked).
+
+    The file is config.toml in your user config directory ($MPEXPORT_CONFIG_DIR
+    overrides the directory), written with mode 0600. MP_* variables, when
+    set, are used instead of any profile.
+
+    \b
+    Examples:
+      mpexport config init --profile prod --username sa.export --project-id 12345
+      mpexport config show
+      mpexport export --profile prod --from -7 --to yesterday > week.ndjson
+    """
+
+
+@config_group.command("init", context_settings=CONTEXT)
+@click.option("--profile", default="default", show_default=True, metavar="NAME",
+              help="Profile to create or replace (letters, digits, '_' and '-').")
+@click.option("--username", metavar="USER",
+              help="Service account username; its secret is prompted for without echo, "
+                   "or read as one line from stdin when stdin is not a terminal.")
+@click.option("--project-id", type=int, help="Project id (required with --username).")
+@click.option("--region", type=click.Choice(["us", "eu", "in"], case_sensitive=False),
+              help="Data residency region of the project [default: us].")
+@click.option("--legacy-api-secret", "legacy", is_flag=True,
+              help="Save a legacy project secret (prompted for, or read from stdin) instead "
+                   "of a service account; Mixpanel retires these on 2027-03-03.")
+@click.option("--default/--no-default", "make_default", default=None,
+              help="Make this the default profile [default: only if there is none yet].")
+@debug_option
+def config_init_command(
+    profile: str, username: str | None, project_id: int | None, region: str | None,
+    legacy: bool, make_default: bool | None,
+) -> None:
+    """Create or replace a credentials profile in mpexport's config file.
+
+    The secret is never an argument (it would end up in shell history and in
+    ps): it is asked for without echo, or read as one line from stdin when
+    stdin is not a terminal. Other profiles in the file are kept.
+
+    \b
+    Examples:
+      mpexport config init --profile prod --username sa.export --project-id 12345
+      printf '%s\\n' "$SECRET" | mpexport config init --profile ci \\
+        --username sa.ci --project-id 12345 --region eu
+    """
+    from mpexport.config import (
+        LEGACY_SECRET_WARNING,
+        load_config,
+        read_secret,
+        validate_profile_name,
+        write_profile,
+    )
+
+    validate_profile_name(profile)
+    if legacy == (username is not None):
+        raise click.UsageError("give --username USER for a service account, "
+                               "or --legacy-api-secret")
+    if username is not None and project_id is None:
+        raise click.UsageError("--project-id is required with --username")
+    existing = load_config()  # a broken file fails here, before the secret is asked for
+    if legacy:
+        secret = read_secret("API secret")
+        path = write_profile(profile, api_secret=secret, project_id=project_id, region=region,
+                             make_default=make_default)
+        echo_err(f"mpexport: warning: {LEGACY_SECRET_WARNING}")
+    else:
+        secret = read_secret("Secret")
+        path = write_profile(profile, username=username, secret=secret, project_id=project_id,
+                             region=region, make_default=make_default)
+    verb = "replaced" if profile in existing.profiles else "saved"
+    echo_err(f"mpexport: {verb} profile {profile} in {path}")
+
+
+@config_group.command("show", context_settings=CONTEXT)
+@debug_option
+def config_show_command() -> None:
+    """Print the config file's path and profiles, every secret shown as <hidden>.
+
+    Also says which MP_* variables are set, since they are used instead of
+    any profile.
+
+    \b
+    Example:
+      mpexport config show
+    """
+    from mpexport.config import show_config
+
+    click.echo(show_config(), nl=False)
+
+
+@click.command("check", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option("--region", type=click.Choice(["us", "eu", "in"], case_sensitive=False),
+              default=None, help="Region to check [default: as for export].")
+@click.option("--api-url", metavar="URL", help="Replace scheme and host.")
+@click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID].")
+@click.option("--profile", metavar="NAME", help="Saved profile to check.")
+@debug_option
+def check_command(region: str | None, api_url: str | None, project_id: int | None,
+                  profile: str | None) -> None:
+    """Confirm the credentials, the project and the region with one tiny request.
+
+    Asks Mixpanel for at most one event of yesterday. If the credentials are
+    refused, tries the other regions and says which one answers. Exit 0 when
+    they work, 3 when they do not.
+
+    \b
+    Example:
+      mpexport check --profile prod
+    """
+    import datetime as dt
+
+    from mpexport.check import check_credentials
+    from mpexport.config import resolve_credentials
+
+    resolved = resolve_credentials(os.environ, profile, project_id, region)
+    for warning in resolved.warnings:
+        echo_err(f"mpexport: warning: {warning}")
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    outcome = check_credentials(resolved.credentials, resolved.region, api_url, day)
+    kind = ("service account " + (resolved.credentials.username or "")
+            if resolved.credentials.is_service_account else "legacy project secret")
+    project = resolved.credentials.project_id
+    echo_err(f"mpexport: OK: {kind} ({resolved.source}) can export"
+             + (f" project {project}" if project else "")
+             + f" from {outcome.endpoint.host}"
+             + (f" (region {outcome.region})" if outcome.region else ""))
