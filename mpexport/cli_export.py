@@ -159,15 +159,20 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
 
     _configure_logging(options["verbose"])
     quiet = options["quiet"]
+    def build(region: str) -> ExportRequest:
+        return api.build_request(
+            options["from_date"] or options["to_date"], options["to_date"],
+            workers=options["workers"], chunk_days=options["chunk_days"],
+            events=options["events"], where=options["where"], limit=options["limit"],
+            region=region, api_url=options["api_url"], retries=options["retries"],
+            qps_limit=options["qps_limit"], hourly_limit=options["hourly_limit"],
+            project_timezone=options["project_timezone"],
+        )
+
+    # Bad input is reported before missing credentials: it is the first thing to fix.
+    build(options["region"] or "us")
     credentials, region, warnings = _credentials(options)
-    request = api.build_request(
-        options["from_date"] or options["to_date"], options["to_date"],
-        workers=options["workers"], chunk_days=options["chunk_days"],
-        events=options["events"], where=options["where"], limit=options["limit"],
-        region=region, api_url=options["api_url"], retries=options["retries"],
-        qps_limit=options["qps_limit"], hourly_limit=options["hourly_limit"],
-        project_timezone=options["project_timezone"],
-    )
+    request = build(region)
     if not quiet:
         for note in (*warnings, *request.notes):
             echo_err(f"mpexport: note: {note}")

@@ -1,0 +1,274 @@
+"""Cron and shell use: incremental sync, one writer per file, summaries, bad input, secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mpexport.demo import mixpanel_keys
+from mpexport.fakeserver import DEMO_SECRET, Dataset
+from tests.conftest import (
+    TODAY,
+    ServerFactory,
+    clean_env,
+    cli_command,
+    run_cli,
+    service_account_env,
+)
+
+
+def stored_keys(db: Path) -> list[tuple[str, str, int, str]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT event, distinct_id, epoch(time)::BIGINT, insert_id FROM events"
+        ).fetchall()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def fetched_days(server: object) -> set[dt.date]:
+    days: set[dt.date] = set()
+    for q in server.stats.queries():  # type: ignore[attr-defined]
+        day = dt.date.fromisoformat(q["from_date"])
+        while day <= dt.date.fromisoformat(q["to_date"]):
+            days.add(day)
+            day += dt.timedelta(days=1)
+    return days
+
+
+def test_two_syncs_store_the_union_with_late_events(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = Dataset(seed=41, events_per_day=60)
+    server = make_server(dataset)
+    db = tmp_path / "events.duckdb"
+    first = run_cli(["sync", "--api-url", server.url, "--db", str(db), "--from", "2024-06-01",
+                     "--to", "2024-06-20"])
+    assert first.code == 0, first.stderr
+    assert fetched_days(server) == {dt.date(2024, 6, d) for d in range(1, 21)}
+
+    # Late events arrive: one inside the lookback window, one far older.
+    dataset.add_late_events(dt.date(2024, 6, 18), 9)
+    dataset.add_late_events(dt.date(2024, 6, 5), 4)
+    server.stats.clear()
+    summary = tmp_path / "summary.json"
+    second = run_cli(["sync", "--api-url", server.url, "--db", str(db), "--to", "2024-06-25",
+                      "--summary-json", str(summary)])
+    assert second.code == 0, second.stderr
+    # Only the lookback window (5 days before the last synced day) and new days.
+    assert fetched_days(server) == {dt.date(2024, 6, d) for d in range(15, 26)}
+    report = json.loads(summary.read_text())
+    assert report["status"] == "complete" and report["exit_code"] == 0
+    assert report["late_events"] == 9
+    assert "9 late events added" in second.stderr
+
+    keys = stored_keys(db)
+    assert len(keys) == len(set(keys))
+    # 5 June's late events are older than the lookback: by design not fetched.
+    before_late = Dataset(seed=41, events_per_day=60)
+    expected = mixpanel_keys(
+        line
+        for day in (dt.date(2024, 6, d) for d in range(1, 26))
+        for line in (before_late if day == dt.date(2024, 6, 5) else dataset).lines_for_day(day)
+    )
+    assert set(keys) == expected
+
+
+def test_first_sync_needs_from(tmp_path: Path) -> None:
+    result = run_cli(["sync", "--db", str(tmp_path / "new.duckdb")])
+    assert result.code == 2
+    assert "--from" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_second_writer_exits_4_and_first_finishes_exact(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = Dataset(seed=42, events_per_day=100)
+    server = make_server(dataset, ttfb=0.3)
+    db = tmp_path / "events.duckdb"
+    args = ["export", "--api-url", server.url, "--from", "2024-05-01", "--to", "2024-05-12",
+            "--chunk-days", "1", "--workers", "2", "--db", str(db)]
+    first = subprocess.Popen([*cli_command(), *args], env=clean_env(service_account_env()),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while len(server.stats) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    second = run_cli(args)
+    elapsed = time.monotonic() - started
+    assert second.code == 4, second.stderr
+    assert elapsed < 10
+    assert str(db) in second.stderr and f"pid {first.pid}" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.wait(timeout=60) == 0
+    keys = stored_keys(db)
+    assert set(keys) == mixpanel_keys(
+        dataset.lines_for_range(dt.date(2024, 5, 1), dt.date(2024, 5, 12)))
+    assert len(keys) == len(set(keys))
+
+
+def test_wait_lock_waits_for_the_holder(make_server: ServerFactory, tmp_path: Path) -> None:
+    dataset = Dataset(seed=43, events_per_day=20)
+    server = make_server(dataset, ttfb=0.2)
+    db = tmp_path / "events.duckdb"
+    args = ["export", "--api-url", server.url, "--from", "2024-05-01", "--to", "2024-05-04",
+            "--chunk-days", "1", "--workers", "1", "--db", str(db)]
+    first = subprocess.Popen([*cli_command(), *args], env=clean_env(service_account_env()),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while len(server.stats) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = run_cli([*args, "--wait-lock", "60"])
+    assert first.wait(timeout=60) == 0
+    assert second.code == 0, second.stderr
+
+
+def test_future_to_is_clamped_with_a_note(make_server: ServerFactory) -> None:
+    server = make_server(Dataset(seed=44, events_per_day=10))
+    future = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    result = run_cli(["export", "--api-url", server.url, "--from", "-2", "--to", future])
+    # The fake server's today is fixed in the past; the client clamps to the real today.
+    assert "is in the future" in result.stderr
+    assert all(q["to_date"] <= dt.datetime.now(dt.UTC).date().isoformat()
+               for q in server.stats.queries())
+
+
+def test_summary_json_on_failure_and_on_bad_credentials(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(Dataset(seed=45, events_per_day=10),
+                         fail_dates=frozenset({dt.date(2024, 5, 2)}))
+    summary = tmp_path / "s.json"
+    result = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
+                      "2024-05-03", "--chunk-days", "1", "--retries", "0",
+                      "--summary-json", str(summary)])
+    assert result.code == 1
+    report = json.loads(summary.read_text())
+    assert report["status"] == "partial" and report["exit_code"] == 1
+    assert report["chunks"]["failed"][0]["from"] == "2024-05-02"
+    assert report["rerun"] == ["mpexport export --from 2024-05-02 --to 2024-05-02 "
+                               f"--api-url {server.url} --chunk-days 1"]
+
+    bad = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
+                   "2024-05-03", "--summary-json", str(summary)],
+                  env={"MP_SECRET": "nope-wrong"})
+    assert bad.code == 3
+    report = json.loads(summary.read_text())
+    assert report["status"] == "failed" and report["exit_code"] == 3
+    assert "nope-wrong" not in summary.read_text()
+
+
+def test_quiet_prints_nothing_on_success(make_server: ServerFactory) -> None:
+    server = make_server(Dataset(seed=46, events_per_day=10), faults=("http503",))
+    result = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
+                      "2024-05-03", "--quiet"])
+    assert result.code == 0
+    assert result.stderr == ""
+    assert result.stdout
+
+
+def test_project_timezone_converts_shifted_times(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = Dataset(seed=47, events_per_day=20)
+    server = make_server(dataset)
+    db = tmp_path / "events.duckdb"
+    day = dt.date(2024, 1, 10)
+    result = run_cli(["export", "--api-url", server.url, "--from", day.isoformat(), "--to",
+                      day.isoformat(), "--db", str(db), "--project-timezone",
+                      "America/Los_Angeles"])
+    assert result.code == 0, result.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT epoch(time)::BIGINT, (properties->>'time')::BIGINT FROM events").fetchall()
+    # January in Los Angeles is UTC-8: the true instant is 8 hours after the shifted value.
+    assert rows and all(true - shifted == 8 * 3600 for true, shifted in rows)
+
+
+BAD_INPUTS = [
+    (["export", "--from", "2024-13-01", "--to", "2024-12-31"], 2, "not a real calendar date"),
+    (["export", "--from", "someday", "--to", "today"], 2, "not a date"),
+    (["export", "--from", "2024-03-02", "--to", "2024-03-01"], 2, "after"),
+    (["export", "--from", "-3", "--to", "today", "--region", "mars"], 2, "mars"),
+    (["export", "--from", "-3", "--to", "today", "--workers", "0"], 2, "--workers"),
+    (["export", "--from", "-3", "--to", "today", "--workers", "5000"], 2, "--workers"),
+    (["export", "--from", "-3", "--to", "today", "--limit", "100001"], 2, "--limit"),
+    (["export", "--from", "-3", "--to", "today", "--db", "{tmp}/x.duckdb", "--table",
+      "bad-name"], 2, "table"),
+    (["export", "--from", "-3", "--to", "today", "--db", "{tmp}/missing/x.duckdb"], 2,
+     "does not exist"),
+    (["export", "--from", "-3", "--to", "today", "--db", "{tmp}/notes.txt"], 2,
+     "not a DuckDB database"),
+    (["export", "--from", "-3", "--to", "today", "--db", "{tmp}"], 2, "{tmp}"),
+    (["export", "--from", "-3", "--to", "today", "--project-timezone", "Mars/Olympus"], 2,
+     "time zone"),
+    (["export", "--from", "-3", "--to", "today", "--table", "t"], 2, "need --db"),
+    (["sync", "--db", "{tmp}/x.duckdb", "--lookback", "-1", "--from", "-3"], 2, "--lookback"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), BAD_INPUTS,
+                         ids=[" ".join(a[5:] or a[:3]) for a, _c, _n in BAD_INPUTS])
+def test_bad_input(tmp_path: Path, args: list[str], code: int, needle: str) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    before = notes.read_bytes()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_cli(args)
+    assert result.code == code, result.stderr
+    assert result.stdout == b""
+    assert needle.replace("{tmp}", str(tmp_path)) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert notes.read_bytes() == before
+    assert not (tmp_path / "notes.txt.wal").exists()
+
+
+def test_missing_credentials_name_what_to_set() -> None:
+    result = run_cli(["export", "--from", "-3", "--to", "today"], credentials=False)
+    assert result.code == 3
+    for name in ("MP_USERNAME", "MP_SECRET", "MP_PROJECT_ID", "MP_API_SECRET",
+                 "config init"):
+        assert name in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_secret_appears_nowhere(make_server: ServerFactory, tmp_path: Path,
+                                isolated_state: Path, isolated_config: Path) -> None:
+    dataset = Dataset(seed=48, events_per_day=30)
+    server = make_server(dataset, faults=("http500", "reset"),
+                         fail_dates=frozenset({dt.date(2024, 5, 3)}))
+    db = tmp_path / "events.duckdb"
+    summary = tmp_path / "summary.json"
+    outputs = []
+    for extra in (["-v"], ["-v", "--db", str(db), "--summary-json", str(summary)]):
+        result = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
+                          "2024-05-04", "--chunk-days", "1", "--retries", "1", *extra])
+        assert result.code == 1
+        outputs += [result.stdout, result.stderr.encode()]
+    wrong = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
+                     "2024-05-02", "-v"], env={"MP_SECRET": DEMO_SECRET + "x"})
+    outputs += [wrong.stdout, wrong.stderr.encode()]
+    # a profile written with the secret (the config file itself holds it, mode 0600)
+    init = subprocess.run([*cli_command(), "config", "init", "--profile", "p", "--username",
+                           "u", "--project-id", "1"], input=DEMO_SECRET.encode(),
+                          capture_output=True, env=clean_env())
+    show = subprocess.run([*cli_command(), "config", "show"], capture_output=True,
+                          env=clean_env())
+    outputs += [init.stdout, init.stderr, show.stdout, show.stderr]
+    config_file = isolated_config / "config.toml"
+    assert DEMO_SECRET.encode() in config_file.read_bytes()
+    if os.name == "posix":
+        assert config_file.stat().st_mode & 0o077 == 0
+    files = [summary, db, *isolated_state.rglob("*")]
+    for path in files:
+        if path.is_file():
+            outputs.append(path.read_bytes())
+    for blob in outputs:
+        assert DEMO_SECRET.encode() not in blob
