@@ -22,8 +22,33 @@ from mpexport.errors import ExitCode, Interrupted, MpexportError, OutputClosed, 
 if TYPE_CHECKING:
     pass
 
+def version_text() -> str:
+    """``mpexport X (Python Y, duckdb Z, requests W)``: what a bug report needs."""
+    import importlib
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"Python {platform.python_version()}"]
+    for package in ("duckdb", "requests"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            # A frozen build may carry the module without its metadata.
+            module = importlib.import_module(package)
+            parts.append(f"{package} {getattr(module, '__version__', 'unknown')}")
+    return f"mpexport {__version__} ({', '.join(parts)})"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
-@click.version_option(__version__, "-V", "--version", prog_name="mpexport")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version,
+              help="Show the version (and Python's, duckdb's, requests') and exit.")
 @debug_option
 def cli() -> None:
     """Export raw events from Mixpanel, fast and exactly once.

@@ -33,3 +33,23 @@ def test_export_help_lists_exit_codes_and_env() -> None:
     result = CliRunner().invoke(cli, ["export", "--help"])
     for text in ("Exit codes", "130", "MP_USERNAME", "MP_API_SECRET", "--dry-run"):
         assert text in result.stdout
+
+
+def test_version_names_python_duckdb_and_requests() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    for text in ("mpexport 0.", "Python 3.", "duckdb ", "requests "):
+        assert text in result.stdout
+
+
+def test_shell_completion_script() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    env = clean_env({"_MPEXPORT_COMPLETE": "bash_source"})
+    proc = subprocess.run([sys.executable, "-c", "from mpexport.cli import run; "
+                           "raise SystemExit(run())"], env=env, capture_output=True)
+    assert proc.returncode == 0
+    assert b"_mpexport_completion" in proc.stdout

@@ -15,7 +15,6 @@ import pytest
 from mpexport.demo import mixpanel_keys
 from mpexport.fakeserver import DEMO_SECRET, Dataset
 from tests.conftest import (
-    TODAY,
     ServerFactory,
     clean_env,
     cli_command,

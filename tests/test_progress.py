@@ -1,0 +1,64 @@
+"""Progress output modes: bars on a terminal, status lines for cron logs, nothing when quiet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+from pathlib import Path
+
+from mpexport.events import BytesReceived, ChunkDone, ChunkRetry, PlanReady, WaitingForBudget
+from mpexport.model import Chunk, CompletedChunk
+from mpexport.progress import BarProgress
+
+CHUNKS = tuple(Chunk(i, dt.date(2024, 1, 1 + i), dt.date(2024, 1, 1 + i)) for i in range(4))
+
+
+def done(i: int, lines: int) -> ChunkDone:
+    return ChunkDone(CompletedChunk(CHUNKS[i], Path("x"), lines, 100, "0" * 64, 1, 0.1))
+
+
+def test_lines_mode_prints_status_every_interval() -> None:
+    stream = io.StringIO()
+    progress = BarProgress(stream, mode="lines", interval=0.05)
+    progress(PlanReady(CHUNKS, ()))
+    progress(BytesReceived(1000))
+    progress(done(0, 12))
+    time.sleep(0.3)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert lines[-1].startswith("mpexport: 1/4 chunks, 12 events")
+
+
+def test_quiet_mode_prints_nothing() -> None:
+    stream = io.StringIO()
+    progress = BarProgress(stream, mode="quiet", interval=0.01)
+    progress(PlanReady(CHUNKS, ()))
+    progress(ChunkRetry(CHUNKS[0], 1, "HTTP 503", 1.0))
+    progress(WaitingForBudget(125, "hourly budget"))
+    time.sleep(0.05)
+    progress.close()
+    assert stream.getvalue() == ""
+
+
+def test_notes_for_retries_and_waits() -> None:
+    stream = io.StringIO()
+    progress = BarProgress(stream, mode="lines", interval=60)
+    progress(PlanReady(CHUNKS, ()))
+    progress(ChunkRetry(CHUNKS[1], 1, "HTTP 503", 1.5))
+    progress(WaitingForBudget(125, "hourly budget"))
+    progress.close()
+    text = stream.getvalue()
+    assert "2024-01-02: attempt 1 failed (HTTP 503); retrying in 1.5s" in text
+    assert "waiting 2m05s for Mixpanel's hourly budget" in text
+
+
+def test_bars_mode_writes_only_to_its_stream() -> None:
+    stream = io.StringIO()
+    progress = BarProgress(stream, mode="bars")
+    progress(PlanReady(CHUNKS, ()))
+    for i in range(4):
+        progress(done(i, 5))
+    progress.close()
+    assert "chunks" in stream.getvalue() and "4/4" in stream.getvalue()
