@@ -1,8 +1,8 @@
 """mpexport: fast, exact exports from Mixpanel's Raw Event Export API.
 
-The library API is :func:`export`; the CLI (``mpexport``) is a thin layer
-over it. Heavy modules are imported on first use so ``mpexport --help``
-starts instantly.
+The library API is :func:`export` and :func:`sync`; the CLI (``mpexport``)
+is a thin layer over them. Heavy modules are imported on first use so
+``mpexport --help`` starts instantly.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from mpexport.api import export
+    from mpexport.api import export, sync
     from mpexport.credentials import Credentials
     from mpexport.model import ExportResult
 
-__all__ = ["Credentials", "ExportResult", "__version__", "export"]
+__all__ = ["Credentials", "ExportResult", "__version__", "export", "sync"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "export":
-        from mpexport.api import export
+    if name in ("export", "sync"):
+        from mpexport import api
 
-        return export
+        return getattr(api, name)
     if name == "Credentials":
         from mpexport.credentials import Credentials
 

@@ -26,7 +26,7 @@ from mpexport.sink_ndjson import NdjsonSink
 if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard
     from mpexport.ratelimit import RateLimiter
-    from mpexport.sink_duckdb import DuckDBSink
+    from mpexport.sink_duckdb import DuckDBSink, LoadStats
 
 DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
@@ -414,3 +414,59 @@ def export(
     database = open_database(target, request)
     return run_export(request, credentials, database=database, progress=progress,
                       spool_dir=spool_dir)
+
+
+def sync(
+    db: Path | str,
+    *,
+    from_date: dt.date | str | None = None,
+    to_date: dt.date | str = "today",
+    lookback: int = 5,
+    credentials: Credentials | None = None,
+    table: str = "events",
+    workers: int = DEFAULT_WORKERS,
+    chunk_days: int | None = None,
+    events: Sequence[str] = (),
+    where: str | None = None,
+    region: str = "us",
+    api_url: str | None = None,
+    progress: ProgressCallback | None = None,
+    qps_limit: float = DEFAULT_QPS_LIMIT,
+    hourly_limit: int = DEFAULT_HOURLY_LIMIT,
+    project_timezone: str | None = None,
+    wait_lock: float = 0.0,
+) -> tuple[ExportResult, LoadStats]:
+    """Bring a DuckDB file up to ``to_date``: new days plus a lookback of ``lookback`` days.
+
+    The first sync of a file needs ``from_date``. Holds the file's lock for
+    the run (:class:`~mpexport.errors.DatabaseLockedError` if another run
+    has it, after waiting ``wait_lock`` seconds). Returns the export result
+    and the load statistics (``late_rows`` counts late events added).
+    """
+    from mpexport.dblock import database_lock
+    from mpexport.duckdb_schema import check_db_path
+
+    start_text = from_date if from_date is not None else to_date
+    request = build_request(
+        start_text, to_date, workers=workers, chunk_days=chunk_days, events=events,
+        where=where, region=region, api_url=api_url, qps_limit=qps_limit,
+        hourly_limit=hourly_limit, project_timezone=project_timezone,
+    )
+    credentials = credentials or credentials_from_env()
+    path = Path(db)
+    check_db_path(path)
+    with database_lock(path, wait_lock):
+        database = open_database(DatabaseTarget(path, table, refresh=True), request)
+        try:
+            start, end, complete = sync_range(
+                database.covered_days(), request.from_date if from_date is not None else None,
+                request.to_date, lookback,
+            )
+            request = dataclasses.replace(
+                request, from_date=start, to_date=end,
+                boundaries=(complete,) if complete is not None else (),
+            )
+            result = run_export(request, credentials, database=database, progress=progress)
+        finally:
+            database.abort()  # a no-op once the run closed it
+    return result, database.stats

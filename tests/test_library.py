@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,17 @@ def test_usage_error_before_any_request(make_server: ServerFactory) -> None:
 def test_credentials_repr_hides_secrets() -> None:
     assert DEMO_SECRET not in repr(CREDS)
     assert "xyz" not in repr(Credentials(api_secret="xyz"))
+
+
+def test_sync_library_call(make_server: ServerFactory, tmp_path: Path) -> None:
+    dataset = Dataset(seed=49, events_per_day=20)
+    server = make_server(dataset)
+    db = tmp_path / "events.duckdb"
+    result, stats = mpexport.sync(db, from_date="2024-06-01", to_date="2024-06-10",
+                                  credentials=CREDS, api_url=server.url, qps_limit=100,
+                                  hourly_limit=10_000)
+    assert result.ok and stats.rows_inserted > 0
+    dataset.add_late_events(dt.date(2024, 6, 9), 3)
+    result, stats = mpexport.sync(db, to_date="2024-06-12", credentials=CREDS,
+                                  api_url=server.url, qps_limit=100, hourly_limit=10_000)
+    assert result.ok and stats.late_rows == 3
