@@ -7,7 +7,8 @@ import datetime as dt
 import sys
 import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -300,6 +301,41 @@ def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
     )
 
 
+@contextmanager
+def locked_database(
+    target: DatabaseTarget, request: ExportRequest, wait_lock: float = 0.0
+) -> Iterator[DuckDBSink]:
+    """Take the file's lock, open the sink, and abort it on the way out unless closed.
+
+    One writer per file: another run's lock raises
+    :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock`` seconds).
+    """
+    from mpexport.dblock import database_lock
+    from mpexport.duckdb_schema import check_db_path
+
+    check_db_path(target.path)  # a clear message before a lock file is created
+    with database_lock(target.path, wait_lock):
+        database = open_database(target, request)
+        try:
+            yield database
+        finally:
+            database.abort()  # a no-op once the run closed it
+
+
+def sync_request(
+    request: ExportRequest, database: DuckDBSink, explicit_from: bool, lookback: int
+) -> ExportRequest:
+    """The request of an incremental sync: its range from what ``database`` holds."""
+    start, end, complete = sync_range(
+        database.covered_days(), request.from_date if explicit_from else None,
+        request.to_date, lookback,
+    )
+    return dataclasses.replace(
+        request, from_date=start, to_date=end,
+        boundaries=(complete,) if complete is not None else (),
+    )
+
+
 def run_export(
     request: ExportRequest,
     credentials: Credentials,
@@ -411,9 +447,9 @@ def export(
                           spool_dir=spool_dir)
     target = DatabaseTarget(Path(db), table, replace, refresh,
                             Path(parquet) if parquet is not None else None)
-    database = open_database(target, request)
-    return run_export(request, credentials, database=database, progress=progress,
-                      spool_dir=spool_dir)
+    with locked_database(target, request) as database:
+        return run_export(request, credentials, database=database, progress=progress,
+                          spool_dir=spool_dir)
 
 
 def sync(
@@ -443,9 +479,6 @@ def sync(
     has it, after waiting ``wait_lock`` seconds). Returns the export result
     and the load statistics (``late_rows`` counts late events added).
     """
-    from mpexport.dblock import database_lock
-    from mpexport.duckdb_schema import check_db_path
-
     start_text = from_date if from_date is not None else to_date
     request = build_request(
         start_text, to_date, workers=workers, chunk_days=chunk_days, events=events,
@@ -453,20 +486,8 @@ def sync(
         hourly_limit=hourly_limit, project_timezone=project_timezone,
     )
     credentials = credentials or credentials_from_env()
-    path = Path(db)
-    check_db_path(path)
-    with database_lock(path, wait_lock):
-        database = open_database(DatabaseTarget(path, table, refresh=True), request)
-        try:
-            start, end, complete = sync_range(
-                database.covered_days(), request.from_date if from_date is not None else None,
-                request.to_date, lookback,
-            )
-            request = dataclasses.replace(
-                request, from_date=start, to_date=end,
-                boundaries=(complete,) if complete is not None else (),
-            )
-            result = run_export(request, credentials, database=database, progress=progress)
-        finally:
-            database.abort()  # a no-op once the run closed it
+    target = DatabaseTarget(Path(db), table, refresh=True)
+    with locked_database(target, request, wait_lock) as database:
+        request = sync_request(request, database, from_date is not None, lookback)
+        result = run_export(request, credentials, database=database, progress=progress)
     return result, database.stats

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -155,7 +154,6 @@ def _execute(command: str, options: dict[str, Any]) -> int:
 
 def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
     from mpexport import api
-    from mpexport.dblock import database_lock
 
     _configure_logging(options["verbose"])
     quiet = options["quiet"]
@@ -186,19 +184,16 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
     with ExitStack() as stack:
         database = None
         if db_path is not None:
-            from mpexport.duckdb_schema import check_db_path
-
-            check_db_path(db_path)  # a clear message before a lock file is created
-            stack.enter_context(database_lock(db_path, options["wait_lock"]))
             target = api.DatabaseTarget(
                 db_path, options["table"], options["replace"], options["refresh"],
                 Path(options["parquet_dir"]) if options["parquet_dir"] else None,
             )
-            database = api.open_database(target, request)
-            stack.callback(database.abort)  # a no-op once the run closed it
+            database = stack.enter_context(
+                api.locked_database(target, request, options["wait_lock"]))
         if command == "sync":
             assert database is not None
-            request = _sync_request(request, options, database)
+            request = api.sync_request(request, database, bool(options["from_date"]),
+                                       options["lookback"])
             if options["dry_run"]:
                 for line in api.describe_plan(request, credentials):
                     click.echo(line)
@@ -232,20 +227,6 @@ def _credentials(options: dict[str, Any]) -> tuple[Credentials | None, str, list
         region = options["region"] or os.environ.get(ENV_REGION) or "us"
         return None, region, []
     return resolved.credentials, resolved.region, list(resolved.warnings)
-
-
-def _sync_request(
-    request: ExportRequest, options: dict[str, Any], database: DuckDBSink
-) -> ExportRequest:
-    from mpexport.api import sync_range
-
-    first = request.from_date if options["from_date"] else None
-    start, end, complete = sync_range(database.covered_days(), first, request.to_date,
-                                      options["lookback"])
-    return dataclasses.replace(
-        request, from_date=start, to_date=end,
-        boundaries=(complete,) if complete is not None else (),
-    )
 
 
 def _run_pipeline(
