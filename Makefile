@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean exe exe-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ test: lint typecheck unit
 
 bench: $(STAMP_DEV)
 	$(BIN)/python scripts/bench.py
+
+# The standalone executable (onedir and onefile) in dist/, built in a clean venv.
+exe:
+	bash packaging/build_exe.sh
+
+# The frozen test set against what is in dist/ (no rebuild).
+exe-test: $(STAMP_DEV)
+	bash packaging/run_frozen_tests.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache demo.duckdb

@@ -164,6 +164,11 @@ def new_session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept-Encoding"] = "gzip"
+    # requests reads REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE itself (they still
+    # win) but ignores OpenSSL's SSL_CERT_FILE, using certifi's bundle instead.
+    ca_file = os.environ.get("SSL_CERT_FILE")
+    if ca_file:
+        session.verify = ca_file
     return session
 
 

@@ -32,8 +32,8 @@ if [ "$windows" = 1 ]; then vpy=$venv/Scripts/python.exe; else vpy=$venv/bin/pyt
 
 start=$(date +%s)
 
-# 1. The clean venv: created once, then kept (deps are re-resolved each build,
-#    which is quick when nothing changed; mpexport itself is always reinstalled).
+# 1. The clean venv: created once, then kept; `pip install .` re-resolves the
+#    deps (quick when nothing changed) and always reinstalls mpexport itself.
 if [ ! -x "$vpy" ]; then
     echo "build_exe: creating $venv with $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
     "$PYTHON" -m venv "$venv"
@@ -43,7 +43,6 @@ fi
 # would otherwise survive there and be bundled.
 rm -rf build/lib build/bdist.*
 "$vpy" -m pip install -q . 'pyinstaller>=6.3,<7'
-"$vpy" -m pip install -q --no-deps --force-reinstall .
 
 # Only runtime dependencies (and PyInstaller's own) may be in the venv.
 "$vpy" - <<'EOF'
@@ -89,3 +88,21 @@ done
 case ",$MPEXPORT_EXE_MODES," in
     *,onedir,*) echo "  dist/mpexport: $(du -sh dist/mpexport | cut -f1)" ;;
 esac
+
+# 4. Startup: `--version`, median of 10 runs (after one warm-up run).
+"$vpy" - "${built[@]}" <<'EOF'
+import statistics
+import subprocess
+import sys
+import time
+
+for exe in sys.argv[1:]:
+    subprocess.run([exe, "--version"], check=True, capture_output=True)
+    times = []
+    for _ in range(10):
+        started = time.perf_counter()
+        subprocess.run([exe, "--version"], check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    print(f"  {exe} --version: median {statistics.median(times):.3f}s "
+          f"(min {min(times):.3f}s, max {max(times):.3f}s, 10 runs)")
+EOF
