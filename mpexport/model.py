@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,15 @@ class CompletedChunk:
     sha256: str
     attempts: int
     seconds: float
+    # Frees the pipeline's spool slot; called once the file is gone.
+    release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def discard(self) -> None:
+        """Delete the spool file and give its slot back (safe to call twice)."""
+        self.path.unlink(missing_ok=True)
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
 
 @dataclass

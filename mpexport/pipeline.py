@@ -56,6 +56,9 @@ class _WorkerCrashed:
 _Message = ProgressEvent | _WorkerCrashed
 
 
+SPOOL_QUEUE = 4
+
+
 def _ignore(_event: ProgressEvent) -> None:
     return None
 
@@ -88,6 +91,11 @@ class Pipeline:
         self.stop = threading.Event()
         self._messages: queue.Queue[_Message] = queue.Queue()
         self._work: queue.Queue[Chunk] = queue.Queue()
+        self._work_done = threading.Event()  # the queue holds every chunk there will be
+        # Spool files on disk at once: one per worker downloading, plus a few
+        # finished chunks waiting for the sink (stdout waits for the chunk
+        # before them; DuckDB for the loader). Bounds the spool's disk use.
+        self._slots = threading.BoundedSemaphore(max(1, workers) + SPOOL_QUEUE)
 
     def run(self) -> ExportResult:
         """Fetch every chunk the sink still needs; return what happened.
@@ -122,6 +130,7 @@ class Pipeline:
     def _run_workers(self, todo: list[Chunk], spool_dir: Path, result: ExportResult) -> None:
         for chunk in todo:
             self._work.put(chunk)
+        self._work_done.set()
         count = max(1, min(self.workers, len(todo)))
         for number in range(count if todo else 0):
             threading.Thread(
@@ -148,8 +157,6 @@ class Pipeline:
                 result.failed.append(message.failure)
                 outstanding -= 1
             elif isinstance(message, ChunkSplitInTwo):
-                for half in message.halves:
-                    self._work.put(half)
                 outstanding += 1
                 result.chunks_total += 1
             self.progress(message)
@@ -170,6 +177,13 @@ class Pipeline:
             self.sink.accept(completed)
         self.guard.raise_if_requested()
 
+    def _take_slot(self) -> bool:
+        """Wait for room in the spool; False if the run stops first."""
+        while not self.stop.is_set():
+            if self._slots.acquire(timeout=0.2):
+                return True
+        return False
+
     def _worker(self, spool_dir: Path) -> None:
         session = new_session()
         rng = random.Random()
@@ -182,26 +196,42 @@ class Pipeline:
             post(ChunkRetry(chunk, attempt, reason, delay))
 
         try:
-            while not self.stop.is_set():
+            # The slot is taken before a chunk is: chunks leave the queue in
+            # date order, so every chunk before one that holds a slot holds
+            # one too, and stdout's in-order writing can always progress.
+            while self._take_slot():
                 try:
-                    # Wait rather than leave when idle: a split adds work later.
                     chunk = self._work.get(timeout=0.2)
                 except queue.Empty:
-                    continue
-                outcome = fetch_chunk(
-                    session, self.query, chunk, spool_dir, self.settings, self.stop,
-                    on_bytes, on_retry, rng, self.gate,
-                )
-                if isinstance(outcome, CompletedChunk):
-                    if self.stop.is_set():
-                        outcome.path.unlink(missing_ok=True)
+                    self._slots.release()
+                    if self._work_done.is_set():
                         return
-                    post(ChunkDone(outcome))
-                elif isinstance(outcome, ChunkSplit):
-                    post(ChunkSplitInTwo(outcome.chunk, split_chunk(outcome.chunk),
-                                         outcome.reason))
-                else:
-                    post(ChunkFailed(outcome))
+                    continue
+                # A chunk that is split is fetched here, half after half, so
+                # its halves cannot fall behind later chunks in the queue.
+                pending = [chunk]
+                while pending:
+                    part = pending.pop(0)
+                    outcome = fetch_chunk(
+                        session, self.query, part, spool_dir, self.settings, self.stop,
+                        on_bytes, on_retry, rng, self.gate,
+                    )
+                    if isinstance(outcome, ChunkSplit):
+                        halves = split_chunk(outcome.chunk)
+                        post(ChunkSplitInTwo(outcome.chunk, halves, outcome.reason))
+                        pending[:0] = halves
+                        continue
+                    if isinstance(outcome, CompletedChunk):
+                        outcome.release = self._slots.release
+                        if self.stop.is_set():
+                            outcome.discard()
+                            return
+                        post(ChunkDone(outcome))
+                    else:
+                        self._slots.release()
+                        post(ChunkFailed(outcome))
+                    if pending and not self._take_slot():
+                        return
         except Stopped:
             return
         except BaseException as exc:  # a fatal API error or a bug: the run must stop

@@ -183,7 +183,7 @@ class DuckDBSink:
         """Queue a chunk for loading; blocks while the queue is full (backpressure)."""
         self._raise_pending()
         if self._finished:
-            completed.path.unlink(missing_ok=True)
+            completed.discard()
             raise RuntimeError("DuckDBSink.accept() after close() or abort()")
         while True:
             try:
@@ -191,7 +191,7 @@ class DuckDBSink:
                 return
             except queue.Full:
                 if not self._thread.is_alive():
-                    completed.path.unlink(missing_ok=True)
+                    completed.discard()
                     self._raise_pending()
                     raise LoaderError("the DuckDB loader stopped unexpectedly") from None
 
@@ -248,7 +248,7 @@ class DuckDBSink:
             except queue.Empty:
                 return
             if item is not None:
-                item.path.unlink(missing_ok=True)
+                item.discard()
 
     # ---------------------------------------------------------- loader thread
 
@@ -315,7 +315,7 @@ class DuckDBSink:
                     raise _Stopped()
                 self._load(con, item)
             finally:
-                item.path.unlink(missing_ok=True)
+                item.discard()
 
     def _check_stop(self) -> None:
         if self._stop.is_set():

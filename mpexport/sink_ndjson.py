@@ -37,7 +37,7 @@ class NdjsonSink:
         # Keyed by first day, not by plan index: a chunk halved mid-run comes
         # back as two chunks, and date order is what stdout promises.
         self._next = first_day
-        self._ready: dict[dt.date, tuple[Chunk, Path | None]] = {}
+        self._ready: dict[dt.date, tuple[Chunk, CompletedChunk | None]] = {}
         self.written: list[Chunk] = []
         self.cut: Chunk | None = None  # a chunk only partly written when a stop came
 
@@ -47,7 +47,7 @@ class NdjsonSink:
 
     def accept(self, completed: CompletedChunk) -> None:
         """Queue the chunk and write every chunk that is now next in order."""
-        self._ready[completed.chunk.from_date] = (completed.chunk, completed.path)
+        self._ready[completed.chunk.from_date] = (completed.chunk, completed)
         self._drain()
 
     def chunk_failed(self, chunk: Chunk) -> None:
@@ -57,17 +57,17 @@ class NdjsonSink:
 
     def _drain(self) -> None:
         while self._next in self._ready:
-            chunk, path = self._ready.pop(self._next)
+            chunk, completed = self._ready.pop(self._next)
             self._next = chunk.to_date + dt.timedelta(days=1)
-            if path is None:
+            if completed is None:
                 continue
             try:
-                whole = self._copy_whole_lines(path)
+                whole = self._copy_whole_lines(completed.path)
                 self._stream.flush()
             except BrokenPipeError:
                 raise OutputClosed() from None
             finally:
-                path.unlink(missing_ok=True)
+                completed.discard()
             if not whole:
                 self.cut = chunk
                 assert self._guard is not None
@@ -105,9 +105,9 @@ class NdjsonSink:
 
     def abort(self) -> None:
         """Delete held spool files; what was written stays whole lines."""
-        for _chunk, path in self._ready.values():
-            if path is not None:
-                path.unlink(missing_ok=True)
+        for _chunk, completed in self._ready.values():
+            if completed is not None:
+                completed.discard()
         self._ready.clear()
         with contextlib.suppress(BrokenPipeError, ValueError):
             self._stream.flush()

@@ -84,3 +84,29 @@ def test_sync_library_call(make_server: ServerFactory, tmp_path: Path) -> None:
     result, stats = mpexport.sync(db, to_date="2024-06-12", credentials=CREDS,
                                   api_url=server.url, qps_limit=100, hourly_limit=10_000)
     assert result.ok and stats.late_rows == 3
+
+
+def test_spool_stays_bounded_while_a_slow_head_chunk_holds_stdout(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    # The first day fails (and is retried with backoff) while later days
+    # arrive: stdout must wait for it, and the waiting chunks must not pile up
+    # on disk beyond the workers plus a small queue.
+    dataset = Dataset(seed=50, events_per_day=30)
+    server = make_server(dataset, fail_dates=frozenset({dt.date(2024, 4, 1)}))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    most = 0
+
+    def watch(_event: object) -> None:
+        nonlocal most
+        most = max(most, sum(1 for _ in spool.rglob("*.ndjson")))
+
+    result = mpexport.export(
+        "2024-04-01", "2024-04-30", output=io.BytesIO(), credentials=CREDS, chunk_days=1,
+        workers=2, api_url=server.url, progress=watch, spool_dir=spool, qps_limit=100,
+        hourly_limit=10_000, settings=FetchSettings(max_attempts=4, backoff_base=0.3),
+    )
+    assert [f.chunk.label() for f in result.failed] == ["2024-04-01"]
+    assert len(result.completed) == 29
+    assert 0 < most <= 2 + 4
