@@ -24,9 +24,10 @@ from mpexport.duckdb_schema import (
 from mpexport.model import CompletedChunk
 
 STAGE_TABLE = "_mpexport_stage"
-# One Mixpanel event is capped far below this; the default (16 MB) would
-# reject a pathological but valid line and fail the whole chunk.
-MAX_OBJECT_SIZE = 256 * 1024 * 1024
+# Mixpanel refuses events over 1 MB at ingestion, so 16 MB leaves a wide
+# margin. The reader allocates buffers of about twice this size, so a larger
+# value costs memory on every load (256 MB here made a 128 MB limit fail).
+MAX_OBJECT_SIZE = 16 * 1024 * 1024
 # Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
 # anti-join keep hash tables proportional to their input; slicing a chunk by
 # time keeps them bounded, so a big chunk loads under a small memory_limit.
@@ -124,21 +125,28 @@ def _insert_slice_sql(table: str, window: str) -> str:
 
     ``window`` is a predicate on ``time`` built from constants, so the scan of
     the stored table is pruned by DuckDB's per-row-group min/max (zonemaps):
-    the anti-join reads only the row groups overlapping this slice.
+    the anti-join reads only the row groups overlapping this slice. Copies
+    within the chunk are dropped by keeping each key's first staged row: the
+    grouping touches only the key columns and the row id, not the large
+    properties, which makes it about twice as fast as DISTINCT ON over whole
+    rows and keeps its memory small. No ORDER BY: a chunk already lands as a
+    contiguous time range, and sorting whole rows doubled the insert's cost.
     """
     target = quote_ident(table)
     return f"""
         INSERT INTO {target}
         SELECT s.event, s.time, s.distinct_id, s.insert_id, s.mp_processing_time_ms, s.properties
         FROM (
-            SELECT DISTINCT ON (event, distinct_id, time, insert_id) {_ALL_COLUMNS}
-            FROM {STAGE_TABLE} WHERE {window}
+            SELECT {_ALL_COLUMNS} FROM {STAGE_TABLE}
+            WHERE rowid IN (
+                SELECT min(rowid) FROM {STAGE_TABLE} WHERE {window}
+                GROUP BY event, distinct_id, time, insert_id
+            )
         ) AS s
         ANTI JOIN (
             SELECT event, distinct_id, time, insert_id FROM {target} WHERE {window}
         ) AS e
         ON {_key_match("s", "e")}
-        ORDER BY s.time
     """
 
 

@@ -131,6 +131,11 @@ class Pipeline:
         for chunk in todo:
             self._work.put(chunk)
         self._work_done.set()
+        if todo:
+            # Imported once here: ten workers importing requests at the same
+            # moment queue on the import lock before their first request.
+            import requests  # noqa: F401
+
         count = max(1, min(self.workers, len(todo)))
         for number in range(count if todo else 0):
             threading.Thread(

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,11 +51,14 @@ from mpexport.fakeserver import (
 
 HERE = Path(__file__).resolve().parent
 BARE = HERE / "bench_bare.py"
+RSS = HERE / "bench_rss.py"
 START = dt.date(2024, 1, 1)
 SCENARIOS = ("startup", "yardstick", "parallel", "overhead", "memory", "dedupe")
 PACING_DEFAULT = {"MPEXPORT_QPS_LIMIT": "3", "MPEXPORT_HOURLY_LIMIT": "60"}
 PACING_LIFTED = {"MPEXPORT_QPS_LIMIT": "1000", "MPEXPORT_HOURLY_LIMIT": "100000"}
 HEAVY_MODULES = ("duckdb", "requests", "tqdm", "urllib3")
+# Average foreign CPU load (cores) above which a scenario's numbers are flagged.
+NOISY_CORES = 0.2
 
 
 @dataclass(frozen=True)
@@ -113,23 +118,36 @@ def log(text: str) -> None:
 
 
 def run_child(label: str, argv: Sequence[str], env: dict[str, str], stdout: Path | None,
-              work: Path) -> Run:
+              work: Path, launcher: bool = True) -> Run:
     """Run ``argv`` to completion; stdout to ``stdout`` (or /dev/null).
 
-    ``os.wait4`` gives this child's own rusage (peak RSS, CPU), unlike
-    ``RUSAGE_CHILDREN``, which is a maximum over every child ever reaped.
+    With ``launcher`` the command runs under scripts/bench_rss.py, which
+    times it and takes its rusage with ``os.wait4`` (this child only, unlike
+    ``RUSAGE_CHILDREN``). Not directly from here: a child's ``ru_maxrss``
+    includes what it held before exec, i.e. this process's RSS, ~1 GB once
+    the server's event cache is warm (measured: ``python -c pass`` forked
+    from a 600 MB parent reports 611 MB).
     """
     err_path = work / "stderr.txt"
     out_target = str(stdout) if stdout is not None else os.devnull
-    with open(out_target, "wb") as out, open(err_path, "wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    if launcher:
+        result = work / "rusage.json"
+        subprocess.run([sys.executable, str(RSS), str(result), out_target, str(err_path), "--",
+                        *argv], env=env, check=True)
+        data = json.loads(result.read_text())
+        result.unlink()
+        seconds, rc = float(data["seconds"]), int(data["rc"])
+        maxrss_mb, cpu_s = data["maxrss_kb"] / 1024, float(data["cpu_s"])
+    else:
+        with open(out_target, "wb") as out, open(err_path, "wb") as err:
+            started = time.perf_counter()
+            proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - started
+        rc = os.waitstatus_to_exitcode(status)
+        maxrss_mb, cpu_s = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
     stderr = err_path.read_text(errors="replace")
-    return Run(label, seconds, proc.returncode, usage.ru_maxrss / 1024,
-               usage.ru_utime + usage.ru_stime, stderr)
+    return Run(label, seconds, rc, maxrss_mb, cpu_s, stderr)
 
 
 def base_env(work: Path, pacing: dict[str, str]) -> dict[str, str]:
@@ -144,6 +162,8 @@ def base_env(work: Path, pacing: dict[str, str]) -> dict[str, str]:
         # A fresh state dir per run: every run starts with a full hourly
         # budget and never touches the user's real state.
         "MPEXPORT_STATE_DIR": str(state),
+        # No profile or config file of the user's is read either.
+        "MPEXPORT_CONFIG_DIR": str(state),
         "TMPDIR": str(work),
     })
     env.update(pacing)
@@ -166,12 +186,31 @@ def count_lines(path: Path) -> int:
 
 
 _STDOUT_SUMMARY = re.compile(r"mpexport: (\d+) events in (\d+)/(\d+) chunks")
-_DB_SUMMARY = re.compile(
-    r"mpexport: loaded (\d+) events into .*?\((\d+) duplicates skipped.*?\); (\d+)/(\d+) chunks")
+
+
+def inspect_db(db: Path) -> tuple[int, int | None, int | None]:
+    """(rows in ``events``, events received per the manifest, manifest rows) of a DB file."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        (rows,) = con.execute("SELECT count(*) FROM events").fetchone()  # type: ignore[misc]
+        try:
+            received, chunks = con.execute(  # type: ignore[misc]
+                "SELECT sum(received), count(*) FROM _mpexport_chunks").fetchone()
+        except duckdb.Error:
+            return int(rows), None, None
+    return int(rows), None if received is None else int(received), int(chunks)
 _BARE_SUMMARY = re.compile(r"bare: (\d+)")
 
 
-def check_run(run: Run, expected: int, output: Path | None, kind: str) -> None:
+def remove_db(db: Path) -> None:
+    """Delete a database file and its companions (.wal, lock file)."""
+    for path in db.parent.glob(db.name + "*"):
+        path.unlink(missing_ok=True)
+
+
+def check_run(run: Run, expected: int, output: Path | None, kind: str,
+              db: Path | None = None) -> None:
     """Fail loudly unless the run exited 0 and delivered exactly ``expected`` events."""
     if run.rc != 0:
         raise BenchError(f"{run.label}: exit {run.rc}: {run.stderr.strip()[-800:]}")
@@ -182,13 +221,17 @@ def check_run(run: Run, expected: int, output: Path | None, kind: str) -> None:
             raise BenchError(f"{run.label}: {got} lines on stdout, expected {expected}")
         run.checked = f"{got} lines" + (f", {match.group(2)} chunks" if match else "")
     elif kind == "db":
-        match = _DB_SUMMARY.search(run.stderr)
-        if not match:
-            raise BenchError(f"{run.label}: no summary line: {run.stderr.strip()[-400:]}")
-        inserted, dups, done = int(match.group(1)), int(match.group(2)), match.group(3)
-        if inserted + dups != expected:
-            raise BenchError(f"{run.label}: {inserted}+{dups} received, expected {expected}")
-        run.checked = f"{inserted} rows (+{dups} dups), {done} chunks"
+        if db is None:
+            raise BenchError(f"{run.label}: no database path")
+        rows, received, chunks = inspect_db(db)
+        # The data has exact duplicates (~1%), so the table holds fewer rows
+        # than were received; the manifest records what was received.
+        if received is not None and received != expected:
+            raise BenchError(f"{run.label}: manifest says {received} received, "
+                             f"expected {expected}")
+        if not expected * 0.95 <= rows <= expected:
+            raise BenchError(f"{run.label}: {rows} rows in the table for {expected} events")
+        run.checked = f"{rows} rows, {chunks} chunks"
     elif kind in ("bare-download", "bare-db"):
         match = _BARE_SUMMARY.search(run.stderr)
         got = int(match.group(1)) if match else -1
@@ -250,6 +293,61 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def source_digest() -> str:
+    """A digest of mpexport's source files, to notice edits made while the benchmark ran."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((HERE.parent / "mpexport").rglob("*.py")):
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    values = [int(v) for v in fields[1:9]]
+    busy = sum(values) - values[3] - values[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and every child it reaped (the measured runs too)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class Interference:
+    """How busy the machine was with *other* work while a scenario ran.
+
+    Machine-wide busy CPU time (/proc/stat) minus this benchmark's own
+    (itself plus its reaped children), per second of wall time: 0.0 means
+    the 2 cores were ours alone; 1.0 means another core's worth of work
+    (a test suite, a build) competed with the measurements.
+    """
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.busy = busy_cpu_seconds()
+        self.own = own_cpu_seconds()
+
+    def cores(self) -> float | None:
+        """Average foreign load in cores since construction."""
+        busy = busy_cpu_seconds()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        foreign = (busy - self.busy) - (own_cpu_seconds() - self.own)
+        return max(0.0, foreign / wall) if wall > 0 else None
+
+
 def git_head() -> str:
     """The checked-out commit (read only), or '?'."""
     try:
@@ -281,6 +379,8 @@ class Bench:
         # (sink, days) -> runs, shared by overhead and memory.
         self.mp_runs: dict[tuple[str, int], list[Run]] = {}
         self.bare_runs: dict[tuple[str, int], list[Run]] = {}
+        # Scenario -> average CPU cores used by other processes meanwhile.
+        self.interference: dict[str, float | None] = {}
 
     def verdict(self, bench: str, what: str, measured: str, baseline: str, value: str,
                 target: str, met: bool | None) -> None:
@@ -309,12 +409,11 @@ class Bench:
         run.requests = len(server.stats)
         run.http429 = server.stats.count(status=429)
         try:
-            check_run(run, expected, None if to_db else out, "db" if to_db else "stdout")
+            check_run(run, expected, None if to_db else out, "db" if to_db else "stdout", db)
         finally:
             out.unlink(missing_ok=True)
             if db is not None:
-                db.unlink(missing_ok=True)
-                db.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+                remove_db(db)
         log(f"  {label}: {run.seconds:.2f}s, {run.maxrss_mb:.0f} MB peak, "
             f"{run.requests} requests, {run.http429} x 429 ({run.checked})")
         return run
@@ -338,8 +437,7 @@ class Bench:
         finally:
             out.unlink(missing_ok=True)
             if to_db:
-                db.unlink(missing_ok=True)
-                db.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+                remove_db(db)
         log(f"  {label}: {run.seconds:.2f}s, {run.maxrss_mb:.0f} MB peak ({run.checked})")
         return run
 
@@ -357,7 +455,7 @@ class Bench:
         samples: dict[str, list[Run]] = {name: [] for name in cases}
         for _ in range(self.p.startup_repeats):
             for name, argv in cases.items():
-                run = run_child(name, argv, env, None, self.work)
+                run = run_child(name, argv, env, None, self.work, launcher=False)
                 if run.rc != 0:
                     raise BenchError(f"{name}: exit {run.rc}: {run.stderr[-400:]}")
                 samples[name].append(run)
@@ -386,7 +484,7 @@ class Bench:
             tops = sorted({m.split(".")[0] for m, _ in found})
             heavy[name] = tops
             lines.append("")
-            lines.append(f"`python -X importtime -m {' '.join(argv[3:])}`: heavy modules "
+            lines.append(f"`python -X importtime -m {' '.join(argv[2:])}`: heavy modules "
                          f"imported: {', '.join(tops) if tops else 'none'} "
                          f"({len(found)} modules of {', '.join(HEAVY_MODULES)})")
         none_heavy = not any(heavy.values())
@@ -565,7 +663,9 @@ class Bench:
                         log(f"memory {sink} {totals[days]} events, repeat {i + 1}")
                         self._mp_big(server, days, totals[days], sink)
         lines = [
-            "Peak RSS (`ru_maxrss` from `os.wait4` of each CLI process), median over repeats; "
+            "Peak RSS (`ru_maxrss` from `os.wait4` of each CLI process, started through "
+            "`scripts/bench_rss.py` so the harness's own RSS does not leak in), median over "
+            "repeats; "
             "the 0.5M runs are the overhead runs when both ran. Server unthrottled, "
             "mpexport defaults with pacing lifted.",
             "",
@@ -589,8 +689,8 @@ class Bench:
                          "≤ 250 MB", top <= 250)
             if len(sizes) == 2:
                 small, large = (peaks[(sink, d)] for d in sizes)
-                self.verdict("memory", f"RSS growth {totals[sizes[0]] / 1e6:.1f}M → "
-                             f"{totals[sizes[1]] / 1e6:.1f}M events, {name}",
+                self.verdict("memory", f"RSS growth {totals[sizes[0]] / 1e6:.2f}M → "
+                             f"{totals[sizes[1]] / 1e6:.2f}M events, {name}",
                              f"{large:.0f} MB", f"{small:.0f} MB", f"{large / small:.2f}x",
                              "≤ 1.2x", large / small <= 1.2)
         self.report.section("4. Memory", lines)
@@ -600,8 +700,9 @@ class Bench:
     def dedupe(self) -> None:
         """One chunk into a big table vs into an empty table (scripts/bench_load.py's logic)."""
         sys.path.insert(0, str(HERE))
-        import bench_load  # noqa: PLC0415
-        from mpexport.sink_duckdb import DuckDBSink  # noqa: PLC0415
+        import bench_load
+
+        from mpexport.sink_duckdb import DuckDBSink
 
         p = self.p
         work = Path(tempfile.mkdtemp(prefix="dedupe-", dir=self.work))
@@ -654,9 +755,9 @@ class Bench:
 
 
 def render(bench: Bench, started: float, ran: Sequence[str], errors: dict[str, str],
-           argv: Sequence[str]) -> str:
+           argv: Sequence[str], digests: tuple[str, str]) -> str:
     """The Markdown report."""
-    import duckdb  # noqa: PLC0415
+    import duckdb
 
     p = bench.p
     lines = [
@@ -671,6 +772,20 @@ def render(bench: Bench, started: float, ran: Sequence[str], errors: dict[str, s
         f"mpexport {MPEXPORT_VERSION} ({git_head()})",
         f"- repeats: {bench.repeats} (medians; repeats of compared runs are interleaved)",
         f"- scenarios: {', '.join(ran)}; total {time.perf_counter() - started:.0f} s",
+        f"- mpexport source digest: {digests[0]}"
+        + ("" if digests[0] == digests[1] else
+           f" → {digests[1]}: **WARNING: mpexport's source changed while the benchmark "
+           "ran; runs may have measured different code**"),
+        "- other load (CPU cores used by processes outside this benchmark, average "
+        "per scenario): " + ", ".join(
+            f"{name} {'?' if v is None else f'{v:.2f}'}" for name, v in bench.interference.items()),
+    ]
+    noisy = [n for n, v in bench.interference.items() if v is not None and v > NOISY_CORES]
+    if noisy:
+        lines.append(f"- **WARNING: other processes competed for the {os.cpu_count()} cores "
+                     f"during {', '.join(noisy)} (> {NOISY_CORES} cores on average); those "
+                     "numbers are not trustworthy, rerun on a quiet machine**")
+    lines += [
         "",
         "| benchmark | comparison | mpexport | baseline | ratio | target | verdict |",
         "|---|---|---:|---:|---:|---|---|",
@@ -718,19 +833,24 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mpexport-bench-", dir=args.dir))
     bench = Bench(profile, repeats, work, args.big)
     started = time.perf_counter()
+    digest_before = source_digest()
     errors: dict[str, str] = {}
     try:
         for name in selected:
             began = time.perf_counter()
+            watch = Interference()
             try:
                 getattr(bench, name)()
             except BenchError as exc:
                 errors[name] = str(exc)
                 log(f"{name} FAILED: {exc}")
-            log(f"{name} done in {time.perf_counter() - began:.0f}s")
+            other = watch.cores()
+            bench.interference[name] = other
+            log(f"{name} done in {time.perf_counter() - began:.0f}s"
+                + ("" if other is None else f"; other processes used {other:.2f} cores"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = render(bench, started, selected, errors, raw_argv)
+    text = render(bench, started, selected, errors, raw_argv, (digest_before, source_digest()))
     sys.stdout.write(text)
     args.out.write_text(text)
     log(f"wrote {args.out}")

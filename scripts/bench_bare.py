@@ -9,8 +9,8 @@ chunking: the floor of "curl the export endpoint to a file" in Python.
 columns derived in SQL. No dedupe, no manifest, one transaction.
 
 Credentials come from MP_USERNAME / MP_SECRET / MP_PROJECT_ID. Prints the
-number of lines (download) or rows (duckdb) to stdout-free stderr as
-``bare: N``.
+number of lines (download) or rows (duckdb) to stderr as ``bare: N``, which
+scripts/bench.py checks against the events the server holds.
 
     python scripts/bench_bare.py download URL FROM TO OUT_FILE
     python scripts/bench_bare.py duckdb URL FROM TO DB_FILE SPOOL_FILE
