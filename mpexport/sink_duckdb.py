@@ -140,6 +140,11 @@ class DuckDBSink:
             # where order matters (inserts, Parquet). Dropping the guarantee
             # lets read_json and CTAS run in parallel with less memory.
             "preserve_insertion_order": False,
+            # By default every commit past 16 MB of WAL checkpoints, rewriting
+            # each chunk's rows once more: a fifth of the load time. Committed
+            # chunks stay durable in the WAL (replayed on the next open), and
+            # closing checkpoints once. Memory stayed the same (measured).
+            "checkpoint_threshold": "256MB",
         }
         limit = memory_limit or default_memory_limit()
         if limit:
