@@ -45,6 +45,7 @@ class ChunkLoad:
     inserted: int = 0
     duplicates: int = 0
     replaced: int = 0
+    window: str | None = None  # set by the fast path: where this chunk's rows are
 
 
 def sql_string(text: str) -> str:
@@ -80,14 +81,13 @@ def _instant_sql(micros: str, project_timezone: str | None) -> str:
     return f"(make_timestamp({micros}) AT TIME ZONE {sql_string(project_timezone)})"
 
 
-def stage_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
-    """The statement that reads a spool file into the temp staging table."""
+def rows_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
+    """A SELECT of a spool file's rows in the table's columns, parsed by DuckDB."""
     # json_extract_string with a list of paths parses each properties value
     # once for all four fields, instead of once per ->> operator.
     micros = _time_micros_sql("p[1]", time_in_ms)
     mp_ms = "p[4]"
     return f"""
-        CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS
         SELECT event,
                {_instant_sql(micros, project_timezone)} AS time,
                p[2] AS distinct_id,
@@ -105,6 +105,12 @@ def stage_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) 
                            maximum_object_size = {MAX_OBJECT_SIZE})
         )
     """
+
+
+def stage_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
+    """The statement that reads a spool file into the temp staging table."""
+    return (f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS "
+            f"{rows_sql(path, time_in_ms, project_timezone)}")
 
 
 def _empty_stage_sql() -> str:
@@ -193,6 +199,88 @@ def _day_start_us(day: dt.date, project_timezone: str | None = None) -> int:
     return int(start.timestamp()) * 1_000_000
 
 
+def _window_sql(lo: int, hi: int) -> str:
+    return f"time >= make_timestamptz({lo}::BIGINT) AND time < make_timestamptz({hi}::BIGINT)"
+
+
+def _fast_insert(
+    con: Any, completed: CompletedChunk, target: str, time_in_ms: bool,
+    project_timezone: str | None, check_stop: Callable[[], None],
+) -> ChunkLoad | None:
+    """Insert straight from the reader when the table has nothing near this chunk.
+
+    The common case (new days) needs no anti-join, so the rows are inserted
+    as the bare reader would, and copies within the chunk are deleted after,
+    by key, keeping the first. Returns None, having changed nothing, when the
+    table has rows in the window; raises :class:`_OutsideWindow` (the caller
+    rolls back and stages instead) when a row of the chunk fell outside it,
+    since only the window was checked for stored copies.
+    """
+    chunk = completed.chunk
+    # The chunk's own days: Mixpanel returns events of those days, so its rows
+    # land there; one that does not (odd data, a wrong --project-timezone)
+    # sends the chunk down the staged path.
+    lo = _day_start_us(chunk.from_date, project_timezone)
+    hi = _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone)
+    window = _window_sql(lo, hi)
+    (stored,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
+    if stored:
+        return None
+    check_stop()
+    (received,) = con.execute(
+        f"INSERT INTO {target} {rows_sql(str(completed.path), time_in_ms, project_timezone)}"
+    ).fetchone()
+    check_stop()
+    (landed,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
+    if landed != received:
+        raise _OutsideWindow()
+    (copies,) = con.execute(
+        f"""DELETE FROM {target} WHERE rowid IN (
+                SELECT rowid FROM (
+                    SELECT rowid, row_number() OVER (
+                        PARTITION BY event, distinct_id, time, insert_id ORDER BY rowid) AS n
+                    FROM {target} WHERE {window}
+                ) WHERE n > 1)"""
+    ).fetchone()
+    return ChunkLoad(received=int(received), inserted=int(received) - int(copies),
+                     duplicates=int(copies), window=window)
+
+
+class _OutsideWindow(Exception):
+    """A row of the chunk lies outside the fast path's window: stage instead."""
+
+
+def _staged_insert(
+    con: Any, completed: CompletedChunk, table: str, target: str, replace: bool,
+    time_in_ms: bool, batch_rows: int, project_timezone: str | None,
+    check_stop: Callable[[], None],
+) -> ChunkLoad:
+    """Stage the chunk, then insert what is new to the table, slice by time slice."""
+    chunk = completed.chunk
+    result = ChunkLoad()
+    if completed.path.stat().st_size > 0:
+        con.execute(stage_sql(str(completed.path), time_in_ms, project_timezone))
+    else:
+        # read_json of an empty file is fine today, but a quiet day should
+        # not depend on that: an empty stage needs no reader at all.
+        con.execute(_empty_stage_sql())
+    check_stop()
+    (result.received,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE}").fetchone()
+    if replace:
+        # The chunk's days are the project's days (UTC for new projects).
+        start = _day_start_us(chunk.from_date, project_timezone)
+        stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone)
+        (result.replaced,) = con.execute(
+            f"DELETE FROM {target} WHERE {_window_sql(start, stop)}"
+        ).fetchone()
+    for window in _slice_windows(con, batch_rows):
+        check_stop()
+        (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
+        result.inserted += int(inserted)
+    result.duplicates = result.received - result.inserted
+    return result
+
+
 def load_chunk(
     con: Any,
     completed: CompletedChunk,
@@ -215,37 +303,30 @@ def load_chunk(
     pending-Parquet table within the same transaction.
     """
     chunk = completed.chunk
-    result = ChunkLoad()
     target = quote_ident(table)
+    fast = not replace and completed.path.stat().st_size > 0
     con.execute("BEGIN TRANSACTION")
     try:
         check_stop()
-        if completed.path.stat().st_size > 0:
-            con.execute(stage_sql(str(completed.path), time_in_ms, project_timezone))
-        else:
-            # read_json of an empty file is fine today, but a quiet day should
-            # not depend on that: an empty stage needs no reader at all.
-            con.execute(_empty_stage_sql())
-        check_stop()
-        (result.received,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE}").fetchone()
-        if replace:
-            # The chunk's days are the project's days (UTC for new projects).
-            start = _day_start_us(chunk.from_date, project_timezone)
-            stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone)
-            (result.replaced,) = con.execute(
-                f"DELETE FROM {target} WHERE time >= make_timestamptz({start}::BIGINT) "
-                f"AND time < make_timestamptz({stop}::BIGINT)"
-            ).fetchone()
-        for window in _slice_windows(con, batch_rows):
-            check_stop()
-            (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
-            result.inserted += int(inserted)
-        result.duplicates = result.received - result.inserted
+        result = None
+        if fast:
+            try:
+                result = _fast_insert(con, completed, target, time_in_ms, project_timezone,
+                                      check_stop)
+            except _OutsideWindow:
+                _rollback(con)
+                con.execute("BEGIN TRANSACTION")
+        if result is None:
+            result = _staged_insert(con, completed, table, target, replace, time_in_ms,
+                                    batch_rows, project_timezone, check_stop)
         if track_days:
-            # Stored in SQL from the stage, never row by row from Python.
+            # The days this chunk's rows fell on, from SQL, never row by row in
+            # Python: the fast path's window holds only this chunk's rows.
+            rows = (f"{target} WHERE {result.window}" if result.window
+                    else f"{STAGE_TABLE} WHERE TRUE")
             con.execute(
                 f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT DISTINCT ?, CAST(time AS DATE) "
-                f"FROM {STAGE_TABLE} WHERE time IS NOT NULL",
+                f"FROM {rows} AND time IS NOT NULL",
                 [table],
             )
             if replace:
@@ -264,7 +345,7 @@ def load_chunk(
                 completed.sha256, run_id, time_in_ms,
             ],
         )
-        con.execute(f"DROP TABLE {STAGE_TABLE}")
+        con.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
         check_stop()
         con.execute("COMMIT")
     except BaseException:
