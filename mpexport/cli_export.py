@@ -157,6 +157,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
 
     _configure_logging(options["verbose"])
     quiet = options["quiet"]
+
     def build(region: str) -> ExportRequest:
         return api.build_request(
             options["from_date"] or options["to_date"], options["to_date"],
@@ -207,7 +208,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
 
         echo_err(summary_line(report))
     if result.failed:
-        _report_failures(result, report, options, request)
+        _report_failures(result, report, options)
         return int(ExitCode.PARTIAL)
     return int(ExitCode.OK)
 
@@ -251,13 +252,13 @@ def _run_pipeline(
 
         if isinstance(stop.result, ExportResult):
             report.result = stop.result
-        _report_interrupted(stop, options, request, database is not None, report)
+        _report_interrupted(stop, options, database is not None, report)
         raise
     finally:
         progress.close()
 
 
-def retry_args(options: dict[str, Any], request: ExportRequest) -> list[str]:
+def retry_args(options: dict[str, Any]) -> list[str]:
     """The options that, with new dates, repeat this run for part of its range."""
     args: list[str] = []
     for name in options["events"]:
@@ -277,20 +278,18 @@ def retry_args(options: dict[str, Any], request: ExportRequest) -> list[str]:
     return args
 
 
-def _rerun(ranges: list[tuple[Any, Any]], options: dict[str, Any], request: ExportRequest,
-           report: RunReport) -> None:
+def _rerun(ranges: list[tuple[Any, Any]], options: dict[str, Any], report: RunReport) -> None:
     import shlex
 
     for start, end in ranges:
         command = ["mpexport", "export", "--from", start.isoformat(), "--to", end.isoformat(),
-                   *retry_args(options, request)]
+                   *retry_args(options)]
         report.rerun.append(command)
         if not options["quiet"]:
             echo_err("  " + shlex.join(command))
 
 
-def _report_failures(result: ExportResult, report: RunReport, options: dict[str, Any],
-                     request: ExportRequest) -> None:
+def _report_failures(result: ExportResult, report: RunReport, options: dict[str, Any]) -> None:
     from mpexport.plan import merge_ranges
 
     echo_err(f"mpexport: {len(result.failed)} chunks failed after their retries:")
@@ -298,11 +297,11 @@ def _report_failures(result: ExportResult, report: RunReport, options: dict[str,
         echo_err(f"  {failure.chunk.label()}: {failure.reason}")
     if not options["quiet"]:
         echo_err("retry just those with:")
-    _rerun(merge_ranges([f.chunk for f in result.failed]), options, request, report)
+    _rerun(merge_ranges([f.chunk for f in result.failed]), options, report)
 
 
-def _report_interrupted(stop: Interrupted, options: dict[str, Any], request: ExportRequest,
-                        to_db: bool, report: RunReport) -> None:
+def _report_interrupted(stop: Interrupted, options: dict[str, Any], to_db: bool,
+                        report: RunReport) -> None:
     from mpexport.model import ExportResult
 
     result = stop.result
@@ -315,4 +314,4 @@ def _report_interrupted(stop: Interrupted, options: dict[str, Any], request: Exp
         echo_err("to resume, run the same command again: loaded chunks are not fetched again")
     elif stop.remaining:
         echo_err("to fetch what is missing, run:")
-        _rerun(stop.remaining, options, request, report)
+        _rerun(stop.remaining, options, report)
