@@ -156,3 +156,14 @@ def day_chunks(start: dt.date, end: dt.date, days: int) -> list[tuple[dt.date, d
         pairs.append((cursor, last))
         cursor = last + dt.timedelta(days=1)
     return pairs
+
+
+def stored_keys(db: Path, table: str = "events") -> list[tuple[str, str, int, str]]:
+    """Mixpanel keys (event, distinct_id, epoch seconds, $insert_id) of a table's rows."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT event, distinct_id, epoch(time)::BIGINT, insert_id FROM {table}"
+        ).fetchall()
+    return [(e, d, t, i) for e, d, t, i in rows]

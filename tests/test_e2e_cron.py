@@ -20,15 +20,8 @@ from tests.conftest import (
     cli_command,
     run_cli,
     service_account_env,
+    stored_keys,
 )
-
-
-def stored_keys(db: Path) -> list[tuple[str, str, int, str]]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute(
-            "SELECT event, distinct_id, epoch(time)::BIGINT, insert_id FROM events"
-        ).fetchall()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def fetched_days(server: object) -> set[dt.date]:

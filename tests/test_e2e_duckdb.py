@@ -20,6 +20,7 @@ from tests.conftest import (
     cli_command,
     run_cli,
     service_account_env,
+    stored_keys,
 )
 
 START = dt.date(2024, 5, 1)
@@ -31,14 +32,6 @@ def db_args(url: str, db: Path, start: dt.date = START, end: dt.date = END,
             *extra: str) -> list[str]:
     return ["export", "--api-url", url, "--from", start.isoformat(), "--to", end.isoformat(),
             "--db", str(db), *extra]
-
-
-def stored_keys(db: Path, table: str = "events") -> list[Key]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute(
-            f"SELECT event, distinct_id, epoch(time)::BIGINT, insert_id FROM {table}"
-        ).fetchall()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def assert_exact(db: Path, lines: Iterable[bytes]) -> None:
