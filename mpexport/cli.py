@@ -151,8 +151,18 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def _tolerant_stderr() -> None:
+    # Messages may carry any Unicode (event names, server errors); a console
+    # on a legacy code page (Windows cp1252, a C locale) must not turn one into
+    # a crash. stdout is untouched: data goes out as bytes.
+    reconfigure = getattr(sys.stderr, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; the one place where exceptions become exit codes."""
+    _tolerant_stderr()
     try:
         returned = cli.main(args=argv, prog_name="mpexport", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -62,3 +62,27 @@ def test_bars_mode_writes_only_to_its_stream() -> None:
         progress(done(i, 5))
     progress.close()
     assert "chunks" in stream.getvalue() and "4/4" in stream.getvalue()
+
+
+def test_notes_survive_a_legacy_code_page() -> None:
+    """A console that cannot encode a message gets escapes, not a crash."""
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    code = (
+        "import sys, datetime as dt\n"
+        "from mpexport.cli import _tolerant_stderr\n"
+        "from mpexport.events import ChunkRetry\n"
+        "from mpexport.model import Chunk\n"
+        "from mpexport.progress import BarProgress\n"
+        "_tolerant_stderr()\n"
+        "p = BarProgress(sys.stderr, mode='lines')\n"
+        "p(ChunkRetry(Chunk(0, dt.date(2024, 1, 1), dt.date(2024, 1, 1)), 1,"
+        " 'HTTP 503: \\u00dcberlastet \\U0001f600', 1.0))\n"
+    )
+    env = clean_env({"PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"})
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert b"\\U0001f600" in proc.stderr
