@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -18,6 +20,16 @@ COPY_BUFFER = 1024 * 1024
 # After a stop request, the chunk being written gets this long to finish, so
 # that the output usually ends on a chunk boundary and a resume is exact.
 FINISH_GRACE_SECONDS = 1.0
+
+
+def reader_gone(error: OSError) -> bool:
+    """True when a write failed because the pipe's reader closed it (``| head``).
+
+    POSIX says EPIPE (BrokenPipeError); Windows pipes say EINVAL.
+    """
+    if isinstance(error, BrokenPipeError):
+        return True
+    return sys.platform == "win32" and error.errno == errno.EINVAL
 
 
 class NdjsonSink:
@@ -64,8 +76,10 @@ class NdjsonSink:
             try:
                 whole = self._copy_whole_lines(completed.path)
                 self._stream.flush()
-            except BrokenPipeError:
-                raise OutputClosed() from None
+            except OSError as exc:
+                if reader_gone(exc):
+                    raise OutputClosed() from None
+                raise
             finally:
                 completed.discard()
             if not whole:
@@ -100,8 +114,10 @@ class NdjsonSink:
         """Flush the stream."""
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            raise OutputClosed() from None
+        except OSError as exc:
+            if reader_gone(exc):
+                raise OutputClosed() from None
+            raise
 
     def abort(self) -> None:
         """Delete held spool files; what was written stays whole lines."""

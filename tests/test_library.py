@@ -110,3 +110,15 @@ def test_spool_stays_bounded_while_a_slow_head_chunk_holds_stdout(
     assert [f.chunk.label() for f in result.failed] == ["2024-04-01"]
     assert len(result.completed) == 29
     assert 0 < most <= 2 + 4
+
+
+def test_reader_gone_on_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import sys
+
+    from mpexport.sink_ndjson import reader_gone
+
+    assert reader_gone(BrokenPipeError())
+    assert not reader_gone(OSError(errno.ENOSPC, "disk full"))
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert reader_gone(OSError(errno.EINVAL, "Invalid argument"))
