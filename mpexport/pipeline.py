@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,11 +40,13 @@ from mpexport.fetch import (
     fetch_chunk,
     new_session,
 )
-from mpexport.model import Chunk, CompletedChunk, ExportResult
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
 from mpexport.plan import split_chunk
 from mpexport.sinks import Sink
 
 if TYPE_CHECKING:
+    import requests
+
     from mpexport.interrupt import InterruptGuard
 
 
@@ -61,6 +63,21 @@ SPOOL_QUEUE = 4
 
 def _ignore(_event: ProgressEvent) -> None:
     return None
+
+
+def _release_after(count: int, release: Callable[[], None]) -> Callable[[], None]:
+    """A callback that calls ``release`` on its ``count``-th call (one slot, many parts)."""
+    remaining = [count]
+    lock = threading.Lock()
+
+    def part_released() -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            release()
+
+    return part_released
 
 
 class Pipeline:
@@ -182,6 +199,37 @@ class Pipeline:
             self.sink.accept(completed)
         self.guard.raise_if_requested()
 
+    def _fetch_parts(
+        self,
+        chunk: Chunk,
+        session: requests.Session,
+        spool_dir: Path,
+        rng: random.Random,
+        on_bytes: Callable[[int], None],
+        on_retry: Callable[[Chunk, int, str, float], None],
+    ) -> list[CompletedChunk | ChunkFailure] | None:
+        """Fetch a chunk, halving it as often as it asks; None if the run stopped."""
+        pending = [chunk]
+        parts: list[CompletedChunk | ChunkFailure] = []
+        while pending:
+            part = pending.pop(0)
+            outcome = fetch_chunk(
+                session, self.query, part, spool_dir, self.settings, self.stop,
+                on_bytes, on_retry, rng, self.gate,
+            )
+            if isinstance(outcome, ChunkSplit):
+                halves = split_chunk(outcome.chunk)
+                self._messages.put(ChunkSplitInTwo(outcome.chunk, halves, outcome.reason))
+                pending[:0] = halves
+                continue
+            parts.append(outcome)
+            if self.stop.is_set():
+                for done in parts:
+                    if isinstance(done, CompletedChunk):
+                        done.path.unlink(missing_ok=True)
+                return None
+        return parts
+
     def _take_slot(self) -> bool:
         """Wait for room in the spool; False if the run stops first."""
         while not self.stop.is_set():
@@ -212,31 +260,22 @@ class Pipeline:
                     if self._work_done.is_set():
                         return
                     continue
-                # A chunk that is split is fetched here, half after half, so
-                # its halves cannot fall behind later chunks in the queue.
-                pending = [chunk]
-                while pending:
-                    part = pending.pop(0)
-                    outcome = fetch_chunk(
-                        session, self.query, part, spool_dir, self.settings, self.stop,
-                        on_bytes, on_retry, rng, self.gate,
-                    )
-                    if isinstance(outcome, ChunkSplit):
-                        halves = split_chunk(outcome.chunk)
-                        post(ChunkSplitInTwo(outcome.chunk, halves, outcome.reason))
-                        pending[:0] = halves
-                        continue
-                    if isinstance(outcome, CompletedChunk):
-                        outcome.release = self._slots.release
-                        if self.stop.is_set():
-                            outcome.discard()
-                            return
-                        post(ChunkDone(outcome))
+                # A chunk that is split is fetched here, half after half, under
+                # its one slot; its parts are handed over together at the end,
+                # so they never wait for a slot behind later chunks.
+                parts = self._fetch_parts(chunk, session, spool_dir, rng, on_bytes, on_retry)
+                if parts is None:
+                    return
+                done = [p for p in parts if isinstance(p, CompletedChunk)]
+                release = _release_after(len(done), self._slots.release)
+                if not done:
+                    self._slots.release()
+                for part in parts:
+                    if isinstance(part, CompletedChunk):
+                        part.release = release
+                        post(ChunkDone(part))
                     else:
-                        self._slots.release()
-                        post(ChunkFailed(outcome))
-                    if pending and not self._take_slot():
-                        return
+                        post(ChunkFailed(part))
         except Stopped:
             return
         except BaseException as exc:  # a fatal API error or a bug: the run must stop
