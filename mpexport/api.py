@@ -80,6 +80,11 @@ class ExportRequest:
                          self.boundaries)
         total_days = sum((b - a).days + 1 for a, b in runs)
         budget = query_budget(self.hourly_limit, used_this_hour)
+        if budget < min(self.workers, total_days):
+            # The hour is nearly spent: shrinking the plan to fit would mean
+            # a few huge queries (slow and fragile at Mixpanel). Plan as for a
+            # fresh hour and let the limiter wait for the budget instead.
+            budget = query_budget(self.hourly_limit)
         for start, end in runs:
             share = ((end - start).days + 1) / total_days
             chunks += plan_adaptive(
@@ -95,11 +100,14 @@ class ExportRequest:
         return Query(self.endpoint, credentials, self.filters)
 
 
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
 def _missing_runs(
     start: dt.date, end: dt.date, skip_days: Collection[dt.date]
 ) -> list[tuple[dt.date, dt.date]]:
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    missing = [Chunk(0, d, d) for d in days if d not in skip_days]
+    missing = [Chunk(0, d, d) for d in _days(start, end) if d not in skip_days]
     return merge_ranges(missing)
 
 
@@ -288,6 +296,13 @@ def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
     """Validate and open the DuckDB sink (fails before anything is fetched)."""
     from mpexport.sink_duckdb import DuckDBSink
 
+    filters = request.filters
+    if target.replace and (filters.events or filters.where or filters.limit is not None):
+        # --replace deletes whole days; refetching only some events would lose
+        # the rest for good (the manifest says those days are loaded).
+        raise UsageError("--replace cannot be combined with --event, --where or --limit",
+                         "replace whole days without filters")
+
     return DuckDBSink(
         target.path,
         table=target.table,
@@ -381,8 +396,13 @@ def run_export(
         result = pipeline.run()
     except Interrupted as exc:
         if isinstance(sink, NdjsonSink):
-            written = set(sink.written)
-            exc.remaining = merge_ranges([c for c in chunks if c not in written])
+            # By days, not chunks: a chunk split mid-run was written as halves.
+            written = {day for c in sink.written for day in _days(c.from_date, c.to_date)}
+            missing = [Chunk(0, day, day) for c in chunks
+                       for day in _days(c.from_date, c.to_date) if day not in written]
+            exc.remaining = merge_ranges(missing)
+            if sink.cut is not None:
+                exc.partial = (sink.cut.from_date, sink.cut.to_date)
         raise
     if database is not None:
         # Chunks DuckDB refused to read were fetched but not stored.
@@ -415,6 +435,9 @@ def export(
     parquet: Path | str | None = None,
     qps_limit: float = DEFAULT_QPS_LIMIT,
     hourly_limit: int = DEFAULT_HOURLY_LIMIT,
+    project_timezone: str | None = None,
+    retries: int | None = None,
+    wait_lock: float = 0.0,
 ) -> ExportResult:
     """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON or into DuckDB.
 
@@ -437,7 +460,8 @@ def export(
     request = build_request(
         from_date, to_date, workers=workers, chunk_days=chunk_days, events=events,
         where=where, limit=limit, region=region, api_url=api_url, settings=settings,
-        qps_limit=qps_limit, hourly_limit=hourly_limit,
+        qps_limit=qps_limit, hourly_limit=hourly_limit, project_timezone=project_timezone,
+        retries=retries,
     )
     credentials = credentials or credentials_from_env()
     if db is None:
@@ -447,7 +471,7 @@ def export(
                           spool_dir=spool_dir)
     target = DatabaseTarget(Path(db), table, replace, refresh,
                             Path(parquet) if parquet is not None else None)
-    with locked_database(target, request) as database:
+    with locked_database(target, request, wait_lock) as database:
         return run_export(request, credentials, database=database, progress=progress,
                           spool_dir=spool_dir)
 

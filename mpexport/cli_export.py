@@ -148,7 +148,10 @@ def _execute(command: str, options: dict[str, Any]) -> int:
         raise
     finally:
         if options["summary_json"]:
-            report.write_json(options["summary_json"], code)
+            try:
+                report.write_json(options["summary_json"], code)
+            except OSError as exc:  # never hide the run's own outcome behind this
+                echo_err(f"mpexport: could not write the summary JSON: {exc}")
     return code
 
 
@@ -252,6 +255,8 @@ def _run_pipeline(
 
         if isinstance(stop.result, ExportResult):
             report.result = stop.result
+        if database is not None:
+            report.load = database.stats
         _report_interrupted(stop, options, database is not None, report)
         raise
     finally:
@@ -269,12 +274,23 @@ def retry_args(options: dict[str, Any]) -> list[str]:
              ("--project-timezone", options["project_timezone"]),
              ("--chunk-days", options["chunk_days"])]
     args += [item for flag, value in pairs if value is not None for item in (flag, str(value))]
-    if options["workers"] != 10:
-        args += ["--workers", str(options["workers"])]
+    defaults = [("--workers", options["workers"], 10), ("--retries", options["retries"], 5),
+                ("--qps-limit", options["qps_limit"], 3.0),
+                ("--hourly-limit", options["hourly_limit"], 60)]
+    args += [item for flag, value, default in defaults if value != default
+             for item in (flag, f"{value:g}" if isinstance(value, float) else str(value))]
     if options["db_path"]:
         args += ["--db", options["db_path"]]
         if options["table"] != "events":
             args += ["--table", options["table"]]
+        if options["parquet_dir"]:
+            args += ["--parquet", options["parquet_dir"]]
+        # Days a sync or --refresh re-read were loaded before: without
+        # --refresh the retry would skip them and fix nothing.
+        if options["replace"]:
+            args.append("--replace")
+        elif options["refresh"]:
+            args.append("--refresh")
     return args
 
 
@@ -312,6 +328,11 @@ def _report_interrupted(stop: Interrupted, options: dict[str, Any], to_db: bool,
                  f"{len(result.completed)}/{result.chunks_total} chunks fetched, {where}")
     if to_db:
         echo_err("to resume, run the same command again: loaded chunks are not fetched again")
-    elif stop.remaining:
+        return
+    if stop.partial is not None:
+        start, end = stop.partial
+        echo_err(f"mpexport: stdout ends with part of {start.isoformat()}..{end.isoformat()} "
+                 "(whole lines); the commands below fetch all of it again")
+    if stop.remaining:
         echo_err("to fetch what is missing, run:")
         _rerun(stop.remaining, options, report)

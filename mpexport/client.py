@@ -65,6 +65,12 @@ def resolve_endpoint(region: str = "us", api_url: str | None = None) -> Endpoint
     if api_url is None:
         return Endpoint(REGION_HOSTS[region])
     parts = urllib.parse.urlsplit(api_url)
+    if parts.username is not None or parts.password is not None:
+        # It would be logged, printed by --dry-run and kept in the state file.
+        raise UsageError(
+            "--api-url must not contain credentials (user:password@)",
+            "set MP_USERNAME/MP_SECRET or use a profile",
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
             f"--api-url {api_url!r} is not an http(s) URL", "e.g. https://proxy.example.com"
@@ -129,6 +135,12 @@ def raise_for_fatal_status(status: int, body: bytes) -> None:
         )
     if status == 400:
         raise BadParametersError(f"Mixpanel refused the query (HTTP 400): {message}")
+    if 400 <= status < 500 and not is_retryable_status(status):
+        # 404, 405...: no retry turns a wrong address into a right one.
+        raise BadParametersError(
+            f"the export endpoint answered HTTP {status}: {message}",
+            "check --api-url and --region",
+        )
 
 
 def is_retryable_status(status: int) -> bool:

@@ -87,6 +87,8 @@ class Interrupted(MpexportError):
         # and the (from, to) date ranges still to fetch, set by the runner.
         self.result: object | None = None
         self.remaining: list[tuple[dt.date, dt.date]] = []
+        # A chunk only partly on stdout (whole lines) when the stop came.
+        self.partial: tuple[dt.date, dt.date] | None = None
         self.exit_code = (
             ExitCode.TERMINATED if signal_name == "SIGTERM" else ExitCode.INTERRUPTED
         )

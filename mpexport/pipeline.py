@@ -176,6 +176,8 @@ class Pipeline:
                 outstanding -= 1
             elif isinstance(message, ChunkFailed):
                 self.sink.chunk_failed(message.failure.chunk)
+                if self.guard is not None:
+                    self.guard.raise_if_requested()
                 result.failed.append(message.failure)
                 outstanding -= 1
             elif isinstance(message, ChunkSplitInTwo):
@@ -190,14 +192,11 @@ class Pipeline:
         self._messages.put(event)
 
     def _hand_over(self, completed: CompletedChunk) -> None:
-        if self.guard is None:
-            self.sink.accept(completed)
-            return
-        # A signal must not cut a write in the middle of a line: the sink
-        # polls the guard between whole-line blocks instead.
-        with self.guard.shielded():
-            self.sink.accept(completed)
-        self.guard.raise_if_requested()
+        self.sink.accept(completed)
+        # A stop that came while a sink wrote (and so could not interrupt
+        # it mid-line) takes effect now.
+        if self.guard is not None:
+            self.guard.raise_if_requested()
 
     def _fetch_parts(
         self,

@@ -68,6 +68,15 @@ class NdjsonSink:
         self._drain()
 
     def _drain(self) -> None:
+        # Writing is shielded from stop signals, which would otherwise cut a
+        # line in half; the copy loop polls for them between whole lines.
+        if self._guard is None:
+            self._write_ready()
+            return
+        with self._guard.shielded():
+            self._write_ready()
+
+    def _write_ready(self) -> None:
         while self._next in self._ready:
             chunk, completed = self._ready.pop(self._next)
             self._next = chunk.to_date + dt.timedelta(days=1)
@@ -87,6 +96,9 @@ class NdjsonSink:
                 assert self._guard is not None
                 self._guard.raise_if_requested()
             self.written.append(chunk)
+            if self._guard is not None:
+                # Stop at this chunk boundary rather than start the next one.
+                self._guard.raise_if_requested()
 
     def _copy_whole_lines(self, path: Path) -> bool:
         """Copy a spool file; False if a stop request cut it (on a line end)."""

@@ -144,8 +144,9 @@ def test_summary_json_on_failure_and_on_bad_credentials(
     report = json.loads(summary.read_text())
     assert report["status"] == "partial" and report["exit_code"] == 1
     assert report["chunks"]["failed"][0]["from"] == "2024-05-02"
-    assert report["rerun"] == ["mpexport export --from 2024-05-02 --to 2024-05-02 "
-                               f"--api-url {server.url} --chunk-days 1"]
+    [rerun] = report["rerun"]
+    assert rerun.startswith("mpexport export --from 2024-05-02 --to 2024-05-02 "
+                            f"--api-url {server.url} --chunk-days 1 --retries 0")
 
     bad = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
                    "2024-05-03", "--summary-json", str(summary)],
@@ -202,6 +203,10 @@ BAD_INPUTS = [
      "time zone"),
     (["export", "--from", "-3", "--to", "today", "--table", "t"], 2, "need --db"),
     (["sync", "--db", "{tmp}/x.duckdb", "--lookback", "-1", "--from", "-3"], 2, "--lookback"),
+    (["export", "--from", "-3", "--to", "today", "--db", "{tmp}/x.duckdb", "--replace",
+      "--event", "Purchase"], 2, "cannot be combined"),
+    (["export", "--from", "-3", "--to", "today", "--api-url", "http://u:p@127.0.0.1:9"], 2,
+     "must not contain credentials"),
 ]
 
 
@@ -264,3 +269,41 @@ def test_secret_appears_nowhere(make_server: ServerFactory, tmp_path: Path,
             outputs.append(path.read_bytes())
     for blob in outputs:
         assert DEMO_SECRET.encode() not in blob
+
+
+def test_sync_failure_suggests_a_refreshing_retry(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = Dataset(seed=51, events_per_day=10)
+    server = make_server(dataset)
+    db = tmp_path / "events.duckdb"
+    assert run_cli(["sync", "--api-url", server.url, "--db", str(db), "--from", "2024-06-01",
+                    "--to", "2024-06-10"]).code == 0
+    failing = make_server(dataset, fail_dates=frozenset({dt.date(2024, 6, 8)}))
+    result = run_cli(["sync", "--api-url", failing.url, "--db", str(db), "--to", "2024-06-12",
+                      "--retries", "0", "--chunk-days", "1"])
+    assert result.code == 1
+    retry = [line for line in result.stderr.splitlines() if "--from 2024-06-08" in line]
+    assert retry and "--refresh" in retry[0] and f"--db {db}" in retry[0]
+
+
+def test_an_endpoint_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        result = run_cli(["export", "--api-url", f"http://127.0.0.1:{httpd.server_port}",
+                          "--from", "-2", "--to", "-1"])
+    finally:
+        httpd.shutdown()
+    assert result.code == 2
+    assert "HTTP 404" in result.stderr and "--api-url" in result.stderr

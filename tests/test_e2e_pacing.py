@@ -49,18 +49,25 @@ def test_a_second_run_in_the_same_hour_plans_with_what_is_left(
     make_server: ServerFactory,
 ) -> None:
     server = make_server(Dataset(seed=33, events_per_day=5))
-    args = ["export", "--api-url", server.url, "--from", "2023-01-01", "--to", "2023-12-31"]
     env = {"MPEXPORT_QPS_LIMIT": "100", "MPEXPORT_HOURLY_LIMIT": "60"}
-    first = run_cli(args, env=env)
+    year = ["export", "--api-url", server.url, "--from", "2023-01-01", "--to", "2023-12-31"]
+    # 20 queries spent: the year is planned within what is left of the hour.
+    first = run_cli(["export", "--api-url", server.url, "--from", "2024-01-01", "--to",
+                     "2024-01-20", "--chunk-days", "1"], env=env)
     assert first.code == 0, first.stderr
-    used = len(server.stats)
-    dry = run_cli([*args, "--dry-run"], env=env)
-    assert dry.code == 0, dry.stderr
+    dry = run_cli([*year, "--dry-run"], env=env)
     text = dry.stdout.decode()
-    assert f"{used} queries used in the last hour" in text
-    # What is left of the hour (60 - used, less the retry reserve) bounds the plan.
+    assert "20 queries used in the last hour" in text
     planned = int(text.splitlines()[-2].split()[0])
-    assert planned <= max(1, int((60 - used) * 0.85))
+    assert 10 <= planned <= int((60 - 20) * 0.85)
+    # The hour nearly spent: rather than a few huge queries, plan as for a
+    # fresh hour and say how long the budget makes it wait.
+    assert run_cli(year, env=env).code == 0
+    dry = run_cli([*year, "--dry-run"], env=env)
+    text = dry.stdout.decode()
+    planned = int(text.splitlines()[-2].split()[0])
+    assert planned >= 10
+    assert "can start in 1h" in text
 
 
 def test_429_with_retry_after_is_honoured_without_spending_retries(
