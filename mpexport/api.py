@@ -104,6 +104,19 @@ def _days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+def remaining_ranges(
+    planned: Sequence[Chunk], written: Sequence[Chunk]
+) -> list[tuple[dt.date, dt.date]]:
+    """The planned days not written, as merged ranges (for a resume command).
+
+    Counted by day, not by chunk: a chunk split mid-run was written as halves.
+    """
+    done = {day for c in written for day in _days(c.from_date, c.to_date)}
+    missing = [Chunk(0, day, day) for c in planned
+               for day in _days(c.from_date, c.to_date) if day not in done]
+    return merge_ranges(missing)
+
+
 def _missing_runs(
     start: dt.date, end: dt.date, skip_days: Collection[dt.date]
 ) -> list[tuple[dt.date, dt.date]]:
@@ -396,11 +409,7 @@ def run_export(
         result = pipeline.run()
     except Interrupted as exc:
         if isinstance(sink, NdjsonSink):
-            # By days, not chunks: a chunk split mid-run was written as halves.
-            written = {day for c in sink.written for day in _days(c.from_date, c.to_date)}
-            missing = [Chunk(0, day, day) for c in chunks
-                       for day in _days(c.from_date, c.to_date) if day not in written]
-            exc.remaining = merge_ranges(missing)
+            exc.remaining = remaining_ranges(chunks, sink.written)
             if sink.cut is not None:
                 exc.partial = (sink.cut.from_date, sink.cut.to_date)
         raise

@@ -134,3 +134,19 @@ def test_split_halves_cover_the_chunk(start: dt.date, span: int) -> None:
     assert left.from_date == chunk.from_date and right.to_date == chunk.to_date
     assert right.from_date == left.to_date + dt.timedelta(days=1)
     assert abs(left.days - right.days) <= 1
+
+
+def test_remaining_ranges_count_days_not_chunks() -> None:
+    from mpexport.api import remaining_ranges
+
+    d = dt.date(2024, 1, 1)
+    planned = [Chunk(0, d, d + dt.timedelta(days=13)),
+               Chunk(1, d + dt.timedelta(days=14), d + dt.timedelta(days=20))]
+    # The first chunk was split and both halves written; the second was not.
+    halves = [Chunk(0, d, d + dt.timedelta(days=6)),
+              Chunk(0, d + dt.timedelta(days=7), d + dt.timedelta(days=13))]
+    assert remaining_ranges(planned, halves) == [
+        (d + dt.timedelta(days=14), d + dt.timedelta(days=20))]
+    assert remaining_ranges(planned, halves[:1]) == [
+        (d + dt.timedelta(days=7), d + dt.timedelta(days=20))]
+    assert remaining_ranges(planned, []) == [(d, d + dt.timedelta(days=20))]
