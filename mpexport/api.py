@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.client import Endpoint, query_params, resolve_endpoint, validate_filters
 from mpexport.credentials import Credentials, credentials_from_env
-from mpexport.dates import check_timezone, parse_range, today_in
+from mpexport.dates import check_timezone, day_range, parse_range, today_in
 from mpexport.errors import Interrupted, UsageError
 from mpexport.events import ProgressCallback, WaitingForBudget
 from mpexport.fetch import FetchSettings, Query
@@ -100,10 +100,6 @@ class ExportRequest:
         return Query(self.endpoint, credentials, self.filters)
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 def remaining_ranges(
     planned: Sequence[Chunk], written: Sequence[Chunk]
 ) -> list[tuple[dt.date, dt.date]]:
@@ -111,16 +107,16 @@ def remaining_ranges(
 
     Counted by day, not by chunk: a chunk split mid-run was written as halves.
     """
-    done = {day for c in written for day in _days(c.from_date, c.to_date)}
+    done = {day for c in written for day in day_range(c.from_date, c.to_date)}
     missing = [Chunk(0, day, day) for c in planned
-               for day in _days(c.from_date, c.to_date) if day not in done]
+               for day in day_range(c.from_date, c.to_date) if day not in done]
     return merge_ranges(missing)
 
 
 def _missing_runs(
     start: dt.date, end: dt.date, skip_days: Collection[dt.date]
 ) -> list[tuple[dt.date, dt.date]]:
-    missing = [Chunk(0, d, d) for d in _days(start, end) if d not in skip_days]
+    missing = [Chunk(0, d, d) for d in day_range(start, end) if d not in skip_days]
     return merge_ranges(missing)
 
 

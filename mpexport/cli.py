@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING
 
 import click
 
@@ -19,8 +18,6 @@ from mpexport.cli_config import check_command, config_group
 from mpexport.cli_export import export_command, sync_command
 from mpexport.errors import ExitCode, Interrupted, MpexportError, OutputClosed, exit_code_for
 
-if TYPE_CHECKING:
-    pass
 
 def version_text() -> str:
     """``mpexport X (Python Y, duckdb Z, requests W)``: what a bug report needs."""

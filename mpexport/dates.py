@@ -57,9 +57,9 @@ def parse_range(
     return start, end
 
 
-def days_between(start: dt.date, end: dt.date) -> int:
-    """Number of days in the inclusive range ``start..end``."""
-    return (end - start).days + 1
+def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every date from ``first`` to ``last``, both inclusive."""
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def check_timezone(name: str) -> str:

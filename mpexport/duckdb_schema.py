@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mpexport.dates import day_range
 from mpexport.errors import UsageError
 
 MANIFEST_TABLE = "_mpexport_chunks"
@@ -146,11 +147,6 @@ def read_manifest(con: Any, table: str) -> dict[str, set[dt.date]]:
         days = covered.setdefault(str(filters), set())
         days.update(day_range(first, last))
     return covered
-
-
-def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
-    """Every date from ``first`` to ``last``, both inclusive."""
-    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def read_day_volumes(con: Any, table: str) -> dict[dt.date, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
+from mpexport.dates import day_range
 from mpexport.errors import UsageError
 from mpexport.model import Chunk
 
@@ -75,7 +76,7 @@ def plan_adaptive(
     """
     if start > end:
         raise UsageError(f"the range starts {start} after it ends {end}")
-    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    days = day_range(start, end)
     volumes = _expected_volumes(days, day_volumes or {})
     total = sum(volumes)
     # With nothing known about volumes: chunks of about a week, the size

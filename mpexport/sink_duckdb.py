@@ -19,12 +19,12 @@ from typing import Any
 
 import duckdb
 
+from mpexport.dates import day_range
 from mpexport.duckdb_load import DEFAULT_BATCH_ROWS, load_chunk
 from mpexport.duckdb_schema import (
     check_db_path,
     check_table_name,
     create_schema,
-    day_range,
     read_day_volumes,
     read_manifest,
 )
