@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpexport import sink_duckdb as sink_module
 from mpexport.errors import UsageError
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
@@ -366,21 +368,52 @@ def assert_whole_chunks(db: Path, dataset: Dataset) -> int:
     return len(loaded)
 
 
-def test_abort_leaves_whole_chunks(tmp_path: Path) -> None:
+def test_abort_leaves_whole_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """abort() in the middle of a chunk's transaction rolls that chunk back, every time.
+
+    The loader is held inside chunk 4's transaction, after its rows were
+    inserted, until abort() has asked it to stop: no timing decides where
+    the abort lands.
+    """
     dataset = Dataset(seed=3, events_per_day=3000, long_values=False)
     spooler = Spooler(tmp_path, dataset)
     chunks = [spooler.chunk(day(n), day(n)) for n in range(8)]
+    held_index = chunks[3].chunk.index
+    in_transaction = threading.Event()
+    real_load = sink_module.load_chunk
+    sinks: list[DuckDBSink] = []
+
+    def load_holding_one(con: Any, completed: CompletedChunk, **kwargs: Any) -> Any:
+        check_stop = kwargs.pop("check_stop")
+        if completed.chunk.index != held_index:
+            return real_load(con, completed, check_stop=check_stop, **kwargs)
+        rows_before = con.execute("SELECT count(*) FROM events").fetchone()[0]
+
+        def hold_once_rows_are_in() -> None:
+            rows_now = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            if rows_now > rows_before and not in_transaction.is_set():
+                in_transaction.set()
+                assert sinks[0]._stop.wait(60), "abort() never came"
+            check_stop()
+
+        return real_load(con, completed, check_stop=hold_once_rows_are_in, **kwargs)
+
+    monkeypatch.setattr(sink_module, "load_chunk", load_holding_one)
     db = tmp_path / "out.duckdb"
     sink = DuckDBSink(db, filters=FILTERS, run_id="r", queue_size=8)
+    sinks.append(sink)
     for completed in chunks:
         sink.accept(completed)
-    time.sleep(0.15)  # let the loader get into the middle of a chunk
-    started = time.monotonic()
+    assert in_transaction.wait(60), "the loader never reached chunk 4's rows"
     sink.abort()
-    assert time.monotonic() - started < 2.0
+    sink._thread.join(60)  # abort() bounds its own wait; the test waits for the end
+    assert not sink._thread.is_alive()
     assert not list(spooler.dir.iterdir()), "queued spool files are deleted"
-    loaded = assert_whole_chunks(db, dataset)
-    assert loaded < len(chunks)
+    # The three chunks before the held one committed; the held one was rolled
+    # back with its rows already inserted; nothing after it was started.
+    assert assert_whole_chunks(db, dataset) == 3
 
 
 _KILL_CHILD = textwrap.dedent(
