@@ -299,6 +299,7 @@ class DatabaseTarget:
     replace: bool = False
     refresh: bool = False
     parquet_dir: Path | None = None
+    memory_limit: str | None = None  # the loader's budget, e.g. "512MB" (see duckdb_budget)
 
 
 def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
@@ -322,6 +323,7 @@ def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
         refresh=target.refresh or target.replace,
         parquet_dir=target.parquet_dir,
         project_timezone=request.project_timezone,
+        memory_limit=target.memory_limit,
     )
 
 
@@ -443,6 +445,7 @@ def export(
     project_timezone: str | None = None,
     retries: int | None = None,
     wait_lock: float = 0.0,
+    memory_limit: str | None = None,
 ) -> ExportResult:
     """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON or into DuckDB.
 
@@ -454,7 +457,8 @@ def export(
     deduplicated on Mixpanel's key, each chunk in one transaction with its
     manifest row; days already loaded are skipped (``refresh`` refetches,
     ``replace`` swaps stored days for fresh ones), and ``parquet`` also
-    writes a Hive-partitioned Parquet dataset there.
+    writes a Hive-partitioned Parquet dataset there. ``memory_limit`` is the
+    loader's budget (``"256MB"`` by default, or ``$MPEXPORT_MEMORY_LIMIT``).
     Requests stay within ``qps_limit`` per second and ``hourly_limit`` per
     rolling hour (Mixpanel's 3 and 60 by default), shared across runs.
     ``progress`` is called on the calling thread with each
@@ -475,7 +479,7 @@ def export(
         return run_export(request, credentials, output=output, progress=progress,
                           spool_dir=spool_dir)
     target = DatabaseTarget(Path(db), table, replace, refresh,
-                            Path(parquet) if parquet is not None else None)
+                            Path(parquet) if parquet is not None else None, memory_limit)
     with locked_database(target, request, wait_lock) as database:
         return run_export(request, credentials, database=database, progress=progress,
                           spool_dir=spool_dir)
@@ -500,6 +504,7 @@ def sync(
     hourly_limit: int = DEFAULT_HOURLY_LIMIT,
     project_timezone: str | None = None,
     wait_lock: float = 0.0,
+    memory_limit: str | None = None,
 ) -> tuple[ExportResult, LoadStats]:
     """Bring a DuckDB file up to ``to_date``: new days plus a lookback of ``lookback`` days.
 
@@ -515,7 +520,7 @@ def sync(
         hourly_limit=hourly_limit, project_timezone=project_timezone,
     )
     credentials = credentials or credentials_from_env()
-    target = DatabaseTarget(Path(db), table, refresh=True)
+    target = DatabaseTarget(Path(db), table, refresh=True, memory_limit=memory_limit)
     with locked_database(target, request, wait_lock) as database:
         request = sync_request(request, database, from_date is not None, lookback)
         result = run_export(request, credentials, database=database, progress=progress)

@@ -118,6 +118,10 @@ def database_options(function: F) -> F:
         click.option("--parquet", "parquet_dir", metavar="DIR",
                      type=click.Path(file_okay=False),
                      help="Also write a Hive-partitioned Parquet dataset (date=YYYY-MM-DD)."),
+        click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
+                     help="Memory budget of the DuckDB loader, e.g. 512MB or 2GB; a smaller "
+                          "one loads the same data more slowly (at least 96MB) "
+                          "[default: 256MB; env MPEXPORT_MEMORY_LIMIT]."),
         click.option("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                      help="If another run holds the database, wait this long for it "
                           "[default: exit 4 at once]."),

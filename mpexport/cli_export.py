@@ -76,6 +76,9 @@ def export_command(**options: Any) -> None:
         if used or options["table"] != "events" or options["wait_lock"]:
             raise click.UsageError("--table, --refresh, --replace, --parquet and --wait-lock "
                                    "need --db FILE")
+        source = click.get_current_context().get_parameter_source("memory_limit")
+        if options["memory_limit"] and source is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--memory-limit needs --db FILE")
     raise SystemExit(_execute("export", options))
 
 
@@ -191,6 +194,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
             target = api.DatabaseTarget(
                 db_path, options["table"], options["replace"], options["refresh"],
                 Path(options["parquet_dir"]) if options["parquet_dir"] else None,
+                options["memory_limit"],
             )
             database = stack.enter_context(
                 api.locked_database(target, request, options["wait_lock"]))
@@ -285,6 +289,8 @@ def retry_args(options: dict[str, Any]) -> list[str]:
             args += ["--table", options["table"]]
         if options["parquet_dir"]:
             args += ["--parquet", options["parquet_dir"]]
+        if options["memory_limit"]:
+            args += ["--memory-limit", options["memory_limit"]]
         # Days a sync or --refresh re-read were loaded before: without
         # --refresh the retry would skip them and fix nothing.
         if options["replace"]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mpexport.duckdb_budget import LoaderBudget
+from mpexport.duckdb_repair import write_repairs
 from mpexport.duckdb_schema import (
     MANIFEST_TABLE,
     PARQUET_PENDING_TABLE,
@@ -24,6 +26,7 @@ from mpexport.duckdb_schema import (
 from mpexport.model import CompletedChunk
 
 STAGE_TABLE = "_mpexport_stage"
+RAW_TABLE = "_mpexport_raw"
 # Mixpanel refuses events over 1 MB at ingestion, so 16 MB leaves a wide
 # margin. The reader allocates buffers of about twice this size, so a larger
 # value costs memory on every load (256 MB here made a 128 MB limit fail).
@@ -45,7 +48,12 @@ class ChunkLoad:
     inserted: int = 0
     duplicates: int = 0
     replaced: int = 0
+    repaired: int = 0  # events DuckDB refused, stored with U+FFFD in place of bad text
     window: str | None = None  # set by the fast path: where this chunk's rows are
+
+
+class RefusedLines(Exception):
+    """Lines of a chunk that DuckDB refuses and no repair makes readable."""
 
 
 def sql_string(text: str) -> str:
@@ -81,8 +89,26 @@ def _instant_sql(micros: str, project_timezone: str | None) -> str:
     return f"(make_timestamp({micros}) AT TIME ZONE {sql_string(project_timezone)})"
 
 
-def rows_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
-    """A SELECT of a spool file's rows in the table's columns, parsed by DuckDB."""
+def reader_sql(path: str, max_object: int = MAX_OBJECT_SIZE) -> str:
+    """DuckDB's NDJSON reader over a spool file, two columns, never failing on a line.
+
+    With ``ignore_errors`` a line the reader refuses becomes a row without
+    ``properties`` instead of failing the chunk; :func:`rows_sql` drops such
+    rows, and the loader compares the rows it got with the file's line count
+    and repairs what was refused (see :mod:`mpexport.duckdb_repair`).
+    """
+    return (
+        f"read_json({sql_string(path)}, format = 'newline_delimited', "
+        "columns = {'event': 'VARCHAR', 'properties': 'JSON'}, "
+        f"maximum_object_size = {max_object}, ignore_errors = true)"
+    )
+
+
+def rows_sql(source: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
+    """A SELECT of ``source``'s (event, properties) rows in the table's columns.
+
+    ``source`` is a reader (:func:`reader_sql`) or a table of raw rows.
+    """
     # json_extract_string with a list of paths parses each properties value
     # once for all four fields, instead of once per ->> operator.
     micros = _time_micros_sql("p[1]", time_in_ms)
@@ -99,25 +125,66 @@ def rows_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -
             SELECT event, properties,
                    json_extract_string(properties, ['$.time', '$.distinct_id',
                        '$."$insert_id"', '$.mp_processing_time_ms']) AS p
-            FROM read_json({sql_string(path)},
-                           format = 'newline_delimited',
-                           columns = {{'event': 'VARCHAR', 'properties': 'JSON'}},
-                           maximum_object_size = {MAX_OBJECT_SIZE})
+            FROM {source}
+            -- A refused line (see reader_sql); every Mixpanel event has properties.
+            WHERE properties IS NOT NULL
         )
     """
 
 
-def stage_sql(path: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
-    """The statement that reads a spool file into the temp staging table."""
-    return (f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} AS "
-            f"{rows_sql(path, time_in_ms, project_timezone)}")
+@dataclass(frozen=True)
+class RowReader:
+    """How the loader turns a spool file into rows: the budget and the time settings."""
 
+    budget: LoaderBudget
+    time_in_ms: bool = False
+    project_timezone: str | None = None
 
-def _empty_stage_sql() -> str:
-    return (
-        f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} (event VARCHAR, time TIMESTAMPTZ, "
-        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON)"
-    )
+    def insert(self, con: Any, into: str, path: str, max_object: int = MAX_OBJECT_SIZE) -> int:
+        """Run ``into`` (``INSERT INTO t``) over the rows of ``path``; return the row count.
+
+        A small budget cannot read and extract in one statement (see
+        :mod:`mpexport.duckdb_budget`): the raw rows go to a temp table that
+        spills to disk, and the keys are extracted from there.
+        """
+        reader = reader_sql(path, max_object)
+        if not self.budget.two_step:
+            (count,) = con.execute(
+                f"{into} {rows_sql(reader, self.time_in_ms, self.project_timezone)}"
+            ).fetchone()
+            return int(count)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {RAW_TABLE} AS SELECT * FROM {reader}")
+        try:
+            (count,) = con.execute(
+                f"{into} {rows_sql(RAW_TABLE, self.time_in_ms, self.project_timezone)}"
+            ).fetchone()
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
+        return int(count)
+
+    def insert_spool(self, con: Any, into: str, completed: CompletedChunk) -> tuple[int, int]:
+        """Insert every line of a spool file, repairing refused ones: (rows, repaired).
+
+        Raises :class:`RefusedLines` when lines stay refused after repair,
+        so a chunk is never stored with events missing.
+        """
+        rows = self.insert(con, into, str(completed.path))
+        if rows >= completed.lines:
+            return rows, 0
+        side = completed.path.with_name(completed.path.name + ".repaired")
+        try:
+            found = write_repairs(completed.path, side, MAX_OBJECT_SIZE)
+            if found.repaired or found.oversized:
+                rows += self.insert(con, into, str(side),
+                                    max(MAX_OBJECT_SIZE, found.longest + 1024))
+        finally:
+            side.unlink(missing_ok=True)
+        if rows < completed.lines:
+            raise RefusedLines(
+                f"DuckDB refused {completed.lines - rows} of {completed.lines} events and "
+                "they could not be repaired (stdout exports keep them as sent)"
+            )
+        return rows, found.repaired
 
 
 def _key_match(left: str, right: str) -> str:
@@ -204,8 +271,8 @@ def _window_sql(lo: int, hi: int) -> str:
 
 
 def _fast_insert(
-    con: Any, completed: CompletedChunk, target: str, time_in_ms: bool,
-    project_timezone: str | None, check_stop: Callable[[], None],
+    con: Any, completed: CompletedChunk, target: str, reader: RowReader,
+    check_stop: Callable[[], None],
 ) -> ChunkLoad | None:
     """Insert straight from the reader when the table has nothing near this chunk.
 
@@ -220,16 +287,14 @@ def _fast_insert(
     # The chunk's own days: Mixpanel returns events of those days, so its rows
     # land there; one that does not (odd data, a wrong --project-timezone)
     # sends the chunk down the staged path.
-    lo = _day_start_us(chunk.from_date, project_timezone)
-    hi = _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone)
+    lo = _day_start_us(chunk.from_date, reader.project_timezone)
+    hi = _day_start_us(chunk.to_date + dt.timedelta(days=1), reader.project_timezone)
     window = _window_sql(lo, hi)
     (stored,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
     if stored:
         return None
     check_stop()
-    (received,) = con.execute(
-        f"INSERT INTO {target} {rows_sql(str(completed.path), time_in_ms, project_timezone)}"
-    ).fetchone()
+    received, repaired = reader.insert_spool(con, f"INSERT INTO {target}", completed)
     check_stop()
     (landed,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
     if landed != received:
@@ -242,8 +307,8 @@ def _fast_insert(
                     FROM {target} WHERE {window}
                 ) WHERE n > 1)"""
     ).fetchone()
-    return ChunkLoad(received=int(received), inserted=int(received) - int(copies),
-                     duplicates=int(copies), window=window)
+    return ChunkLoad(received=received, inserted=received - int(copies),
+                     duplicates=int(copies), repaired=repaired, window=window)
 
 
 class _OutsideWindow(Exception):
@@ -252,24 +317,24 @@ class _OutsideWindow(Exception):
 
 def _staged_insert(
     con: Any, completed: CompletedChunk, table: str, target: str, replace: bool,
-    time_in_ms: bool, batch_rows: int, project_timezone: str | None,
-    check_stop: Callable[[], None],
+    reader: RowReader, batch_rows: int, check_stop: Callable[[], None],
 ) -> ChunkLoad:
     """Stage the chunk, then insert what is new to the table, slice by time slice."""
     chunk = completed.chunk
     result = ChunkLoad()
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} (event VARCHAR, time TIMESTAMPTZ, "
+        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON)"
+    )
+    # A quiet day needs no reader at all.
     if completed.path.stat().st_size > 0:
-        con.execute(stage_sql(str(completed.path), time_in_ms, project_timezone))
-    else:
-        # read_json of an empty file is fine today, but a quiet day should
-        # not depend on that: an empty stage needs no reader at all.
-        con.execute(_empty_stage_sql())
+        result.received, result.repaired = reader.insert_spool(
+            con, f"INSERT INTO {STAGE_TABLE}", completed)
     check_stop()
-    (result.received,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE}").fetchone()
     if replace:
         # The chunk's days are the project's days (UTC for new projects).
-        start = _day_start_us(chunk.from_date, project_timezone)
-        stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone)
+        start = _day_start_us(chunk.from_date, reader.project_timezone)
+        stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), reader.project_timezone)
         (result.replaced,) = con.execute(
             f"DELETE FROM {target} WHERE {_window_sql(start, stop)}"
         ).fetchone()
@@ -289,11 +354,10 @@ def load_chunk(
     filters: str,
     run_id: str,
     replace: bool,
-    time_in_ms: bool,
+    reader: RowReader,
     batch_rows: int,
     track_days: bool,
     check_stop: Callable[[], None],
-    project_timezone: str | None = None,
 ) -> ChunkLoad:
     """Load one spool file in one transaction; roll back on any error.
 
@@ -311,14 +375,13 @@ def load_chunk(
         result = None
         if fast:
             try:
-                result = _fast_insert(con, completed, target, time_in_ms, project_timezone,
-                                      check_stop)
+                result = _fast_insert(con, completed, target, reader, check_stop)
             except _OutsideWindow:
                 _rollback(con)
                 con.execute("BEGIN TRANSACTION")
         if result is None:
-            result = _staged_insert(con, completed, table, target, replace, time_in_ms,
-                                    batch_rows, project_timezone, check_stop)
+            result = _staged_insert(con, completed, table, target, replace, reader,
+                                    batch_rows, check_stop)
         if track_days:
             # The days this chunk's rows fell on, from SQL, never row by row in
             # Python: the fast path's window holds only this chunk's rows.
@@ -342,7 +405,7 @@ def load_chunk(
             [
                 table, chunk.from_date, chunk.to_date, filters, result.received,
                 result.inserted, result.duplicates, result.replaced, completed.bytes,
-                completed.sha256, run_id, time_in_ms,
+                completed.sha256, run_id, reader.time_in_ms,
             ],
         )
         con.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")

@@ -71,6 +71,7 @@ class RunReport:
             "events_received": result.events if result else 0,
             "duplicates": load.duplicates_skipped if load else None,
             "late_events": load.late_rows if load else None,
+            "repaired_events": load.repaired if load else None,
             "replaced": load.rows_replaced if load else None,
             "bytes": result.bytes if result else 0,
             "duration_seconds": round(result.seconds, 3) if result else None,
@@ -110,5 +111,8 @@ def summary_line(report: RunReport) -> str:
         extras.append(f"{load.late_rows} late events added")
     if load.rows_replaced:
         extras.append(f"{load.rows_replaced} replaced")
+    if load.repaired:
+        # Stored with U+FFFD where DuckDB could not read the text; stdout keeps them as sent.
+        extras.append(f"{load.repaired} repaired")
     return (f"mpexport: loaded {load.rows_inserted} events into {report.database} table "
             f"{report.table} ({', '.join(extras)}); {done}, {size}{span}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any
 import duckdb
 
 from mpexport.dates import day_range
-from mpexport.duckdb_load import DEFAULT_BATCH_ROWS, load_chunk
+from mpexport.duckdb_budget import LoaderBudget, spill_directory
+from mpexport.duckdb_load import DEFAULT_BATCH_ROWS, RefusedLines, RowReader, load_chunk
 from mpexport.duckdb_schema import (
     check_db_path,
     check_table_name,
@@ -59,22 +59,9 @@ class LoadStats:
     rows_replaced: int = 0
     bytes: int = 0
     late_rows: int = 0  # inserted into days that were already loaded before this run
-
-
-MEMORY_LIMIT_ENV = "MPEXPORT_DUCKDB_MEMORY"
-DEFAULT_MEMORY_LIMIT = "128MB"
-
-
-def default_memory_limit() -> str:
-    """DuckDB's memory limit: ``$MPEXPORT_DUCKDB_MEMORY``, else 128 MB.
-
-    Left to itself DuckDB keeps the table's blocks cached up to 80% of RAM,
-    so the process grew with the database (1.5 GB for 1.5M events). Loads
-    stage and dedupe in time slices and spill to disk past the limit; 128 MB
-    kept the whole process near 215 MB for any size, for about 10% more load
-    time than no limit. Bigger machines can trade memory for speed here.
-    """
-    return os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+    # Events DuckDB's parser refused (cut UTF-8, lone surrogates), stored
+    # with U+FFFD in their place; stdout keeps them byte-exact.
+    repaired: int = 0
 
 
 class DuckDBSink:
@@ -100,7 +87,6 @@ class DuckDBSink:
         queue_size: int = 4,
         time_in_ms: bool = False,
         memory_limit: str | None = None,
-        threads: int | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         project_timezone: str | None = None,
     ) -> None:
@@ -135,22 +121,12 @@ class DuckDBSink:
         self.stats = LoadStats()
         self.failed_chunks: list[ChunkFailure] = []
         self._fingerprint = filters.fingerprint()
-        self._config: dict[str, Any] = {
-            # The loader never relies on implicit order: it sorts explicitly
-            # where order matters (inserts, Parquet). Dropping the guarantee
-            # lets read_json and CTAS run in parallel with less memory.
-            "preserve_insertion_order": False,
-            # By default every commit past 16 MB of WAL checkpoints, rewriting
-            # each chunk's rows once more: a fifth of the load time. Committed
-            # chunks stay durable in the WAL (replayed on the next open), and
-            # closing checkpoints once. Memory stayed the same (measured).
-            "checkpoint_threshold": "256MB",
-        }
-        limit = memory_limit or default_memory_limit()
-        if limit:
-            self._config["memory_limit"] = limit
-        if threads:
-            self._config["threads"] = threads
+        # Left to itself DuckDB caches up to 80% of RAM and fails a load that
+        # needs more than its limit; the budget bounds it and sets threads and
+        # spilling so that a smaller budget is slower, never a failure.
+        self.budget = LoaderBudget.from_text(memory_limit)
+        self._config = self.budget.duckdb_config(db_path)
+        self._reader = RowReader(self.budget, time_in_ms, project_timezone)
         self._queue: queue.Queue[CompletedChunk | None] = queue.Queue(queue_size)
         self._lock = threading.Lock()  # guards _covered between loader and main thread
         self._covered: dict[str, set[dt.date]] = {}
@@ -280,6 +256,9 @@ class DuckDBSink:
             with contextlib.suppress(Exception):
                 con.close()
             self._drop_queued()
+            # DuckDB removes its spill files on close; the folder is ours to tidy.
+            with contextlib.suppress(OSError):
+                spill_directory(self.db_path).rmdir()
 
     def _open(self) -> Any:
         try:
@@ -337,17 +316,17 @@ class DuckDBSink:
                 filters=self._fingerprint,
                 run_id=self.run_id,
                 replace=self.replace,
-                time_in_ms=self.time_in_ms,
+                reader=self._reader,
                 batch_rows=self.batch_rows,
                 track_days=self.parquet_dir is not None,
                 check_stop=self._check_stop,
-                project_timezone=self.project_timezone,
             )
-        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        except (duckdb.InvalidInputException, duckdb.ConversionException,
+                RefusedLines) as exc:
             if self._stop.is_set():
                 raise _Stopped() from exc
-            # The spool holds something DuckDB's reader refuses: this chunk
-            # is lost for this run, the others can still load.
+            # The spool holds something DuckDB's reader refuses even after
+            # repair: this chunk is lost for this run, the others can load.
             reason = f"DuckDB could not load the data: {exc}".splitlines()[0]
             self.failed_chunks.append(ChunkFailure(completed.chunk, reason, completed.attempts))
             return
@@ -369,6 +348,7 @@ class DuckDBSink:
             self.stats.late_rows += done.inserted
         self.stats.rows_inserted += done.inserted
         self.stats.duplicates_skipped += done.duplicates
+        self.stats.repaired += done.repaired
         self.stats.rows_replaced += done.replaced
         self.stats.bytes += completed.bytes
         with self._lock:

@@ -1,0 +1,227 @@
+"""The loader at real volumes: memory budgets that slow it down, odd events that still load."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mpexport.duckdb_budget import MIB, LoaderBudget, parse_size
+from mpexport.duckdb_repair import needs_repair, repair_line, write_repairs
+from mpexport.errors import UsageError
+from mpexport.model import Chunk, CompletedChunk, QueryFilters
+from mpexport.sink_duckdb import DuckDBSink
+
+DAY = dt.date(2024, 3, 1)
+T0 = 1709251200  # 2024-03-01T00:00:00Z
+
+# One line of each kind Mixpanel's export can hold that looks odd but is legal.
+ODD_LINES: dict[str, bytes] = {
+    "lone high surrogate": b'{"event":"a","properties":{"time":%d,"distinct_id":"u1",'
+                           b'"$insert_id":"i1","s":"cut \\ud83d"}}',
+    "lone low surrogate": b'{"event":"a","properties":{"time":%d,"distinct_id":"u2",'
+                          b'"$insert_id":"i2","s":"\\ude00 cut"}}',
+    "cut UTF-8": b'{"event":"a","properties":{"time":%d,"distinct_id":"u3",'
+                 b'"$insert_id":"i3","s":"\xe6\x97"}}',
+    "cut UTF-8 in a key": b'{"event":"a","properties":{"time":%d,"distinct_id":"u4",'
+                          b'"$insert_id":"i4","k\xf0\x9f":1}}',
+    "raw control character": b'{"event":"a","properties":{"time":%d,"distinct_id":"u5",'
+                             b'"$insert_id":"i5","s":"tab\there"}}',
+    "escaped backslash then u": b'{"event":"a","properties":{"time":%d,"distinct_id":"u6",'
+                                b'"$insert_id":"i6","s":"C:\\\\ud83d"}}',
+    "paired surrogates": b'{"event":"a","properties":{"time":%d,"distinct_id":"u7",'
+                         b'"$insert_id":"i7","s":"\\ud83d\\ude00"}}',
+    "number as distinct_id": b'{"event":"a","properties":{"time":%d,"distinct_id":12345,'
+                             b'"$insert_id":"i8"}}',
+    "no distinct_id": b'{"event":"a","properties":{"time":%d,"$insert_id":"i9"}}',
+    "no $insert_id": b'{"event":"a","properties":{"time":%d,"distinct_id":"u10"}}',
+    "NUL escape": b'{"event":"a","properties":{"time":%d,"distinct_id":"u11",'
+                  b'"$insert_id":"i11","s":"a\\u0000b"}}',
+    "30-digit integer": b'{"event":"a","properties":{"time":%d,"distinct_id":"u12",'
+                        b'"$insert_id":"i12","n":123456789012345678901234567890}}',
+    "empty and dotted keys": b'{"event":"a","properties":{"time":%d,"distinct_id":"u13",'
+                             b'"$insert_id":"i13","":"e","a.b":1}}',
+    "no mp_processing_time_ms, U+2028": '{"event":"a","properties":{"time":%d,'
+                                        '"distinct_id":"u14","$insert_id":"i14",'
+                                        '"s":"x\u2028y"}}'.encode(),
+}
+REFUSED_BY_DUCKDB = {"lone high surrogate", "lone low surrogate", "cut UTF-8",
+                     "cut UTF-8 in a key", "raw control character"}
+
+
+def odd_body() -> bytes:
+    return b"".join(line % (T0 + n) + b"\n" for n, line in enumerate(ODD_LINES.values()))
+
+
+def spool(tmp_path: Path, data: bytes, index: int = 0, day: dt.date = DAY) -> CompletedChunk:
+    path = tmp_path / f"spool-{index}.ndjson"
+    path.write_bytes(data)
+    return CompletedChunk(Chunk(index, day, day), path, data.count(b"\n"), len(data), "", 1, 0.0)
+
+
+def load(tmp_path: Path, chunks: list[CompletedChunk], **kwargs: object) -> DuckDBSink:
+    sink = DuckDBSink(tmp_path / "out.duckdb", filters=QueryFilters(), run_id="t",
+                      **kwargs)  # type: ignore[arg-type]
+    for completed in chunks:
+        sink.accept(completed)
+    sink.close()
+    return sink
+
+
+def test_every_odd_but_legal_event_is_stored(tmp_path: Path) -> None:
+    body = odd_body()
+    completed = spool(tmp_path, body)
+    sink = load(tmp_path, [completed])
+    assert sink.failed_chunks == []
+    assert sink.stats.rows_inserted == len(ODD_LINES)
+    assert sink.stats.repaired == len(REFUSED_BY_DUCKDB)
+    assert not completed.path.exists(), "the spool file is consumed"
+    assert [p.name for p in tmp_path.iterdir() if "repaired" in p.name] == []
+    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
+        rows = dict(con.execute(
+            "SELECT coalesce(insert_id, distinct_id), properties FROM events").fetchall())
+        ids = {r[0] for r in con.execute("SELECT distinct_id FROM events").fetchall()}
+    assert "\ufffd" in json.loads(rows["i1"])["s"]
+    assert json.loads(rows["i2"])["s"] == "\ufffd cut"
+    assert json.loads(rows["i3"])["s"] == "\ufffd"
+    assert json.loads(rows["i5"])["s"] == "tab\there"
+    assert json.loads(rows["i6"])["s"] == "C:\\ud83d"  # a backslash, then text: untouched
+    assert json.loads(rows["i7"])["s"] == "\U0001f600"
+    assert json.loads(rows["i11"])["s"] == "a\x00b"
+    assert json.loads(rows["i12"])["n"] == 123456789012345678901234567890
+    assert json.loads(rows["i13"]) == {"time": T0 + 12, "distinct_id": "u13",
+                                       "$insert_id": "i13", "": "e", "a.b": 1}
+    assert {"12345", None, "u10"} <= ids
+
+
+def test_odd_events_rerun_adds_nothing(tmp_path: Path) -> None:
+    """Repaired rows keep their Mixpanel key, so a refetch finds them stored."""
+    load(tmp_path, [spool(tmp_path, odd_body(), 0)])
+    sink = load(tmp_path, [spool(tmp_path, odd_body(), 1)], refresh=True)
+    assert sink.stats.rows_inserted == 0
+    assert sink.stats.duplicates_skipped == len(ODD_LINES)
+
+
+def test_a_line_that_is_not_json_fails_only_its_chunk(tmp_path: Path) -> None:
+    good = spool(tmp_path, odd_body(), 0)
+    bad = spool(tmp_path, b'{"event":"x","properties":{"time":1 "a"}}\n', 1, DAY + dt.timedelta(1))
+    sink = load(tmp_path, [good, bad])
+    assert [f.chunk.index for f in sink.failed_chunks] == [1]
+    assert "could not be repaired" in sink.failed_chunks[0].reason
+    assert sink.stats.rows_inserted == len(ODD_LINES)
+
+
+def _big_body(target_bytes: int) -> bytes:
+    """~target_bytes of 1.5 KB events on DAY, with a copy of every 50th and one odd line."""
+    filler = "x" * 1400
+    lines = []
+    size = n = 0
+    while size < target_bytes:
+        line = (f'{{"event":"e","properties":{{"time":{T0 + n % 86400},"distinct_id":"u{n}",'
+                f'"$insert_id":"{n:016x}","pad":"{filler}"}}}}\n').encode()
+        lines.append(line)
+        if n % 50 == 0:
+            lines.append(line)
+            size += len(line)
+        size += len(line)
+        n += 1
+    lines.insert(len(lines) // 2, ODD_LINES["lone high surrogate"] % (T0 + 1) + b"\n")
+    return b"".join(lines)
+
+
+@pytest.mark.parametrize("budget", ["96MB"])
+def test_chunk_far_larger_than_the_budget_loads(tmp_path: Path, budget: str) -> None:
+    body = _big_body(300 * 1000 * 1000)
+    expected = body.count(b"\n")
+    copies = sum(1 for n in range(expected) if n % 51 == 0)
+    sink = load(tmp_path, [spool(tmp_path, body)], memory_limit=budget)
+    assert sink.failed_chunks == []
+    assert sink.stats.repaired == 1
+    assert sink.stats.rows_inserted + sink.stats.duplicates_skipped == expected
+    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
+        (rows, keys) = con.execute(
+            "SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id)) FROM events"
+        ).fetchone()
+    assert rows == keys == sink.stats.rows_inserted
+    assert sink.stats.duplicates_skipped >= copies - 1
+    assert not (tmp_path / "out.duckdb.tmp").exists(), "the spill folder is removed"
+
+
+# ------------------------------------------------------------------ budget
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("256MB", 256 * 1000**2), ("256MiB", 256 * MIB), ("1GB", 1000**3), ("1.5GiB", 1536 * MIB),
+    ("300m", 300 * MIB), (" 64 mb ", 64 * 1000**2), ("2g", 2048 * MIB),
+])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "MB", "12 parsecs", "-5MB", "1e9"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(UsageError, match="invalid memory size"):
+        parse_size(text)
+
+
+def test_budget_shapes_threads_and_steps() -> None:
+    assert LoaderBudget.from_text("96MiB", cpus=8) == LoaderBudget(96 * MIB, 1, True)
+    assert LoaderBudget.from_text("256MiB", cpus=8) == LoaderBudget(256 * MIB, 2, False)
+    assert LoaderBudget.from_text("4GiB", cpus=2) == LoaderBudget(4096 * MIB, 2, False)
+    with pytest.raises(UsageError, match="below the smallest"):
+        LoaderBudget.from_text("64MB")
+
+
+def test_budget_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPEXPORT_MEMORY_LIMIT", "1GiB")
+    assert LoaderBudget.from_text(None).memory_bytes == 1024 * MIB
+    assert LoaderBudget.from_text("512MiB").memory_bytes == 512 * MIB  # the option wins
+
+
+# ------------------------------------------------------------------ repair
+
+
+@given(st.dictionaries(st.text(), st.one_of(st.text(), st.integers(), st.none())))
+def test_repair_always_gives_strict_utf8_json(props: dict[str, object]) -> None:
+    line = json.dumps({"event": "e", "properties": props}).encode()
+    fixed = repair_line(line)
+    assert fixed is not None and fixed.endswith(b"\n")
+    text = fixed.decode("utf-8")  # strict: no undecodable bytes remain
+    value = json.loads(text)
+    assert not needs_repair(fixed.rstrip(b"\n"))
+    if not needs_repair(line):
+        assert value == {"event": "e", "properties": props}
+
+
+@given(st.binary(max_size=40))
+def test_repair_never_raises_on_cut_bytes(junk: bytes) -> None:
+    line = b'{"event":"e","properties":{"s":"' + junk.replace(b'"', b"").replace(b"\\", b"") \
+        + b'"}}'
+    fixed = repair_line(line)
+    if fixed is not None:
+        json.loads(fixed.decode("utf-8"))
+        assert not needs_repair(fixed.rstrip(b"\n"))
+
+
+def test_write_repairs_finds_only_refused_lines(tmp_path: Path) -> None:
+    src = tmp_path / "spool"
+    src.write_bytes(odd_body())
+    side = tmp_path / "side"
+    found = write_repairs(src, side, max_line=1 << 20)
+    assert found.repaired == len(REFUSED_BY_DUCKDB)
+    assert side.read_bytes().count(b"\n") == len(REFUSED_BY_DUCKDB)
+
+
+def test_write_repairs_copies_lines_longer_than_the_reader_limit(tmp_path: Path) -> None:
+    long_line = b'{"event":"e","properties":{"s":"' + b"y" * 5000 + b'"}}\n'
+    src = tmp_path / "spool"
+    src.write_bytes(b'{"event":"e","properties":{}}\n' + long_line)
+    side = tmp_path / "side"
+    found = write_repairs(src, side, max_line=1000)
+    assert (found.oversized, found.repaired) == (1, 0)
+    assert side.read_bytes() == long_line
