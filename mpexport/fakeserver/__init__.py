@@ -8,7 +8,8 @@ from mpexport.fakeserver.config import (
     FAULT_KINDS,
     ServerConfig,
 )
-from mpexport.fakeserver.dataset import Dataset
+from mpexport.fakeserver.dataset import PROFILES, Dataset, parse_line
+from mpexport.fakeserver.realistic import ODDITY_KINDS
 from mpexport.fakeserver.server import FakeMixpanelServer
 
 __all__ = [
@@ -17,7 +18,10 @@ __all__ = [
     "DEMO_SECRET",
     "DEMO_USERNAME",
     "FAULT_KINDS",
+    "ODDITY_KINDS",
+    "PROFILES",
     "Dataset",
     "FakeMixpanelServer",
     "ServerConfig",
+    "parse_line",
 ]

@@ -9,10 +9,14 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from mpexport.fakeserver.events import TRICKY_TEXT, Props, long_text, make_event, pick_event_name
+from mpexport.fakeserver.realistic import RealisticDays
 from mpexport.fakeserver.where import Predicate, compile_where
+
+Profile = Literal["small", "realistic"]
+PROFILES: tuple[Profile, ...] = ("small", "realistic")
 
 _LATE_DELAY_MS = 3 * 86_400_000
 # ensure_ascii=False writes U+2028/U+2029 and emoji raw, as Mixpanel does.
@@ -36,8 +40,23 @@ class Dataset:
     late events added to that day), identical across processes.
 
     ``quiet_every``: days whose ordinal is a multiple of it have no events.
-    ``long_values``: each non-quiet day has one event with a 20-100 kB string.
-    ``cache_bytes``: bound on the rendered lines kept in memory (LRU by day).
+    ``long_values``: each non-quiet day has one event with a 20-100 kB string
+    (small profile only: realistic strings are cut at 255 bytes, as Mixpanel's are).
+    ``cache_bytes``: bound on the rendered lines kept in memory (LRU by day; the
+    most recent day is always kept). A realistic day takes ~1.6 kB an event, so
+    a 1M-event day is ~1.6 GB: benchmarks that revisit such days should pass a
+    ``cache_bytes`` above their whole range, or each visit renders the day again.
+
+    ``profile``: ``"small"`` (the default; ~300-byte events, unchanged output)
+    or ``"realistic"`` (Mixpanel-like events of 1-2 kB with ~45 properties, the
+    255-byte cut, lines that are not valid UTF-8, lone surrogate escapes and
+    the other oddities in ``realistic.ODDITY_KINDS``; see ``realistic.py``).
+    ``oddity_every``: realistic only; each oddity kind occurs about once per
+    this many events, and at least once on a day with half that many events
+    or more; 0 turns oddities off.
+    ``big_event_every``: realistic only; near-1 MB events (still < 10**6
+    bytes) occur about once per this many events, at least once on a day with
+    half that many or more; 0 turns them off.
     """
 
     def __init__(
@@ -47,12 +66,21 @@ class Dataset:
         quiet_every: int = 0,
         long_values: bool = True,
         cache_bytes: int = 1024 * 1024 * 1024,
+        profile: Profile = "small",
+        oddity_every: int = 2000,
+        big_event_every: int = 100_000,
     ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
         self.seed = seed
         self.events_per_day = events_per_day
         self.quiet_every = quiet_every
         self.long_values = long_values
         self.cache_bytes = cache_bytes
+        self.profile = profile
+        self.oddity_every = oddity_every
+        self.big_event_every = big_event_every
+        self._realistic_days: RealisticDays | None = None
         self._lock = threading.Lock()
         self._late: dict[dt.date, int] = {}
         self._cache: OrderedDict[tuple[dt.date, bool, int], tuple[_DayData, int]] = OrderedDict()
@@ -110,6 +138,27 @@ class Dataset:
             for i in range(count)
         ]
 
+    def _realistic(self) -> RealisticDays:
+        with self._lock:
+            # Built on first use: its pools take up to ~0.3 s.
+            if self._realistic_days is None:
+                self._realistic_days = RealisticDays(
+                    self.seed, self.events_per_day, self.oddity_every, self.big_event_every
+                )
+            return self._realistic_days
+
+    def _realistic_day(self, day: dt.date, late: int, time_in_ms: bool) -> _DayData:
+        days = self._realistic()
+        names: list[str] = []
+        lines: list[bytes] = []
+        if not self.is_quiet(day) and self.events_per_day > 0:
+            names, lines = days.base_day(day, time_in_ms)
+        for i in range(late):
+            name, line = days.late_event(day, i, _LATE_DELAY_MS, time_in_ms)
+            names.append(name)
+            lines.append(line)
+        return names, lines
+
     def _day_data(self, day: dt.date, time_in_ms: bool) -> _DayData:
         late = self.late_count(day)
         key = (day, time_in_ms, late)
@@ -118,13 +167,17 @@ class Dataset:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit[0]
-        events = self._base_events(day) + self._late_events(day, late)
-        data: _DayData = (
-            [name for name, _ in events],
-            [_render(name, props, time_in_ms) for name, props in events],
-        )
+        data: _DayData
+        if self.profile == "realistic":
+            data = self._realistic_day(day, late, time_in_ms)
+        else:
+            events = self._base_events(day) + self._late_events(day, late)
+            data = (
+                [name for name, _ in events],
+                [_render(name, props, time_in_ms) for name, props in events],
+            )
         # ~60 bytes of object overhead per line on top of its payload.
-        size = sum(len(line) for line in data[1]) + 60 * len(events)
+        size = sum(len(line) for line in data[1]) + 60 * len(data[1])
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = (data, size)
@@ -137,8 +190,8 @@ class Dataset:
     def warm(self, from_date: dt.date, to_date: dt.date, time_in_ms: bool = False) -> int:
         """Render and cache the days of a range ahead of time; return the line count.
 
-        Generation costs ~20 us per event, so benchmarks call this first to time
-        the exporter rather than the data generator.
+        Generation costs ~30 us an event (small profile) or a few us (realistic),
+        so benchmarks call this first to time the exporter, not the generator.
         """
         total = 0
         day = from_date
@@ -176,7 +229,7 @@ class Dataset:
                     line
                     for name, line in zip(names, lines, strict=True)
                     if (wanted is None or name in wanted)
-                    and (predicate is None or predicate(_properties(line)))
+                    and (predicate is None or predicate(parse_line(line)["properties"]))
                 ]
             if remaining is not None:
                 lines = lines[:remaining]
@@ -200,7 +253,18 @@ class Dataset:
         return out
 
 
-def _properties(line: bytes) -> dict[str, Any]:
-    props = json.loads(line)["properties"]
-    assert isinstance(props, dict)
-    return props
+def parse_line(line: bytes) -> dict[str, Any]:
+    """Parse one exported event line leniently: ``{"event": ..., "properties": {...}}``.
+
+    Unlike ``json.loads(line)`` it accepts lines that are not valid UTF-8 (the
+    realistic profile has some, as the real API does): each invalid byte
+    sequence becomes U+FFFD. A lone surrogate escape such as ``\\ud83d``
+    becomes a lone surrogate code point in the str (``"\\ud83d"`` in Python),
+    which ``str.encode("utf-8")`` refuses without ``errors="surrogatepass"``.
+    Integers of any size become ``int``; ``\\u0000`` becomes ``"\\x00"``.
+    Raises ``ValueError`` when the line is not a JSON object.
+    """
+    event = json.loads(line.decode("utf-8", errors="replace"))
+    if not isinstance(event, dict):
+        raise ValueError("an event line must be a JSON object")
+    return event
