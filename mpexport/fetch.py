@@ -15,11 +15,12 @@ import random
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from mpexport.client import (
     CONNECT_TIMEOUT,
@@ -33,7 +34,7 @@ from mpexport.client import (
 )
 from mpexport.credentials import Credentials
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
-from mpexport.verify import BodyVerifier, IncompleteBody
+from mpexport.verify import BodyVerifier, IncompleteBody, VerifiedBody
 
 if TYPE_CHECKING:
     import requests
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mpexport.http")
 
 READ_BLOCK = 256 * 1024
+# Error bodies only word a message: read this much at most, in small reads.
+ERROR_BODY_LIMIT = 64 * 1024
+ERROR_READ_BLOCK = 8 * 1024
 DEFAULT_MAX_ATTEMPTS = 6
 # 429s do not spend the retry budget, but a chunk refused this often fails.
 MAX_THROTTLED = 30
@@ -172,6 +176,150 @@ def new_session() -> requests.Session:
     return session
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors of the connection or of the bytes it carried, at any point.
+
+    requests wraps what it raises itself, but ``raw.read`` lets urllib3's own
+    errors (ProtocolError, ReadTimeoutError, DecodeError...) through, and
+    http.client's and the socket's may surface bare. None of them is a bug of
+    ours: each is a reason to try the chunk again.
+    """
+    import http.client
+
+    import requests
+    import urllib3.exceptions
+
+    return isinstance(
+        exc,
+        (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+            zlib.error,
+        ),
+    )
+
+
+def read_error_body(raw: Any, limit: int = ERROR_BODY_LIMIT) -> tuple[bytes, str | None]:
+    """Read up to ``limit`` decoded bytes of a non-200 body, as far as the connection allows.
+
+    Returns the bytes and, when the connection broke first, the name of the
+    error that cut them short (None for a whole body).
+    """
+    # read1 hands over what each socket read gave, so a cut keeps the bytes that
+    # came before it; urllib3 2's read(n) waits for n bytes and drops them all
+    # when the connection breaks first. urllib3 before 2.3 has no read1.
+    read = getattr(raw, "read1", None) or raw.read
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < limit:
+            piece = read(min(ERROR_READ_BLOCK, limit - size), decode_content=True)
+            if not piece:
+                break
+            parts.append(piece)
+            size += len(piece)
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        return b"".join(parts), type(exc).__name__
+    return b"".join(parts), None
+
+
+def _fail_for_status(response: requests.Response, status: int) -> NoReturn:
+    """Raise what a non-200 response stands for: fatal, or a RetryableError.
+
+    The status line decides, the body only words the message: a 401 whose body
+    was cut is still a 401 (fatal), a 502 whose body was cut still a 502.
+    """
+    body, cut = read_error_body(response.raw)
+    if cut is not None:
+        log.info("HTTP %d: its body was cut short (%s) after %d bytes", status, cut, len(body))
+        # Extract the message first (a cut JSON body no longer parses), then
+        # say it is partial, in front, where the length limits cannot drop it.
+        body = f"(body cut short: {cut}) {error_text(body)}".encode()
+    raise_for_fatal_status(status, body)
+    reason = f"HTTP {status}: {error_text(body, 120)}"
+    retry_after = None
+    if is_retryable_status(status):
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    raise RetryableError(reason, retry_after, throttled=status == 429)
+
+
+def _read_block(raw: Any) -> bytes:
+    """The next block of a 200 body as received (still compressed); b"" at its end."""
+    try:
+        return raw.read(READ_BLOCK, decode_content=False) or b""
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        raise RetryableError(
+            f"connection broke mid-body: {type(exc).__name__}", size_related=True
+        ) from None
+
+
+def _spool_body(
+    response: requests.Response,
+    chunk: Chunk,
+    spool_dir: Path,
+    stop: threading.Event,
+    on_bytes: Callable[[int], None],
+) -> tuple[Path, VerifiedBody]:
+    """Stream a 200 body into a new spool file and verify it; the file is gone on any failure."""
+    headers = response.headers
+    gzipped = "gzip" in headers.get("Content-Encoding", "").lower()
+    framed = "chunked" in headers.get("Transfer-Encoding", "").lower() or (
+        "Content-Length" in headers
+    )
+    if not (framed or gzipped):
+        # Such a body ends where the connection ends, so a reset looks like its
+        # end: even one inside the headers, which http.client then takes for
+        # their end, gives an "empty" 200. Mixpanel always frames its bodies;
+        # gzip would carry its own end marker, but this body has none either.
+        raise RetryableError(
+            "200 response with no Content-Length, no chunked framing and no gzip: "
+            "whether it arrived whole cannot be checked"
+        )
+    verifier = BodyVerifier(gzipped)
+    fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
+                                dir=spool_dir)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as spool:
+            while True:
+                if stop.is_set():
+                    raise Stopped()
+                block = _read_block(response.raw)
+                if not block:
+                    break
+                on_bytes(len(block))
+                data = verifier.feed(block)
+                if data:
+                    spool.write(data)
+        # urllib3 2 raises on a body shorter than its Content-Length; urllib3 1
+        # by default returns it as if whole.
+        remaining = getattr(response.raw, "length_remaining", None)
+        if isinstance(remaining, int) and remaining > 0:
+            raise RetryableError(
+                f"connection ended {remaining} bytes before the Content-Length",
+                size_related=True,
+            )
+        return path, verifier.finish()
+    except IncompleteBody as exc:
+        path.unlink(missing_ok=True)
+        raise RetryableError(f"incomplete body: {exc}", size_related=True) from None
+    except OSError as exc:
+        # Reads turn their errors into RetryableError, so this is the spool
+        # file: a full disk, which a smaller chunk may fit.
+        path.unlink(missing_ok=True)
+        raise RetryableError(f"could not write the spool file: {exc}",
+                             size_related=True) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def fetch_once(
     session: requests.Session,
     query: Query,
@@ -183,9 +331,11 @@ def fetch_once(
 ) -> tuple[Path, int, int, str]:
     """Make one attempt at a chunk: returns (spool path, lines, bytes, sha256).
 
-    Raises :class:`RetryableError` for failures worth another attempt, the
-    library's fatal errors for 400/401/403, and :class:`Stopped` when ``stop``
-    is set mid-download.
+    Raises :class:`RetryableError` for failures worth another attempt (any
+    error of the connection, wherever it breaks: before the status line, in
+    the headers, in an error body or in the data), the library's fatal errors
+    for 400/401/403, and :class:`Stopped` when ``stop`` is set mid-download.
+    No spool file is left behind unless the attempt succeeds.
     """
     import requests
 
@@ -204,54 +354,20 @@ def fetch_once(
         raise RetryableError(f"request timed out: {type(exc).__name__}",
                              size_related=True) from None
     except requests.RequestException as exc:
+        # Up to the end of the headers requests wraps every error of the
+        # connection (socket, urllib3, http.client) in one of its own. What it
+        # lets through unwrapped is set-up trouble (a missing CA bundle is a
+        # bare OSError) that no retry fixes, so is_connection_error is not used.
         raise RetryableError(f"request failed: {type(exc).__name__}") from None
     with response:
         status = response.status_code
         # -v logs each request; never headers (Authorization lives there).
         log.info("%s -> %d, first byte after %.2fs", target, status, time.monotonic() - started)
         if status != 200:
-            body = response.raw.read(64 * 1024, decode_content=True) or b""
-            raise_for_fatal_status(status, body)
-            reason = f"HTTP {status}: {error_text(body, 120)}"
-            retry_after = None
-            if is_retryable_status(status):
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise RetryableError(reason, retry_after, throttled=status == 429)
-        gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
-        verifier = BodyVerifier(gzipped)
-        fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
-                                    dir=spool_dir)
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as spool:
-                while True:
-                    if stop.is_set():
-                        raise Stopped()
-                    block = response.raw.read(READ_BLOCK, decode_content=False)
-                    if not block:
-                        break
-                    on_bytes(len(block))
-                    data = verifier.feed(block)
-                    if data:
-                        spool.write(data)
-            verified = verifier.finish()
-            log.info("%s -> complete: %d lines, %d bytes in %.2fs", target, verified.lines,
-                     verified.bytes, time.monotonic() - started)
-        except IncompleteBody as exc:
-            path.unlink(missing_ok=True)
-            raise RetryableError(f"incomplete body: {exc}", size_related=True) from None
-        except BaseException as exc:
-            path.unlink(missing_ok=True)
-            # urllib3's own errors (ProtocolError, ReadTimeoutError...) surface
-            # from raw.read without requests' wrapping.
-            broken = isinstance(exc, (requests.RequestException, OSError)) or type(
-                exc
-            ).__module__.startswith(("urllib3", "http.client"))
-            if broken:
-                raise RetryableError(
-                    f"connection broke mid-body: {type(exc).__name__}", size_related=True
-                ) from None
-            raise
+            _fail_for_status(response, status)
+        path, verified = _spool_body(response, chunk, spool_dir, stop, on_bytes)
+    log.info("%s -> complete: %d lines, %d bytes in %.2fs", target, verified.lines,
+             verified.bytes, time.monotonic() - started)
     return path, verified.lines, verified.bytes, verified.sha256
 
 

@@ -10,6 +10,12 @@ The per-line checks run as ``bytes.count`` calls over whole blocks (C speed):
 every newline but the last must sit between a ``}`` and a ``{``. Only the last line is
 parsed as JSON, because a truncated body shows its damage at the end and
 parsing every line in Python would make verification the slowest step.
+
+The last line is the only one kept in memory, so its length is bounded:
+:data:`MAX_LINE_BYTES`, 64 times Mixpanel's 1 MB limit on an event. A line
+longer than that is no export record (a wrong endpoint, a proxy's garbage, a
+body with no newlines at all); it fails the body as incomplete, like any other
+damage, instead of growing a buffer with the body.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass
+
+# Mixpanel events are at most 1 MB of JSON, but a line grows when Mixpanel
+# adds properties (mp_processing_time_ms, geo fields) and with every escaped
+# character; 64x leaves room for all of that and for any later change of limit.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 class IncompleteBody(Exception):
@@ -38,10 +49,13 @@ class BodyVerifier:
 
     ``feed`` returns the decoded bytes to store; ``finish`` raises
     :class:`IncompleteBody` unless the whole body was a complete export.
+    ``feed`` raises it too, as soon as a line is longer than ``max_line``
+    bytes (newline excluded).
     """
 
-    def __init__(self, gzipped: bool) -> None:
+    def __init__(self, gzipped: bool, max_line: int = MAX_LINE_BYTES) -> None:
         self._gzipped = gzipped
+        self._max_line = max_line
         self._decompressor = zlib.decompressobj(wbits=31) if gzipped else None
         self._hash = hashlib.sha256()
         self._bytes = 0
@@ -50,7 +64,10 @@ class BodyVerifier:
         self._first = b""
         self._last = b""
         self._edge = b""  # the last two bytes so far, for separators across blocks
-        self._tail = b""  # the bytes after the last newline that is not final
+        # The last line so far (with its newline once it has one). A bytearray
+        # because a long line arrives over many blocks: += then copies each
+        # block once, where bytes would copy the whole line every time.
+        self._tail = bytearray()
 
     def feed(self, wire: bytes) -> bytes:
         """Take the next block as received; return its decoded bytes."""
@@ -90,13 +107,19 @@ class BodyVerifier:
             self._separators += (self._edge + data[:2]).count(b"}\n{")
         self._edge = (self._edge + data)[-2:] if len(data) < 2 else data[-2:]
         if self._last == b"\n":
-            self._tail = b""  # the previous block ended a line: a new one starts
+            self._tail.clear()  # the previous block ended a line: a new one starts
         self._last = data[-1:]
         cut = data.rfind(b"\n", 0, len(data) - 1)
         if cut >= 0:
-            self._tail = data[cut + 1 :]
+            self._tail = bytearray(data[cut + 1 :])
         else:
             self._tail += data
+        # Lines before the last are never held, so only the last one is bounded.
+        line = len(self._tail) - (1 if self._last == b"\n" else 0)
+        if line > self._max_line:
+            raise IncompleteBody(
+                f"a line longer than {self._max_line} bytes: not an export record"
+            )
 
     def finish(self) -> VerifiedBody:
         """Check the body as a whole; raise :class:`IncompleteBody` if it is not."""

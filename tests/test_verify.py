@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpexport.verify import BodyVerifier, IncompleteBody
+from mpexport.verify import MAX_LINE_BYTES, BodyVerifier, IncompleteBody
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -29,8 +29,8 @@ bodies = st.lists(records, min_size=1, max_size=12).map(
 MARKERS = [b"terminated early\n", b"export terminated early\n", b"terminated early"]
 
 
-def verify(body: bytes, gzipped: bool, block: int = 7) -> int:
-    verifier = BodyVerifier(gzipped)
+def verify(body: bytes, gzipped: bool, block: int = 7, max_line: int = MAX_LINE_BYTES) -> int:
+    verifier = BodyVerifier(gzipped, max_line)
     decoded = bytearray()
     for start in range(0, len(body), block):
         decoded += verifier.feed(body[start : start + block])
@@ -126,3 +126,45 @@ def test_corrupt_gzip_fails() -> None:
 def test_raw_deflate_is_not_accepted_as_gzip() -> None:
     with pytest.raises(IncompleteBody):
         verify(zlib.compress(b'{"a":1}\n'), True)
+
+
+def _record_of(size: int) -> bytes:
+    """A one-line JSON record of exactly ``size`` bytes, newline excluded."""
+    head, tail = b'{"event":"a","properties":{"v":"', b'"}}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("block", [1, 7, 64, 10_000])
+def test_lines_up_to_the_bound_pass_one_more_byte_fails(gzipped: bool, block: int) -> None:
+    bound = 200
+    first = _record_of(50) + b"\n"
+    for last in (_record_of(bound), _record_of(bound + 1)):
+        body = first + last + b"\n"
+        wire = gzip.compress(body) if gzipped else body
+        if len(last) <= bound:
+            assert verify(wire, gzipped, block, max_line=bound) == 2
+        else:
+            with pytest.raises(IncompleteBody, match=f"longer than {bound} bytes"):
+                verify(wire, gzipped, block, max_line=bound)
+
+
+def test_a_body_without_newlines_fails_once_past_the_bound() -> None:
+    # It fails while streaming, not at the end: the buffer never outgrows the bound.
+    verifier = BodyVerifier(False, max_line=1000)
+    verifier.feed(b"{" + b"x" * 998)
+    verifier.feed(b"x")  # 1000 bytes: still a possible line
+    with pytest.raises(IncompleteBody, match="longer than 1000 bytes"):
+        verifier.feed(b"x")
+
+
+def test_default_bound_is_64_mib_of_one_line() -> None:
+    # 64 times Mixpanel's 1 MB limit on an event.
+    assert MAX_LINE_BYTES == 64 * 1024 * 1024
+    verifier = BodyVerifier(False)
+    verifier.feed(_record_of(1000) + b"\n")
+    block = b"x" * (1024 * 1024)
+    for _ in range(64):
+        verifier.feed(block)
+    with pytest.raises(IncompleteBody):
+        verifier.feed(b"x")

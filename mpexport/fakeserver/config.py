@@ -25,6 +25,16 @@ FAULT_KINDS: tuple[str, ...] = (
     "export_terminated_early_line",
     "terminated_early_inline",
 )
+# Connection resets at each point of an attempt before the 200 body (``reset``
+# is the one inside it). Kept apart from FAULT_KINDS, which tests serve all at
+# once over a fixed number of chunks, and from the random ``fault_rate`` draw.
+CUT_FAULT_KINDS: tuple[str, ...] = (
+    "reset_before_status",
+    "reset_in_error_headers",
+    "reset_in_200_headers",
+    "reset_in_error_body",
+    "reset_in_chunked_error_body",
+)
 
 
 @dataclass
@@ -40,6 +50,13 @@ class ServerConfig:
     ``ttfb`` delays the status line of admitted requests (not of 400/401/404 or
     limiter 429s). ``reset_with_rst`` makes the ``reset`` fault send a TCP RST
     instead of a FIN; both end a chunked body without its terminating chunk.
+    ``reset_with_rst`` applies to the ``CUT_FAULT_KINDS`` too: after reading the
+    request, ``reset_before_status`` sends nothing; ``reset_in_error_headers``
+    and ``reset_in_200_headers`` send a ``cut_status`` (default 502) or 200
+    status line and a few headers but no blank line (so no framing header
+    either); ``reset_in_error_body`` and ``reset_in_chunked_error_body`` send a
+    ``cut_status`` announcing a 4041-byte HTML page (Content-Length, or one chunk
+    of that size) and only its first 200 bytes.
     """
 
     dataset: Dataset = field(default_factory=Dataset)
@@ -62,14 +79,16 @@ class ServerConfig:
     fault_rate: float = 0.0
     fault_seed: int = 0
     reset_with_rst: bool = False
+    cut_status: int = 502
     gzip_threshold: int = 1400
     gzip_level: int = 1
     slice_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
-        unknown = [kind for kind in self.faults if kind not in FAULT_KINDS]
+        known = FAULT_KINDS + CUT_FAULT_KINDS
+        unknown = [kind for kind in self.faults if kind not in known]
         if unknown:
-            raise ValueError(f"unknown fault kinds: {unknown}; known: {FAULT_KINDS}")
+            raise ValueError(f"unknown fault kinds: {unknown}; known: {known}")
 
     def current_date(self) -> dt.date:
         """The server's idea of today (UTC unless ``today`` is set)."""

@@ -13,12 +13,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mpexport.fakeserver.body import TRUNCATING_FAULTS, BodyContext, serve_fault_body, stream_lines
-from mpexport.fakeserver.config import ServerConfig
+from mpexport.fakeserver.config import CUT_FAULT_KINDS, ServerConfig
 from mpexport.fakeserver.faults import FaultPlanner
 from mpexport.fakeserver.ratelimit import RateLimiter
 from mpexport.fakeserver.request import ApiError, ExportQuery, authenticate, parse_query
 from mpexport.fakeserver.stats import RequestRecord, ServerStats
-from mpexport.fakeserver.wire import Aborted, send_json, wait_or_abort
+from mpexport.fakeserver.wire import Aborted, send_cut_response, send_json, wait_or_abort
 
 EXPORT_PATHS = ("/api/2.0/export", "/api/2.0/export/")
 _ERROR_FAULTS: dict[str | None, tuple[int, str]] = {
@@ -209,6 +209,12 @@ class FakeMixpanelServer:
             elif fault == "http429":
                 release()
                 refuse(429, self._rate_error(), retry)
+            elif fault in CUT_FAULT_KINDS:
+                assert fault is not None
+                release()
+                send_cut_response(
+                    handler, record, fault, self.config.reset_with_rst, self.config.cut_status
+                )
             else:
                 self._serve(handler, record, query, fault, release)
         finally:

@@ -11,6 +11,7 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler
 
+from mpexport.fakeserver.config import CUT_FAULT_KINDS
 from mpexport.fakeserver.stats import RequestRecord
 
 
@@ -114,3 +115,67 @@ def abort_connection(handler: BaseHTTPRequestHandler, rst: bool) -> None:
             conn.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+# The 502 of the report that motivated these faults: a proxy's HTML page whose
+# Content-Length said 4041 bytes, cut after 200.
+ERROR_PAGE_BYTES = 4041
+CUT_AFTER_BYTES = 200
+
+
+def error_page(status: int, reason: str, size: int = ERROR_PAGE_BYTES) -> bytes:
+    """An HTML error page of exactly ``size`` bytes, like a load balancer's."""
+    head = (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n"
+    ).encode("ascii")
+    tail = b"</body>\r\n</html>\r\n"
+    # Proxies pad their pages (old browsers hid short ones); pad with a comment.
+    filler = size - len(head) - len(tail) - len(b"<!--  -->\r\n")
+    return head + b"<!-- " + b"p" * max(0, filler) + b" -->\r\n" + tail
+
+
+def send_cut_response(
+    handler: BaseHTTPRequestHandler,
+    record: RequestRecord,
+    kind: str,
+    rst: bool,
+    error_status: int = 502,
+) -> None:
+    """Serve one of the ``CUT_FAULT_KINDS``: a response cut by a reset at ``kind``'s point.
+
+    The error kinds send ``error_status``. ``record`` gets the status line's
+    code (0 if none was sent) and the body bytes sent, before the connection
+    is dropped.
+    """
+    if kind not in CUT_FAULT_KINDS:
+        raise ValueError(f"not a cut fault: {kind!r}")
+    if kind == "reset_before_status":
+        abort_connection(handler, rst)
+        return
+    status = 200 if kind == "reset_in_200_headers" else error_status
+    reason = handler.responses.get(status, ("Error",))[0]
+    record.status = status
+    handler.send_response(status)
+    if kind in ("reset_in_error_headers", "reset_in_200_headers"):
+        # Cut before any framing header (Content-Length, Transfer-Encoding):
+        # the worst case, where the client cannot tell that a body was due.
+        handler.send_header("Content-Type", "text/html" if status != 200 else "application/json")
+        handler.flush_headers()  # no blank line: the headers never end
+        abort_connection(handler, rst)
+        return
+    page = error_page(status, reason)
+    piece = page[:CUT_AFTER_BYTES]
+    handler.send_header("Content-Type", "text/html")
+    if kind == "reset_in_error_body":
+        handler.send_header("Content-Length", str(len(page)))
+        handler.end_headers()
+        wire = piece
+    else:  # reset_in_chunked_error_body
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        # One chunk announced whole, cut inside its data.
+        wire = b"%x\r\n%b" % (len(page), piece)
+    record.bytes_sent = len(piece)
+    handler.wfile.write(wire)
+    abort_connection(handler, rst)
