@@ -8,11 +8,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpexport import duckdb_repair
 from mpexport.duckdb_budget import MIB, LoaderBudget, parse_size
-from mpexport.duckdb_repair import needs_repair, repair_line, write_repairs
+from mpexport.duckdb_load import reader_sql
+from mpexport.duckdb_repair import refused_line_numbers, repair_line, write_repairs
 from mpexport.errors import UsageError
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sink_duckdb import DuckDBSink
@@ -186,42 +188,63 @@ def test_budget_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------ repair
 
 
+def duckdb_accepts(line: bytes, tmp_path: Path) -> bool:
+    path = tmp_path / "one.ndjson"
+    path.write_bytes(line.rstrip(b"\n") + b"\n")
+    with duckdb.connect() as con:
+        return con.execute(f"SELECT properties IS NOT NULL FROM {reader_sql(str(path))}"
+                           ).fetchone() == (True,)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.text(), st.one_of(st.text(), st.integers(), st.none())))
-def test_repair_always_gives_strict_utf8_json(props: dict[str, object]) -> None:
+def test_repair_gives_what_duckdb_accepts(tmp_path: Path, props: dict[str, object]) -> None:
+    """Whatever text a property holds (lone surrogates included), the repair loads."""
     line = json.dumps({"event": "e", "properties": props}).encode()
     fixed = repair_line(line)
     assert fixed is not None and fixed.endswith(b"\n")
-    text = fixed.decode("utf-8")  # strict: no undecodable bytes remain
-    value = json.loads(text)
-    assert not needs_repair(fixed.rstrip(b"\n"))
-    if not needs_repair(line):
-        assert value == {"event": "e", "properties": props}
+    assert duckdb_accepts(fixed, tmp_path)
+    value = json.loads(fixed.decode("utf-8"))  # strict UTF-8: nothing undecodable remains
+    if duckdb_accepts(line, tmp_path):
+        assert value == {"event": "e", "properties": props}, "readable values are kept"
 
 
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=40))
-def test_repair_never_raises_on_cut_bytes(junk: bytes) -> None:
+def test_repair_of_cut_bytes(tmp_path: Path, junk: bytes) -> None:
     line = b'{"event":"e","properties":{"s":"' + junk.replace(b'"', b"").replace(b"\\", b"") \
         + b'"}}'
     fixed = repair_line(line)
     if fixed is not None:
-        json.loads(fixed.decode("utf-8"))
-        assert not needs_repair(fixed.rstrip(b"\n"))
+        assert duckdb_accepts(fixed, tmp_path)
 
 
-def test_write_repairs_finds_only_refused_lines(tmp_path: Path) -> None:
+def test_duckdb_names_exactly_the_refused_lines(tmp_path: Path) -> None:
     src = tmp_path / "spool"
     src.write_bytes(odd_body())
+    with duckdb.connect() as con:
+        numbers = refused_line_numbers(con, reader_sql(str(src)))
+    names = list(ODD_LINES)
+    assert {names[n] for n in numbers} == REFUSED_BY_DUCKDB
     side = tmp_path / "side"
-    found = write_repairs(src, side, max_line=1 << 20)
-    assert found.repaired == len(REFUSED_BY_DUCKDB)
+    found = write_repairs(src, side, numbers)
+    assert (found.repaired, found.unrepairable) == (len(REFUSED_BY_DUCKDB), 0)
     assert side.read_bytes().count(b"\n") == len(REFUSED_BY_DUCKDB)
 
 
-def test_write_repairs_copies_lines_longer_than_the_reader_limit(tmp_path: Path) -> None:
-    long_line = b'{"event":"e","properties":{"s":"' + b"y" * 5000 + b'"}}\n'
+def test_write_repairs_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Line numbers are counted right when the file is read in many blocks."""
+    monkeypatch.setattr(duckdb_repair, "BLOCK_BYTES", 64)
+    lines = [b'{"event":"e","properties":{"n":%d}}' % n for n in range(50)]
+    lines[7] = b'{"event":"e","properties":{"s":"\xff"}}'
+    lines[49] = b'{"event":"e","properties":{"s":"\\ud83d"}}'
     src = tmp_path / "spool"
-    src.write_bytes(b'{"event":"e","properties":{}}\n' + long_line)
+    src.write_bytes(b"\n".join(lines) + b"\n")
     side = tmp_path / "side"
-    found = write_repairs(src, side, max_line=1000)
-    assert (found.oversized, found.repaired) == (1, 0)
-    assert side.read_bytes() == long_line
+    found = write_repairs(src, side, [7, 30, 49])
+    assert found.repaired == 3
+    assert side.read_bytes().splitlines() == [
+        b'{"event":"e","properties":{"s":"\xef\xbf\xbd"}}',
+        lines[30],
+        b'{"event":"e","properties":{"s":"\xef\xbf\xbd"}}',
+    ]
