@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mpexport.client import REGION_HOSTS, Endpoint, resolve_endpoint
 from mpexport.credentials import Credentials
-from mpexport.errors import CredentialsError, MpexportError
+from mpexport.errors import CredentialsError, MpexportError, UnavailableError
 from mpexport.fetch import FetchSettings, Query, RetryableError, fetch_once, new_session
 from mpexport.model import Chunk, QueryFilters
 
@@ -50,8 +50,8 @@ def check_credentials(
     try:
         events = _probe(endpoint, credentials, day)
     except RetryableError as exc:
-        raise MpexportError(f"Mixpanel did not answer the check: {exc.reason}",
-                            "try again in a minute") from None
+        raise UnavailableError(f"Mixpanel did not answer the check: {exc.reason}",
+                               "try again in a minute") from None
     except CredentialsError as error:
         if api_url is not None:
             raise

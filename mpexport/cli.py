@@ -158,45 +158,75 @@ def _tolerant_stderr() -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; the one place where exceptions become exit codes."""
+    """Run the CLI; the one place where exceptions become messages and exit codes.
+
+    The code itself always comes from :func:`~mpexport.errors.exit_code_for`,
+    as the summary JSON's does.
+    """
     _tolerant_stderr()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        returned = cli.main(args=argv, prog_name="mpexport", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.UsageError as exc:
-        # One line, as for every other error: what is wrong and where help is.
+        returned = cli.main(args=args, prog_name="mpexport", standalone_mode=False)
+        # click returns the exit code of --help/--version instead of raising.
+        code = returned if isinstance(returned, int) else int(ExitCode.OK)
+    except BaseException as exc:  # every way out gets its code here
+        code = exit_code_for(exc)
+        _report(exc, code)
+        if isinstance(exc, click.UsageError):
+            _usage_summary(args, exc, code)
+    try:
+        # What click.echo buffered (a dry run's plan, --help) must meet a closed
+        # pipe here: at interpreter exit the failed flush would turn 0 into 1.
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        _quiet_broken_pipe()
+    return code
+
+
+def _report(exc: BaseException, code: int) -> None:
+    """The one line on stderr for an error (and its traceback with --debug)."""
+    if isinstance(exc, (click.exceptions.Exit, SystemExit)):
+        return
+    if isinstance(exc, click.UsageError):
+        # What is wrong and where help is.
         command = exc.ctx.command_path if exc.ctx else "mpexport"
         echo_err(f"mpexport: error: {exc.format_message()} (see '{command} --help')")
-        return int(ExitCode.USAGE)
-    except click.ClickException as exc:
+        return
+    if isinstance(exc, click.ClickException):
         echo_err(f"mpexport: error: {exc.format_message()}")
-        return int(ExitCode.USAGE)
-    except click.Abort:
-        echo_err("mpexport: interrupted")
-        return int(ExitCode.INTERRUPTED)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except (BrokenPipeError, OutputClosed):
+        return
+    if isinstance(exc, (BrokenPipeError, OutputClosed)):
         _quiet_broken_pipe()
-        return int(ExitCode.OK)
-    except KeyboardInterrupt:
+        return
+    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
         echo_err("mpexport: interrupted")
-        return int(ExitCode.INTERRUPTED)
-    except Interrupted as exc:
-        if State.debug:
-            traceback.print_exc()
-        return int(exc.exit_code)
-    except MpexportError as exc:
-        if State.debug:
-            traceback.print_exc()
+        return
+    if State.debug:
+        traceback.print_exc()
+    if isinstance(exc, Interrupted):
+        return  # the runner already said what was stopped and how to resume
+    if isinstance(exc, MpexportError):
         echo_err(f"mpexport: error: {exc.one_line()}")
-        return int(exc.exit_code)
-    except Exception as exc:
-        if State.debug:
-            traceback.print_exc()
-        echo_err(f"mpexport: internal error: {type(exc).__name__}: {exc} "
-                  "(run with --debug for a traceback, and please report it)")
-        return int(exit_code_for(exc))
-    # click returns the exit code of --help/--version instead of raising.
-    return returned if isinstance(returned, int) else int(ExitCode.OK)
+        return
+    echo_err(f"mpexport: internal error: {type(exc).__name__}: {exc} (exit {code}; run "
+             "with --debug for a traceback, and please report it)")
+
+
+def _usage_summary(args: list[str], exc: click.UsageError, code: int) -> None:
+    """A usage error stops click before the command runs: write its summary JSON here."""
+    target = None
+    for i, arg in enumerate(args):
+        if arg == "--summary-json" and i + 1 < len(args):
+            target = args[i + 1]
+        elif arg.startswith("--summary-json="):
+            target = arg.split("=", 1)[1]
+    if not target:
+        return
+    from mpexport.report import RunReport
+
+    command = exc.ctx.info_name if exc.ctx and exc.ctx.info_name else "mpexport"
+    report = RunReport(command=command, error=exc.format_message())
+    try:
+        report.write_json(target, code)
+    except OSError as error:
+        echo_err(f"mpexport: could not write the summary JSON: {error}")

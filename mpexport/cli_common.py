@@ -12,10 +12,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    complete: every chunk arrived whole
-  1    partial: some chunks failed after their retries (stderr names them)
+  1    failed after retries: some chunks, the loader, or check's request
+       (stderr names them and the command that resumes)
   2    bad usage or parameters (also HTTP 400 from Mixpanel)
   3    credentials or permission (missing, or HTTP 401/402/403)
   4    the database is locked by another run
+  70   internal error (a bug: please report it, with --debug's traceback)
   130  interrupted (SIGINT), 143 terminated (SIGTERM)"""
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from mpexport.cli_common import (
     fetch_options,
     output_options,
 )
-from mpexport.errors import ExitCode, Interrupted, MpexportError, exit_code_for
+from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError, exit_code_for
 
 if TYPE_CHECKING:
     from mpexport.api import ExportRequest
@@ -146,7 +147,7 @@ def _execute(command: str, options: dict[str, Any]) -> int:
     try:
         code = _run(command, options, report)
     except BaseException as exc:
-        code = int(exit_code_for(exc))
+        code = exit_code_for(exc)
         report.error = exc.one_line() if isinstance(exc, MpexportError) else str(exc) or None
         raise
     finally:
@@ -182,8 +183,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
         for note in (*warnings, *request.notes):
             echo_err(f"mpexport: note: {note}")
     if options["dry_run"] and command == "export":
-        for line in api.describe_plan(request, credentials):
-            click.echo(line)
+        _print_plan(api.describe_plan(request, credentials))
         return int(ExitCode.OK)
     assert credentials is not None
     db_path = Path(options["db_path"]) if options["db_path"] else None
@@ -203,8 +203,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
             request = api.sync_request(request, database, bool(options["from_date"]),
                                        options["lookback"])
             if options["dry_run"]:
-                for line in api.describe_plan(request, credentials):
-                    click.echo(line)
+                _print_plan(api.describe_plan(request, credentials))
                 return int(ExitCode.OK)
         report.from_date, report.to_date = request.from_date, request.to_date
         result = _run_pipeline(request, credentials, database, options, report, stack)
@@ -218,6 +217,22 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
         _report_failures(result, report, options)
         return int(ExitCode.PARTIAL)
     return int(ExitCode.OK)
+
+
+def _print_plan(lines: Iterable[str]) -> None:
+    """A dry run's plan on stdout (it is the requested output); `| head` ends it quietly."""
+    from mpexport.errors import OutputClosed
+    from mpexport.sink_ndjson import reader_gone
+
+    try:
+        for line in lines:
+            click.echo(line)
+        sys.stdout.flush()
+    except OSError as error:
+        # Raised as our own error: click would turn a broken pipe into exit 1.
+        if reader_gone(error):
+            raise OutputClosed() from error
+        raise
 
 
 def _credentials(options: dict[str, Any]) -> tuple[Credentials | None, str, list[str]]:
@@ -253,6 +268,11 @@ def _run_pipeline(
     try:
         return run_export(request, credentials, database=database, progress=progress,
                           guard=guard)
+    except LoaderError:
+        progress.close()
+        assert database is not None
+        _report_loader_failure(request, database, options, report)
+        raise
     except Interrupted as stop:
         progress.close()
         from mpexport.model import ExportResult
@@ -320,6 +340,26 @@ def _report_failures(result: ExportResult, report: RunReport, options: dict[str,
     if not options["quiet"]:
         echo_err("retry just those with:")
     _rerun(merge_ranges([f.chunk for f in result.failed]), options, report)
+
+
+def _report_loader_failure(request: ExportRequest, database: DuckDBSink,
+                           options: dict[str, Any], report: RunReport) -> None:
+    """Which days the failed loader committed, and the command that loads the rest."""
+    from mpexport.dates import day_range
+    from mpexport.model import Chunk
+    from mpexport.plan import merge_ranges
+
+    report.load = database.stats
+    done = database.loaded_days
+    missing = merge_ranges([Chunk(0, d, d) for d in day_range(request.from_date, request.to_date)
+                            if d not in done])
+    committed = merge_ranges([Chunk(0, d, d) for d in sorted(done)])
+    listed = ", ".join(f"{a}..{b}" if a != b else f"{a}" for a, b in committed) or "none"
+    echo_err(f"mpexport: the loader stopped after committing {database.stats.chunks} chunks "
+             f"(days {listed}); nothing of the chunk it was loading was stored")
+    if missing:
+        echo_err("to load the rest, fix the cause above, then run:")
+        _rerun(missing, options, report)
 
 
 def _report_interrupted(stop: Interrupted, options: dict[str, Any], to_db: bool,

@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     CREDENTIALS = 3
     LOCKED = 4
+    INTERNAL = 70  # a bug: sysexits' EX_SOFTWARE
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -62,6 +63,18 @@ class CredentialsError(MpexportError):
     exit_code = ExitCode.CREDENTIALS
 
 
+class UnavailableError(MpexportError):
+    """Mixpanel did not answer usefully after the retries (network, 5xx, 429)."""
+
+    exit_code = ExitCode.PARTIAL
+
+
+class LoaderError(MpexportError):
+    """The DuckDB loader failed in a way no retry of the chunk can fix (disk full, a bug)."""
+
+    exit_code = ExitCode.PARTIAL
+
+
 class DatabaseLockedError(MpexportError):
     """Another run holds the output database."""
 
@@ -94,12 +107,32 @@ class Interrupted(MpexportError):
         )
 
 
-def exit_code_for(error: BaseException) -> ExitCode:
-    """Map any exception to the exit code the CLI returns for it."""
+def exit_code_for(error: BaseException) -> int:
+    """Map any exception to the exit code the process ends with: the only such mapping.
+
+    The CLI's summary JSON and its exit status both come from here, so they
+    cannot disagree.
+    """
     if isinstance(error, MpexportError):
-        return error.exit_code
+        return int(error.exit_code)
+    if isinstance(error, BrokenPipeError):
+        return int(ExitCode.OK)  # the reader went away (`| head`): not a failure
     if isinstance(error, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED
-    # An unexpected bug: not a usage error, not a partial export. 1 is the
-    # conventional "something failed" code and the least misleading here.
-    return ExitCode.PARTIAL
+        return int(ExitCode.INTERRUPTED)
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) else int(ExitCode.PARTIAL)
+    if type(error).__module__.startswith("click"):
+        return _click_exit_code(error)
+    return int(ExitCode.INTERNAL)
+
+
+def _click_exit_code(error: BaseException) -> int:
+    import click
+
+    if isinstance(error, click.exceptions.Exit):
+        return int(error.exit_code)
+    if isinstance(error, click.Abort):
+        return int(ExitCode.INTERRUPTED)
+    if isinstance(error, click.ClickException):
+        return int(ExitCode.USAGE)  # click's own 1 would read as "partial" here
+    return int(ExitCode.INTERNAL)

@@ -28,7 +28,7 @@ from mpexport.duckdb_schema import (
     read_day_volumes,
     read_manifest,
 )
-from mpexport.errors import DatabaseLockedError, ExitCode, MpexportError, UsageError
+from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
 from mpexport.parquet_out import flush_pending
 
@@ -37,12 +37,6 @@ from mpexport.parquet_out import flush_pending
 # for a COMMIT already writing to a slow disk, which must not be cut.
 ABORT_JOIN_SECONDS = 1.5
 _POLL_SECONDS = 0.1
-
-
-class LoaderError(MpexportError):
-    """The loader thread failed in a way no retry of the chunk can fix (disk, bug)."""
-
-    exit_code = ExitCode.PARTIAL
 
 
 class _Stopped(Exception):
@@ -120,6 +114,8 @@ class DuckDBSink:
         self.batch_rows = batch_rows
         self.stats = LoadStats()
         self.failed_chunks: list[ChunkFailure] = []
+        # UTC days whose chunks this run committed (for a resume after a failure).
+        self.loaded_days: set[dt.date] = set()
         self._fingerprint = filters.fingerprint()
         # Left to itself DuckDB caches up to 80% of RAM and fails a load that
         # needs more than its limit; the budget bounds it and sets threads and
@@ -354,6 +350,7 @@ class DuckDBSink:
         with self._lock:
             days = self._covered.setdefault(self._fingerprint, set())
             days.update(day_range(chunk.from_date, chunk.to_date))
+            self.loaded_days.update(day_range(chunk.from_date, chunk.to_date))
         if self.parquet_dir is not None:
             try:
                 self.parquet_dir.mkdir(parents=True, exist_ok=True)
