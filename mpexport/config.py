@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import stat
 import sys
 import tomllib
@@ -48,6 +47,7 @@ from typing import Any, TextIO
 import click
 import platformdirs
 
+from mpexport.atomic import write_atomically
 from mpexport.credentials import (
     ENV_API_SECRET,
     ENV_PROJECT_ID,
@@ -525,32 +525,9 @@ def write_profile(
 
 def _atomic_write_private(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically; the file is 0600 from creation."""
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = text.encode("utf-8")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    # A random name in the same directory (same filesystem, so os.replace is
-    # atomic); O_EXCL with mode 0600 means no other user can ever open it.
-    for _ in range(100):
-        temp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-        try:
-            fd = os.open(temp, flags, 0o600)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of random names
-        raise UsageError(f"cannot create a temporary file in {directory}")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(directory)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomically(path, text.encode("utf-8"), mode=0o600, durable=True)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

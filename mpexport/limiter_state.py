@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,6 +42,7 @@ from typing import Any
 
 import platformdirs
 
+from mpexport.atomic import write_atomically
 from mpexport.filelock import lock, unlock
 
 STATE_DIR_ENV = "MPEXPORT_STATE_DIR"
@@ -218,14 +218,6 @@ class HourlyState:
             "project": self.project,
             "starts": starts,
         }
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(body, out)
-            # No fsync: a crash may lose the last few entries (the server's 429
-            # then covers it), but os.replace never exposes a torn file.
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # Not durable: a crash may lose the last few entries (the server's
+        # 429 then covers it), but a reader never sees a torn file.
+        write_atomically(self.path, json.dumps(body).encode("utf-8"))

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from mpexport.atomic import replacing
 from mpexport.duckdb_load import sql_string
 from mpexport.duckdb_schema import PARQUET_PENDING_TABLE, quote_ident
 
@@ -53,16 +52,12 @@ def write_day(con: Any, table: str, parquet_dir: Path, day: dt.date) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     # The temp name does not end in .parquet, so a glob like */*.parquet
     # never picks up a half-written file left by a crash.
-    temp = folder / f".{FILE_NAME}.{uuid.uuid4().hex}.tmp"
-    try:
+    with replacing(final) as temp:
         con.execute(
             f"COPY (SELECT event, time, distinct_id, insert_id, mp_processing_time_ms, properties "
             f"FROM {target} WHERE {window} ORDER BY time) "
             f"TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
         )
-        os.replace(temp, final)
-    finally:
-        temp.unlink(missing_ok=True)
     return int(rows)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpexport import __version__
+from mpexport.atomic import write_atomically
 from mpexport.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -87,10 +88,7 @@ class RunReport:
             sys.stderr.write(text)
             sys.stderr.flush()
             return
-        path = Path(target)
-        partial = path.with_name(path.name + ".tmp")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
+        write_atomically(Path(target), text.encode("utf-8"))
 
 
 def summary_line(report: RunReport) -> str:
