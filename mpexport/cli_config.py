@@ -7,6 +7,7 @@ import os
 import click
 
 from mpexport.cli_common import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
+from mpexport.client import REGIONS
 
 
 @click.group("config", context_settings=CONTEXT)
@@ -32,7 +33,7 @@ def config_group() -> None:
               help="Service account username; its secret is prompted for without echo, "
                    "or read as one line from stdin when stdin is not a terminal.")
 @click.option("--project-id", type=int, help="Project id (required with --username).")
-@click.option("--region", type=click.Choice(["us", "eu", "in"], case_sensitive=False),
+@click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
               help="Data residency region of the project [default: us].")
 @click.option("--legacy-api-secret", "legacy", is_flag=True,
               help="Save a legacy project secret (prompted for, or read from stdin) instead "
@@ -102,7 +103,7 @@ def config_show_command() -> None:
 
 
 @click.command("check", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
-@click.option("--region", type=click.Choice(["us", "eu", "in"], case_sensitive=False),
+@click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
               default=None, help="Region to check [default: as for export].")
 @click.option("--api-url", metavar="URL", help="Replace scheme and host.")
 @click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID].")

@@ -11,11 +11,15 @@ from mpexport.credentials import Credentials
 from mpexport.errors import BadParametersError, CredentialsError, UsageError
 from mpexport.model import Chunk, QueryFilters
 
+# The one list of data residency regions (the CLI's choices and the config's
+# checks come from here).
 REGION_HOSTS = {
     "us": "https://data.mixpanel.com",
     "eu": "https://data-eu.mixpanel.com",
     "in": "https://data-in.mixpanel.com",
 }
+REGIONS = tuple(REGION_HOSTS)
+DEFAULT_REGION = "us"
 EXPORT_PATH = "/api/2.0/export"
 MAX_LIMIT = 100_000
 
@@ -51,7 +55,7 @@ class Endpoint:
         return urllib.parse.urlsplit(self.base_url).netloc
 
 
-def resolve_endpoint(region: str = "us", api_url: str | None = None) -> Endpoint:
+def resolve_endpoint(region: str = DEFAULT_REGION, api_url: str | None = None) -> Endpoint:
     """Choose the endpoint from ``--region`` or an ``--api-url`` override.
 
     Plain HTTP is only allowed to a loopback host, so credentials never cross

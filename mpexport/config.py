@@ -48,6 +48,7 @@ import click
 import platformdirs
 
 from mpexport.atomic import write_atomically
+from mpexport.client import DEFAULT_REGION, REGIONS
 from mpexport.credentials import (
     ENV_API_SECRET,
     ENV_PROJECT_ID,
@@ -63,8 +64,6 @@ CONFIG_DIR_ENV = "MPEXPORT_CONFIG_DIR"
 PROFILE_ENV = "MPEXPORT_PROFILE"
 CONFIG_FILENAME = "config.toml"
 DEFAULT_PROFILE_NAME = "default"
-REGIONS = ("us", "eu", "in")
-DEFAULT_REGION = "us"
 
 PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LEGACY_SECRET_WARNING = (
