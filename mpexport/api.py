@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -19,13 +20,13 @@ from mpexport.dates import check_timezone, day_range, parse_range, today_in
 from mpexport.errors import Interrupted, UsageError
 from mpexport.events import ProgressCallback, WaitingForBudget
 from mpexport.fetch import FetchSettings, Query
+from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ExportResult, QueryFilters
 from mpexport.pipeline import Pipeline
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
 from mpexport.sink_ndjson import NdjsonSink
 
 if TYPE_CHECKING:
-    from mpexport.interrupt import InterruptGuard
     from mpexport.ratelimit import RateLimiter
     from mpexport.sink_duckdb import DuckDBSink, LoadStats
 
@@ -216,8 +217,13 @@ def sync_range(
 
     The first sync needs ``from_date``. Later ones start ``lookback`` days
     before the end of the unbroken run of loaded days that begins at the
-    first loaded day (so a day that failed earlier is fetched again too);
-    an explicit ``from_date`` wins.
+    first loaded day (so a day that failed earlier is fetched again too),
+    but never before that first day: it is where the table's range begins
+    (the ``--from`` of its first sync), and a short run of loaded days (a
+    young file, a first run cut short) must not pull in days nobody asked
+    for. An explicit ``from_date`` wins and moves that first day on purpose.
+    Raises :class:`UsageError` when ``to_date`` ends before the first day
+    and no ``from_date`` says to go there.
     """
     if lookback < 0:
         raise UsageError(f"--lookback must be 0 or more days, not {lookback}")
@@ -229,10 +235,19 @@ def sync_range(
             )
         return from_date, to_date, None
     days = set(covered)
-    complete = min(days)
+    first = min(days)
+    complete = first
     while complete + dt.timedelta(days=1) in days:
         complete += dt.timedelta(days=1)
-    start = from_date or complete - dt.timedelta(days=lookback)
+    if from_date is not None:
+        return min(from_date, to_date), to_date, complete
+    if to_date < first:
+        raise UsageError(
+            f"--to {to_date.isoformat()} is before the first synced day of this table, "
+            f"{first.isoformat()}",
+            "pass --from as well to sync earlier days",
+        )
+    start = max(first, complete - dt.timedelta(days=lookback))
     return min(start, to_date), to_date, complete
 
 
@@ -302,8 +317,13 @@ class DatabaseTarget:
     memory_limit: str | None = None  # the loader's budget, e.g. "512MB" (see duckdb_budget)
 
 
-def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
-    """Validate and open the DuckDB sink (fails before anything is fetched)."""
+def open_database(
+    target: DatabaseTarget, request: ExportRequest, guard: InterruptGuard | None = None
+) -> DuckDBSink:
+    """Validate and open the DuckDB sink (fails before anything is fetched).
+
+    ``guard`` is the run's: the sink's waits for its loader look for its stop request.
+    """
     from mpexport.sink_duckdb import DuckDBSink
 
     filters = request.filters
@@ -324,25 +344,35 @@ def open_database(target: DatabaseTarget, request: ExportRequest) -> DuckDBSink:
         parquet_dir=target.parquet_dir,
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
+        check_stop=guard.raise_if_requested if guard is not None else None,
     )
 
 
 @contextmanager
 def locked_database(
-    target: DatabaseTarget, request: ExportRequest, wait_lock: float = 0.0
+    target: DatabaseTarget,
+    request: ExportRequest,
+    wait_lock: float = 0.0,
+    guard: InterruptGuard | None = None,
 ) -> Iterator[DuckDBSink]:
     """Take the file's lock, open the sink, and abort it on the way out unless closed.
 
     One writer per file: another run's lock raises
     :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock`` seconds).
+    A stop request of ``guard`` ends the lock wait, and one that came while
+    the database opened (which cannot be cut) takes effect right after it.
+    The loader thread has ended when the block is left.
     """
     from mpexport.dblock import database_lock
     from mpexport.duckdb_schema import check_db_path
 
     check_db_path(target.path)  # a clear message before a lock file is created
-    with database_lock(target.path, wait_lock):
-        database = open_database(target, request)
+    check_stop = guard.raise_if_requested if guard is not None else None
+    with database_lock(target.path, wait_lock, check_stop):
+        database = open_database(target, request, guard)
         try:
+            if check_stop is not None:
+                check_stop()
             yield database
         finally:
             database.abort()  # a no-op once the run closed it
@@ -375,10 +405,15 @@ def run_export(
 ) -> ExportResult:
     """Run a validated export into ``database`` (a DuckDB sink) or ``output`` (NDJSON).
 
-    ``output`` defaults to stdout. ``guard`` (the CLI's signal handling) makes
-    a stop request end NDJSON output on a whole line. ``limiter`` defaults to
-    one with the request's limits that shares the hour with earlier runs.
+    ``output`` defaults to stdout. ``guard`` is the run's stop request (the
+    CLI's signal handling, a library caller's cancel event; a fresh one by
+    default): when it trips, the run stops at its next safe point, NDJSON
+    output ends on a whole line, and :class:`Interrupted` is raised.
+    ``limiter`` defaults to one with the request's limits that shares the
+    hour with earlier runs. Every thread the run started has ended when this
+    returns or raises.
     """
+    guard = guard if guard is not None else InterruptGuard()
     limiter = limiter or new_limiter(request, credentials)
     sink: NdjsonSink | DuckDBSink
     if database is not None:
@@ -446,6 +481,7 @@ def export(
     retries: int | None = None,
     wait_lock: float = 0.0,
     memory_limit: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExportResult:
     """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON or into DuckDB.
 
@@ -465,6 +501,17 @@ def export(
     :mod:`mpexport.events` event. Returns an :class:`ExportResult`; raises
     :class:`~mpexport.errors.MpexportError` subclasses for bad input and for
     errors retrying cannot fix.
+
+    ``cancel`` stops the run from another thread (or from ``progress``):
+    once it is set, the run stops at its next safe point (within moments:
+    blocked downloads are cut; only a connection still being set up or a
+    DuckDB commit already writing is waited for), NDJSON output ends on a
+    whole line, nothing partial is committed, and
+    :class:`~mpexport.errors.Interrupted` is raised
+    with ``signal_name == "cancel"``, ``result`` (what was done) and, for
+    NDJSON, ``remaining`` (the date ranges still to fetch). Whatever way it
+    ends, the call leaves no thread running and no spool file behind, so it
+    can be called again and again in one process (a notebook, a worker).
     """
     request = build_request(
         from_date, to_date, workers=workers, chunk_days=chunk_days, events=events,
@@ -473,16 +520,17 @@ def export(
         retries=retries,
     )
     credentials = credentials or credentials_from_env()
+    guard = InterruptGuard(cancel)  # this run's alone: a stop never outlives its run
     if db is None:
         if parquet is not None:
             raise UsageError("parquet output needs a database", "pass db= as well")
         return run_export(request, credentials, output=output, progress=progress,
-                          spool_dir=spool_dir)
+                          spool_dir=spool_dir, guard=guard)
     target = DatabaseTarget(Path(db), table, replace, refresh,
                             Path(parquet) if parquet is not None else None, memory_limit)
-    with locked_database(target, request, wait_lock) as database:
+    with locked_database(target, request, wait_lock, guard) as database:
         return run_export(request, credentials, database=database, progress=progress,
-                          spool_dir=spool_dir)
+                          spool_dir=spool_dir, guard=guard)
 
 
 def sync(
@@ -505,13 +553,17 @@ def sync(
     project_timezone: str | None = None,
     wait_lock: float = 0.0,
     memory_limit: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[ExportResult, LoadStats]:
     """Bring a DuckDB file up to ``to_date``: new days plus a lookback of ``lookback`` days.
 
-    The first sync of a file needs ``from_date``. Holds the file's lock for
-    the run (:class:`~mpexport.errors.DatabaseLockedError` if another run
-    has it, after waiting ``wait_lock`` seconds). Returns the export result
-    and the load statistics (``late_rows`` counts late events added).
+    The first sync of a file needs ``from_date``; later syncs never reach
+    before the first day the file holds unless ``from_date`` says so (see
+    :func:`sync_range`). Holds the file's lock for the run
+    (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
+    after waiting ``wait_lock`` seconds). ``cancel`` stops the run as for
+    :func:`export`. Returns the export result and the load statistics
+    (``late_rows`` counts late events added).
     """
     start_text = from_date if from_date is not None else to_date
     request = build_request(
@@ -521,7 +573,9 @@ def sync(
     )
     credentials = credentials or credentials_from_env()
     target = DatabaseTarget(Path(db), table, refresh=True, memory_limit=memory_limit)
-    with locked_database(target, request, wait_lock) as database:
+    guard = InterruptGuard(cancel)
+    with locked_database(target, request, wait_lock, guard) as database:
         request = sync_request(request, database, from_date is not None, lookback)
-        result = run_export(request, credentials, database=database, progress=progress)
+        result = run_export(request, credentials, database=database, progress=progress,
+                            guard=guard)
     return result, database.stats

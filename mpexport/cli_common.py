@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,10 +24,34 @@ Exit codes:
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class State:
-    """Process-wide CLI switches set by options (read by the error handler)."""
+_DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("mpexport_debug", default=False)
 
-    debug = False
+
+class RunState:
+    """The switches of the current CLI invocation, set by options (read by the error handler).
+
+    They belong to one invocation: the outermost command resets them when it
+    parses its options, so a second ``cli.run()`` in the same process (tests,
+    a notebook) does not inherit the first one's ``--debug``. Kept in a
+    context variable, so threads running the CLI do not share them either.
+    """
+
+    @property
+    def debug(self) -> bool:
+        """``--debug`` was given (on the group or on the command)."""
+        return _DEBUG.get()
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        _DEBUG.set(value)
+
+    def reset(self) -> None:
+        """Back to the defaults, for the start of an invocation."""
+        _DEBUG.set(False)
+
+
+State = RunState()
+"""The current invocation's switches (an instance: nothing is kept on a class)."""
 
 
 def echo_err(text: str) -> None:
@@ -34,8 +59,13 @@ def echo_err(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _set_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    if value:
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    # --debug sits on the group and on each command; the outermost context
+    # starts the invocation, so it sets the switch, and an inner one can
+    # only add to it (``mpexport --debug export`` keeps it on).
+    if ctx.parent is None:
+        State.debug = value
+    elif value:
         State.debug = True
     return value
 

@@ -26,6 +26,7 @@ from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError, e
 if TYPE_CHECKING:
     from mpexport.api import ExportRequest
     from mpexport.credentials import Credentials
+    from mpexport.interrupt import InterruptGuard
     from mpexport.model import ExportResult
     from mpexport.progress import BarProgress
     from mpexport.report import RunReport
@@ -189,6 +190,11 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
     db_path = Path(options["db_path"]) if options["db_path"] else None
     report.database = db_path
     with ExitStack() as stack:
+        # This run's own guard, installed first so that it covers the lock wait
+        # and the database's close too; signals only record a stop request.
+        from mpexport.interrupt import InterruptGuard
+
+        guard = stack.enter_context(InterruptGuard().installed())
         database = None
         if db_path is not None:
             target = api.DatabaseTarget(
@@ -196,8 +202,12 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
                 Path(options["parquet_dir"]) if options["parquet_dir"] else None,
                 options["memory_limit"],
             )
-            database = stack.enter_context(
-                api.locked_database(target, request, options["wait_lock"]))
+            try:
+                database = stack.enter_context(
+                    api.locked_database(target, request, options["wait_lock"], guard))
+            except Interrupted as stop:
+                echo_err(f"mpexport: {stop.signal_name}: stopped before anything was fetched")
+                raise
         if command == "sync":
             assert database is not None
             request = api.sync_request(request, database, bool(options["from_date"]),
@@ -206,7 +216,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
                 _print_plan(api.describe_plan(request, credentials))
                 return int(ExitCode.OK)
         report.from_date, report.to_date = request.from_date, request.to_date
-        result = _run_pipeline(request, credentials, database, options, report, stack)
+        result = _run_pipeline(request, credentials, database, options, report, guard)
     report.result = result
     report.load = database.stats if database is not None else None
     if not quiet:
@@ -258,13 +268,11 @@ def _run_pipeline(
     database: DuckDBSink | None,
     options: dict[str, Any],
     report: RunReport,
-    stack: ExitStack,
+    guard: InterruptGuard,
 ) -> ExportResult:
     from mpexport.api import run_export
-    from mpexport.interrupt import GUARD
 
     progress = _progress(options)
-    guard = stack.enter_context(GUARD.installed())
     try:
         return run_export(request, credentials, database=database, progress=progress,
                           guard=guard)

@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -55,10 +55,14 @@ def _write_holder(handle: IO[bytes]) -> None:
 
 
 @contextmanager
-def database_lock(db_path: Path, wait_seconds: float = 0.0) -> Iterator[None]:
+def database_lock(
+    db_path: Path, wait_seconds: float = 0.0, check_stop: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Hold the database's lock for the block; raise :class:`DatabaseLockedError` if taken.
 
-    With ``wait_seconds`` > 0, wait that long for the holder to finish first.
+    With ``wait_seconds`` > 0, wait that long for the holder to finish first,
+    calling ``check_stop`` (which raises to end the wait, e.g. a run's
+    :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`) at every poll.
     """
     path = lock_path(db_path)
     handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole block
@@ -71,6 +75,9 @@ def database_lock(db_path: Path, wait_seconds: float = 0.0) -> Iterator[None]:
                 raise DatabaseLockedError(
                     f"the database {db_path} is in use by {_holder_text(handle)}", hint
                 )
+            # Stop signals only record a request, so a long wait must look for it.
+            if check_stop is not None:
+                check_stop()
             time.sleep(POLL_SECONDS)
         try:
             _write_holder(handle)

@@ -39,6 +39,8 @@ from mpexport.verify import BodyVerifier, IncompleteBody, VerifiedBody
 if TYPE_CHECKING:
     import requests
 
+    from mpexport.http_cut import ConnectionCutter
+
 log = logging.getLogger("mpexport.http")
 
 READ_BLOCK = 256 * 1024
@@ -161,11 +163,13 @@ def backoff_delay(attempt: int, settings: FetchSettings, rng: random.Random) -> 
     return rng.uniform(ceiling / 2, ceiling)
 
 
-def new_session() -> requests.Session:
-    """A requests session for one worker."""
+def new_session(cutter: ConnectionCutter | None = None) -> requests.Session:
+    """A requests session for one worker; ``cutter`` can end its blocked reads from outside."""
     import requests
 
     session = requests.Session()
+    if cutter is not None:
+        cutter.mount(session)
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept-Encoding"] = "gzip"
     # requests reads REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE itself (they still
@@ -403,6 +407,10 @@ def fetch_chunk(
                 session, query, chunk, spool_dir, settings, stop, on_bytes
             )
         except RetryableError as exc:
+            if stop.is_set():
+                # Most likely the stopping run cut the connection: not the
+                # chunk's fault, and no retry, split or failure to report.
+                raise Stopped() from None
             if exc.throttled:
                 throttled += 1
                 if throttled > MAX_THROTTLED:

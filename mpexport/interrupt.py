@@ -1,10 +1,17 @@
-"""Clean interruption: SIGINT/SIGTERM (and Ctrl-Break on Windows) become
-:class:`~mpexport.errors.Interrupted` on the main thread, but never in the
-middle of writing a line to stdout.
+"""Clean interruption: a run's stop request, from a signal or from the caller.
+
+An :class:`InterruptGuard` belongs to one run. SIGINT/SIGTERM (and
+Ctrl-Break on Windows, while :meth:`InterruptGuard.installed` is active) or
+a library caller's ``cancel`` event only *record* a stop request; the run
+polls for it at safe points (the pipeline's main loop every 0.2 s, between
+whole lines on stdout, in the DuckDB sink's waits, in the lock wait) and
+then raises :class:`~mpexport.errors.Interrupted` there. A handler that
+raised wherever the main thread happened to be could cut a line in half or
+leave a thread or a file behind.
 
 The first signal asks the run to stop: the pipeline abandons downloads,
-deletes spool files, commits nothing partial and reports. A second signal
-exits at once.
+joins its workers, deletes spool files, commits nothing partial and
+reports. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -24,31 +32,40 @@ if sys.platform == "win32":  # pragma: no cover - Windows only
     # console control events to these signals on the main thread).
     _SIGNAL_NAMES[signal.SIGBREAK] = "SIGBREAK"
 
+CANCELLED = "cancel"
+"""The ``signal_name`` of :class:`Interrupted` when the caller's ``cancel`` event stopped it."""
+
 
 class InterruptGuard:
-    """Turns stop signals into :class:`Interrupted` at safe points."""
+    """One run's stop request: recorded by signals or a ``cancel`` event, polled by the run.
 
-    def __init__(self) -> None:
+    ``cancel`` is the library caller's way to stop a run from another thread
+    (or from a progress callback): once it is set, the run stops at its next
+    safe point and raises :class:`Interrupted` with ``signal_name ==
+    CANCELLED``. Create a new guard for every run: a stop request never
+    outlives the run it stopped.
+    """
+
+    def __init__(self, cancel: threading.Event | None = None) -> None:
         self.pending: str | None = None
-        self._shielded = 0
+        self._cancel = cancel
+
+    def request_stop(self, reason: str = "SIGINT") -> None:
+        """Record a stop request (the first reason wins); the run raises at its next poll."""
+        if self.pending is None:
+            self.pending = reason
 
     def stop_requested(self) -> bool:
-        """True once a stop signal arrived (polled by long writes)."""
+        """True once a stop was requested (polled by long waits and writes)."""
+        if self.pending is None and self._cancel is not None and self._cancel.is_set():
+            self.pending = CANCELLED
         return self.pending is not None
 
     def raise_if_requested(self) -> None:
-        """Raise :class:`Interrupted` if a stop signal arrived."""
-        if self.pending is not None:
+        """Raise :class:`Interrupted` if a stop was requested."""
+        if self.stop_requested():
+            assert self.pending is not None
             raise Interrupted(self.pending)
-
-    @contextmanager
-    def shielded(self) -> Iterator[None]:
-        """A section that a signal must not cut: it polls ``stop_requested``."""
-        self._shielded += 1
-        try:
-            yield
-        finally:
-            self._shielded -= 1
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = _SIGNAL_NAMES.get(signum, "SIGINT")
@@ -56,13 +73,18 @@ class InterruptGuard:
             # The second signal: the user means it. Leave without cleanup.
             code = ExitCode.TERMINATED if name == "SIGTERM" else ExitCode.INTERRUPTED
             os._exit(int(code))
+        # Only record it: the main loop polls every 0.2 s and stops at a safe
+        # point, with every thread joined and every spool file gone.
         self.pending = name
-        if not self._shielded:
-            raise Interrupted(name)
 
     @contextmanager
     def installed(self) -> Iterator[InterruptGuard]:
-        """Install the handlers for the duration of a command."""
+        """Install the signal handlers for the duration of a command.
+
+        A no-op off the main thread (Python only lets the main thread set
+        handlers); the previous handlers come back on exit.
+        """
+        self.pending = None
         previous = {}
         for signum in _SIGNAL_NAMES:
             try:
@@ -74,6 +96,3 @@ class InterruptGuard:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-
-
-GUARD = InterruptGuard()

@@ -1,14 +1,20 @@
 """The worker pool: fetch chunks in parallel, hand verified ones to a sink.
 
-Workers are daemon threads, each with its own ``requests.Session``. They talk
-to the main thread through one queue of messages; the main thread alone
-touches the sink and the progress callback, so neither needs locking. Daemon
-threads let an interrupted run leave at once instead of waiting for slow
-downloads to finish.
+Workers are threads, each with its own ``requests.Session``. They talk to
+the main thread through one queue of messages; the main thread alone touches
+the sink and the progress callback, so neither needs locking.
+
+A run owns its threads: on every way out (success, failure, a stop request,
+an exception from a callback) the main thread sets the stop flag, cuts the
+workers' connections so that reads blocked on a slow server return at once
+(:mod:`mpexport.http_cut`), joins the workers and only then removes the
+spool directory. A library caller that runs export after export in one
+process is left with no thread and no file of an earlier run.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import shutil
@@ -40,6 +46,7 @@ from mpexport.fetch import (
     fetch_chunk,
     new_session,
 )
+from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
 from mpexport.plan import split_chunk
 from mpexport.sinks import Sink
@@ -47,7 +54,9 @@ from mpexport.sinks import Sink
 if TYPE_CHECKING:
     import requests
 
-    from mpexport.interrupt import InterruptGuard
+    from mpexport.http_cut import ConnectionCutter
+
+log = logging.getLogger("mpexport")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,12 @@ _Message = ProgressEvent | _WorkerCrashed
 
 
 SPOOL_QUEUE = 4
+# How often the main thread looks for a stop request while it waits for workers.
+POLL_SECONDS = 0.2
+# After the cut, the only waits a worker cannot leave at once are a connection
+# being set up (bounded by the connect timeout) and a spool write; this much
+# on top of the connect timeout bounds how long a stopping run waits for them.
+JOIN_MARGIN_SECONDS = 5.0
 
 
 def _ignore(_event: ProgressEvent) -> None:
@@ -97,7 +112,9 @@ class Pipeline:
         gate: RequestGate | None = None,
     ) -> None:
         self.chunks = list(chunks)
-        self.guard = guard
+        # Every run polls a guard of its own: the caller's (signals, a cancel
+        # event) or a fresh one that nothing sets.
+        self.guard = guard if guard is not None else InterruptGuard()
         self.gate = gate
         self.query = query
         self.sink = sink
@@ -113,36 +130,77 @@ class Pipeline:
         # finished chunks waiting for the sink (stdout waits for the chunk
         # before them; DuckDB for the loader). Bounds the spool's disk use.
         self._slots = threading.BoundedSemaphore(max(1, workers) + SPOOL_QUEUE)
+        self._threads: list[threading.Thread] = []
+        self._cutter: ConnectionCutter | None = None
 
     def run(self) -> ExportResult:
         """Fetch every chunk the sink still needs; return what happened.
 
-        Raises the first fatal error (bad parameters, credentials) after
-        stopping the workers; on any exit the spool directory is removed.
+        Raises the first fatal error (bad parameters, credentials), or
+        :class:`Interrupted` (with the result so far) when the guard reports
+        a stop request. On every way out the workers are stopped and joined
+        before the spool directory is removed.
         """
         started = time.monotonic()
         result = ExportResult(chunks_total=len(self.chunks))
-        todo = [c for c in self.chunks if not self.sink.already_done(c)]
-        result.skipped = [c for c in self.chunks if c not in set(todo)]
-        self.progress(PlanReady(tuple(self.chunks), tuple(result.skipped)))
+        try:
+            self.guard.raise_if_requested()  # a stop that came before the run
+            todo = [c for c in self.chunks if not self.sink.already_done(c)]
+            result.skipped = [c for c in self.chunks if c not in set(todo)]
+            self.progress(PlanReady(tuple(self.chunks), tuple(result.skipped)))
+        except BaseException as exc:
+            self.sink.abort()
+            self._mark_interrupted(exc, result, started)
+            raise
         spool_dir = Path(tempfile.mkdtemp(prefix="mpexport-spool-", dir=self.spool_parent))
         try:
             self._run_workers(todo, spool_dir, result)
             # Before the spool directory goes: the sink may still hold files in it.
             self.sink.close()
         except BaseException as exc:
-            self.stop.set()
+            # Workers are cut first so that they wind down while the sink aborts.
+            self._signal_workers()
             self.sink.abort()
-            if isinstance(exc, Interrupted):
-                result.interrupted = True
-                result.seconds = time.monotonic() - started
-                exc.result = result
+            self._mark_interrupted(exc, result, started)
             raise
         finally:
-            self.stop.set()
+            self._stop_workers()
             shutil.rmtree(spool_dir, ignore_errors=True)
             result.seconds = time.monotonic() - started
         return result
+
+    @staticmethod
+    def _mark_interrupted(exc: BaseException, result: ExportResult, started: float) -> None:
+        if isinstance(exc, Interrupted):
+            result.interrupted = True
+            result.seconds = time.monotonic() - started
+            exc.result = result
+
+    def _signal_workers(self) -> None:
+        """Ask the workers to stop and end their blocked reads; does not wait."""
+        self.stop.set()
+        if self._cutter is not None:
+            self._cutter.cut()
+
+    def _stop_workers(self) -> None:
+        """Stop and join the workers, then delete what they left in the message queue."""
+        self._signal_workers()
+        deadline = time.monotonic() + self.settings.connect_timeout + JOIN_MARGIN_SECONDS
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            # Only a connection still being set up can hold a worker this long
+            # (DNS has no timeout). It writes no spool file once stopped.
+            log.warning("workers still connecting after the run stopped: %s", ", ".join(alive))
+        self._threads = [t for t in self._threads if t.is_alive()]
+        while True:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(message, ChunkDone):
+                message.completed.discard()
 
     def _run_workers(self, todo: list[Chunk], spool_dir: Path, result: ExportResult) -> None:
         for chunk in todo:
@@ -151,35 +209,42 @@ class Pipeline:
         if todo:
             # Imported once here: ten workers importing requests at the same
             # moment queue on the import lock before their first request.
-            import requests  # noqa: F401
+            from mpexport.http_cut import ConnectionCutter
+
+            self._cutter = ConnectionCutter()
 
         count = max(1, min(self.workers, len(todo)))
         for number in range(count if todo else 0):
-            threading.Thread(
+            # Daemon only as a last resort (a worker still connecting when the
+            # join bound runs out must not keep the interpreter alive).
+            thread = threading.Thread(
                 target=self._worker, args=(spool_dir,), name=f"mpexport-worker-{number}",
                 daemon=True,
-            ).start()
+            )
+            self._threads.append(thread)
+            thread.start()
         outstanding = len(todo)
         while outstanding:
+            # Signals only record a stop request: this poll is where it takes effect.
+            self.guard.raise_if_requested()
             try:
-                # A timeout, so that signal handlers run promptly on this thread.
-                message = self._messages.get(timeout=0.2)
+                message = self._messages.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
             if isinstance(message, _WorkerCrashed):
                 raise message.error
             if isinstance(message, ChunkDone):
-                self._hand_over(message.completed)
                 result.completed.append(message.completed)
                 result.events += message.completed.lines
                 result.bytes += message.completed.bytes
                 outstanding -= 1
+                self._hand_over(message.completed)
             elif isinstance(message, ChunkFailed):
-                self.sink.chunk_failed(message.failure.chunk)
-                if self.guard is not None:
-                    self.guard.raise_if_requested()
                 result.failed.append(message.failure)
                 outstanding -= 1
+                self.sink.chunk_failed(message.failure.chunk)
+                # Skipping a failed chunk can let stdout write the ones after it.
+                self.guard.raise_if_requested()
             elif isinstance(message, ChunkSplitInTwo):
                 outstanding += 1
                 result.chunks_total += 1
@@ -193,10 +258,9 @@ class Pipeline:
 
     def _hand_over(self, completed: CompletedChunk) -> None:
         self.sink.accept(completed)
-        # A stop that came while a sink wrote (and so could not interrupt
-        # it mid-line) takes effect now.
-        if self.guard is not None:
-            self.guard.raise_if_requested()
+        # A stop that came while a sink wrote (which polls it only between
+        # whole lines) takes effect now.
+        self.guard.raise_if_requested()
 
     def _fetch_parts(
         self,
@@ -237,7 +301,7 @@ class Pipeline:
         return False
 
     def _worker(self, spool_dir: Path) -> None:
-        session = new_session()
+        session = new_session(self._cutter)
         rng = random.Random()
         post = self._messages.put
 

@@ -140,6 +140,10 @@ class BarProgress:
     def close(self) -> None:
         """Stop the timer and close the bars so the summary prints below them."""
         self._stop.set()
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None and ticker is not threading.current_thread():
+            # It wakes at once (it waits on _stop): no status line after the summary.
+            ticker.join()
         for bar in self._bars:
             bar.close()
         self._bars = []

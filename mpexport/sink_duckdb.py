@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,15 @@ from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, Usa
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
 from mpexport.parquet_out import flush_pending
 
-# How long abort() waits for the loader to roll back and close. An
-# interrupted DuckDB statement returns within milliseconds; the margin is
-# for a COMMIT already writing to a slow disk, which must not be cut.
-ABORT_JOIN_SECONDS = 1.5
 _POLL_SECONDS = 0.1
 
 
 class _Stopped(Exception):
     """Raised inside the loader when abort() asked it to stop."""
+
+
+def _no_stop() -> None:
+    """The default ``check_stop``: nothing ever asks the run to stop."""
 
 
 @dataclass
@@ -65,7 +66,10 @@ class DuckDBSink:
     thread and waits until it is ready, so a bad path or table name fails
     before anything is fetched. ``stats`` holds the totals after ``close()``;
     ``failed_chunks`` lists chunks whose data DuckDB refused (not loaded, no
-    manifest row, so a rerun fetches them again).
+    manifest row, so a rerun fetches them again). ``check_stop`` is called
+    while ``accept`` and ``close`` wait for the loader and raises to stop
+    the run (a run's :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
+    The loader thread has ended when ``close()`` or ``abort()`` returns.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class DuckDBSink:
         memory_limit: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         project_timezone: str | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> None:
         check_table_name(table)
         db_path = Path(db_path)
@@ -112,6 +117,7 @@ class DuckDBSink:
         self.time_in_ms = time_in_ms
         self.project_timezone = project_timezone
         self.batch_rows = batch_rows
+        self._check_stop_request = check_stop or _no_stop
         self.stats = LoadStats()
         self.failed_chunks: list[ChunkFailure] = []
         # UTC days whose chunks this run committed (for a resume after a failure).
@@ -173,6 +179,12 @@ class DuckDBSink:
                     completed.discard()
                     self._raise_pending()
                     raise LoaderError("the DuckDB loader stopped unexpectedly") from None
+                # Stop signals only record a request: a long wait looks for it.
+                try:
+                    self._check_stop_request()
+                except BaseException:
+                    completed.discard()
+                    raise
 
     def chunk_failed(self, chunk: Chunk) -> None:
         """Nothing to do: the database does not wait for chunks in order."""
@@ -188,11 +200,13 @@ class DuckDBSink:
                     self._queue.put(None, timeout=_POLL_SECONDS)
                     break
                 except queue.Full:
-                    continue
+                    self._check_stop_request()
             while self._thread.is_alive():
                 self._thread.join(_POLL_SECONDS)
+                if self._thread.is_alive():
+                    self._check_stop_request()
         except BaseException:
-            # Ctrl-C while waiting for the last chunks: stop without a partial chunk.
+            # A stop while waiting for the last chunks: stop without a partial chunk.
             self.abort()
             raise
         self._finished = True
@@ -212,7 +226,11 @@ class DuckDBSink:
                 con.interrupt()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)  # wake a loader waiting on an empty queue
-        self._thread.join(ABORT_JOIN_SECONDS)
+        # Joined, not left behind: the caller releases the file's lock next,
+        # and a library caller may open the same file again at once. An
+        # interrupted statement returns within milliseconds; a COMMIT already
+        # writing is not cut (a second Ctrl-C still exits at once).
+        self._thread.join()
         self._drop_queued()
 
     def _raise_pending(self) -> None:
