@@ -11,7 +11,7 @@ from mpexport.check import check_credentials
 from mpexport.credentials import Credentials
 from mpexport.errors import CredentialsError
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
-from tests.conftest import TODAY, ServerFactory, run_cli
+from tests.helpers import TODAY, ServerFactory, run_cli
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
 DAY = TODAY - dt.timedelta(days=1)

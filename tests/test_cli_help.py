@@ -46,7 +46,7 @@ def test_shell_completion_script() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import clean_env
+    from tests.helpers import clean_env
 
     env = clean_env({"_MPEXPORT_COMPLETE": "bash_source"})
     proc = subprocess.run([sys.executable, "-c", "from mpexport.cli import run; "

@@ -6,21 +6,27 @@ import datetime as dt
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from mpexport.dblock import lock_path
 from mpexport.demo import mixpanel_keys
 from mpexport.fakeserver import DEMO_SECRET, Dataset
-from tests.conftest import (
+from tests.helpers import (
+    CAN_SEE_OPEN_FILES,
+    HOLD_SERVER,
+    PATIENCE,
+    HeldDataset,
     ServerFactory,
     clean_env,
     cli_command,
+    pids_holding_open,
     run_cli,
     service_account_env,
     stored_keys,
+    wait_until,
 )
 
 
@@ -81,44 +87,68 @@ def test_first_sync_needs_from(tmp_path: Path) -> None:
 def test_second_writer_exits_4_and_first_finishes_exact(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    dataset = Dataset(seed=42, events_per_day=100)
-    server = make_server(dataset, ttfb=0.3)
+    # The first run's responses are held mid-body until the second run has
+    # been refused: the first surely holds the lock all that time.
+    start, end = dt.date(2024, 5, 1), dt.date(2024, 5, 12)
+    dataset = HeldDataset(seed=42, events_per_day=100, hold_from=start)
+    server = make_server(dataset, **HOLD_SERVER)
     db = tmp_path / "events.duckdb"
-    args = ["export", "--api-url", server.url, "--from", "2024-05-01", "--to", "2024-05-12",
-            "--chunk-days", "1", "--workers", "2", "--db", str(db)]
+    args = ["export", "--api-url", server.url, "--from", start.isoformat(), "--to",
+            end.isoformat(), "--chunk-days", "1", "--workers", "2", "--db", str(db)]
     first = subprocess.Popen([*cli_command(), *args], env=clean_env(service_account_env()),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while len(server.stats) == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    started = time.monotonic()
-    second = run_cli(args)
-    elapsed = time.monotonic() - started
+    try:
+        dataset.wait_held(2)  # both workers: the first makes no other request now
+        second = run_cli(args)
+        # Refused at once, without a request: it did not wait for the first,
+        # which cannot end yet.
+        assert first.poll() is None
+        assert len(server.stats) == 2
+    finally:
+        dataset.release()
+    _, first_err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 0, first_err.decode()
     assert second.code == 4, second.stderr
-    assert elapsed < 10
     assert str(db) in second.stderr and f"pid {first.pid}" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
-    assert first.wait(timeout=60) == 0
     keys = stored_keys(db)
-    assert set(keys) == mixpanel_keys(
-        dataset.lines_for_range(dt.date(2024, 5, 1), dt.date(2024, 5, 12)))
+    assert set(keys) == mixpanel_keys(dataset.lines_for_range(start, end))
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.skipif(not CAN_SEE_OPEN_FILES, reason="sees the waiting run through /proc")
 def test_wait_lock_waits_for_the_holder(make_server: ServerFactory, tmp_path: Path) -> None:
-    dataset = Dataset(seed=43, events_per_day=20)
-    server = make_server(dataset, ttfb=0.2)
+    start, end = dt.date(2024, 5, 1), dt.date(2024, 5, 4)
+    dataset = HeldDataset(seed=43, events_per_day=100, hold_from=start)
+    server = make_server(dataset, **HOLD_SERVER)
     db = tmp_path / "events.duckdb"
-    args = ["export", "--api-url", server.url, "--from", "2024-05-01", "--to", "2024-05-04",
-            "--chunk-days", "1", "--workers", "1", "--db", str(db)]
-    first = subprocess.Popen([*cli_command(), *args], env=clean_env(service_account_env()),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while len(server.stats) == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = run_cli([*args, "--wait-lock", "60"])
-    assert first.wait(timeout=60) == 0
-    assert second.code == 0, second.stderr
+    args = ["export", "--api-url", server.url, "--from", start.isoformat(), "--to",
+            end.isoformat(), "--chunk-days", "1", "--workers", "1", "--db", str(db)]
+    env = clean_env(service_account_env())
+    first = subprocess.Popen([*cli_command(), *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        dataset.wait_held(1)  # the first holds the lock, mid-download
+        holders = pids_holding_open(lock_path(db))
+        assert holders, "the first run does not hold the lock file open"
+        second = subprocess.Popen([*cli_command(), *args, "--wait-lock", "600"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The second has the lock file open too: it is waiting for the lock,
+        # which the first cannot give up before its held response ends.
+        wait_until(lambda: pids_holding_open(lock_path(db)) - holders,
+                   "the second run to wait for the lock", proc=second)
+        assert first.poll() is None
+    finally:
+        dataset.release()
+    _, first_err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 0, first_err.decode()
+    _, second_err = second.communicate(timeout=PATIENCE)
+    assert second.returncode == 0, second_err.decode()
+    # The second found every day loaded once the first was done.
+    assert fetched_days(server) == {start + dt.timedelta(days=d) for d in range(4)}
+    assert len(server.stats) == 4
+    keys = stored_keys(db)
+    assert sorted(keys) == sorted(mixpanel_keys(dataset.lines_for_range(start, end)))
 
 
 def test_future_to_is_clamped_with_a_note(make_server: ServerFactory) -> None:

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,7 +13,11 @@ import duckdb
 
 from mpexport.demo import mixpanel_keys
 from mpexport.fakeserver import FAULT_KINDS, Dataset
-from tests.conftest import (
+from mpexport.pipeline import SPOOL_QUEUE
+from tests.helpers import (
+    HOLD_SERVER,
+    PATIENCE,
+    HeldDataset,
     ServerFactory,
     clean_env,
     cli_command,
@@ -152,27 +155,34 @@ def test_parquet_dataset_matches_table(make_server: ServerFactory, tmp_path: Pat
 def test_sigkill_leaves_whole_days_and_rerun_resumes(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    dataset = Dataset(seed=27, events_per_day=300)
-    server = make_server(dataset, ttfb=0.2, bandwidth=400_000)
+    hold_from = START + dt.timedelta(days=20)
+    dataset = HeldDataset(seed=27, events_per_day=300, hold_from=hold_from)
+    server = make_server(dataset, **HOLD_SERVER)
     db = tmp_path / "events.duckdb"
     end = START + dt.timedelta(days=39)
-    args = db_args(server.url, db, START, end, "--chunk-days", "1", "--workers", "4")
+    workers = 4
+    args = db_args(server.url, db, START, end, "--chunk-days", "1", "--workers", str(workers))
     proc = subprocess.Popen([*cli_command(), *args], env=clean_env(service_account_env()),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # Kill once a good part (but not all) of the days has been served. (The
-    # database cannot be peeked at: the writer holds its lock.)
-    deadline = time.monotonic() + 60
-    while server.stats.count(status=200) < 12 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Kill while every worker is inside a held response (days 20-23). (The
+        # database cannot be peeked at: the writer holds its lock.) A worker
+        # takes a day only with a spool slot (workers + SPOOL_QUEUE of them)
+        # and the loader gives a slot back once it committed its day: so at
+        # least 24 - 8 days are committed now, and no held day can be.
+        dataset.wait_held(workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=PATIENCE)
+    finally:
+        dataset.release()
 
     with duckdb.connect(str(db), read_only=True) as con:
         loaded = [
             (row[0], row[1])
             for row in con.execute("SELECT from_date, to_date FROM _mpexport_chunks").fetchall()
         ]
-    assert 0 < len(loaded) < 40
+    assert len(loaded) >= 20 + workers - (workers + SPOOL_QUEUE)
+    assert all(last < hold_from for _, last in loaded)
     # Every stored day is whole and exact; no day is half there.
     per_day: dict[dt.date, set[Key]] = {}
     for key in stored_keys(db):

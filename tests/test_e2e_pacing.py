@@ -6,7 +6,7 @@ import datetime as dt
 from collections import Counter
 
 from mpexport.fakeserver import Dataset
-from tests.conftest import ServerFactory, run_cli
+from tests.helpers import ServerFactory, run_cli
 
 MIXPANEL_PACE = {"MPEXPORT_QPS_LIMIT": "3", "MPEXPORT_HOURLY_LIMIT": "60"}
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mpexport.fakeserver import Dataset, parse_line
-from tests.conftest import ServerFactory, day_chunks, expected_stdout, run_cli, stored_keys
+from tests.helpers import ServerFactory, day_chunks, expected_stdout, run_cli, stored_keys
 
 START = dt.date(2024, 6, 1)
 END = dt.date(2024, 6, 4)

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from mpexport.fakeserver import FAULT_KINDS, Dataset
-from tests.conftest import (
+from tests.helpers import (
     SECRET_MARKERS,
     ServerFactory,
     clean_env,

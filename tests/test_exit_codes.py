@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,14 @@ from mpexport.cli import run
 from mpexport.dblock import database_lock
 from mpexport.fakeserver import Dataset, FakeMixpanelServer
 from mpexport.fakeserver import ServerConfig as FakeConfig
-from tests.conftest import TODAY, clean_env, cli_command, run_cli, service_account_env
+from tests.helpers import (
+    TODAY,
+    clean_env,
+    cli_command,
+    run_cli,
+    service_account_env,
+    wait_until,
+)
 
 # The shared server fails 2024-05-02 on every attempt (see the fixture).
 RANGE = ["--from", "2024-05-01", "--to", "2024-05-04"]
@@ -129,10 +135,7 @@ def test_signal_codes_agree(tmp_path: Path, signum: int, expected: int) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=clean_env(service_account_env()),
         )
-        deadline = time.monotonic() + 60
-        while not len(slow.stats) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)  # polling for the request to arrive, not timing anything
-        assert len(slow.stats), "the export never reached the server"
+        wait_until(lambda: len(slow.stats), "the export's first request", proc=proc)
         proc.send_signal(signum)
         code = proc.wait(timeout=60)
     assert code == expected

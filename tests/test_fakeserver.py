@@ -27,6 +27,7 @@ from mpexport.fakeserver import (
     ServerConfig,
 )
 from mpexport.fakeserver.where import WhereError, compile_where
+from tests.helpers import wait_until
 
 DAY = dt.date(2024, 1, 1)
 TODAY = dt.date(2024, 3, 1)
@@ -74,7 +75,7 @@ def export(
     headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
     getter = session.get if session is not None else requests.get
     return getter(
-        srv.url + path, params=query, auth=auth, headers=headers, timeout=10, stream=stream
+        srv.url + path, params=query, auth=auth, headers=headers, timeout=60, stream=stream
     )
 
 
@@ -246,7 +247,7 @@ def test_empty_range_is_empty_200() -> None:
 
 
 def test_keep_alive_reuses_connection(server: FakeMixpanelServer) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     headers = {"Authorization": requests.auth._basic_auth_str(*SA)}
     for _ in range(3):
         conn.request(
@@ -436,15 +437,17 @@ def test_qps_and_hourly_limits_with_fake_clock() -> None:
 
 
 def test_concurrency_limit() -> None:
-    with make_server(concurrency_limit=1, ttfb=0.6) as srv:
-        slow = threading.Thread(target=export, args=(srv,))
-        slow.start()
-        time.sleep(0.2)
+    # The first response is throttled to 2 kB/s and its body left unread: it
+    # holds the only slot until the client hangs up, however slow the machine.
+    with make_server(concurrency_limit=1, bandwidth=2_000) as srv:
+        slow = export(srv, gzip=False, stream=True)
+        assert slow.status_code == 200 and srv.limiter.running == 1
         resp = export(srv)
-        slow.join()
         assert resp.status_code == 429
         assert resp.json()["error"] == "too many export requests in progress for this project"
-        assert export(srv).status_code == 200
+        slow.close()
+        wait_until(lambda: srv.limiter.running == 0, "the slow response to end")
+        assert export(srv, {"limit": 1}).status_code == 200
 
 
 def test_back_to_back_requests_are_not_concurrent() -> None:
@@ -475,26 +478,32 @@ def test_serve_forever_in_own_thread_and_close() -> None:
     thread.start()
     assert export(srv, {"limit": 2}).status_code == 200
     srv.close()
-    thread.join(timeout=2)
+    thread.join(timeout=60)  # a guard against a hang, not a measurement
     assert not thread.is_alive()
     FakeMixpanelServer(ServerConfig()).close()  # never started: must not hang
 
 
 def test_close_is_prompt_with_slow_response() -> None:
+    # At 2 kB/s the body would take most of a minute: close() must cut it off.
     srv = make_server(bandwidth=2_000)
+    full = len(b"".join(srv.config.dataset.lines_for_range(DAY, DAY + dt.timedelta(days=1))))
     errors: list[BaseException] = []
+    received: list[int] = []
 
     def fetch() -> None:
         try:
-            export(srv, gzip=False).content  # noqa: B018
+            resp = export(srv, gzip=False, stream=True)
+            for piece in resp.iter_content(1024):
+                received.append(len(piece))
         except requests.exceptions.RequestException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=fetch)
     thread.start()
-    time.sleep(0.3)
-    started = time.monotonic()
+    wait_until(lambda: received, "the first bytes of the body")
     srv.close()
-    thread.join(timeout=5)
-    assert time.monotonic() - started < 2.0
-    assert not thread.is_alive() and errors
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    # The client saw the response end early, with an error, not the whole body.
+    assert errors and sum(received) < full
+    assert srv.stats.records()[0].bytes_sent < full

@@ -44,7 +44,7 @@ from mpexport.fetch import (
     read_error_body,
 )
 from mpexport.model import Chunk, QueryFilters
-from tests.conftest import ServerFactory, day_chunks, expected_stdout, run_cli
+from tests.helpers import ServerFactory, day_chunks, expected_stdout, run_cli
 
 START = dt.date(2024, 5, 1)
 END = dt.date(2024, 5, 6)  # 6 days: 3 chunks of 2, retried in parallel

@@ -23,7 +23,7 @@ import pytest
 import mpexport
 from mpexport.cli import cli
 from mpexport.fakeserver import Dataset, FakeMixpanelServer, ServerConfig
-from tests.conftest import (
+from tests.helpers import (
     TODAY,
     clean_env,
     cli_command,

@@ -15,7 +15,7 @@ from mpexport.errors import CredentialsError, UsageError
 from mpexport.events import ChunkDone, ChunkRetry, PlanReady
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
 from mpexport.fetch import FetchSettings
-from tests.conftest import ServerFactory
+from tests.helpers import ServerFactory
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
 FAST = FetchSettings(backoff_base=0.01, backoff_cap=0.05)

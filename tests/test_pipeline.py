@@ -7,7 +7,6 @@ import io
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,31 @@ def line_for(day: dt.date) -> bytes:
 
 
 def test_a_split_head_chunk_does_not_stall_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The first chunk (14 days) is slow and then asks to be split, while the
-    # other workers race ahead through 39 one-day chunks that must wait for
-    # it on stdout. Its halves must not need slots the waiting chunks hold.
+    # The first chunk (14 days) asks to be split only once the other workers
+    # have raced ahead through the one-day chunks after it and filled every
+    # spool slot left (they wait for it on stdout). Its halves must not need
+    # slots the waiting chunks hold.
+    workers = 4
+    waiting = workers + pipeline.SPOOL_QUEUE - 1  # every slot but the head's
+    lock = threading.Lock()
+    fetched_ahead: list[Chunk] = []
+    spool_full = threading.Event()
+
     def fetch(_session: Any, _query: Any, chunk: Chunk, spool_dir: Path, *_: Any
               ) -> CompletedChunk | ChunkSplit:
         if chunk.days > 1 and chunk.from_date == START:
-            time.sleep(0.4)
+            assert spool_full.wait(60), f"only {len(fetched_ahead)} chunks fetched ahead"
             return ChunkSplit(chunk, "terminated early")
         fd, name = tempfile.mkstemp(dir=spool_dir)
         data = b"".join(line_for(chunk.from_date + dt.timedelta(days=i))
                         for i in range(chunk.days))
         os.write(fd, data)
         os.close(fd)
+        if chunk.from_date > START + dt.timedelta(days=13):
+            with lock:
+                fetched_ahead.append(chunk)
+                if len(fetched_ahead) == waiting:
+                    spool_full.set()
         return CompletedChunk(chunk, Path(name), chunk.days, len(data), "", 1, 0.0)
 
     monkeypatch.setattr(pipeline, "fetch_chunk", fetch)
@@ -48,12 +59,13 @@ def test_a_split_head_chunk_does_not_stall_stdout(monkeypatch: pytest.MonkeyPatc
         chunks.append(Chunk(index, day, day))
         day += dt.timedelta(days=1)
     out = io.BytesIO()
-    run = pipeline.Pipeline(chunks, None, NdjsonSink(out, START), workers=4)  # type: ignore[arg-type]
+    run = pipeline.Pipeline(chunks, None, NdjsonSink(out, START), workers=workers)  # type: ignore[arg-type]
     results: list[Any] = []
     worker = threading.Thread(target=lambda: results.append(run.run()), daemon=True)
     worker.start()
-    worker.join(20)
+    worker.join(120)  # a guard against a hang: a stalled pipeline never ends
     assert not worker.is_alive(), "the pipeline stalled"
+    assert spool_full.is_set()
     assert results[0].ok
     expected = b"".join(line_for(START + dt.timedelta(days=i)) for i in range(14 + 39))
     assert out.getvalue() == expected  # every day once, in date order

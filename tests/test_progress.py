@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import time
+import threading
 from pathlib import Path
 
 from mpexport.events import BytesReceived, ChunkDone, ChunkRetry, PlanReady, WaitingForBudget
 from mpexport.model import Chunk, CompletedChunk
 from mpexport.progress import BarProgress
+from tests.helpers import wait_until
 
 CHUNKS = tuple(Chunk(i, dt.date(2024, 1, 1 + i), dt.date(2024, 1, 1 + i)) for i in range(4))
 
@@ -18,26 +19,37 @@ def done(i: int, lines: int) -> ChunkDone:
     return ChunkDone(CompletedChunk(CHUNKS[i], Path("x"), lines, 100, "0" * 64, 1, 0.1))
 
 
+def ticker_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "mpexport-progress"}
+
+
 def test_lines_mode_prints_status_every_interval() -> None:
     stream = io.StringIO()
+    before = ticker_threads()
     progress = BarProgress(stream, mode="lines", interval=0.05)
     progress(PlanReady(CHUNKS, ()))
     progress(BytesReceived(1000))
     progress(done(0, 12))
-    time.sleep(0.3)
+    # Two lines: the timer repeats (it did not print once and stop).
+    wait_until(lambda: stream.getvalue().count("\n") >= 2, "two status lines")
+    (ticker,) = ticker_threads() - before
     progress.close()
+    ticker.join(timeout=60)
+    assert not ticker.is_alive(), "close() did not stop the timer"
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 2
-    assert lines[-1].startswith("mpexport: 1/4 chunks, 12 events")
+    assert all(line.startswith("mpexport: 1/4 chunks, 12 events") for line in lines)
 
 
 def test_quiet_mode_prints_nothing() -> None:
     stream = io.StringIO()
+    before = ticker_threads()
     progress = BarProgress(stream, mode="quiet", interval=0.01)
     progress(PlanReady(CHUNKS, ()))
     progress(ChunkRetry(CHUNKS[0], 1, "HTTP 503", 1.0))
     progress(WaitingForBudget(125, "hourly budget"))
-    time.sleep(0.05)
+    # No timer was started that could print later.
+    assert ticker_threads() - before == set()
     progress.close()
     assert stream.getvalue() == ""
 
@@ -69,7 +81,7 @@ def test_notes_survive_a_legacy_code_page() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import clean_env
+    from tests.helpers import clean_env
 
     code = (
         "import sys, datetime as dt\n"

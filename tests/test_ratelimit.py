@@ -1,13 +1,15 @@
 """The shared rate limiter and its persisted hourly budget.
 
 Almost everything runs on fake clocks whose sleeps advance time instantly, so
-hours of simulated traffic take milliseconds. Only the tests about real
-interruption (stop while waiting) and real concurrency use the system clock,
-with waits of a fraction of a second.
+hours of simulated traffic take milliseconds. The tests about real
+interruption (stop while waiting) and real concurrency use the system clock;
+they wait for what the other threads did (events, conditions), never for a
+while, and assert no durations.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import sys
@@ -92,7 +94,7 @@ class ManualClock:
     def __init__(self) -> None:
         self._t = 0.0
         self._cond = threading.Condition()
-        self.sleepers = 0
+        self._deadlines: list[float] = []  # one per thread inside sleep_until
 
     def now(self) -> float:
         with self._cond:
@@ -108,20 +110,34 @@ class ManualClock:
 
     def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
         with self._cond:
-            self.sleepers += 1
+            self._deadlines.append(deadline)
             self._cond.notify_all()
             try:
                 while self._t < deadline and not stop.is_set():
                     # Short real timeout only because stop cannot notify us.
                     self._cond.wait(0.005)
             finally:
-                self.sleepers -= 1
+                self._deadlines.remove(deadline)
                 self._cond.notify_all()
         return stop.is_set()
 
-    def wait_for_sleepers(self, n: int) -> None:
+    def wait_for_sleepers(self, n: int, until: float | None = None) -> None:
+        """Wait until exactly ``n`` threads sleep towards a moment still ahead.
+
+        A thread whose deadline has passed but that has not woken yet does
+        not count, so after ``advance_to`` this waits for the threads that
+        went back to sleep, not for stragglers of the earlier sleep. With
+        ``until``, only sleepers towards that moment count.
+        """
+
+        def asleep() -> int:
+            return sum(
+                1 for d in self._deadlines
+                if d > self._t and (until is None or d == pytest.approx(until))
+            )
+
         with self._cond:
-            assert self._cond.wait_for(lambda: self.sleepers == n, timeout=5), self.sleepers
+            assert self._cond.wait_for(lambda: asleep() == n, timeout=60), self._deadlines
 
 
 class MemoryStore:
@@ -247,29 +263,48 @@ def test_many_threads_never_exceed_any_limit() -> None:
 
 
 def test_concurrency_is_respected_with_real_threads() -> None:
+    # 6 threads x 5 requests through a limit of 2. Each request holds its slot
+    # until the test lets one go; between two releases the test waits until
+    # the limiter has let every request it can start: exactly 2 (until fewer
+    # are left). A limiter that let a third start would raise the peak.
     limiter = RateLimiter(qps=10_000, hourly=1_000_000, concurrency=2)
     stop = threading.Event()
-    lock = threading.Lock()
-    in_flight = 0
-    peak = 0
+    cond = threading.Condition()
+    in_flight = peak = finished = 0
+    go = threading.Semaphore(0)
+    total = 6 * 5
 
     def worker() -> None:
-        nonlocal in_flight, peak
+        nonlocal in_flight, peak, finished
         for _ in range(5):
             assert limiter.acquire(stop)
-            with lock:
+            with cond:
                 in_flight += 1
                 peak = max(peak, in_flight)
-            time.sleep(0.005)
-            with lock:
+                cond.notify_all()
+            assert go.acquire(timeout=60)
+            with cond:
                 in_flight -= 1
-            limiter.release()
+                finished += 1
+                limiter.release()
+                cond.notify_all()
 
-    threads = [threading.Thread(target=worker) for _ in range(6)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(6)]
     for t in threads:
         t.start()
+    def settled(done: int) -> bool:
+        return finished == done and in_flight == min(2, total - done)
+
+    for done in range(total):
+        with cond:
+            assert cond.wait_for(functools.partial(settled, done), timeout=60), (
+                done, finished, in_flight,
+            )
+            assert limiter.in_flight == in_flight
+        go.release()
     for t in threads:
-        t.join(timeout=10)
+        t.join(timeout=60)
+        assert not t.is_alive()
     assert peak == 2
     assert limiter.in_flight == 0
 
@@ -319,40 +354,74 @@ def test_penalty_reaches_threads_already_waiting() -> None:
     stop = threading.Event()
     assert limiter.acquire(stop)
     thread, result = run_in_thread(lambda: limiter.acquire(stop))
-    clock.wait_for_sleepers(1)  # waiting for the per-second window (t=1)
+    clock.wait_for_sleepers(1, until=1.0)  # waiting for the per-second window
     limiter.penalize(30)
     clock.advance_to(1.0)
-    clock.wait_for_sleepers(1)  # woke, saw the penalty, sleeps again
+    clock.wait_for_sleepers(1, until=30.0)  # woke, saw the penalty, sleeps again
     assert result == []
     clock.advance_to(30.0)
     thread.join(timeout=5)
     assert result == [True]
 
 
+class SignallingClock(SystemClock):
+    """The real clock, telling the test when a thread starts sleeping on it."""
+
+    def __init__(self) -> None:
+        self.sleeping = threading.Event()
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        self.sleeping.set()
+        return super().sleep_until(deadline, stop)
+
+
+class WatchedEvent(threading.Event):
+    """A stop event that counts how often one thread looked at it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watcher: int | None = None
+        self.looks = threading.Semaphore(0)
+
+    def is_set(self) -> bool:
+        if threading.get_ident() == self.watcher:
+            self.looks.release()
+        return super().is_set()
+
+
 def test_stop_interrupts_a_budget_wait_promptly() -> None:
-    limiter = RateLimiter(hourly=1)  # real clock: the second start would wait an hour
+    clock = SignallingClock()
+    limiter = RateLimiter(hourly=1, clock=clock)  # the second start would wait an hour
     stop = threading.Event()
     assert limiter.acquire(stop)
     thread, result = run_in_thread(lambda: limiter.acquire(stop))
-    time.sleep(0.05)
-    began = time.monotonic()
+    assert clock.sleeping.wait(60), "the second start never waited"
     stop.set()
-    thread.join(timeout=2)
-    assert time.monotonic() - began < 0.5
+    # It was asleep for an hour: ending within the guard proves stop woke it.
+    thread.join(timeout=60)
+    assert not thread.is_alive()
     assert result == [False]
     assert limiter.in_flight == 1  # the stopped waiter gave its slot back
 
 
 def test_stop_interrupts_a_concurrency_wait_promptly() -> None:
     limiter = RateLimiter(concurrency=1)
-    stop = threading.Event()
+    stop = WatchedEvent()
     assert limiter.acquire(stop)
-    thread, result = run_in_thread(lambda: limiter.acquire(stop))
-    time.sleep(0.05)
-    began = time.monotonic()
+
+    def second() -> bool:
+        stop.watcher = threading.get_ident()
+        return limiter.acquire(stop)
+
+    thread, result = run_in_thread(second)
+    # Looked at stop, found no slot, waited, and looked again: it is waiting
+    # for a slot that the first holder never gives back.
+    for _ in range(2):
+        assert stop.looks.acquire(timeout=60), "the second start never waited for a slot"
+    assert result == []
     stop.set()
-    thread.join(timeout=2)
-    assert time.monotonic() - began < 0.5
+    thread.join(timeout=60)
+    assert not thread.is_alive()
     assert result == [False]
     assert limiter.in_flight == 1
 
@@ -382,7 +451,9 @@ def test_on_wait_is_called_once_for_many_waiters() -> None:
     # One of them starts when the hour is over; the rest wait for a new
     # moment, which is a new wait and reported once more.
     clock.advance_to(3610.0)
-    clock.wait_for_sleepers(4)
+    # Four went back to sleep, until the next hour; each reported (or not)
+    # before it slept, so the calls are final now.
+    clock.wait_for_sleepers(4, until=7220.0)
     assert_calls(calls, [(3610, REASON_HOURLY)] * 2)
     stop.set()
     for thread, _ in waiters:
@@ -414,7 +485,9 @@ def test_system_clock_sleep_until() -> None:
     assert clock.sleep_until(clock.now() + 0.01, stop) is False
     stop.set()
     assert clock.sleep_until(float("inf"), stop) is True
-    assert abs(clock.wall() - time.time()) < 1
+    before = time.time()
+    wall = clock.wall()
+    assert before <= wall <= time.time()
 
 
 # -- persisted hourly state ------------------------------------------------

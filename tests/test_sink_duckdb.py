@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -418,16 +417,38 @@ def test_abort_leaves_whole_chunks(
 
 _KILL_CHILD = textwrap.dedent(
     """
-    import datetime as dt, sys
+    import datetime as dt, faulthandler, sys, threading
     from pathlib import Path
+    from mpexport import sink_duckdb
     from mpexport.fakeserver import Dataset
     from mpexport.model import Chunk, CompletedChunk, QueryFilters
     from mpexport.sink_duckdb import DuckDBSink
 
-    root = Path(sys.argv[1])
+    root, hold = Path(sys.argv[1]), int(sys.argv[2])
+    # Stuck (or never killed) for this long: show where, and end.
+    faulthandler.dump_traceback_later(120, exit=True)
+    real_load = sink_duckdb.load_chunk
+
+    def load(con, completed, **kwargs):
+        # Chunk `hold` stops inside its transaction once its rows are in,
+        # says so, and waits there for the SIGKILL.
+        check_stop = kwargs.pop("check_stop")
+        if completed.chunk.index != hold:
+            return real_load(con, completed, check_stop=check_stop, **kwargs)
+        before = con.execute("SELECT count(*) FROM events").fetchone()[0]
+
+        def hold_once_rows_are_in():
+            if con.execute("SELECT count(*) FROM events").fetchone()[0] > before:
+                print("holding", flush=True)
+                threading.Event().wait()
+            check_stop()
+
+        return real_load(con, completed, check_stop=hold_once_rows_are_in, **kwargs)
+
+    sink_duckdb.load_chunk = load
     dataset = Dataset(seed=3, events_per_day=3000, long_values=False)
-    sink = DuckDBSink(root / "out.duckdb", filters=QueryFilters(), run_id="k", batch_rows=700)
-    print("ready", flush=True)
+    sink = DuckDBSink(root / "out.duckdb", filters=QueryFilters(), run_id="k", batch_rows=700,
+                      queue_size=4)
     for n in range(40):
         day = dt.date(2024, 3, 1) + dt.timedelta(days=n)
         data = b"".join(dataset.lines_for_range(day, day))
@@ -435,24 +456,44 @@ _KILL_CHILD = textwrap.dedent(
         path.write_bytes(data)
         sink.accept(CompletedChunk(Chunk(n, day, day), path, data.count(b"\\n"), len(data),
                                    "", 1, 0.0))
+        print(f"accepted {n}", flush=True)
     sink.close()
+    print("closed", flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("delay", [0.4, 0.9])
-def test_sigkill_leaves_whole_chunks(tmp_path: Path, delay: float) -> None:
+@pytest.mark.parametrize("kill_at", ["inside-a-transaction", "with-chunks-queued"])
+def test_sigkill_leaves_whole_chunks(tmp_path: Path, kill_at: str) -> None:
+    """SIGKILL leaves whole chunks: inside chunk 5's transaction with its rows
+    in, or wherever the loader is once chunk 12 was queued."""
+    hold = 5 if kill_at == "inside-a-transaction" else -1
+    signal_line = b"holding" if hold >= 0 else b"accepted 12"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_CHILD, str(tmp_path)],
-        stdout=subprocess.PIPE,
+        [sys.executable, "-c", _KILL_CHILD, str(tmp_path), str(hold)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert_whole_chunks(tmp_path / "out.duckdb", Dataset(seed=3, events_per_day=3000,
-                                                         long_values=False))
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        seen = []
+        for line in proc.stdout:  # ends when the child does (at the latest after 120 s)
+            seen.append(line.strip())
+            if seen[-1] == signal_line:
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert seen and seen[-1] == signal_line, (seen, proc.stderr.read().decode())
+    proc.stderr.close()
+    loaded = assert_whole_chunks(tmp_path / "out.duckdb",
+                                 Dataset(seed=3, events_per_day=3000, long_values=False))
+    if hold >= 0:
+        assert loaded == hold  # chunks 0-4 committed; chunk 5's rows rolled back
+    else:
+        # Chunk 12 went into a queue of 4: the loader had taken chunk 8, so
+        # it had committed chunks 0-7.
+        assert 8 <= loaded <= 40
 
 
 # ------------------------------------------------------------------ Parquet
