@@ -67,14 +67,25 @@ def _time_micros_sql(raw: str, time_in_ms: bool) -> str:
 
     DECIMAL first: it parses integers and fractions exactly (a BIGINT cast
     would round ``1.5``), and also accepts exponent forms. DOUBLE is the
-    fallback for anything else numeric-looking. Out-of-range values give NULL
-    instead of failing the chunk.
+    fallback for anything else numeric-looking. A value outside years
+    1..9999 gives NULL instead of failing the chunk: the multiplication of a
+    wide DECIMAL overflowed (an OutOfRangeException for ``1e30``, which no
+    TRY_CAST catches), and instants near the BIGINT limit overflowed in the
+    time zone conversion, so the range is checked on a DOUBLE first.
     """
     unit = 1_000 if time_in_ms else 1_000_000
+    seconds = f"(TRY_CAST({raw} AS DOUBLE) / {1000 if time_in_ms else 1})"
     return (
+        f"CASE WHEN {seconds} BETWEEN {_MIN_SECONDS} AND {_MAX_SECONDS} THEN "
         f"coalesce(TRY_CAST(TRY_CAST({raw} AS DECIMAL(38, 6)) * {unit} AS BIGINT), "
-        f"TRY_CAST(round(TRY_CAST({raw} AS DOUBLE) * {unit}) AS BIGINT))"
+        f"TRY_CAST(round(TRY_CAST({raw} AS DOUBLE) * {unit}) AS BIGINT)) END"
     )
+
+
+# 0001-01-01 and 9999-12-31 in epoch seconds: the instants a TIMESTAMPTZ
+# holds in every time zone.
+_MIN_SECONDS = -62_135_596_800 + 86_400
+_MAX_SECONDS = 253_402_300_799 - 86_400
 
 
 def _instant_sql(micros: str, project_timezone: str | None) -> str:

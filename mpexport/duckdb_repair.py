@@ -104,6 +104,8 @@ def write_repairs(spool: Path, side_file: Path, line_numbers: Sequence[int]) -> 
     first = 0  # number of the block's first line
     with side_file.open("wb") as out:
         for block in _blocks(spool):
+            if target is None:
+                break  # the rest of the file holds no refused line
             count = block.count(b"\n") + (not block.endswith(b"\n"))
             if target is not None and target < first + count:
                 lines = block.split(b"\n")

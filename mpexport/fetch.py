@@ -286,8 +286,12 @@ def _spool_body(
             "whether it arrived whole cannot be checked"
         )
     verifier = BodyVerifier(gzipped)
-    fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
-                                dir=spool_dir)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
+                                    dir=spool_dir)
+    except OSError as exc:
+        # No inode or file handle left: a passing condition, not a bug.
+        raise RetryableError(f"could not create a spool file: {exc}") from None
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as spool:

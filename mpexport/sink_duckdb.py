@@ -335,7 +335,7 @@ class DuckDBSink:
                 track_days=self.parquet_dir is not None,
                 check_stop=self._check_stop,
             )
-        except (duckdb.InvalidInputException, duckdb.ConversionException,
+        except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.DataError,
                 RefusedLines) as exc:
             if self._stop.is_set():
                 raise _Stopped() from exc

@@ -51,13 +51,20 @@ ODD_LINES: dict[str, bytes] = {
     "no mp_processing_time_ms, U+2028": '{"event":"a","properties":{"time":%d,'
                                         '"distinct_id":"u14","$insert_id":"i14",'
                                         '"s":"x\u2028y"}}'.encode(),
+    "time far beyond year 9999": b'{"event":"a","properties":{"time":1e30,"distinct_id":"u15",'
+                                 b'"$insert_id":"i15"}}',
+    "time as a 27-digit integer": b'{"event":"a","properties":{"time":123456789012345678901234567,'
+                                  b'"distinct_id":"u16","$insert_id":"i16"}}',
+    "time near the BIGINT limit": b'{"event":"a","properties":{"time":9.2e12,"distinct_id":"u17",'
+                                  b'"$insert_id":"i17"}}',
 }
 REFUSED_BY_DUCKDB = {"lone high surrogate", "lone low surrogate", "cut UTF-8",
                      "cut UTF-8 in a key", "raw control character"}
 
 
 def odd_body() -> bytes:
-    return b"".join(line % (T0 + n) + b"\n" for n, line in enumerate(ODD_LINES.values()))
+    return b"".join((line % (T0 + n) if b"%d" in line else line) + b"\n"
+                    for n, line in enumerate(ODD_LINES.values()))
 
 
 def spool(tmp_path: Path, data: bytes, index: int = 0, day: dt.date = DAY) -> CompletedChunk:
@@ -99,6 +106,10 @@ def test_every_odd_but_legal_event_is_stored(tmp_path: Path) -> None:
     assert json.loads(rows["i13"]) == {"time": T0 + 12, "distinct_id": "u13",
                                        "$insert_id": "i13", "": "e", "a.b": 1}
     assert {"12345", None, "u10"} <= ids
+    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
+        untimed = {i for (i,) in con.execute(
+            "SELECT insert_id FROM events WHERE time IS NULL").fetchall()}
+    assert untimed == {"i15", "i16", "i17"}, "absurd times are stored as NULL, not fatal"
 
 
 def test_odd_events_rerun_adds_nothing(tmp_path: Path) -> None:
@@ -248,3 +259,10 @@ def test_write_repairs_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyP
         lines[30],
         b'{"event":"e","properties":{"s":"\xef\xbf\xbd"}}',
     ]
+
+
+def test_odd_events_with_a_project_timezone(tmp_path: Path) -> None:
+    """Instants near the limits overflowed in the time zone conversion: NULL, not fatal."""
+    sink = load(tmp_path, [spool(tmp_path, odd_body())], project_timezone="America/New_York")
+    assert sink.failed_chunks == []
+    assert sink.stats.rows_inserted == len(ODD_LINES)
