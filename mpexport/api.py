@@ -57,6 +57,9 @@ class ExportRequest:
     # Plan chunks never span these days' ends (sync keeps re-read days apart
     # from new ones, so late events can be counted).
     boundaries: tuple[dt.date, ...] = ()
+    # Days a refreshing run still need not fetch (a sync: loaded days older
+    # than its lookback window, between a gap and that window).
+    skip_days: frozenset[dt.date] = frozenset()
 
     def plan(
         self,
@@ -378,17 +381,35 @@ def locked_database(
             database.abort()  # a no-op once the run closed it
 
 
+def settled_days(covered: Collection[dt.date], start: dt.date, to_date: dt.date,
+                 lookback: int) -> frozenset[dt.date]:
+    """Loaded days of ``start..to_date`` that a sync need not read again.
+
+    A sync re-reads the ``lookback`` days before the newest loaded day (late
+    events land there) and every day not loaded yet. A day that keeps
+    failing leaves a gap, and ``start`` stays before it; without this, every
+    later sync would refetch everything after the gap, more each day.
+    """
+    loaded = [d for d in covered if start <= d <= to_date]
+    if not loaded:
+        return frozenset()
+    recent = max(loaded) - dt.timedelta(days=lookback)
+    return frozenset(d for d in loaded if d < recent)
+
+
 def sync_request(
     request: ExportRequest, database: DuckDBSink, explicit_from: bool, lookback: int
 ) -> ExportRequest:
     """The request of an incremental sync: its range from what ``database`` holds."""
+    covered = database.covered_days()
     start, end, complete = sync_range(
-        database.covered_days(), request.from_date if explicit_from else None,
-        request.to_date, lookback,
+        covered, request.from_date if explicit_from else None, request.to_date, lookback,
     )
+    skip = frozenset() if explicit_from else settled_days(covered, start, end, lookback)
     return dataclasses.replace(
         request, from_date=start, to_date=end,
         boundaries=(complete,) if complete is not None else (),
+        skip_days=skip,
     )
 
 
@@ -418,11 +439,16 @@ def run_export(
     sink: NdjsonSink | DuckDBSink
     if database is not None:
         sink = database
-        skip: set[dt.date] = set()
+        skip: set[dt.date] = set(request.skip_days)
         if not database.refresh:
             skip = database.covered_days()
         chunks = request.plan(used_this_hour=limiter.hourly_used,
                               day_volumes=database.day_volumes, skip_days=skip)
+        if request.skip_days:
+            # A fixed --chunk-days grid ignores skip_days; settled chunks go here.
+            kept = [c for c in chunks
+                    if not set(day_range(c.from_date, c.to_date)) <= request.skip_days]
+            chunks = [dataclasses.replace(c, index=i) for i, c in enumerate(kept)]
     else:
         chunks = request.plan(used_this_hour=limiter.hourly_used)
         sink = NdjsonSink(output or sys.stdout.buffer, request.from_date, guard)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpexport.api import sync_range
+from mpexport.api import settled_days, sync_range
 from mpexport.demo import mixpanel_keys
 from mpexport.errors import UsageError
 from mpexport.fakeserver import Dataset
@@ -170,3 +170,46 @@ def test_the_first_sync_needs_from() -> None:
 def test_a_negative_lookback_is_refused() -> None:
     with pytest.raises(UsageError):
         sync_range({BASE}, None, BASE, -1)
+
+
+def test_a_day_that_keeps_failing_does_not_make_syncs_refetch_everything_after_it(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Only the gap and the lookback window are read again, not every day after the gap."""
+    dataset = Dataset(seed=62, events_per_day=15)
+    failing = make_server(dataset, fail_dates=frozenset({day(3)}))
+    db = tmp_path / "events.duckdb"
+    assert sync(failing.url, db, "--from", D.isoformat(), "--to", day(9).isoformat()) == 1
+    assert manifest_days(db) == {day(i) for i in range(10)} - {day(3)}
+
+    again = make_server(dataset, fail_dates=frozenset({day(3)}))
+    assert sync(again.url, db, "--to", day(9).isoformat(), "--lookback", "2") == 1
+    assert fetched_days(again) == {day(3), day(7), day(8), day(9)}
+
+    healed = make_server(dataset)
+    assert sync(healed.url, db, "--to", day(9).isoformat(), "--lookback", "2") == 0
+    assert fetched_days(healed) == {day(3), day(7), day(8), day(9)}
+    keys = stored_keys(db)
+    assert len(keys) == len(set(keys))
+    assert manifest_days(db) == {day(i) for i in range(10)}
+
+
+@given(
+    covered_offsets=st.sets(st.integers(0, 40), min_size=1, max_size=30),
+    lookback=st.integers(0, 10),
+)
+def test_settled_days_are_loaded_and_older_than_the_lookback(
+    covered_offsets: set[int], lookback: int
+) -> None:
+    covered = {BASE + dt.timedelta(days=o) for o in covered_offsets}
+    to_date = BASE + dt.timedelta(days=40)
+    start, _end, _complete = sync_range(covered, None, to_date, lookback)
+    settled = settled_days(covered, start, to_date, lookback)
+    assert settled <= covered
+    newest = max(covered)
+    assert all(d < newest - dt.timedelta(days=lookback) for d in settled)
+    span = {start + dt.timedelta(days=i) for i in range((to_date - start).days + 1)}
+    read = span - settled
+    assert span - covered <= read, "every day not loaded yet is read"
+    window = {d for d in span if d >= newest - dt.timedelta(days=lookback)}
+    assert window <= read, "the lookback window is read whole"
