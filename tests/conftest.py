@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from mpexport.fakeserver import Dataset, FakeMixpanelServer, ServerConfig
 from tests.helpers import TODAY, ServerFactory
 
-# Hypothesis fails an example that takes longer than 200 ms by default: a
-# wall-clock limit that a busy machine breaks. Tests that want a deadline
-# set one themselves.
-settings.register_profile("mpexport", deadline=None)
+# By default Hypothesis fails an example that takes longer than 200 ms, and
+# a test whose examples are slow to generate: wall-clock limits that a busy
+# machine breaks. Tests that want a deadline set one themselves. (A test's
+# own suppress_health_check replaces this list.)
+settings.register_profile("mpexport", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("mpexport")
 
 

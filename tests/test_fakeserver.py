@@ -484,7 +484,8 @@ def test_serve_forever_in_own_thread_and_close() -> None:
 
 
 def test_close_is_prompt_with_slow_response() -> None:
-    # At 2 kB/s the body would take most of a minute: close() must cut it off.
+    # At 2 kB/s the body (190 kB) takes over 90 s, longer than the join waits:
+    # close() must cut it off.
     srv = make_server(bandwidth=2_000)
     full = len(b"".join(srv.config.dataset.lines_for_range(DAY, DAY + dt.timedelta(days=1))))
     errors: list[BaseException] = []

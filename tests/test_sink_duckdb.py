@@ -417,7 +417,7 @@ def test_abort_leaves_whole_chunks(
 
 _KILL_CHILD = textwrap.dedent(
     """
-    import datetime as dt, faulthandler, sys, threading
+    import datetime as dt, faulthandler, os, sys, threading
     from pathlib import Path
     from mpexport import sink_duckdb
     from mpexport.fakeserver import Dataset
@@ -425,6 +425,12 @@ _KILL_CHILD = textwrap.dedent(
     from mpexport.sink_duckdb import DuckDBSink
 
     root, hold = Path(sys.argv[1]), int(sys.argv[2])
+
+    def say(text):
+        # One write per line: the loader thread and the main thread both
+        # report, and print() would let their lines interleave.
+        os.write(1, text.encode() + b"\\n")
+
     # Stuck (or never killed) for this long: show where, and end.
     faulthandler.dump_traceback_later(120, exit=True)
     real_load = sink_duckdb.load_chunk
@@ -439,7 +445,7 @@ _KILL_CHILD = textwrap.dedent(
 
         def hold_once_rows_are_in():
             if con.execute("SELECT count(*) FROM events").fetchone()[0] > before:
-                print("holding", flush=True)
+                say("holding")
                 threading.Event().wait()
             check_stop()
 
@@ -456,9 +462,9 @@ _KILL_CHILD = textwrap.dedent(
         path.write_bytes(data)
         sink.accept(CompletedChunk(Chunk(n, day, day), path, data.count(b"\\n"), len(data),
                                    "", 1, 0.0))
-        print(f"accepted {n}", flush=True)
+        say(f"accepted {n}")
     sink.close()
-    print("closed", flush=True)
+    say("closed")
     """
 )
 
@@ -466,9 +472,9 @@ _KILL_CHILD = textwrap.dedent(
 @pytest.mark.parametrize("kill_at", ["inside-a-transaction", "with-chunks-queued"])
 def test_sigkill_leaves_whole_chunks(tmp_path: Path, kill_at: str) -> None:
     """SIGKILL leaves whole chunks: inside chunk 5's transaction with its rows
-    in, or wherever the loader is once chunk 12 was queued."""
+    in, or wherever the loader is once chunk 8 was queued."""
     hold = 5 if kill_at == "inside-a-transaction" else -1
-    signal_line = b"holding" if hold >= 0 else b"accepted 12"
+    signal_line = b"holding" if hold >= 0 else b"accepted 8"
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILL_CHILD, str(tmp_path), str(hold)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -491,9 +497,9 @@ def test_sigkill_leaves_whole_chunks(tmp_path: Path, kill_at: str) -> None:
     if hold >= 0:
         assert loaded == hold  # chunks 0-4 committed; chunk 5's rows rolled back
     else:
-        # Chunk 12 went into a queue of 4: the loader had taken chunk 8, so
-        # it had committed chunks 0-7.
-        assert 8 <= loaded <= 40
+        # Chunk 8 went into a queue of 4: the loader had taken chunk 4, so
+        # it had committed chunks 0-3.
+        assert 4 <= loaded <= 40
 
 
 # ------------------------------------------------------------------ Parquet
