@@ -29,8 +29,8 @@ from mpexport.model import CompletedChunk
 STAGE_TABLE = "_mpexport_stage"
 RAW_TABLE = "_mpexport_raw"
 # Mixpanel refuses events over 1 MB at ingestion, so 16 MB leaves a wide
-# margin. The reader allocates buffers of about twice this size, so a larger
-# value costs memory on every load (256 MB here made a 128 MB limit fail).
+# margin. With ignore_errors a longer line still loads (measured); the
+# reader's own buffers are 32 MiB a thread whatever this is (duckdb_budget).
 MAX_OBJECT_SIZE = 16 * 1024 * 1024
 # Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
 # anti-join keep hash tables proportional to their input; slicing a chunk by

@@ -114,8 +114,6 @@ class DuckDBSink:
         self.replace = replace
         self.refresh = refresh
         self.parquet_dir = parquet_dir
-        self.time_in_ms = time_in_ms
-        self.project_timezone = project_timezone
         self.batch_rows = batch_rows
         self._check_stop_request = check_stop or _no_stop
         self.stats = LoadStats()
