@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mpexport.api import export, sync
-    from mpexport.credentials import Credentials
+    from mpexport.mixpanel.credentials import Credentials
     from mpexport.model import ExportResult
 
 __all__ = ["Credentials", "ExportResult", "__version__", "export", "sync"]
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "Credentials":
-        from mpexport.credentials import Credentials
+        from mpexport.mixpanel.credentials import Credentials
 
         return Credentials
     if name == "ExportResult":

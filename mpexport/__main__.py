@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     """Run the CLI and exit with its code."""
-    from mpexport.cli import run
+    from mpexport.cli.main import run
 
     sys.exit(run())
 

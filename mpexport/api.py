@@ -14,21 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.client import Endpoint, query_params, resolve_endpoint, validate_filters
-from mpexport.credentials import Credentials, credentials_from_env
 from mpexport.dates import check_timezone, day_range, parse_range, today_in
 from mpexport.errors import Interrupted, UsageError
 from mpexport.events import ProgressCallback, WaitingForBudget
-from mpexport.fetch import FetchSettings, Query
 from mpexport.interrupt import InterruptGuard
+from mpexport.mixpanel.credentials import Credentials, credentials_from_env
+from mpexport.mixpanel.endpoints import Endpoint, query_params, resolve_endpoint, validate_filters
+from mpexport.mixpanel.fetch import FetchSettings, Query
 from mpexport.model import Chunk, ExportResult, QueryFilters
 from mpexport.pipeline import Pipeline
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
-from mpexport.sink_ndjson import NdjsonSink
+from mpexport.sinks.ndjson import NdjsonSink
 
 if TYPE_CHECKING:
-    from mpexport.ratelimit import RateLimiter
-    from mpexport.sink_duckdb import DuckDBSink, LoadStats
+    from mpexport.pacing.limiter import RateLimiter
+    from mpexport.sinks.duckdb.sink import DuckDBSink, LoadStats
 
 DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
@@ -258,7 +258,7 @@ def new_limiter(
     request: ExportRequest, credentials: Credentials | None, *, persist: bool = True
 ) -> RateLimiter:
     """The run's shared limiter; with ``persist`` it shares the hour with earlier runs."""
-    from mpexport.ratelimit import HourlyState, RateLimiter
+    from mpexport.pacing.limiter import HourlyState, RateLimiter
 
     state = None
     if persist:
@@ -274,7 +274,7 @@ def new_limiter(
 
 def describe_plan(request: ExportRequest, credentials: Credentials | None) -> list[str]:
     """Lines describing the plan for ``--dry-run``: one per chunk, then totals and waits."""
-    from mpexport.ratelimit import HourlyState, budget_wait
+    from mpexport.pacing.limiter import HourlyState, budget_wait
 
     project = credentials.project_id if credentials is not None else None
     used = HourlyState.for_project(request.endpoint.base_url, project).load()
@@ -327,7 +327,7 @@ def open_database(
 
     ``guard`` is the run's: the sink's waits for its loader look for its stop request.
     """
-    from mpexport.sink_duckdb import DuckDBSink
+    from mpexport.sinks.duckdb.sink import DuckDBSink
 
     filters = request.filters
     if target.replace and (filters.events or filters.where or filters.limit is not None):
@@ -366,8 +366,8 @@ def locked_database(
     the database opened (which cannot be cut) takes effect right after it.
     The loader thread has ended when the block is left.
     """
-    from mpexport.dblock import database_lock
-    from mpexport.duckdb_schema import check_db_path
+    from mpexport.sinks.duckdb.lock import database_lock
+    from mpexport.sinks.duckdb.schema import check_db_path
 
     check_db_path(target.path)  # a clear message before a lock file is created
     check_stop = guard.raise_if_requested if guard is not None else None

@@ -7,7 +7,7 @@ the sink and the progress callback, so neither needs locking.
 A run owns its threads: on every way out (success, failure, a stop request,
 an exception from a callback) the main thread sets the stop flag, cuts the
 workers' connections so that reads blocked on a slow server return at once
-(:mod:`mpexport.http_cut`), joins the workers and only then removes the
+(:mod:`mpexport.mixpanel.http_cut`), joins the workers and only then removes the
 spool directory. A library caller that runs export after export in one
 process is left with no thread and no file of an earlier run.
 """
@@ -37,7 +37,8 @@ from mpexport.events import (
     ProgressCallback,
     ProgressEvent,
 )
-from mpexport.fetch import (
+from mpexport.interrupt import InterruptGuard
+from mpexport.mixpanel.fetch import (
     ChunkSplit,
     FetchSettings,
     Query,
@@ -46,15 +47,14 @@ from mpexport.fetch import (
     fetch_chunk,
     new_session,
 )
-from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
 from mpexport.plan import split_chunk
-from mpexport.sinks import Sink
+from mpexport.sinks.base import Sink
 
 if TYPE_CHECKING:
     import requests
 
-    from mpexport.http_cut import ConnectionCutter
+    from mpexport.mixpanel.http_cut import ConnectionCutter
 
 log = logging.getLogger("mpexport")
 
@@ -209,7 +209,7 @@ class Pipeline:
         if todo:
             # Imported once here: ten workers importing requests at the same
             # moment queue on the import lock before their first request.
-            from mpexport.http_cut import ConnectionCutter
+            from mpexport.mixpanel.http_cut import ConnectionCutter
 
             self._cutter = ConnectionCutter()
 

@@ -726,7 +726,7 @@ class Bench:
         sys.path.insert(0, str(HERE))
         import bench_load
 
-        from mpexport.sink_duckdb import DuckDBSink
+        from mpexport.sinks.duckdb.sink import DuckDBSink
 
         p = self.p
         work = Path(tempfile.mkdtemp(prefix="dedupe-", dir=self.work))

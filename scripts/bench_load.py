@@ -28,10 +28,10 @@ from typing import cast
 
 import duckdb
 
-from mpexport.duckdb_schema import EVENT_COLUMNS
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
-from mpexport.sink_duckdb import DuckDBSink
+from mpexport.sinks.duckdb.schema import EVENT_COLUMNS
+from mpexport.sinks.duckdb.sink import DuckDBSink
 
 START = dt.date(2024, 5, 1)
 FILTERS = QueryFilters()

@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 
-from mpexport import client
-from mpexport.check import check_credentials
-from mpexport.credentials import Credentials
 from mpexport.errors import CredentialsError
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
+from mpexport.mixpanel import endpoints as client
+from mpexport.mixpanel.check import check_credentials
+from mpexport.mixpanel.credentials import Credentials
 from tests.helpers import TODAY, ServerFactory, run_cli
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)

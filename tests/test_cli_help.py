@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from mpexport.cli import cli
+from mpexport.cli.main import cli
 
 
 def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -49,7 +49,7 @@ def test_shell_completion_script() -> None:
     from tests.helpers import clean_env
 
     env = clean_env({"_MPEXPORT_COMPLETE": "bash_source"})
-    proc = subprocess.run([sys.executable, "-c", "from mpexport.cli import run; "
+    proc = subprocess.run([sys.executable, "-c", "from mpexport.cli.main import run; "
                            "raise SystemExit(run())"], env=env, capture_output=True)
     assert proc.returncode == 0
     assert b"_mpexport_completion" in proc.stdout

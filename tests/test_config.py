@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpexport import config
-from mpexport.config import (
+from mpexport.config import profiles as config
+from mpexport.config.profiles import (
     LEGACY_SECRET_WARNING,
     load_config,
     read_secret,

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpexport import duckdb_repair
-from mpexport.duckdb_budget import MIB, LoaderBudget, parse_size
-from mpexport.duckdb_load import reader_sql
-from mpexport.duckdb_repair import refused_line_numbers, repair_line, write_repairs
 from mpexport.errors import UsageError
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
-from mpexport.sink_duckdb import DuckDBSink
+from mpexport.sinks.duckdb import repair as duckdb_repair
+from mpexport.sinks.duckdb.budget import MIB, LoaderBudget, parse_size
+from mpexport.sinks.duckdb.load import reader_sql
+from mpexport.sinks.duckdb.repair import refused_line_numbers, repair_line, write_repairs
+from mpexport.sinks.duckdb.sink import DuckDBSink
 
 DAY = dt.date(2024, 3, 1)
 T0 = 1709251200  # 2024-03-01T00:00:00Z

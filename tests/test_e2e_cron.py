@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mpexport.dblock import lock_path
-from mpexport.demo import mixpanel_keys
+from mpexport.cli.demo import mixpanel_keys
 from mpexport.fakeserver import DEMO_SECRET, Dataset
+from mpexport.sinks.duckdb.lock import lock_path
 from tests.helpers import (
     CAN_SEE_OPEN_FILES,
     HOLD_SERVER,

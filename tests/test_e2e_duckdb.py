@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from mpexport.demo import mixpanel_keys
+from mpexport.cli.demo import mixpanel_keys
 from mpexport.fakeserver import FAULT_KINDS, Dataset
 from mpexport.pipeline import SPOOL_QUEUE
 from tests.helpers import (

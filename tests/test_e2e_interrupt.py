@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mpexport.demo import mixpanel_keys
+from mpexport.cli.demo import mixpanel_keys
 from mpexport.pipeline import SPOOL_QUEUE
 from tests.helpers import (
     HOLD_SERVER,

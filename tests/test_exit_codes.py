@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from mpexport import api
-from mpexport.cli import run
-from mpexport.dblock import database_lock
+from mpexport.cli.main import run
 from mpexport.fakeserver import Dataset, FakeMixpanelServer
 from mpexport.fakeserver import ServerConfig as FakeConfig
+from mpexport.sinks.duckdb.lock import database_lock
 from tests.helpers import (
     TODAY,
     clean_env,
@@ -185,7 +185,7 @@ def test_loader_failure_names_committed_days_and_the_resume_command(
 
     import duckdb
 
-    from mpexport import sink_duckdb
+    from mpexport.sinks.duckdb import sink as sink_duckdb
 
     real_load = sink_duckdb.load_chunk
     loads: list[dt.date] = []

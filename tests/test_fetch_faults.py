@@ -22,8 +22,6 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from mpexport.client import Endpoint
-from mpexport.credentials import Credentials
 from mpexport.errors import BadParametersError, CredentialsError
 from mpexport.fakeserver import (
     DEMO_PROJECT_ID,
@@ -34,7 +32,9 @@ from mpexport.fakeserver import (
 )
 from mpexport.fakeserver.config import CUT_FAULT_KINDS
 from mpexport.fakeserver.wire import CUT_AFTER_BYTES, ERROR_PAGE_BYTES
-from mpexport.fetch import (
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.endpoints import Endpoint
+from mpexport.mixpanel.fetch import (
     FetchSettings,
     Query,
     RetryableError,

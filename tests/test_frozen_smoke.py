@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import mpexport
-from mpexport.cli import cli
+from mpexport.cli.main import cli
 from mpexport.fakeserver import Dataset, FakeMixpanelServer, ServerConfig
 from tests.helpers import (
     TODAY,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import mpexport
-from mpexport.credentials import Credentials
 from mpexport.errors import CredentialsError, UsageError
 from mpexport.events import ChunkDone, ChunkRetry, PlanReady
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
-from mpexport.fetch import FetchSettings
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.fetch import FetchSettings
 from tests.helpers import ServerFactory
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
@@ -116,7 +116,7 @@ def test_reader_gone_on_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> No
     import errno
     import sys
 
-    from mpexport.sink_ndjson import reader_gone
+    from mpexport.sinks.ndjson import reader_gone
 
     assert reader_gone(BrokenPipeError())
     assert not reader_gone(OSError(errno.ENOSPC, "disk full"))

@@ -23,13 +23,13 @@ import duckdb
 import pytest
 
 import mpexport
-from mpexport.credentials import Credentials
-from mpexport.demo import mixpanel_keys
+from mpexport.cli.demo import mixpanel_keys
 from mpexport.errors import CredentialsError, Interrupted
 from mpexport.events import ChunkDone, ProgressEvent
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
-from mpexport.fetch import FetchSettings
 from mpexport.interrupt import CANCELLED, InterruptGuard
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.fetch import FetchSettings
 from tests.helpers import (
     HOLD_SERVER,
     HeldDataset,
@@ -169,7 +169,7 @@ def test_database_runs_leave_no_loader_and_resume_exactly(
 def test_a_cancel_ends_the_wait_for_a_locked_database(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    from mpexport.dblock import database_lock
+    from mpexport.sinks.duckdb.lock import database_lock
 
     server = make_server(Dataset(seed=74, events_per_day=5))
     db = tmp_path / "events.duckdb"
@@ -202,7 +202,7 @@ def test_a_signal_only_records_the_stop_request() -> None:
 def test_debug_belongs_to_one_cli_invocation(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mpexport.cli import run
+    from mpexport.cli.main import run
 
     for name in list(os.environ):
         if name.startswith("MP_"):

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import mpexport.pipeline as pipeline
-from mpexport.fetch import ChunkSplit
+from mpexport.mixpanel.fetch import ChunkSplit
 from mpexport.model import Chunk, CompletedChunk
-from mpexport.sink_ndjson import NdjsonSink
+from mpexport.sinks.ndjson import NdjsonSink
 
 START = dt.date(2024, 1, 1)
 

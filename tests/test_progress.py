@@ -7,9 +7,9 @@ import io
 import threading
 from pathlib import Path
 
+from mpexport.cli.progress import BarProgress
 from mpexport.events import BytesReceived, ChunkDone, ChunkRetry, PlanReady, WaitingForBudget
 from mpexport.model import Chunk, CompletedChunk
-from mpexport.progress import BarProgress
 from tests.helpers import wait_until
 
 CHUNKS = tuple(Chunk(i, dt.date(2024, 1, 1 + i), dt.date(2024, 1, 1 + i)) for i in range(4))
@@ -85,10 +85,10 @@ def test_notes_survive_a_legacy_code_page() -> None:
 
     code = (
         "import sys, datetime as dt\n"
-        "from mpexport.cli import _tolerant_stderr\n"
+        "from mpexport.cli.main import _tolerant_stderr\n"
         "from mpexport.events import ChunkRetry\n"
         "from mpexport.model import Chunk\n"
-        "from mpexport.progress import BarProgress\n"
+        "from mpexport.cli.progress import BarProgress\n"
         "_tolerant_stderr()\n"
         "p = BarProgress(sys.stderr, mode='lines')\n"
         "p(ChunkRetry(Chunk(0, dt.date(2024, 1, 1), dt.date(2024, 1, 1)), 1,"

@@ -22,14 +22,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpexport.limiter_state import (
+from mpexport.pacing.hour import (
     DEFAULT_RETENTION,
     STATE_DIR_ENV,
     HourlyState,
     default_path,
     state_dir,
 )
-from mpexport.ratelimit import (
+from mpexport.pacing.limiter import (
     DEFAULT_MARGIN,
     MAX_CONCURRENCY,
     REASON_HOURLY,

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpexport import sink_duckdb as sink_module
 from mpexport.errors import UsageError
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
-from mpexport.sink_duckdb import DuckDBSink, LoadStats
+from mpexport.sinks.duckdb import sink as sink_module
+from mpexport.sinks.duckdb.sink import DuckDBSink, LoadStats
 
 D0 = dt.date(2024, 3, 1)
 FILTERS = QueryFilters()
@@ -419,10 +419,10 @@ _KILL_CHILD = textwrap.dedent(
     """
     import datetime as dt, faulthandler, os, sys, threading
     from pathlib import Path
-    from mpexport import sink_duckdb
+    from mpexport.sinks.duckdb import sink as sink_duckdb
     from mpexport.fakeserver import Dataset
     from mpexport.model import Chunk, CompletedChunk, QueryFilters
-    from mpexport.sink_duckdb import DuckDBSink
+    from mpexport.sinks.duckdb.sink import DuckDBSink
 
     root, hold = Path(sys.argv[1]), int(sys.argv[2])
 

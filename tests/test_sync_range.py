@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mpexport.api import settled_days, sync_range
-from mpexport.demo import mixpanel_keys
+from mpexport.cli.demo import mixpanel_keys
 from mpexport.errors import UsageError
 from mpexport.fakeserver import Dataset
 from tests.helpers import ServerFactory, run_cli, stored_keys

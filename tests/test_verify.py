@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpexport.verify import MAX_LINE_BYTES, BodyVerifier, IncompleteBody
+from mpexport.mixpanel.verify import MAX_LINE_BYTES, BodyVerifier, IncompleteBody
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

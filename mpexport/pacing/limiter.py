@@ -18,7 +18,7 @@ per-second buckets and token buckets, whichever the server really uses.
 
 Bursts are allowed: three starts may go at the same instant; the fourth waits
 until the first is ``1.0 s + margin`` old. The hour's starts are persisted
-(:mod:`mpexport.limiter_state`) so a run right after another one does not
+(:mod:`mpexport.pacing.hour`) so a run right after another one does not
 spend the budget twice.
 """
 
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from mpexport.limiter_state import HOUR, HourlyState, default_path, state_dir
+from mpexport.pacing.hour import HOUR, HourlyState, default_path, state_dir
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

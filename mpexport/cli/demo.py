@@ -15,10 +15,10 @@ from mpexport.api import (
     open_database,
     run_export,
 )
-from mpexport.credentials import Credentials
+from mpexport.cli.progress import BarProgress
 from mpexport.dates import utc_today
-from mpexport.fetch import FetchSettings
-from mpexport.progress import BarProgress
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.fetch import FetchSettings
 
 # Every kind of truncation and failure the real API is known for, each on the
 # first attempt of some chunk: the demo shows that none of it leaks through.

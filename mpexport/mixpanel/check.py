@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from mpexport.client import REGION_HOSTS, Endpoint, resolve_endpoint
-from mpexport.credentials import Credentials
 from mpexport.errors import CredentialsError, MpexportError, UnavailableError
-from mpexport.fetch import FetchSettings, Query, RetryableError, fetch_once, new_session
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.endpoints import REGION_HOSTS, Endpoint, resolve_endpoint
+from mpexport.mixpanel.fetch import FetchSettings, Query, RetryableError, fetch_once, new_session
 from mpexport.model import Chunk, QueryFilters
 
 

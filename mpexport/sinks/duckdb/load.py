@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mpexport.duckdb_budget import LoaderBudget
-from mpexport.duckdb_repair import refused_line_numbers, write_repairs
-from mpexport.duckdb_schema import (
+from mpexport.model import CompletedChunk
+from mpexport.sinks.duckdb.budget import LoaderBudget
+from mpexport.sinks.duckdb.repair import refused_line_numbers, write_repairs
+from mpexport.sinks.duckdb.schema import (
     MANIFEST_TABLE,
     PARQUET_PENDING_TABLE,
     quote_ident,
 )
-from mpexport.model import CompletedChunk
 
 STAGE_TABLE = "_mpexport_stage"
 RAW_TABLE = "_mpexport_raw"
@@ -107,7 +107,7 @@ def reader_sql(path: str) -> str:
     With ``ignore_errors`` a line the reader refuses becomes a row without
     ``properties`` instead of failing the chunk; :func:`rows_sql` drops such
     rows, and the loader compares the rows it got with the file's line count
-    and repairs what was refused (see :mod:`mpexport.duckdb_repair`).
+    and repairs what was refused (see :mod:`mpexport.sinks.duckdb.repair`).
     """
     return (
         f"read_json({sql_string(path)}, format = 'newline_delimited', "
@@ -157,7 +157,7 @@ class RowReader:
         """Run ``into`` (``INSERT INTO t``) over ``shape(rows of path)``; return the row count.
 
         A small budget cannot read and extract in one statement (see
-        :mod:`mpexport.duckdb_budget`): the raw rows go to a temp table that
+        :mod:`mpexport.sinks.duckdb.budget`): the raw rows go to a temp table that
         spills to disk, and the keys are extracted from there.
         """
         reader = reader_sql(path)

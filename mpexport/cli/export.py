@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mpexport.cli_common import (
+from mpexport.cli.options import (
     CONTEXT,
     EXIT_CODES_HELP,
     database_options,
@@ -25,12 +25,12 @@ from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError, e
 
 if TYPE_CHECKING:
     from mpexport.api import ExportRequest
-    from mpexport.credentials import Credentials
+    from mpexport.cli.progress import BarProgress
+    from mpexport.cli.report import RunReport
     from mpexport.interrupt import InterruptGuard
+    from mpexport.mixpanel.credentials import Credentials
     from mpexport.model import ExportResult
-    from mpexport.progress import BarProgress
-    from mpexport.report import RunReport
-    from mpexport.sink_duckdb import DuckDBSink
+    from mpexport.sinks.duckdb.sink import DuckDBSink
 
 CREDENTIALS_HELP = """\b
 Credentials come from the environment or a profile, never from the command line:
@@ -128,7 +128,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _progress(options: dict[str, Any]) -> BarProgress:
-    from mpexport.progress import BarProgress
+    from mpexport.cli.progress import BarProgress
 
     if options["quiet"]:
         mode = "quiet"
@@ -141,7 +141,7 @@ def _progress(options: dict[str, Any]) -> BarProgress:
 
 def _execute(command: str, options: dict[str, Any]) -> int:
     """Run export or sync; write the summary JSON whatever happens; return the exit code."""
-    from mpexport.report import RunReport
+    from mpexport.cli.report import RunReport
 
     report = RunReport(command=command, table=options["table"])
     code = int(ExitCode.OK)
@@ -220,7 +220,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
     report.result = result
     report.load = database.stats if database is not None else None
     if not quiet:
-        from mpexport.report import summary_line
+        from mpexport.cli.report import summary_line
 
         echo_err(summary_line(report))
     if result.failed:
@@ -232,7 +232,7 @@ def _run(command: str, options: dict[str, Any], report: RunReport) -> int:
 def _print_plan(lines: Iterable[str]) -> None:
     """A dry run's plan on stdout (it is the requested output); `| head` ends it quietly."""
     from mpexport.errors import OutputClosed
-    from mpexport.sink_ndjson import reader_gone
+    from mpexport.sinks.ndjson import reader_gone
 
     try:
         for line in lines:
@@ -247,9 +247,9 @@ def _print_plan(lines: Iterable[str]) -> None:
 
 def _credentials(options: dict[str, Any]) -> tuple[Credentials | None, str, list[str]]:
     """Credentials, region and warnings; for a dry run, credentials are optional."""
-    from mpexport.config import resolve_credentials
-    from mpexport.credentials import ENV_REGION
+    from mpexport.config.profiles import resolve_credentials
     from mpexport.errors import CredentialsError
+    from mpexport.mixpanel.credentials import ENV_REGION
 
     try:
         resolved = resolve_credentials(os.environ, options["profile"], options["project_id"],

@@ -7,8 +7,8 @@ import json
 import urllib.parse
 from dataclasses import dataclass
 
-from mpexport.credentials import Credentials
 from mpexport.errors import BadParametersError, CredentialsError, UsageError
+from mpexport.mixpanel.credentials import Credentials
 from mpexport.model import Chunk, QueryFilters
 
 # The one list of data residency regions (the CLI's choices and the config's

@@ -13,9 +13,9 @@ import traceback
 import click
 
 from mpexport import __version__
-from mpexport.cli_common import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
-from mpexport.cli_config import check_command, config_group
-from mpexport.cli_export import export_command, sync_command
+from mpexport.cli.config import check_command, config_group
+from mpexport.cli.export import export_command, sync_command
+from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
 from mpexport.errors import ExitCode, Interrupted, MpexportError, OutputClosed, exit_code_for
 
 
@@ -130,7 +130,7 @@ def demo_command(days: int, events_per_day: int, output: str, progress: bool | N
     the server's events, each once. Run it twice: the second run finds every
     chunk already loaded and fetches nothing.
     """
-    from mpexport.demo import run_demo
+    from mpexport.cli.demo import run_demo
 
     code = run_demo(days=days, events_per_day=events_per_day, output=output,
                     progress=progress, echo=echo_err)
@@ -222,7 +222,7 @@ def _usage_summary(args: list[str], exc: click.UsageError, code: int) -> None:
             target = arg.split("=", 1)[1]
     if not target:
         return
-    from mpexport.report import RunReport
+    from mpexport.cli.report import RunReport
 
     command = exc.ctx.info_name if exc.ctx and exc.ctx.info_name else "mpexport"
     report = RunReport(command=command, error=exc.format_message())

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mpexport.atomic import replacing
-from mpexport.duckdb_load import sql_string
-from mpexport.duckdb_schema import PARQUET_PENDING_TABLE, quote_ident
+from mpexport.sinks.duckdb.load import sql_string
+from mpexport.sinks.duckdb.schema import PARQUET_PENDING_TABLE, quote_ident
 
 FILE_NAME = "data.parquet"
 

@@ -20,18 +20,18 @@ from typing import Any
 import duckdb
 
 from mpexport.dates import day_range
-from mpexport.duckdb_budget import LoaderBudget, spill_directory
-from mpexport.duckdb_load import DEFAULT_BATCH_ROWS, RefusedLines, RowReader, load_chunk
-from mpexport.duckdb_schema import (
+from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
+from mpexport.sinks.duckdb.budget import LoaderBudget, spill_directory
+from mpexport.sinks.duckdb.load import DEFAULT_BATCH_ROWS, RefusedLines, RowReader, load_chunk
+from mpexport.sinks.duckdb.schema import (
     check_db_path,
     check_table_name,
     create_schema,
     read_day_volumes,
     read_manifest,
 )
-from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
-from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
-from mpexport.parquet_out import flush_pending
+from mpexport.sinks.parquet import flush_pending
 
 _POLL_SECONDS = 0.1
 

@@ -22,7 +22,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from mpexport.client import (
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.endpoints import (
     CONNECT_TIMEOUT,
     EXPORT_PATH,
     READ_TIMEOUT,
@@ -32,14 +33,13 @@ from mpexport.client import (
     query_params,
     raise_for_fatal_status,
 )
-from mpexport.credentials import Credentials
+from mpexport.mixpanel.verify import BodyVerifier, IncompleteBody, VerifiedBody
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
-from mpexport.verify import BodyVerifier, IncompleteBody, VerifiedBody
 
 if TYPE_CHECKING:
     import requests
 
-    from mpexport.http_cut import ConnectionCutter
+    from mpexport.mixpanel.http_cut import ConnectionCutter
 
 log = logging.getLogger("mpexport.http")
 

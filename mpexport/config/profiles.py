@@ -48,8 +48,8 @@ import click
 import platformdirs
 
 from mpexport.atomic import write_atomically
-from mpexport.client import DEFAULT_REGION, REGIONS
-from mpexport.credentials import (
+from mpexport.errors import CredentialsError, UsageError
+from mpexport.mixpanel.credentials import (
     ENV_API_SECRET,
     ENV_PROJECT_ID,
     ENV_REGION,
@@ -58,7 +58,7 @@ from mpexport.credentials import (
     Credentials,
     credentials_from_env,
 )
-from mpexport.errors import CredentialsError, UsageError
+from mpexport.mixpanel.endpoints import DEFAULT_REGION, REGIONS
 
 CONFIG_DIR_ENV = "MPEXPORT_CONFIG_DIR"
 PROFILE_ENV = "MPEXPORT_PROFILE"

@@ -16,7 +16,7 @@ from mpexport.errors import ExitCode
 
 if TYPE_CHECKING:
     from mpexport.model import ExportResult
-    from mpexport.sink_duckdb import LoadStats
+    from mpexport.sinks.duckdb.sink import LoadStats
 
 
 @dataclass

@@ -6,8 +6,8 @@ import os
 
 import click
 
-from mpexport.cli_common import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
-from mpexport.client import REGIONS
+from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
+from mpexport.mixpanel.endpoints import REGIONS
 
 
 @click.group("config", context_settings=CONTEXT)
@@ -57,7 +57,7 @@ def config_init_command(
       printf '%s\\n' "$SECRET" | mpexport config init --profile ci \\
         --username sa.ci --project-id 12345 --region eu
     """
-    from mpexport.config import (
+    from mpexport.config.profiles import (
         LEGACY_SECRET_WARNING,
         load_config,
         read_secret,
@@ -97,7 +97,7 @@ def config_show_command() -> None:
     Example:
       mpexport config show
     """
-    from mpexport.config import show_config
+    from mpexport.config.profiles import show_config
 
     click.echo(show_config(), nl=False)
 
@@ -123,8 +123,8 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
     """
     import datetime as dt
 
-    from mpexport.check import check_credentials
-    from mpexport.config import resolve_credentials
+    from mpexport.config.profiles import resolve_credentials
+    from mpexport.mixpanel.check import check_credentials
 
     resolved = resolve_credentials(os.environ, profile, project_id, region)
     for warning in resolved.warnings:
