@@ -15,16 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpexport.config import profiles as config
-from mpexport.config.profiles import (
-    LEGACY_SECRET_WARNING,
-    load_config,
-    read_secret,
-    resolve_credentials,
-    show_config,
-    toml_string,
-    write_profile,
-)
+from mpexport.cli.config import read_secret
+from mpexport.config.load import load_config
+from mpexport.config.paths import config_path
+from mpexport.config.render import toml_string
+from mpexport.config.resolve import LEGACY_SECRET_WARNING, resolve_credentials
+from mpexport.config.save import write_profile
+from mpexport.config.show import show_config
 from mpexport.errors import CredentialsError, UsageError
 
 POSIX = os.name == "posix"
@@ -63,13 +60,13 @@ def two_profiles(default: str | None = None) -> Path:
 
 
 def test_config_dir_comes_from_env(config_dir: Path) -> None:
-    assert config.config_path() == config_dir / "config.toml"
+    assert config_path() == config_dir / "config.toml"
     other = {"MPEXPORT_CONFIG_DIR": "/somewhere/else"}
-    assert config.config_path(other) == Path("/somewhere/else/config.toml")
+    assert config_path(other) == Path("/somewhere/else/config.toml")
 
 
 def test_platform_default_when_unset() -> None:
-    path = config.config_path({})
+    path = config_path({})
     assert path.name == "config.toml"
     assert path.parent.name == "mpexport"
 

@@ -590,7 +590,7 @@ def test_default_state_dir_is_platformdirs(monkeypatch: pytest.MonkeyPatch) -> N
     import platformdirs
 
     monkeypatch.delenv(STATE_DIR_ENV)
-    assert state_dir() == platformdirs.user_state_path("mpexport")
+    assert state_dir() == platformdirs.user_state_path("mpexport", appauthor=False)
 
 
 def test_two_runs_at_once_learn_of_each_others_starts() -> None:

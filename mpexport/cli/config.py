@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import TextIO
 
 import click
 
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
+from mpexport.errors import UsageError
 from mpexport.mixpanel.endpoints import REGIONS
+
+# One line of piped stdin is a secret; this bounds what a wrong pipe can feed in.
+_MAX_SECRET_LINE = 64 * 1024
 
 
 @click.group("config", context_settings=CONTEXT)
@@ -15,8 +21,9 @@ def config_group() -> None:
     """Save Mixpanel credentials in named profiles, and show them (secrets masked).
 
     The file is config.toml in your user config directory ($MPEXPORT_CONFIG_DIR
-    overrides the directory), written with mode 0600. MP_* variables, when
-    set, are used instead of any profile.
+    overrides the directory), readable only by you (mode 0600; on Windows, an
+    access list for your account alone). MP_* variables, when set, are used
+    instead of any profile.
 
     \b
     Examples:
@@ -57,13 +64,10 @@ def config_init_command(
       printf '%s\\n' "$SECRET" | mpexport config init --profile ci \\
         --username sa.ci --project-id 12345 --region eu
     """
-    from mpexport.config.profiles import (
-        LEGACY_SECRET_WARNING,
-        load_config,
-        read_secret,
-        validate_profile_name,
-        write_profile,
-    )
+    from mpexport.config.load import load_config
+    from mpexport.config.profiles import validate_profile_name
+    from mpexport.config.resolve import LEGACY_SECRET_WARNING
+    from mpexport.config.save import write_profile
 
     validate_profile_name(profile)
     if legacy == (username is not None):
@@ -97,7 +101,7 @@ def config_show_command() -> None:
     Example:
       mpexport config show
     """
-    from mpexport.config.profiles import show_config
+    from mpexport.config.show import show_config
 
     click.echo(show_config(), nl=False)
 
@@ -123,7 +127,7 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
     """
     import datetime as dt
 
-    from mpexport.config.profiles import resolve_credentials
+    from mpexport.config.resolve import resolve_credentials
     from mpexport.mixpanel.check import check_credentials
 
     resolved = resolve_credentials(os.environ, profile, project_id, region)
@@ -138,3 +142,37 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
              + (f" project {project}" if project else "")
              + f" from {outcome.endpoint.host}"
              + (f" (region {outcome.region})" if outcome.region else ""))
+
+
+def read_secret(
+    prompt: str = "Secret",
+    *,
+    stdin: TextIO | None = None,
+    is_tty: bool | None = None,
+) -> str:
+    """Read a secret: from the terminal without echo, or one line of piped stdin.
+
+    For scripts: ``printf '%s\\n' "$SECRET" | mpexport config init ...``.
+    Surrounding whitespace (the newline, a Windows ``\\r``) is stripped; an
+    empty secret is a UsageError. Secrets are never taken as arguments, where
+    they would land in shell history and ``ps``.
+    """
+    stream = sys.stdin if stdin is None else stdin
+    if is_tty is None:
+        try:
+            is_tty = stream.isatty()
+        except (AttributeError, ValueError):
+            is_tty = False
+    if is_tty:
+        value = str(click.prompt(prompt, hide_input=True, err=True)).strip()
+    else:
+        line = stream.readline(_MAX_SECRET_LINE)
+        value = line.strip()
+        if not value:
+            raise UsageError(
+                f"no {prompt.lower()} on stdin",
+                "pipe it in on one line: printf '%s\\n' \"$SECRET\" | mpexport config init ...",
+            )
+    if not value:
+        raise UsageError(f"the {prompt.lower()} is empty")
+    return value

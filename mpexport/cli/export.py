@@ -247,7 +247,7 @@ def _print_plan(lines: Iterable[str]) -> None:
 
 def _credentials(options: dict[str, Any]) -> tuple[Credentials | None, str, list[str]]:
     """Credentials, region and warnings; for a dry run, credentials are optional."""
-    from mpexport.config.profiles import resolve_credentials
+    from mpexport.config.resolve import resolve_credentials
     from mpexport.errors import CredentialsError
     from mpexport.mixpanel.credentials import ENV_REGION
 

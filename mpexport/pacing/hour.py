@@ -20,9 +20,10 @@ ever sees half a file. With two processes at once each one learns the other's
 starts when it records its own (see :meth:`HourlyState.record`), so they share
 the budget on a best-effort basis; a short overlap can still draw a 429, which
 the fetcher answers by backing off. If locking or writing fails (read-only
-directory, an exotic filesystem) the state is simply not persisted: a warning
-is logged and the export goes on, because the budget file is an optimisation,
-never a reason to fail an export.
+directory, an exotic filesystem, a file another program holds open on Windows)
+the state is simply not persisted: one warning per run says what failed, on
+which path, and what it costs, and the export goes on, because the budget file
+is an optimisation, never a reason to fail an export.
 """
 
 from __future__ import annotations
@@ -54,13 +55,24 @@ DEFAULT_RETENTION = HOUR + 120.0
 
 log = logging.getLogger(__name__)
 
+# What a failure costs, for the warning: the budget is how runs avoid 429s.
+_NOT_SAVED = (
+    "the next run may not know of this hour's queries, and may then be slowed "
+    "by Mixpanel's rate limit (HTTP 429)"
+)
+_NOT_READ = (
+    "this run does not know of the queries earlier runs made this hour, and may "
+    "be slowed by Mixpanel's rate limit (HTTP 429)"
+)
+
 
 def state_dir() -> Path:
     """The directory for mpexport's state: ``$MPEXPORT_STATE_DIR`` or the platform default."""
     override = os.environ.get(STATE_DIR_ENV)
     if override:
         return Path(override)
-    return platformdirs.user_state_path("mpexport")
+    # appauthor=False: %LOCALAPPDATA%\mpexport on Windows, not ...\mpexport\mpexport.
+    return platformdirs.user_state_path("mpexport", appauthor=False)
 
 
 def _normalize_host(host: str) -> str:
@@ -162,16 +174,18 @@ class HourlyState:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            self._warn(f"cannot read {self.path}: {exc}")
+            self._warn(f"read {self.path}", exc, _NOT_READ)
             return []
         return self._fresh(_parse_starts(raw), now)
 
-    def _warn(self, message: str) -> None:
-        # Once per instance: a read-only state dir would otherwise warn on
-        # every single request.
+    def _warn(self, failed: str, exc: OSError, consequence: str) -> None:
+        # Once per instance, which is once per run: a read-only state dir
+        # would otherwise warn on every single request.
         if not self._warned:
             self._warned = True
-            log.warning("query budget not persisted: %s", message)
+            why = exc.strerror or str(exc) or type(exc).__name__
+            log.warning("query budget not persisted: cannot %s (%s); %s", failed, why,
+                        consequence)
 
     def load(self, now: float | None = None) -> list[float]:
         """The starts (wall-clock timestamps, sorted) recorded in the last hour.
@@ -193,17 +207,25 @@ class HourlyState:
         """
         with self._lock:
             self._seen[ts] += 1
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            failed = f"create the directory {self.path.parent}"
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with _file_lock(self.path.with_name(self.path.name + ".lock")):
+                failed = f"lock {lock_path}"
+                with _file_lock(lock_path):
                     on_disk = self._read(ts)
                     foreign = Counter(on_disk) - self._seen
                     # Now every start on disk is in _seen (plus ours not yet
                     # written), so _seen is the merged content.
                     self._seen.update(foreign)
+                    failed = f"write {self.path}"
                     self._write(self._fresh(list(self._seen.elements()), ts))
             except OSError as exc:
-                self._warn(f"cannot write {self.path}: {exc}")
+                if exc.filename2 is not None:
+                    # Only os.replace names two files: the temp file was
+                    # written, moving it over the state file failed.
+                    failed = f"replace {self.path}"
+                self._warn(failed, exc, _NOT_SAVED)
                 return []
             # Forget what fell out of the window so memory stays bounded.
             cutoff = ts - self.retention
