@@ -83,3 +83,14 @@ def today_in(timezone: str | None) -> dt.date:
     from zoneinfo import ZoneInfo
 
     return dt.datetime.now(ZoneInfo(timezone)).date()
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; for messages about waits."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import errno
+import sys
+
+# Windows reports a pipe closed by its reader differently (see reader_gone).
+ON_WINDOWS = sys.platform == "win32"
 
 
 class ExitCode(enum.IntEnum):
@@ -36,6 +41,8 @@ class MpexportError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # The (from, to) days the failed run covered, when it got that far.
+        self.run_range: tuple[dt.date, dt.date] | None = None
 
     def one_line(self) -> str:
         """The message and the hint as one line for stderr."""
@@ -70,7 +77,25 @@ class UnavailableError(MpexportError):
 
 
 class LoaderError(MpexportError):
-    """The DuckDB loader failed in a way no retry of the chunk can fix (disk full, a bug)."""
+    """The DuckDB loader failed in a way no retry of the chunk can fix (disk full, a bug).
+
+    The runner adds what was committed before it failed (``committed`` day
+    ranges, ``chunks_committed``, the loader's ``load`` statistics) and the
+    ``missing`` ranges a rerun loads.
+    """
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.committed: list[tuple[dt.date, dt.date]] = []
+        self.missing: list[tuple[dt.date, dt.date]] = []
+        self.chunks_committed = 0
+        self.load: object | None = None
+
+
+class OutputFileError(MpexportError):
+    """``--output FILE`` could not be put in place at the end of the run."""
 
     exit_code = ExitCode.PARTIAL
 
@@ -102,9 +127,21 @@ class Interrupted(MpexportError):
         self.remaining: list[tuple[dt.date, dt.date]] = []
         # A chunk only partly on stdout (whole lines) when the stop came.
         self.partial: tuple[dt.date, dt.date] | None = None
+        # With a database: the loader's statistics (a LoadStats) at the stop.
+        self.load: object | None = None
         self.exit_code = (
             ExitCode.TERMINATED if signal_name == "SIGTERM" else ExitCode.INTERRUPTED
         )
+
+
+def reader_gone(error: BaseException) -> bool:
+    """True when a write failed because the pipe's reader closed it (``| head``).
+
+    POSIX says EPIPE (BrokenPipeError); Windows pipes say EINVAL.
+    """
+    if isinstance(error, BrokenPipeError):
+        return True
+    return ON_WINDOWS and isinstance(error, OSError) and error.errno == errno.EINVAL
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -115,7 +152,7 @@ def exit_code_for(error: BaseException) -> int:
     """
     if isinstance(error, MpexportError):
         return int(error.exit_code)
-    if isinstance(error, BrokenPipeError):
+    if reader_gone(error):
         return int(ExitCode.OK)  # the reader went away (`| head`): not a failure
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)

@@ -64,8 +64,16 @@ class WaitingForBudget:
     reason: str
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know about how the options were read (before the plan)."""
+
+    text: str
+
+
 ProgressEvent = (
-    PlanReady
+    Notice
+    | PlanReady
     | BytesReceived
     | ChunkRetry
     | ChunkDone

@@ -6,6 +6,10 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpexport.sinks.duckdb.sink import LoadStats
 
 
 @dataclass(frozen=True, order=True)
@@ -97,6 +101,15 @@ class ExportResult:
     bytes: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    # The range the run covered (a sync's, from what its database held).
+    from_date: dt.date | None = None
+    to_date: dt.date | None = None
+    # With a database: what the loader did (a LoadStats), else None.
+    load: LoadStats | None = None
+    # Things the user should know about how the options were read.
+    notes: list[str] = field(default_factory=list)
+    # A dry run's plan, one line per chunk then totals; empty otherwise.
+    plan: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

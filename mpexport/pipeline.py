@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +48,7 @@ from mpexport.mixpanel.fetch import (
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
 from mpexport.plan import split_chunk
 from mpexport.sinks.base import Sink
+from mpexport.spool import spool_folder
 
 if TYPE_CHECKING:
     import requests
@@ -152,21 +151,21 @@ class Pipeline:
             self.sink.abort()
             self._mark_interrupted(exc, result, started)
             raise
-        spool_dir = Path(tempfile.mkdtemp(prefix="mpexport-spool-", dir=self.spool_parent))
-        try:
-            self._run_workers(todo, spool_dir, result)
-            # Before the spool directory goes: the sink may still hold files in it.
-            self.sink.close()
-        except BaseException as exc:
-            # Workers are cut first so that they wind down while the sink aborts.
-            self._signal_workers()
-            self.sink.abort()
-            self._mark_interrupted(exc, result, started)
-            raise
-        finally:
-            self._stop_workers()
-            shutil.rmtree(spool_dir, ignore_errors=True)
-            result.seconds = time.monotonic() - started
+        with spool_folder(self.spool_parent) as spool_dir:
+            try:
+                self._run_workers(todo, spool_dir, result)
+                # Before the spool folder goes: the sink may still hold files in it.
+                self.sink.close()
+            except BaseException as exc:
+                # Workers are cut first so that they wind down while the sink aborts.
+                self._signal_workers()
+                self.sink.abort()
+                self._mark_interrupted(exc, result, started)
+                raise
+            finally:
+                # Joined before the folder goes: Windows cannot delete open files.
+                self._stop_workers()
+                result.seconds = time.monotonic() - started
         return result
 
     @staticmethod

@@ -175,8 +175,9 @@ def test_summary_json_on_failure_and_on_bad_credentials(
     assert report["status"] == "partial" and report["exit_code"] == 1
     assert report["chunks"]["failed"][0]["from"] == "2024-05-02"
     [rerun] = report["rerun"]
-    assert rerun.startswith("mpexport export --from 2024-05-02 --to 2024-05-02 "
-                            f"--api-url {server.url} --chunk-days 1 --retries 0")
+    # Exactly the options given (not --summary-json), in the command's option order.
+    assert rerun == ("mpexport export --from 2024-05-02 --to 2024-05-02 "
+                     f"--chunk-days 1 --retries 0 --api-url {server.url}")
 
     bad = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
                    "2024-05-03", "--summary-json", str(summary)],

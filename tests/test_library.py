@@ -45,7 +45,7 @@ def test_failed_ranges_in_result(make_server: ServerFactory) -> None:
                          fail_dates=frozenset({dt.date(2024, 4, 3)}))
     result = mpexport.export(
         "2024-04-01", "2024-04-09", output=io.BytesIO(), credentials=CREDS, chunk_days=3,
-        api_url=server.url, settings=FetchSettings(max_attempts=2, backoff_base=0.01),
+        api_url=server.url, retries=1, settings=FetchSettings(backoff_base=0.01),
     )
     assert not result.ok
     assert [f.chunk.label() for f in result.failed] == ["2024-04-01..2024-04-03"]
@@ -105,7 +105,7 @@ def test_spool_stays_bounded_while_a_slow_head_chunk_holds_stdout(
     result = mpexport.export(
         "2024-04-01", "2024-04-30", output=io.BytesIO(), credentials=CREDS, chunk_days=1,
         workers=2, api_url=server.url, progress=watch, spool_dir=spool, qps_limit=100,
-        hourly_limit=10_000, settings=FetchSettings(max_attempts=4, backoff_base=0.3),
+        hourly_limit=10_000, retries=3, settings=FetchSettings(backoff_base=0.3),
     )
     assert [f.chunk.label() for f in result.failed] == ["2024-04-01"]
     assert len(result.completed) == 29
@@ -114,11 +114,12 @@ def test_spool_stays_bounded_while_a_slow_head_chunk_holds_stdout(
 
 def test_reader_gone_on_posix_and_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
-    import sys
 
-    from mpexport.sinks.ndjson import reader_gone
+    from mpexport import errors
+    from mpexport.errors import reader_gone
 
     assert reader_gone(BrokenPipeError())
     assert not reader_gone(OSError(errno.ENOSPC, "disk full"))
-    monkeypatch.setattr(sys, "platform", "win32")
+    assert not reader_gone(OSError(errno.EINVAL, "Invalid argument"))
+    monkeypatch.setattr(errors, "ON_WINDOWS", True)
     assert reader_gone(OSError(errno.EINVAL, "Invalid argument"))

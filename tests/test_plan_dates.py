@@ -137,7 +137,7 @@ def test_split_halves_cover_the_chunk(start: dt.date, span: int) -> None:
 
 
 def test_remaining_ranges_count_days_not_chunks() -> None:
-    from mpexport.api import remaining_ranges
+    from mpexport.request import remaining_ranges
 
     d = dt.date(2024, 1, 1)
     planned = [Chunk(0, d, d + dt.timedelta(days=13)),

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpexport.api import settled_days, sync_range
 from mpexport.cli.demo import mixpanel_keys
 from mpexport.errors import UsageError
 from mpexport.fakeserver import Dataset
+from mpexport.syncing import settled_days, sync_range
 from tests.helpers import ServerFactory, run_cli, stored_keys
 
 D = dt.date(2024, 6, 10)  # the first day the user asked for

@@ -8,17 +8,13 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from mpexport.api import (
-    DatabaseTarget,
-    build_request,
-    new_limiter,
-    open_database,
-    run_export,
-)
 from mpexport.cli.progress import BarProgress
 from mpexport.dates import utc_today
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.fetch import FetchSettings
+from mpexport.options import RunOptions
+from mpexport.request import build_request
+from mpexport.runner import run
 
 # Every kind of truncation and failure the real API is known for, each on the
 # first attempt of some chunk: the demo shows that none of it leaks through.
@@ -77,24 +73,22 @@ def run_demo(
              f"faults on first attempts: {', '.join(DEMO_FAULTS)}")
         # The built-in server has no rate limits, and its budget is not worth
         # remembering across runs, so the demo lifts both.
-        request = build_request(
-            start, end, api_url=server.url, chunk_days=3, qps_limit=50, hourly_limit=10_000,
-            settings=FetchSettings(backoff_base=0.2, backoff_cap=2.0),
-        )
-        database = open_database(DatabaseTarget(path), request)
+        options = RunOptions(from_date=start, to_date=end, api_url=server.url, chunk_days=3,
+                             qps_limit=50, hourly_limit=10_000, db=path)
+        request = build_request(options)
         echo(f"demo: exporting {start}..{end} in {len(request.plan())} chunks "
              f"with {request.workers} workers into {path} (table events)")
         show_bars = sys.stderr.isatty() if progress is None else progress
         bars = BarProgress(sys.stderr, mode="bars" if show_bars else "lines")
         try:
-            result = run_export(
-                request, credentials, database=database, progress=bars,
-                limiter=new_limiter(request, credentials, persist=False),
-            )
+            result = run("export", options, credentials=credentials, progress=bars,
+                         settings=FetchSettings(backoff_base=0.2, backoff_cap=2.0),
+                         share_hour=False)
         finally:
             bars.close()
         expected = mixpanel_keys(dataset.lines_for_range(start, end))
-    stats = database.stats
+    stats = result.load
+    assert stats is not None
     retries = sum(c.attempts - 1 for c in result.completed)
     echo(f"demo: {stats.rows_inserted} events loaded, {stats.duplicates_skipped} duplicates "
          f"skipped, {len(result.completed)}/{result.chunks_total} chunks fetched "

@@ -16,7 +16,14 @@ from mpexport import __version__
 from mpexport.cli.config import check_command, config_group
 from mpexport.cli.export import export_command, sync_command
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
-from mpexport.errors import ExitCode, Interrupted, MpexportError, OutputClosed, exit_code_for
+from mpexport.errors import (
+    ExitCode,
+    Interrupted,
+    MpexportError,
+    OutputClosed,
+    exit_code_for,
+    reader_gone,
+)
 
 
 def version_text() -> str:
@@ -195,7 +202,7 @@ def _report(exc: BaseException, code: int) -> None:
     if isinstance(exc, click.ClickException):
         echo_err(f"mpexport: error: {exc.format_message()}")
         return
-    if isinstance(exc, (BrokenPipeError, OutputClosed)):
+    if isinstance(exc, OutputClosed) or reader_gone(exc):
         _quiet_broken_pipe()
         return
     if isinstance(exc, (KeyboardInterrupt, click.Abort)):

@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
+from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.options import RunOptions
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES_HELP = """\b
@@ -19,7 +22,8 @@ Exit codes:
   3    credentials or permission (missing, or HTTP 401/402/403)
   4    the database is locked by another run
   70   internal error (a bug: please report it, with --debug's traceback)
-  130  interrupted (SIGINT), 143 terminated (SIGTERM)"""
+  130  interrupted (Ctrl-C, Ctrl-Break, SIGINT); 143 terminated (SIGTERM,
+       POSIX only)"""
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -90,18 +94,18 @@ def date_help(which: str) -> str:
 def fetch_options(function: F) -> F:
     """Options of every command that fetches: filters, speed, region, credentials."""
     return _compose(function, [
-        click.option("--workers", type=int, default=10, show_default=True,
+        click.option("--workers", type=int, default=RunOptions.workers, show_default=True,
                      help="Parallel requests (1 = sequential; never more than chunks)."),
         click.option("--chunk-days", type=int, default=None,
                      help="Days per request [default: planned to fit the hourly budget and "
                           "balance the workers]."),
-        click.option("--retries", type=int, default=5, show_default=True,
+        click.option("--retries", type=int, default=RunOptions.retries, show_default=True,
                      help="Further attempts of a failing chunk before it counts as failed "
                           "(429s do not count)."),
-        click.option("--qps-limit", type=float, default=3.0, show_default=True,
+        click.option("--qps-limit", type=float, default=RunOptions.qps_limit, show_default=True,
                      envvar="MPEXPORT_QPS_LIMIT",
                      help="Request starts per second [env MPEXPORT_QPS_LIMIT]."),
-        click.option("--hourly-limit", type=int, default=60, show_default=True,
+        click.option("--hourly-limit", type=int, default=RunOptions.hourly_limit, show_default=True,
                      envvar="MPEXPORT_HOURLY_LIMIT",
                      help="Request starts per rolling hour, shared by runs on this machine "
                           "[env MPEXPORT_HOURLY_LIMIT]."),
@@ -111,7 +115,7 @@ def fetch_options(function: F) -> F:
                      help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
         click.option("--limit", type=int,
                      help="Cap on events per request (at most 100000)."),
-        click.option("--region", type=click.Choice(["us", "eu", "in"], case_sensitive=False),
+        click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
                      default=None,
                      help="Data residency region [default: MP_REGION with MP_* credentials, "
                           "the profile's region with a profile, else us]."),
@@ -145,16 +149,16 @@ def output_options(function: F) -> F:
 def database_options(function: F) -> F:
     """Options of commands that load into DuckDB."""
     return _compose(function, [
-        click.option("--table", default="events", show_default=True,
+        click.option("--table", default=RunOptions.table, show_default=True,
                      help="Table to load into."),
-        click.option("--parquet", "parquet_dir", metavar="DIR",
+        click.option("--parquet", "parquet", metavar="DIR",
                      type=click.Path(file_okay=False),
                      help="Also write a Hive-partitioned Parquet dataset (date=YYYY-MM-DD)."),
         click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
                      help="Memory budget of the DuckDB loader, e.g. 512MB or 2GB; a smaller "
                           "one loads the same data more slowly (at least 96MB) "
                           "[default: 256MB; env MPEXPORT_MEMORY_LIMIT]."),
-        click.option("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+        click.option("--wait-lock", type=float, default=RunOptions.wait_lock, metavar="SECONDS",
                      help="If another run holds the database, wait this long for it "
                           "[default: exit 4 at once]."),
     ])

@@ -13,6 +13,7 @@ from mpexport.events import (
     ChunkFailed,
     ChunkRetry,
     ChunkSplitInTwo,
+    Notice,
     PlanReady,
     ProgressEvent,
     WaitingForBudget,
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 def describe(event: ProgressEvent) -> str | None:
     """The one-line note an event deserves on stderr, if any."""
+    if isinstance(event, Notice):
+        return f"mpexport: note: {event.text}"
     if isinstance(event, ChunkRetry):
         return (f"chunk {event.chunk.label()}: attempt {event.attempt} failed "
                 f"({event.reason}); retrying in {event.delay:.1f}s")
@@ -36,7 +39,7 @@ def describe(event: ProgressEvent) -> str | None:
         return (f"chunk {event.chunk.label()} keeps failing ({event.reason}); "
                 f"fetching it as {left.label()} and {right.label()}")
     if isinstance(event, WaitingForBudget):
-        from mpexport.api import format_duration
+        from mpexport.dates import format_duration
 
         return f"waiting {format_duration(event.seconds)} for Mixpanel's {event.reason}"
     return None

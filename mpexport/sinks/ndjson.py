@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import errno
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.errors import OutputClosed
+from mpexport.errors import OutputClosed, reader_gone
 from mpexport.model import Chunk, CompletedChunk
 
 if TYPE_CHECKING:
@@ -20,16 +17,6 @@ COPY_BUFFER = 1024 * 1024
 # After a stop request, the chunk being written gets this long to finish, so
 # that the output usually ends on a chunk boundary and a resume is exact.
 FINISH_GRACE_SECONDS = 1.0
-
-
-def reader_gone(error: OSError) -> bool:
-    """True when a write failed because the pipe's reader closed it (``| head``).
-
-    POSIX says EPIPE (BrokenPipeError); Windows pipes say EINVAL.
-    """
-    if isinstance(error, BrokenPipeError):
-        return True
-    return sys.platform == "win32" and error.errno == errno.EINVAL
 
 
 class NdjsonSink:
@@ -130,5 +117,10 @@ class NdjsonSink:
             if completed is not None:
                 completed.discard()
         self._ready.clear()
-        with contextlib.suppress(BrokenPipeError, ValueError):
+        try:
             self._stream.flush()
+        except ValueError:
+            pass  # already closed
+        except OSError as error:
+            if not reader_gone(error):  # `| head` is no reason to hide the stop's cause
+                raise

@@ -1,0 +1,99 @@
+"""The DuckDB side of a run: which file and table, taking its lock, opening the sink."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mpexport.errors import UsageError
+from mpexport.options import DEFAULT_TABLE, RunOptions
+
+if TYPE_CHECKING:
+    from mpexport.interrupt import InterruptGuard
+    from mpexport.request import ExportRequest
+    from mpexport.sinks.duckdb.sink import DuckDBSink
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where ``--db`` loads: a DuckDB file, its table, and how to treat stored rows."""
+
+    path: Path
+    table: str = DEFAULT_TABLE
+    replace: bool = False
+    refresh: bool = False
+    parquet_dir: Path | None = None
+    memory_limit: str | None = None  # the loader's budget, e.g. "512MB" (see sinks.duckdb.budget)
+
+    @classmethod
+    def from_options(cls, options: RunOptions, *, sync: bool = False) -> DatabaseTarget:
+        """The target of ``options.db`` (which must be set); a sync re-reads whole days."""
+        assert options.db is not None
+        return cls(Path(options.db), options.table, replace=options.replace and not sync,
+                   refresh=options.refresh or sync, parquet_dir=options.parquet,
+                   memory_limit=options.memory_limit)
+
+
+def open_database(
+    target: DatabaseTarget, request: ExportRequest, guard: InterruptGuard | None = None
+) -> DuckDBSink:
+    """Validate and open the DuckDB sink (fails before anything is fetched).
+
+    ``guard`` is the run's: the sink's waits for its loader look for its stop request.
+    """
+    from mpexport.sinks.duckdb.sink import DuckDBSink
+
+    filters = request.filters
+    if target.replace and (filters.events or filters.where or filters.limit is not None):
+        # --replace deletes whole days; refetching only some events would lose
+        # the rest for good (the manifest says those days are loaded).
+        raise UsageError("--replace cannot be combined with --event, --where or --limit",
+                         "replace whole days without filters")
+
+    return DuckDBSink(
+        target.path,
+        table=target.table,
+        filters=request.filters,
+        run_id=uuid.uuid4().hex,
+        replace=target.replace,
+        # Replacing stored days means fetching them again.
+        refresh=target.refresh or target.replace,
+        parquet_dir=target.parquet_dir,
+        project_timezone=request.project_timezone,
+        memory_limit=target.memory_limit,
+        check_stop=guard.raise_if_requested if guard is not None else None,
+    )
+
+
+@contextmanager
+def locked_database(
+    target: DatabaseTarget,
+    request: ExportRequest,
+    wait_lock: float = 0.0,
+    guard: InterruptGuard | None = None,
+) -> Iterator[DuckDBSink]:
+    """Take the file's lock, open the sink, and abort it on the way out unless closed.
+
+    One writer per file: another run's lock raises
+    :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock`` seconds).
+    A stop request of ``guard`` ends the lock wait, and one that came while
+    the database opened (which cannot be cut) takes effect right after it.
+    The loader thread has ended when the block is left.
+    """
+    from mpexport.sinks.duckdb.lock import database_lock
+    from mpexport.sinks.duckdb.schema import check_db_path
+
+    check_db_path(target.path)  # a clear message before a lock file is created
+    check_stop = guard.raise_if_requested if guard is not None else None
+    with database_lock(target.path, wait_lock, check_stop):
+        database = open_database(target, request, guard)
+        try:
+            if check_stop is not None:
+                check_stop()
+            yield database
+        finally:
+            database.abort()  # a no-op once the run closed it

@@ -1,0 +1,69 @@
+"""Every option of an export or sync run, each default defined once.
+
+The CLI's option defaults, the library's keyword defaults and the runner all
+read them from here, so they cannot drift apart. Imported by ``--help``:
+keep it free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Command = Literal["export", "sync"]
+
+DEFAULT_WORKERS = 10
+MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
+DEFAULT_RETRIES = 5
+MAX_RETRIES = 100
+DEFAULT_QPS_LIMIT = 3.0  # Mixpanel's limits per project
+DEFAULT_HOURLY_LIMIT = 60
+DEFAULT_TABLE = "events"
+DEFAULT_LOOKBACK = 5  # days: mobile SDKs send events up to 5 days late
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to export, from where, how fast, and where to put it.
+
+    Dates are ``datetime.date`` or the CLI's words (``YYYY-MM-DD``, ``today``,
+    ``yesterday``, ``-N``). A sync needs ``from_date`` only for a file's
+    first sync. ``db`` loads into DuckDB instead of writing NDJSON; ``output``
+    writes NDJSON to that file instead of stdout (``append`` adds to it).
+    """
+
+    from_date: dt.date | str | None = None
+    to_date: dt.date | str = "today"
+    # What to fetch.
+    events: tuple[str, ...] = ()
+    where: str | None = None
+    limit: int | None = None
+    project_timezone: str | None = None
+    # How fast, and how hard to try.
+    workers: int = DEFAULT_WORKERS
+    chunk_days: int | None = None  # None: planned to fit the hourly budget
+    retries: int = DEFAULT_RETRIES
+    qps_limit: float = DEFAULT_QPS_LIMIT
+    hourly_limit: int = DEFAULT_HOURLY_LIMIT
+    # Where Mixpanel is, and whose credentials (when not passed explicitly).
+    region: str | None = None  # None: the profile's or MP_REGION, else us
+    api_url: str | None = None
+    project_id: int | None = None
+    profile: str | None = None
+    # NDJSON output.
+    output: Path | None = None
+    append: bool = False
+    # DuckDB output.
+    db: Path | None = None
+    table: str = DEFAULT_TABLE
+    refresh: bool = False
+    replace: bool = False
+    parquet: Path | None = None
+    memory_limit: str | None = None
+    wait_lock: float = 0.0
+    # sync only.
+    lookback: int = DEFAULT_LOOKBACK
+    # Only describe the plan.
+    dry_run: bool = False

@@ -1,0 +1,316 @@
+"""The one run path: options in, an :class:`ExportResult` out.
+
+``mpexport export``, ``mpexport sync``, :func:`mpexport.export` and
+:func:`mpexport.sync` all come here with a :class:`RunOptions`. In order:
+validate the options, resolve credentials, take the database's lock (with
+``db``), work out the range (a sync's from what the database holds), plan the
+chunks, and hand them to the pipeline with the right sink. The CLI only
+parses, prints and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from mpexport.errors import (
+    CredentialsError,
+    Interrupted,
+    LoaderError,
+    MpexportError,
+    OutputFileError,
+    UsageError,
+)
+from mpexport.events import Notice, ProgressCallback, WaitingForBudget
+from mpexport.interrupt import InterruptGuard
+from mpexport.model import Chunk, ExportResult
+from mpexport.options import Command, RunOptions
+from mpexport.request import (
+    ExportRequest,
+    build_request,
+    describe_plan,
+    missing_ranges,
+    remaining_ranges,
+    without_days,
+)
+
+if TYPE_CHECKING:
+    from mpexport.mixpanel.credentials import Credentials
+    from mpexport.mixpanel.fetch import FetchSettings
+    from mpexport.pacing.limiter import RateLimiter
+    from mpexport.sinks.duckdb.sink import DuckDBSink
+
+
+def run(
+    command: Command,
+    options: RunOptions,
+    *,
+    credentials: Credentials | None = None,
+    output: BinaryIO | None = None,
+    progress: ProgressCallback | None = None,
+    guard: InterruptGuard | None = None,
+    settings: FetchSettings | None = None,
+    spool_dir: Path | None = None,
+    share_hour: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> ExportResult:
+    """Run an export or a sync described by ``options``; return what it did.
+
+    ``credentials`` default to those the environment or ``options.profile``
+    name (``environ`` defaults to ``os.environ``). NDJSON goes to ``output``,
+    else ``options.output``, else stdout. ``progress`` receives
+    :mod:`mpexport.events` events on this thread, notes first. ``guard`` is
+    the run's stop request (the CLI's signal handling; by default a fresh
+    one). ``settings`` tunes fetching (timeouts, backoff); ``share_hour``
+    counts queries against the hour earlier runs on this machine used.
+    Raises :class:`~mpexport.errors.MpexportError` subclasses; a stop raises
+    :class:`~mpexport.errors.Interrupted` with what was done and what is
+    left. Every thread the run started has ended when this returns or raises.
+    """
+    environ = os.environ if environ is None else environ
+    notify = progress or _ignore
+    if command == "export" and options.db is None:
+        _check_ndjson_options(options)
+    # Bad input is reported before missing credentials: it is the first thing to fix.
+    build_request(options, settings=settings)
+    credentials, region, warnings = _credentials(options, credentials, environ)
+    request = build_request(options, region=region, settings=settings)
+    notes = [*warnings, *request.notes]
+    for note in notes:
+        notify(Notice(note))
+    guard = guard if guard is not None else InterruptGuard()
+    if options.dry_run and command == "export":
+        return _dry_run(request, credentials, notes)
+    if options.db is None:
+        assert credentials is not None
+        with _ndjson_destination(output, options) as stream:
+            return _run_pipeline(request, credentials, notes, stream=stream, progress=progress,
+                                 guard=guard, spool_dir=spool_dir, share_hour=share_hour)
+    from mpexport.database import DatabaseTarget, locked_database
+    from mpexport.syncing import sync_request
+
+    target = DatabaseTarget.from_options(options, sync=command == "sync")
+    with locked_database(target, request, options.wait_lock, guard) as database:
+        if command == "sync":
+            request = sync_request(request, database, options.from_date is not None,
+                                   options.lookback)
+            if options.dry_run:
+                return _dry_run(request, credentials, notes)
+        assert credentials is not None
+        return _run_pipeline(request, credentials, notes, database=database,
+                             progress=progress, guard=guard, spool_dir=spool_dir,
+                             share_hour=share_hour)
+
+
+def _ignore(_event: object) -> None:
+    return None
+
+
+def _check_ndjson_options(options: RunOptions) -> None:
+    defaults = RunOptions()
+    used = [flag for flag, name in (("--table", "table"), ("--refresh", "refresh"),
+                                    ("--replace", "replace"), ("--parquet", "parquet"),
+                                    ("--wait-lock", "wait_lock"),
+                                    ("--memory-limit", "memory_limit"))
+            if getattr(options, name) != getattr(defaults, name)]
+    if used:
+        raise UsageError(f"{', '.join(used)} need --db FILE", "or drop them for NDJSON output")
+    if options.append and options.output is None:
+        raise UsageError("--append needs --output FILE")
+
+
+def _credentials(
+    options: RunOptions, given: Credentials | None, environ: Mapping[str, str]
+) -> tuple[Credentials | None, str, list[str]]:
+    """Credentials, region and warnings; a dry run may go without credentials."""
+    from mpexport.mixpanel.credentials import ENV_REGION
+    from mpexport.mixpanel.endpoints import DEFAULT_REGION
+
+    if given is not None:
+        return given, options.region or DEFAULT_REGION, []
+    from mpexport.config.resolve import resolve_credentials
+
+    try:
+        resolved = resolve_credentials(environ, options.profile, options.project_id,
+                                       options.region)
+    except CredentialsError:
+        if not options.dry_run:
+            raise
+        return None, options.region or environ.get(ENV_REGION) or DEFAULT_REGION, []
+    return resolved.credentials, resolved.region, list(resolved.warnings)
+
+
+def _dry_run(request: ExportRequest, credentials: Credentials | None,
+             notes: list[str]) -> ExportResult:
+    from mpexport.pacing.limiter import HourlyState
+
+    project = credentials.project_id if credentials is not None else None
+    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    chunks = request.plan(used_this_hour=len(used))
+    if request.skip_days:
+        chunks = without_days(chunks, request.skip_days)
+    return ExportResult(chunks_total=len(chunks), from_date=request.from_date,
+                        to_date=request.to_date, notes=notes,
+                        plan=describe_plan(request, chunks, credentials, used))
+
+
+def new_limiter(
+    request: ExportRequest, credentials: Credentials | None, *, persist: bool = True
+) -> RateLimiter:
+    """The run's shared limiter; with ``persist`` it shares the hour with earlier runs."""
+    from mpexport.options import MAX_WORKERS
+    from mpexport.pacing.limiter import HourlyState, RateLimiter
+
+    state = None
+    if persist:
+        project = credentials.project_id if credentials is not None else None
+        state = HourlyState.for_project(request.endpoint.base_url, project)
+    return RateLimiter(qps=request.qps_limit, hourly=request.hourly_limit,
+                       concurrency=min(request.workers, MAX_WORKERS), state=state)
+
+
+@contextmanager
+def _ndjson_destination(given: BinaryIO | None, options: RunOptions) -> Iterator[BinaryIO]:
+    """The stream NDJSON goes to: the caller's, ``--output FILE``, or stdout.
+
+    A new ``--output`` file is written beside its final name and put in place
+    when the run ends with whole lines (complete, failed chunks, or stopped),
+    so an error before the first event leaves an existing file as it was.
+    """
+    if given is not None:
+        yield given
+        return
+    if options.output is None:
+        yield sys.stdout.buffer
+        return
+    path = Path(options.output)
+    if options.append:
+        with _opened(path, "ab") as stream:
+            yield stream
+        return
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    with _opened(temporary, "wb") as stream, ExitStack() as cleanup:
+        cleanup.callback(_remove, temporary)
+        try:
+            yield stream
+        except Interrupted:
+            _put_in_place(stream, temporary, path)  # whole lines; --append resumes it
+            raise
+        _put_in_place(stream, temporary, path)
+
+
+@contextmanager
+def _opened(path: Path, mode: str) -> Iterator[BinaryIO]:
+    try:
+        stream = open(path, mode)  # noqa: SIM115 - closed below, errors named first
+    except OSError as error:
+        raise UsageError(f"cannot write --output {path}: {error.strerror or error}",
+                         "check the folder exists and is writable") from None
+    with stream:
+        yield stream  # type: ignore[misc]
+
+
+def _put_in_place(stream: BinaryIO, temporary: Path, path: Path) -> None:
+    stream.flush()
+    os.fsync(stream.fileno())
+    try:
+        os.replace(temporary, path)
+    except OSError as error:
+        # Windows refuses to replace a file another program has open.
+        raise OutputFileError(
+            f"could not replace {path}: {error.strerror or error}",
+            f"the events are in {temporary}; close what holds {path.name} and rename it",
+        ) from None
+
+
+def _remove(path: Path) -> None:
+    # Still there only after an error that may have cut a line: never put in place.
+    path.unlink(missing_ok=True)
+
+
+def _run_pipeline(
+    request: ExportRequest,
+    credentials: Credentials,
+    notes: list[str],
+    *,
+    stream: BinaryIO | None = None,
+    database: DuckDBSink | None = None,
+    progress: ProgressCallback | None,
+    guard: InterruptGuard,
+    spool_dir: Path | None,
+    share_hour: bool,
+) -> ExportResult:
+    """Plan the chunks, fetch them into the sink, and say what happened."""
+    from mpexport.pipeline import Pipeline
+    from mpexport.sinks.ndjson import NdjsonSink
+
+    limiter = new_limiter(request, credentials, persist=share_hour)
+    sink: NdjsonSink | DuckDBSink
+    if database is not None:
+        sink = database
+        skip = set(request.skip_days) if database.refresh else database.covered_days()
+        chunks = request.plan(used_this_hour=limiter.hourly_used,
+                              day_volumes=database.day_volumes, skip_days=skip)
+        if request.skip_days:
+            # A fixed --chunk-days grid ignores skip_days; settled chunks go here.
+            chunks = without_days(chunks, request.skip_days)
+    else:
+        assert stream is not None
+        chunks = request.plan(used_this_hour=limiter.hourly_used)
+        sink = NdjsonSink(stream, request.from_date, guard)
+    pipeline = Pipeline(chunks, request.query(credentials), sink, workers=request.workers,
+                        settings=request.settings, progress=progress, spool_dir=spool_dir,
+                        guard=guard, gate=limiter)
+    limiter.set_on_wait(lambda seconds, reason: pipeline.notify(WaitingForBudget(seconds, reason)))
+    span = (request.from_date, request.to_date)
+    try:
+        result = pipeline.run()
+    except MpexportError as error:
+        error.run_range = span
+        if isinstance(error, Interrupted):
+            _explain_stop(error, chunks, sink, database)
+        elif isinstance(error, LoaderError) and database is not None:
+            _explain_loader_failure(error, request, database)
+        raise
+    result.from_date, result.to_date = span
+    result.notes = notes
+    if database is not None:
+        # Chunks DuckDB refused to read were fetched but not stored.
+        refused = {f.chunk for f in database.failed_chunks}
+        result.failed.extend(database.failed_chunks)
+        result.completed = [c for c in result.completed if c.chunk not in refused]
+        result.load = database.stats
+    return result
+
+
+def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
+                  database: DuckDBSink | None) -> None:
+    from mpexport.sinks.ndjson import NdjsonSink
+
+    if isinstance(stop.result, ExportResult):
+        stop.result.from_date, stop.result.to_date = stop.run_range or (None, None)
+        if database is not None:
+            stop.result.load = database.stats
+    if database is not None:
+        stop.load = database.stats
+    if isinstance(sink, NdjsonSink):
+        stop.remaining = remaining_ranges(chunks, sink.written)
+        if sink.cut is not None:
+            stop.partial = (sink.cut.from_date, sink.cut.to_date)
+
+
+def _explain_loader_failure(error: LoaderError, request: ExportRequest,
+                            database: DuckDBSink) -> None:
+    from mpexport.plan import merge_ranges
+
+    done = database.loaded_days
+    error.committed = merge_ranges([Chunk(0, d, d) for d in sorted(done)])
+    error.missing = missing_ranges(request.from_date, request.to_date, done)
+    error.chunks_committed = database.stats.chunks
+    error.load = database.stats
+

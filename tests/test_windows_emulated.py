@@ -1,0 +1,82 @@
+"""Windows behaviour emulated on Linux: what the platform does differently, handled.
+
+Each test makes this process behave as Windows does at one point (the error a
+closed pipe raises there, the shell a command is pasted into) and shows the
+code takes the Windows branch; the Windows workflow runs the real thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import io
+import sys
+
+import pytest
+
+from mpexport import errors
+from mpexport.cli.main import run as cli_run
+from mpexport.model import Chunk
+from mpexport.sinks.ndjson import NdjsonSink
+
+
+class WindowsClosedPipe(io.TextIOBase):
+    """stdout whose reader went away, as Windows reports it: EINVAL, not EPIPE."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    def flush(self) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no descriptor")
+
+
+class ClosedPipeBytes(io.BytesIO):
+    def flush(self) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def test_help_into_a_closed_windows_pipe_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(errors, "ON_WINDOWS", True)
+    stdout = WindowsClosedPipe()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert cli_run(["export", "--help"]) == 0
+    assert stdout.writes > 0, "help was written into the closed pipe"
+    assert capsys.readouterr().err == ""
+
+
+def test_einval_is_a_bug_off_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same error on Linux is not a closed pipe: the branch is Windows' own."""
+    monkeypatch.setattr(errors, "ON_WINDOWS", False)
+    assert errors.exit_code_for(OSError(errno.EINVAL, "Invalid argument")) == 70
+    monkeypatch.setattr(errors, "ON_WINDOWS", True)
+    assert errors.exit_code_for(OSError(errno.EINVAL, "Invalid argument")) == 0
+
+
+def test_abort_flush_into_a_closed_windows_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = NdjsonSink(ClosedPipeBytes(), dt.date(2024, 1, 1))
+    sink.chunk_failed(Chunk(0, dt.date(2024, 1, 1), dt.date(2024, 1, 1)))
+    monkeypatch.setattr(errors, "ON_WINDOWS", False)
+    with pytest.raises(OSError):
+        sink.abort()
+    monkeypatch.setattr(errors, "ON_WINDOWS", True)
+    sink.abort()  # nothing raised: `| head` on Windows ends quietly
+
+
+def test_dry_run_plan_into_a_closed_windows_pipe_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(errors, "ON_WINDOWS", True)
+    monkeypatch.setattr(sys, "stdout", WindowsClosedPipe())
+    code = cli_run(["export", "--from", "2024-01-01", "--to", "2024-01-05", "--dry-run",
+                    "--api-url", "http://127.0.0.1:9"])
+    assert code == 0
+    assert "internal error" not in capsys.readouterr().err
