@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpexport.fakeserver import ODDITY_KINDS, Dataset, parse_line
+from mpexport.fakeserver import realistic as realistic_package
 
 DAY = dt.date(2024, 3, 5)
 # 1600-2400 events a day: every oddity kind at least once, as in any 1000+ event day.
@@ -157,6 +158,22 @@ def test_small_profile_is_byte_identical_to_before() -> None:
     assert digest(late.lines_for_day(DAY)) == (
         "e5354bfab558ebbd7fe0f2dfda629e665334966b378e27f88406db2c8c9bb3b5"
     )
+
+
+def test_realistic_package_keeps_its_public_names() -> None:
+    # The profile is split into modules; these stay importable from the package.
+    names = set(realistic_package.__all__)
+    assert names == {
+        "BIG_EVENT",
+        "MAX_COLLECTION_BYTES",
+        "MAX_EVENT_BYTES",
+        "MAX_STRING_BYTES",
+        "ODDITY_KINDS",
+        "RealisticDays",
+    }
+    assert all(hasattr(realistic_package, name) for name in names)
+    assert realistic_package.ODDITY_KINDS is ODDITY_KINDS
+    assert realistic_package.BIG_EVENT not in ODDITY_KINDS
 
 
 def test_unknown_profile_is_refused() -> None:

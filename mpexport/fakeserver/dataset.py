@@ -50,7 +50,7 @@ class Dataset:
     ``profile``: ``"small"`` (the default; ~300-byte events, unchanged output)
     or ``"realistic"`` (Mixpanel-like events of 1-2 kB with ~45 properties, the
     255-byte cut, lines that are not valid UTF-8, lone surrogate escapes and
-    the other oddities in ``realistic.ODDITY_KINDS``; see ``realistic.py``).
+    the other oddities in ``realistic.ODDITY_KINDS``; see the ``realistic`` package).
     ``oddity_every``: realistic only; each oddity kind occurs about once per
     this many events, and at least once on a day with half that many events
     or more; 0 turns oddities off.

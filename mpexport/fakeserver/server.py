@@ -41,6 +41,13 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
+    def shutdown_request(self, request: Any) -> None:
+        # A RST fault has already closed the socket (wire.abort_connection):
+        # the connection is finished, and a shutdown() there could only fail.
+        if isinstance(request, socket.socket) and request.fileno() == -1:
+            return
+        super().shutdown_request(request)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

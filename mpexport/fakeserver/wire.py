@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import socket
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -97,24 +98,36 @@ class ChunkedWriter:
         self.handler.wfile.write(b"0\r\n\r\n")
 
 
+def _linger_abort() -> bytes:
+    """SO_LINGER on with a 0 s timeout, so that closing the socket sends a RST."""
+    # Winsock's struct linger is two u_shorts, POSIX's two ints (Linux refuses
+    # a shorter value with EINVAL).
+    return struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+
+
 def abort_connection(handler: BaseHTTPRequestHandler, rst: bool) -> None:
     """Drop the connection without ending the chunked body.
 
     With ``rst`` the socket is closed with SO_LINGER 0, which sends a TCP RST;
     otherwise a FIN (shutdown), which the client sees as a premature EOF.
+    After a RST the socket is closed: the server's own clean-up (``finish``,
+    ``shutdown_request``) must treat the connection as finished.
     """
     handler.close_connection = True
     conn = handler.connection
-    try:
-        if rst:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            # socket.close() would wait for the makefile() wrappers; closing the
-            # detached descriptor sends the RST now.
-            os.close(conn.detach())
-        else:
+    if not rst:
+        with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+        return
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _linger_abort())
+    # close() releases the handle only once no makefile() wrapper is open, and
+    # rfile is one (wfile writes to the socket directly): without this the RST
+    # would wait for the handler's finish(). Not os.close(conn.detach()): on
+    # Windows a socket handle is no file descriptor, and that leaked the socket.
+    handler.rfile.close()
+    with contextlib.suppress(OSError):
+        conn.close()
 
 
 # The 502 of the report that motivated these faults: a proxy's HTML page whose
