@@ -36,15 +36,8 @@ from mpexport.events import (
     ProgressEvent,
 )
 from mpexport.interrupt import InterruptGuard
-from mpexport.mixpanel.fetch import (
-    ChunkSplit,
-    FetchSettings,
-    Query,
-    RequestGate,
-    Stopped,
-    fetch_chunk,
-    new_session,
-)
+from mpexport.mixpanel.fetch import ChunkSplit, FetchSettings, Query, fetch_chunk
+from mpexport.mixpanel.transport import RequestGate, Stopped, new_session
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
 from mpexport.plan import split_chunk
 from mpexport.sinks.base import Sink

@@ -213,7 +213,7 @@ def _check_limits(options: RunOptions) -> None:
 def describe_plan(request: ExportRequest, chunks: Sequence[Chunk],
                   credentials: Credentials | None, used_this_hour: Sequence[float]) -> list[str]:
     """Lines describing the plan for ``--dry-run``: one per chunk, then totals and waits."""
-    from mpexport.pacing.limiter import budget_wait
+    from mpexport.pacing.windows import budget_wait
 
     lines = []
     for chunk in chunks:

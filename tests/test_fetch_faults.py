@@ -34,11 +34,9 @@ from mpexport.fakeserver.config import CUT_FAULT_KINDS
 from mpexport.fakeserver.wire import CUT_AFTER_BYTES, ERROR_PAGE_BYTES
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import Endpoint
-from mpexport.mixpanel.fetch import (
-    FetchSettings,
-    Query,
+from mpexport.mixpanel.fetch import FetchSettings, Query, fetch_once
+from mpexport.mixpanel.transport import (
     RetryableError,
-    fetch_once,
     is_connection_error,
     new_session,
     read_error_body,

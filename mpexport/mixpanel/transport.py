@@ -1,0 +1,191 @@
+"""The HTTP side of a request to Mixpanel: sessions, the gate, and how failures are read.
+
+What every endpoint shares (export's chunks, engage's pages): a session per
+worker, the rate-limit gate each request start passes, and the rules that
+turn a broken connection or a non-200 answer into a retry or a fatal error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import zlib
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+from mpexport.mixpanel.endpoints import error_text, is_retryable_status, raise_for_fatal_status
+
+if TYPE_CHECKING:
+    import requests
+
+    from mpexport.mixpanel.http_cut import ConnectionCutter
+
+log = logging.getLogger("mpexport.http")
+
+# Error bodies only word a message: read this much at most, in small reads.
+ERROR_BODY_LIMIT = 64 * 1024
+ERROR_READ_BLOCK = 8 * 1024
+USER_AGENT = "mpexport"
+
+
+class RetryableError(Exception):
+    """An attempt failed in a way another attempt may fix.
+
+    ``throttled`` marks a 429: the server asked us to slow down, the chunk
+    itself is fine. ``size_related`` marks failures that a smaller query may
+    avoid (truncated bodies, timeouts, streams broken mid-body).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        *,
+        throttled: bool = False,
+        size_related: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.throttled = throttled
+        self.size_related = size_related
+
+
+class RequestGate(Protocol):
+    """What every request start passes: the shared rate limiter."""
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until a request may start; False if ``stop`` was set meanwhile."""
+        ...
+
+    def release(self) -> None:
+        """The request finished (its response is closed)."""
+        ...
+
+    def penalize(self, seconds: float) -> None:
+        """The server refused us (429): no request starts for ``seconds``."""
+        ...
+
+
+class OpenGate:
+    """A gate that never waits (for tests and unlimited proxies)."""
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Let the request start at once unless the run is stopping."""
+        return not stop.is_set()
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+    def penalize(self, seconds: float) -> None:
+        """Ignore: the chunk's own backoff still applies."""
+
+
+class Stopped(Exception):
+    """The run is stopping; the attempt was abandoned."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def new_session(cutter: ConnectionCutter | None = None) -> requests.Session:
+    """A requests session for one worker; ``cutter`` can end its blocked reads from outside."""
+    import requests
+
+    session = requests.Session()
+    if cutter is not None:
+        cutter.mount(session)
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept-Encoding"] = "gzip"
+    # requests reads REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE itself (they still
+    # win) but ignores OpenSSL's SSL_CERT_FILE, using certifi's bundle instead.
+    ca_file = os.environ.get("SSL_CERT_FILE")
+    if ca_file:
+        session.verify = ca_file
+    return session
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors of the connection or of the bytes it carried, at any point.
+
+    requests wraps what it raises itself, but ``raw.read`` lets urllib3's own
+    errors (ProtocolError, ReadTimeoutError, DecodeError...) through, and
+    http.client's and the socket's may surface bare. None of them is a bug of
+    ours: each is a reason to try the chunk again.
+    """
+    import http.client
+
+    import requests
+    import urllib3.exceptions
+
+    return isinstance(
+        exc,
+        (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+            zlib.error,
+        ),
+    )
+
+
+def read_error_body(raw: Any, limit: int = ERROR_BODY_LIMIT) -> tuple[bytes, str | None]:
+    """Read up to ``limit`` decoded bytes of a non-200 body, as far as the connection allows.
+
+    Returns the bytes and, when the connection broke first, the name of the
+    error that cut them short (None for a whole body).
+    """
+    # read1 hands over what each socket read gave, so a cut keeps the bytes that
+    # came before it; urllib3 2's read(n) waits for n bytes and drops them all
+    # when the connection breaks first. urllib3 before 2.3 has no read1.
+    read = getattr(raw, "read1", None) or raw.read
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < limit:
+            piece = read(min(ERROR_READ_BLOCK, limit - size), decode_content=True)
+            if not piece:
+                break
+            parts.append(piece)
+            size += len(piece)
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        return b"".join(parts), type(exc).__name__
+    return b"".join(parts), None
+
+
+def fail_for_status(response: requests.Response, status: int) -> NoReturn:
+    """Raise what a non-200 response stands for: fatal, or a RetryableError.
+
+    The status line decides, the body only words the message: a 401 whose body
+    was cut is still a 401 (fatal), a 502 whose body was cut still a 502.
+    """
+    body, cut = read_error_body(response.raw)
+    if cut is not None:
+        log.info("HTTP %d: its body was cut short (%s) after %d bytes", status, cut, len(body))
+        # Extract the message first (a cut JSON body no longer parses), then
+        # say it is partial, in front, where the length limits cannot drop it.
+        body = f"(body cut short: {cut}) {error_text(body)}".encode()
+    raise_for_fatal_status(status, body)
+    reason = f"HTTP {status}: {error_text(body, 120)}"
+    retry_after = None
+    if is_retryable_status(status):
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    raise RetryableError(reason, retry_after, throttled=status == 429)
