@@ -6,10 +6,12 @@ import datetime as dt
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from mpexport.cli.demo import mixpanel_keys
 from mpexport.fakeserver import FAULT_KINDS, Dataset
@@ -152,6 +154,7 @@ def test_parquet_dataset_matches_table(make_server: ServerFactory, tmp_path: Pat
     assert sorted(rows) == sorted(stored_keys(db))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals (SIGKILL)")
 def test_sigkill_leaves_whole_days_and_rerun_resumes(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:

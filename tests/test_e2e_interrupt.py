@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ from tests.helpers import (
     service_account_env,
     wait_until,
 )
+
+# Windows has neither signal to send: Ctrl-Break is in tests/test_windows_only.py.
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 START, END = dt.date(2024, 3, 1), dt.date(2024, 4, 30)
 WORKERS = 4
