@@ -1,4 +1,4 @@
-"""A local, Mixpanel-compatible raw export server for tests, demos and benchmarks."""
+"""A local, Mixpanel-compatible export and engage server for tests, demos and benchmarks."""
 
 from mpexport.fakeserver.config import (
     DEMO_API_SECRET,
@@ -9,6 +9,7 @@ from mpexport.fakeserver.config import (
     ServerConfig,
 )
 from mpexport.fakeserver.dataset import PROFILES, Dataset, parse_line
+from mpexport.fakeserver.profiles import ProfileDataset
 from mpexport.fakeserver.realistic import ODDITY_KINDS
 from mpexport.fakeserver.server import FakeMixpanelServer
 
@@ -22,6 +23,7 @@ __all__ = [
     "PROFILES",
     "Dataset",
     "FakeMixpanelServer",
+    "ProfileDataset",
     "ServerConfig",
     "parse_line",
 ]

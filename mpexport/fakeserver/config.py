@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mpexport.fakeserver.dataset import Dataset
+from mpexport.fakeserver.profiles import ProfileDataset
 
 DEMO_USERNAME = "demo-sa.mpexport"
 DEMO_SECRET = "demo-secret-not-real"
@@ -35,6 +37,9 @@ CUT_FAULT_KINDS: tuple[str, ...] = (
     "reset_in_error_body",
     "reset_in_chunked_error_body",
 )
+# Faults of the engage endpoint (``engage_faults``); ``cut`` is a JSON document
+# cut short in a response that ends cleanly.
+ENGAGE_FAULT_KINDS: tuple[str, ...] = ("http500", "http503", "http429", "reset", "cut")
 
 
 @dataclass
@@ -57,6 +62,18 @@ class ServerConfig:
     either); ``reset_in_error_body`` and ``reset_in_chunked_error_body`` send a
     ``cut_status`` announcing a 4041-byte HTML page (Content-Length, or one chunk
     of that size) and only its first 200 bytes.
+
+    The engage endpoint (``/api/query/engage``) answers only when ``profiles``
+    is set (404 otherwise, as before it existed). Its pages hold
+    ``engage_page_size`` profiles. A session expires once it has served
+    ``engage_session_pages`` complete pages (page 0 included; None: never).
+    ``engage_hourly_limit``/``engage_concurrency_limit`` are the Query API's
+    own limits (60 an hour and 5 at once in Mixpanel), apart from the export
+    limits. ``engage_faults``: the first attempt of page number p (whatever
+    its session) gets ``engage_faults[p % len(engage_faults)]``; later
+    attempts succeed. ``engage_hold``: a test hook; admitted engage requests
+    wait for this event before they answer, so a test can hold them open.
+    See ``engage.EngageEndpoint``.
     """
 
     dataset: Dataset = field(default_factory=Dataset)
@@ -83,12 +100,26 @@ class ServerConfig:
     gzip_threshold: int = 1400
     gzip_level: int = 1
     slice_bytes: int = 64 * 1024
+    profiles: ProfileDataset | None = None
+    engage_page_size: int = 1000
+    engage_session_pages: int | None = None
+    engage_hourly_limit: int | None = None
+    engage_concurrency_limit: int | None = None
+    engage_faults: tuple[str, ...] = ()
+    engage_hold: threading.Event | None = None
 
     def __post_init__(self) -> None:
         known = FAULT_KINDS + CUT_FAULT_KINDS
         unknown = [kind for kind in self.faults if kind not in known]
         if unknown:
             raise ValueError(f"unknown fault kinds: {unknown}; known: {known}")
+        unknown = [kind for kind in self.engage_faults if kind not in ENGAGE_FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown engage fault kinds: {unknown}; known: {ENGAGE_FAULT_KINDS}")
+        if self.engage_page_size < 1:
+            raise ValueError("engage_page_size must be >= 1")
+        if self.engage_session_pages is not None and self.engage_session_pages < 1:
+            raise ValueError("engage_session_pages must be >= 1 or None")
 
     def current_date(self) -> dt.date:
         """The server's idea of today (UTC unless ``today`` is set)."""

@@ -32,8 +32,11 @@ class RateLimiter:
         qps_limit: float | None = None,
         hourly_limit: int | None = None,
         concurrency_limit: int | None = None,
+        kind: str = "export",
     ) -> None:
         self.project_id = project_id
+        # Names the requests in the concurrency refusal ("export", "engage").
+        self.kind = kind
         self.clock = clock
         self.qps_limit = qps_limit
         self.hourly_limit = hourly_limit
@@ -60,7 +63,7 @@ class RateLimiter:
                     break
                 last_second += 1
             if self.concurrency_limit is not None and self._running >= self.concurrency_limit:
-                return Refusal("too many export requests in progress for this project")
+                return Refusal(f"too many {self.kind} requests in progress for this project")
             over_qps = self.qps_limit is not None and last_second + 1 > self.qps_limit
             over_hour = self.hourly_limit is not None and len(self._arrivals) >= self.hourly_limit
             if over_qps or over_hour:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mpexport.fakeserver.body import TRUNCATING_FAULTS, BodyContext, serve_fault_body, stream_lines
 from mpexport.fakeserver.config import CUT_FAULT_KINDS, ServerConfig
+from mpexport.fakeserver.engage import ENGAGE_PATHS, EngageEndpoint
 from mpexport.fakeserver.faults import FaultPlanner
 from mpexport.fakeserver.ratelimit import RateLimiter
 from mpexport.fakeserver.request import ApiError, ExportQuery, authenticate, parse_query
@@ -72,6 +73,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (Aborted, OSError):
             self.close_connection = True
 
+    def do_POST(self) -> None:
+        # The engage endpoint is POST (form-encoded); every path shares routing.
+        self.do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log."""
 
@@ -97,6 +102,7 @@ class FakeMixpanelServer:
             config.fault_seed,
         )
         self._stopping = threading.Event()
+        self.engage = EngageEndpoint(config, self.stats, self._stopping)
         self._serving = threading.Event()
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
@@ -172,6 +178,13 @@ class FakeMixpanelServer:
 
     def _handle(self, handler: _Handler) -> None:
         split = urlsplit(handler.path)
+        if split.path in ENGAGE_PATHS:
+            self.engage.handle(handler, split.path, split.query)
+            return
+        if handler.command != "GET":
+            # Only the engage endpoint reads a request body: after an unread
+            # one, the connection cannot carry another request.
+            handler.close_connection = True
         params = dict(parse_qsl(split.query, keep_blank_values=True))
         record = self.stats.add(
             RequestRecord(arrival=self.config.clock(), path=split.path, params=params)
