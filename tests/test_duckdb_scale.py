@@ -15,8 +15,8 @@ from mpexport.errors import UsageError
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb import repair as duckdb_repair
 from mpexport.sinks.duckdb.budget import MIB, LoaderBudget, parse_size
-from mpexport.sinks.duckdb.load import reader_sql
 from mpexport.sinks.duckdb.repair import refused_line_numbers, repair_line, write_repairs
+from mpexport.sinks.duckdb.rows import reader_sql
 from mpexport.sinks.duckdb.sink import DuckDBSink
 
 DAY = dt.date(2024, 3, 1)

@@ -2,7 +2,7 @@
 
 All of it runs on the loader thread's connection inside one transaction
 opened by :func:`load_chunk`, so a chunk is stored wholly or not at all.
-JSON is only ever parsed by DuckDB (``read_json`` and the JSON functions).
+How a spool file's lines become rows is :mod:`mpexport.sinks.duckdb.rows`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import contextlib
 import datetime as dt
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from mpexport.model import CompletedChunk
-from mpexport.sinks.duckdb.budget import LoaderBudget
-from mpexport.sinks.duckdb.repair import refused_line_numbers, write_repairs
+from mpexport.sinks.duckdb.rows import RowReader, key_match
 from mpexport.sinks.duckdb.schema import (
     MANIFEST_TABLE,
     PARQUET_PENDING_TABLE,
@@ -27,17 +25,12 @@ from mpexport.sinks.duckdb.schema import (
 )
 
 STAGE_TABLE = "_mpexport_stage"
-RAW_TABLE = "_mpexport_raw"
-# Mixpanel refuses events over 1 MB at ingestion, so 16 MB leaves a wide
-# margin. With ignore_errors a longer line still loads (measured); the
-# reader's own buffers are 32 MiB a thread whatever this is (duckdb_budget).
-MAX_OBJECT_SIZE = 16 * 1024 * 1024
 # Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
 # anti-join keep hash tables proportional to their input; slicing a chunk by
 # time keeps them bounded, so a big chunk loads under a small memory_limit.
-DEFAULT_BATCH_ROWS = 200_000
+# Read at call time: tests shrink it to exercise the slicing on small chunks.
+BATCH_ROWS = 200_000
 
-KEY_COLUMNS = ("event", "distinct_id", "time", "insert_id")
 _ALL_COLUMNS = "event, time, distinct_id, insert_id, mp_processing_time_ms, properties"
 
 
@@ -51,203 +44,6 @@ class ChunkLoad:
     replaced: int = 0
     repaired: int = 0  # events DuckDB refused, stored with U+FFFD in place of bad text
     window: str | None = None  # set by the fast path: where this chunk's rows are
-
-
-class RefusedLines(Exception):
-    """Lines of a chunk that DuckDB refuses and no repair makes readable."""
-
-
-def sql_string(text: str) -> str:
-    """A SQL string literal (paths are ours, but may contain quotes)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _time_micros_sql(raw: str, time_in_ms: bool) -> str:
-    """SQL turning the JSON text of ``time`` into exact epoch microseconds.
-
-    DECIMAL first: it parses integers and fractions exactly (a BIGINT cast
-    would round ``1.5``), and also accepts exponent forms. DOUBLE is the
-    fallback for anything else numeric-looking. A value outside years
-    1..9999 gives NULL instead of failing the chunk: the multiplication of a
-    wide DECIMAL overflowed (an OutOfRangeException for ``1e30``, which no
-    TRY_CAST catches), and instants near the BIGINT limit overflowed in the
-    time zone conversion, so the range is checked on a DOUBLE first.
-    """
-    unit = 1_000 if time_in_ms else 1_000_000
-    seconds = f"(TRY_CAST({raw} AS DOUBLE) / {1000 if time_in_ms else 1})"
-    return (
-        f"CASE WHEN {seconds} BETWEEN {_MIN_SECONDS} AND {_MAX_SECONDS} THEN "
-        f"coalesce(TRY_CAST(TRY_CAST({raw} AS DECIMAL(38, 6)) * {unit} AS BIGINT), "
-        f"TRY_CAST(round(TRY_CAST({raw} AS DOUBLE) * {unit}) AS BIGINT)) END"
-    )
-
-
-# 0001-01-01 and 9999-12-31 in epoch seconds: the instants a TIMESTAMPTZ
-# holds in every time zone.
-_MIN_SECONDS = -62_135_596_800 + 86_400
-_MAX_SECONDS = 253_402_300_799 - 86_400
-
-
-def _instant_sql(micros: str, project_timezone: str | None) -> str:
-    """SQL for the true instant of an event from its epoch microseconds.
-
-    Projects created before 2023 shift ``time`` by their UTC offset: the
-    number is the project's wall clock read as if it were UTC. Reading it as
-    a naive timestamp and placing that in the project's zone undoes the shift
-    (with the offset of that moment, so daylight saving is right too).
-    """
-    if project_timezone is None:
-        return f"make_timestamptz({micros})"
-    return f"(make_timestamp({micros}) AT TIME ZONE {sql_string(project_timezone)})"
-
-
-def reader_sql(path: str) -> str:
-    """DuckDB's NDJSON reader over a spool file, two columns, never failing on a line.
-
-    With ``ignore_errors`` a line the reader refuses becomes a row without
-    ``properties`` instead of failing the chunk; :func:`rows_sql` drops such
-    rows, and the loader compares the rows it got with the file's line count
-    and repairs what was refused (see :mod:`mpexport.sinks.duckdb.repair`).
-    """
-    return (
-        f"read_json({sql_string(path)}, format = 'newline_delimited', "
-        "columns = {'event': 'VARCHAR', 'properties': 'JSON'}, "
-        f"maximum_object_size = {MAX_OBJECT_SIZE}, ignore_errors = true)"
-    )
-
-
-def rows_sql(source: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
-    """A SELECT of ``source``'s (event, properties) rows in the table's columns.
-
-    ``source`` is a reader (:func:`reader_sql`) or a table of raw rows.
-    """
-    # json_extract_string with a list of paths parses each properties value
-    # once for all four fields, instead of once per ->> operator.
-    micros = _time_micros_sql("p[1]", time_in_ms)
-    mp_ms = "p[4]"
-    return f"""
-        SELECT event,
-               {_instant_sql(micros, project_timezone)} AS time,
-               p[2] AS distinct_id,
-               p[3] AS insert_id,
-               coalesce(TRY_CAST({mp_ms} AS BIGINT),
-                        TRY_CAST(TRY_CAST({mp_ms} AS DOUBLE) AS BIGINT)) AS mp_processing_time_ms,
-               properties
-        FROM (
-            SELECT event, properties,
-                   json_extract_string(properties, ['$.time', '$.distinct_id',
-                       '$."$insert_id"', '$.mp_processing_time_ms']) AS p
-            FROM {source}
-            -- A refused line (see reader_sql); every Mixpanel event has properties.
-            WHERE properties IS NOT NULL
-        )
-    """
-
-
-@dataclass(frozen=True)
-class RowReader:
-    """How the loader turns a spool file into rows: the budget and the time settings."""
-
-    budget: LoaderBudget
-    time_in_ms: bool = False
-    project_timezone: str | None = None
-
-    def insert(self, con: Any, into: str, path: str,
-               shape: Callable[[str], str] = lambda rows: rows) -> int:
-        """Run ``into`` (``INSERT INTO t``) over ``shape(rows of path)``; return the row count.
-
-        A small budget cannot read and extract in one statement (see
-        :mod:`mpexport.sinks.duckdb.budget`): the raw rows go to a temp table that
-        spills to disk, and the keys are extracted from there.
-        """
-        reader = reader_sql(path)
-        if not self.budget.two_step:
-            (count,) = con.execute(
-                f"{into} {shape(rows_sql(reader, self.time_in_ms, self.project_timezone))}"
-            ).fetchone()
-            return int(count)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {RAW_TABLE} AS SELECT * FROM {reader}")
-        try:
-            (count,) = con.execute(
-                f"{into} {shape(rows_sql(RAW_TABLE, self.time_in_ms, self.project_timezone))}"
-            ).fetchone()
-        finally:
-            con.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
-        return int(count)
-
-    def insert_new(self, con: Any, target: str, completed: CompletedChunk,
-                   window: str) -> tuple[int, int]:
-        """Insert a chunk's rows into a window of ``target`` that holds none: (rows, repaired).
-
-        Copies within the chunk are dropped as the rows go in (one row per
-        Mixpanel key), never deleted after: deleting rows appended by the
-        same transaction made DuckDB write the whole chunk to the WAL at
-        commit and again at checkpoint (+38 s for a 1.5 GB day, measured;
-        even one deleted row did it). Refused lines are counted in a second
-        pass over the file and their repaired copies inserted unless their
-        key is already there. The pass that names refused lines costs about
-        a tenth of the insert (5 s for a 1.5 GB day).
-        """
-        inserted = self.insert(con, f"INSERT INTO {target}", str(completed.path), _first_per_key)
-        refused = refused_line_numbers(con, reader_sql(str(completed.path)))
-        if not refused:
-            return inserted, 0
-
-        def new_to_window(rows: str) -> str:
-            return (f"SELECT s.* FROM ({_first_per_key(rows)}) AS s ANTI JOIN "
-                    f"(SELECT {', '.join(KEY_COLUMNS)} FROM {target} WHERE {window}) AS e "
-                    f"ON {_key_match('s', 'e')}")
-
-        with self._repaired(con, completed, refused) as (side, repaired):
-            inserted += self.insert(con, f"INSERT INTO {target}", str(side), new_to_window)
-        return inserted, repaired
-
-    def insert_spool(self, con: Any, into: str, completed: CompletedChunk) -> tuple[int, int]:
-        """Insert every line of a spool file, repairing refused ones: (rows, repaired)."""
-        rows = self.insert(con, into, str(completed.path))
-        if rows >= completed.lines:
-            return rows, 0
-        refused = refused_line_numbers(con, reader_sql(str(completed.path)))
-        with self._repaired(con, completed, refused) as (side, repaired):
-            rows += self.insert(con, into, str(side))
-        return rows, repaired
-
-    @contextlib.contextmanager
-    def _repaired(self, con: Any, completed: CompletedChunk,
-                  numbers: list[int]) -> Iterator[tuple[Path, int]]:
-        """A side file with repaired copies of the lines DuckDB refused, and their number.
-
-        Raises :class:`RefusedLines` when a refused line is not even lenient
-        JSON or its repair is refused too (no properties object), so a chunk
-        is never stored with events missing.
-        """
-        side = completed.path.with_name(completed.path.name + ".repaired")
-        try:
-            found = write_repairs(completed.path, side, numbers)
-            (still,) = con.execute(
-                f"SELECT count(*) FROM {reader_sql(str(side))} WHERE properties IS NULL"
-            ).fetchone() if found.repaired else (0,)
-            if found.unrepairable or still:
-                raise RefusedLines(
-                    f"DuckDB refused {found.unrepairable + still} of {completed.lines} events "
-                    "and they could not be repaired (stdout exports keep them as sent)"
-                )
-            yield side, found.repaired
-        finally:
-            side.unlink(missing_ok=True)
-
-
-def _first_per_key(rows: str) -> str:
-    # Which copy survives does not matter for Mixpanel's exact duplicates;
-    # copies that differ elsewhere (a re-sent event) keep an arbitrary one.
-    return (f"SELECT * FROM ({rows}) "
-            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(KEY_COLUMNS)}) = 1")
-
-
-def _key_match(left: str, right: str) -> str:
-    # NULL keys (a missing distinct_id or $insert_id) must compare equal, as
-    # Mixpanel treats them, so plain = would let such duplicates through.
-    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in KEY_COLUMNS)
 
 
 def _insert_slice_sql(table: str, window: str) -> str:
@@ -276,7 +72,7 @@ def _insert_slice_sql(table: str, window: str) -> str:
         ANTI JOIN (
             SELECT event, distinct_id, time, insert_id FROM {target} WHERE {window}
         ) AS e
-        ON {_key_match("s", "e")}
+        ON {key_match("s", "e")}
     """
 
 
@@ -365,7 +161,7 @@ class _OutsideWindow(Exception):
 
 def _staged_insert(
     con: Any, completed: CompletedChunk, table: str, target: str, replace: bool,
-    reader: RowReader, batch_rows: int, check_stop: Callable[[], None],
+    reader: RowReader, check_stop: Callable[[], None],
 ) -> ChunkLoad:
     """Stage the chunk, then insert what is new to the table, slice by time slice."""
     chunk = completed.chunk
@@ -386,7 +182,7 @@ def _staged_insert(
         (result.replaced,) = con.execute(
             f"DELETE FROM {target} WHERE {_window_sql(start, stop)}"
         ).fetchone()
-    for window in _slice_windows(con, batch_rows):
+    for window in _slice_windows(con, BATCH_ROWS):
         check_stop()
         (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
         result.inserted += int(inserted)
@@ -403,7 +199,6 @@ def load_chunk(
     run_id: str,
     replace: bool,
     reader: RowReader,
-    batch_rows: int,
     track_days: bool,
     check_stop: Callable[[], None],
 ) -> ChunkLoad:
@@ -428,8 +223,7 @@ def load_chunk(
                 _rollback(con)
                 con.execute("BEGIN TRANSACTION")
         if result is None:
-            result = _staged_insert(con, completed, table, target, replace, reader,
-                                    batch_rows, check_stop)
+            result = _staged_insert(con, completed, table, target, replace, reader, check_stop)
         if track_days:
             # The days this chunk's rows fell on, from SQL, never row by row in
             # Python: the fast path's window holds only this chunk's rows.

@@ -3,7 +3,10 @@
 DuckDB locks its file too, but its message names no run and a second
 process would only learn of it after planning. ``FILE.lock`` is taken before
 the database is opened and records who holds it (pid, start time, command),
-so a second run can say exactly what it is waiting for.
+so a second run can say exactly what it is waiting for. Once it is taken,
+the database file itself is checked for other programs (a DuckDB shell, a
+BI tool): ``--wait-lock`` waits for them too, and nothing of this run opens
+the database before both are free.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ from pathlib import Path
 from typing import IO
 
 from mpexport.errors import DatabaseLockedError
-from mpexport.filelock import try_lock, unlock
+from mpexport.filelock import in_use_elsewhere, try_lock, unlock
 
 POLL_SECONDS = 0.2
+# Looked up at call time, so tests drive the waits with a fake clock.
+_now = time.monotonic
+_sleep = time.sleep
 
 
 def lock_path(db_path: Path) -> Path:
     """The lock file of a database file."""
     return db_path.with_name(db_path.name + ".lock")
+
+
+def open_elsewhere_error(db_path: Path, waited: bool = False) -> DatabaseLockedError:
+    """The error for a database file that another program (not an mpexport run) has open."""
+    hint = ("it is still open; close it there and try again" if waited else
+            "close it there (a DuckDB shell, a BI tool), or pass --wait-lock SECONDS")
+    return DatabaseLockedError(f"the database {db_path} is open in another program", hint)
 
 
 def _holder_text(handle: IO[bytes]) -> str:
@@ -60,27 +73,40 @@ def database_lock(
 ) -> Iterator[None]:
     """Hold the database's lock for the block; raise :class:`DatabaseLockedError` if taken.
 
-    With ``wait_seconds`` > 0, wait that long for the holder to finish first,
-    calling ``check_stop`` (which raises to end the wait, e.g. a run's
+    The lock is held only once no other program has the database file open
+    either. With ``wait_seconds`` > 0, wait that long for both, calling
+    ``check_stop`` (which raises to end the wait, e.g. a run's
     :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`) at every poll.
     """
-    path = lock_path(db_path)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole block
+    deadline = _now() + wait_seconds
+
+    def wait_or_raise(error: Callable[[], DatabaseLockedError]) -> None:
+        if _now() >= deadline:
+            raise error()
+        # Stop signals only record a request, so a long wait must look for it.
+        if check_stop is not None:
+            check_stop()
+        _sleep(POLL_SECONDS)
+
+    def taken(handle: IO[bytes]) -> DatabaseLockedError:
+        hint = ("wait for it to finish, or pass --wait-lock SECONDS"
+                if wait_seconds <= 0 else "it is still running; try again later")
+        return DatabaseLockedError(
+            f"the database {db_path} is in use by {_holder_text(handle)}", hint
+        )
+
+    handle = open(lock_path(db_path), "a+b")  # noqa: SIM115 - held open for the whole block
     try:
-        deadline = time.monotonic() + wait_seconds
         while not try_lock(handle):
-            if time.monotonic() >= deadline:
-                hint = ("wait for it to finish, or pass --wait-lock SECONDS"
-                        if wait_seconds <= 0 else "it is still running; try again later")
-                raise DatabaseLockedError(
-                    f"the database {db_path} is in use by {_holder_text(handle)}", hint
-                )
-            # Stop signals only record a request, so a long wait must look for it.
-            if check_stop is not None:
-                check_stop()
-            time.sleep(POLL_SECONDS)
+            wait_or_raise(lambda: taken(handle))
         try:
             _write_holder(handle)
+            # On Windows DuckDB's read-write open shares nothing, so a file
+            # another program has open would fail our open (and even a read
+            # of its header) with a sharing violation; on POSIX it fails on
+            # DuckDB's lock. Both are waited for here, under our lock.
+            while in_use_elsewhere(db_path):
+                wait_or_raise(lambda: open_elsewhere_error(db_path, waited=wait_seconds > 0))
             yield
         finally:
             handle.seek(0)

@@ -1,7 +1,8 @@
 """DuckDB side of the loader: argument checks, table and manifest DDL, manifest reads.
 
 Everything here either runs before DuckDB is opened (the checks, so a bad
-argument never touches a file) or takes an open connection from the loader
+argument never touches a file; the path check never fails because another
+program has the file open) or takes an open connection from the loader
 thread (which is the only thread that ever holds one).
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 
 from mpexport.dates import day_range
 from mpexport.errors import UsageError
+from mpexport.filelock import held_by_another_process
+from mpexport.sinks.duckdb.lock import lock_path, open_elsewhere_error
 
 MANIFEST_TABLE = "_mpexport_chunks"
 # Days whose Parquet file must be (re)written: recorded in the chunk's own
@@ -58,11 +61,15 @@ def check_table_name(table: str) -> None:
         )
 
 
-def check_db_path(db_path: Path) -> None:
+def check_db_path(db_path: Path, *, locked: bool = False) -> None:
     """Raise UsageError when ``db_path`` cannot be a DuckDB database we may write.
 
     Reads at most a few bytes of an existing file and writes nothing, so a
-    wrong path (a CSV, a text file) is left exactly as it was.
+    wrong path (a CSV, a text file) is left exactly as it was. Called before
+    the file's lock is taken (``locked=False``) it never fails because
+    another program has the file open: the header is then checked under the
+    lock (by the sink). With ``locked=True`` such a file raises
+    :class:`~mpexport.errors.DatabaseLockedError`.
     """
     directory = db_path.parent if str(db_path.parent) else Path(".")
     if not directory.is_dir():
@@ -89,8 +96,21 @@ def check_db_path(db_path: Path) -> None:
             f"the database file is not readable and writable: {db_path}",
             "fix its permissions or choose another path",
         )
-    with db_path.open("rb") as handle:
-        header = handle.read(_MAGIC_OFFSET + len(_MAGIC))
+    if not locked and lock_path(db_path).exists():
+        # A run may be opening the file right now, and on Windows even our
+        # read would make its open (which shares nothing) fail: the header
+        # is read under the lock. A path no run ever locked has no lock
+        # file, so a wrong path is still refused before one is created.
+        return
+    try:
+        with db_path.open("rb") as handle:
+            header = handle.read(_MAGIC_OFFSET + len(_MAGIC))
+    except OSError as exc:
+        if not held_by_another_process(exc):
+            raise UsageError(f"cannot read the database file {db_path}: {exc.strerror}") from exc
+        if locked:
+            raise open_elsewhere_error(db_path) from exc
+        return
     if header[_MAGIC_OFFSET:] != _MAGIC:
         raise UsageError(
             f"{db_path} exists but is not a DuckDB database",

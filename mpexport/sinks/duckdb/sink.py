@@ -3,14 +3,15 @@
 The main thread (the pipeline) calls :class:`DuckDBSink`'s methods; a single
 loader thread owns the only DuckDB connection and commits chunks one at a
 time from a bounded queue, so a slow disk pushes back on the downloads
-instead of piling spool files up.
+instead of piling spool files up. The thread, its queue and the main
+thread's (interruptible) waits are :mod:`mpexport.sinks.duckdb.loader`'s;
+what opening and loading do is here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +21,14 @@ from typing import Any
 import duckdb
 
 from mpexport.dates import day_range
-from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
+from mpexport.errors import LoaderError, MpexportError, UsageError
+from mpexport.filelock import in_use_elsewhere
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb.budget import LoaderBudget, spill_directory
-from mpexport.sinks.duckdb.load import DEFAULT_BATCH_ROWS, RefusedLines, RowReader, load_chunk
+from mpexport.sinks.duckdb.load import load_chunk
+from mpexport.sinks.duckdb.loader import LoaderThread, Stopped
+from mpexport.sinks.duckdb.lock import open_elsewhere_error
+from mpexport.sinks.duckdb.rows import RefusedLines, RowReader
 from mpexport.sinks.duckdb.schema import (
     check_db_path,
     check_table_name,
@@ -31,13 +36,16 @@ from mpexport.sinks.duckdb.schema import (
     read_day_volumes,
     read_manifest,
 )
-from mpexport.sinks.parquet import flush_pending
+from mpexport.sinks.parquet import ParquetCopy
 
-_POLL_SECONDS = 0.1
-
-
-class _Stopped(Exception):
-    """Raised inside the loader when abort() asked it to stop."""
+# Verified chunks waiting for the loader (each one a spool file on disk).
+# Read when a sink is created: tests raise it to queue a whole run at once.
+QUEUE_SIZE = 4
+# DuckDB's words for a file another process holds: its POSIX lock error, and
+# on Windows the Restart Manager's list of holders. Its other Windows message
+# ("Cannot open file ...: " and the system's text, in the system's language)
+# is recognised by probing the file instead.
+_HELD_WORDS = ("could not set lock", "conflicting lock", "already open in")
 
 
 def _no_stop() -> None:
@@ -66,10 +74,13 @@ class DuckDBSink:
     thread and waits until it is ready, so a bad path or table name fails
     before anything is fetched. ``stats`` holds the totals after ``close()``;
     ``failed_chunks`` lists chunks whose data DuckDB refused (not loaded, no
-    manifest row, so a rerun fetches them again). ``check_stop`` is called
-    while ``accept`` and ``close`` wait for the loader and raises to stop
-    the run (a run's :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
-    The loader thread has ended when ``close()`` or ``abort()`` returns.
+    manifest row, so a rerun fetches them again); ``parquet_deferred`` the
+    Parquet files left for the next run because another program had them
+    open. ``check_stop`` is called while the sink waits for its loader
+    (opening, ``accept``, ``close``) and raises to stop the run (a run's
+    :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
+    The loader thread has ended when ``close()`` or ``abort()`` returns,
+    and when the constructor raises.
     """
 
     def __init__(
@@ -82,40 +93,23 @@ class DuckDBSink:
         replace: bool = False,
         refresh: bool = False,
         parquet_dir: Path | None = None,
-        queue_size: int = 4,
-        time_in_ms: bool = False,
         memory_limit: str | None = None,
-        batch_rows: int = DEFAULT_BATCH_ROWS,
         project_timezone: str | None = None,
         check_stop: Callable[[], None] | None = None,
     ) -> None:
         check_table_name(table)
         db_path = Path(db_path)
-        check_db_path(db_path)
-        if parquet_dir is not None:
-            parquet_dir = Path(parquet_dir)
-            if parquet_dir.exists() and not parquet_dir.is_dir():
-                raise UsageError(
-                    f"the Parquet output is not a directory: {parquet_dir}",
-                    "give a directory path (it is created if missing)",
-                )
-            if not parquet_dir.exists() and not parquet_dir.parent.is_dir():
-                raise UsageError(
-                    f"the parent directory of the Parquet output does not exist: "
-                    f"{parquet_dir.parent}",
-                    "create it first",
-                )
-        if queue_size < 1:
-            raise UsageError("queue_size must be at least 1")
+        # The caller holds the file's lock by now (api.locked_database), so
+        # a file held by another program is an error here, not a skip.
+        check_db_path(db_path, locked=True)
+        self.parquet_dir = Path(parquet_dir) if parquet_dir is not None else None
+        self._parquet = ParquetCopy(self.parquet_dir, table) if self.parquet_dir else None
         self.db_path = db_path
         self.table = table
         self.filters = filters
         self.run_id = run_id
         self.replace = replace
         self.refresh = refresh
-        self.parquet_dir = parquet_dir
-        self.batch_rows = batch_rows
-        self._check_stop_request = check_stop or _no_stop
         self.stats = LoadStats()
         self.failed_chunks: list[ChunkFailure] = []
         # UTC days whose chunks this run committed (for a resume after a failure).
@@ -126,25 +120,22 @@ class DuckDBSink:
         # spilling so that a smaller budget is slower, never a failure.
         self.budget = LoaderBudget.from_text(memory_limit)
         self._config = self.budget.duckdb_config(db_path)
-        self._reader = RowReader(self.budget, time_in_ms, project_timezone)
-        self._queue: queue.Queue[CompletedChunk | None] = queue.Queue(queue_size)
+        self._reader = RowReader(self.budget, project_timezone=project_timezone)
         self._lock = threading.Lock()  # guards _covered between loader and main thread
         self._covered: dict[str, set[dt.date]] = {}
         self._covered_at_open: frozenset[dt.date] = frozenset()
         # Events per day seen by earlier runs (from the manifest), for planning.
         self.day_volumes: dict[dt.date, int] = {}
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._con: Any = None
-        self._finished = False
-        self._thread = threading.Thread(target=self._run, name="mpexport-loader", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            error, self._error = self._error, None
-            self._thread.join()
-            raise error
+        self._loader = LoaderThread(
+            open_connection=self._open, load=self._load, closed=self._closed,
+            check_stop=check_stop or _no_stop, queue_size=QUEUE_SIZE,
+        )
+        self._loader.start()
+
+    @property
+    def parquet_deferred(self) -> list[Path]:
+        """Parquet files that were in use and stay pending for the next run."""
+        return list(self._parquet.deferred) if self._parquet is not None else []
 
     # ----------------------------------------------------------- main thread
 
@@ -164,126 +155,41 @@ class DuckDBSink:
 
     def accept(self, completed: CompletedChunk) -> None:
         """Queue a chunk for loading; blocks while the queue is full (backpressure)."""
-        self._raise_pending()
-        if self._finished:
-            completed.discard()
-            raise RuntimeError("DuckDBSink.accept() after close() or abort()")
-        while True:
-            try:
-                self._queue.put(completed, timeout=_POLL_SECONDS)
-                return
-            except queue.Full:
-                if not self._thread.is_alive():
-                    completed.discard()
-                    self._raise_pending()
-                    raise LoaderError("the DuckDB loader stopped unexpectedly") from None
-                # Stop signals only record a request: a long wait looks for it.
-                try:
-                    self._check_stop_request()
-                except BaseException:
-                    completed.discard()
-                    raise
+        self._loader.put(completed)
 
     def chunk_failed(self, chunk: Chunk) -> None:
         """Nothing to do: the database does not wait for chunks in order."""
 
     def close(self) -> None:
         """Load everything queued, stop the loader, close the database; re-raise its error."""
-        if self._finished:
-            self._raise_pending()
-            return
-        try:
-            while self._thread.is_alive():
-                try:
-                    self._queue.put(None, timeout=_POLL_SECONDS)
-                    break
-                except queue.Full:
-                    self._check_stop_request()
-            while self._thread.is_alive():
-                self._thread.join(_POLL_SECONDS)
-                if self._thread.is_alive():
-                    self._check_stop_request()
-        except BaseException:
-            # A stop while waiting for the last chunks: stop without a partial chunk.
-            self.abort()
-            raise
-        self._finished = True
-        self._drop_queued()
-        self._raise_pending()
+        self._loader.close()
 
     def abort(self) -> None:
         """Stop fast: roll back the chunk in progress, delete queued spool files, close."""
-        if self._finished:
-            return
-        self._finished = True
-        self._stop.set()
-        self._drop_queued()
-        con = self._con
-        if con is not None:
-            with contextlib.suppress(Exception):
-                con.interrupt()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wake a loader waiting on an empty queue
-        # Joined, not left behind: the caller releases the file's lock next,
-        # and a library caller may open the same file again at once. An
-        # interrupted statement returns within milliseconds; a COMMIT already
-        # writing is not cut (a second Ctrl-C still exits at once).
-        self._thread.join()
-        self._drop_queued()
-
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _drop_queued(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item.discard()
+        self._loader.abort()
 
     # ---------------------------------------------------------- loader thread
 
-    def _run(self) -> None:
-        try:
-            con = self._open()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._con = con
-        self._ready.set()
-        try:
-            self._loop(con)
-        except _Stopped:
-            pass
-        except BaseException as exc:
-            if not self._stop.is_set():
-                self._error = exc
-        finally:
-            self._con = None
-            with contextlib.suppress(Exception):
-                con.close()
-            self._drop_queued()
-            # DuckDB removes its spill files on close; the folder is ours to tidy.
-            with contextlib.suppress(OSError):
-                spill_directory(self.db_path).rmdir()
+    def _closed(self) -> None:
+        # DuckDB removes its spill files on close; the folder is ours to tidy.
+        with contextlib.suppress(OSError):
+            spill_directory(self.db_path).rmdir()
 
-    def _open(self) -> Any:
+    def _connect(self) -> Any:
         try:
-            con = duckdb.connect(str(self.db_path), config=self._config)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise DatabaseLockedError(
-                    f"the database {self.db_path} is in use by another process",
-                    "wait for the other run to finish",
-                ) from exc
+            return duckdb.connect(str(self.db_path), config=self._config)
+        except (duckdb.IOException, OSError) as exc:
+            text = str(exc).lower()
+            # Probed only now that DuckDB failed: this process has no
+            # connection to the file, so the probe cannot drop a lock of ours.
+            if any(words in text for words in _HELD_WORDS) or in_use_elsewhere(self.db_path):
+                raise open_elsewhere_error(self.db_path) from exc
             raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
         except duckdb.Error as exc:
             raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
+
+    def _open(self) -> Any:
+        con = self._connect()
         try:
             # Day boundaries (CAST(time AS DATE), Parquet partitions) are UTC days.
             con.execute("SET TimeZone = 'UTC'")
@@ -296,28 +202,12 @@ class DuckDBSink:
                 self._covered = covered
                 self._covered_at_open = frozenset(covered.get(self._fingerprint, ()))
                 self.day_volumes = volumes
-            if self.parquet_dir is not None:
-                flush_pending(con, self.table, self.parquet_dir)
+            if self._parquet is not None and not self._loader.stopping:
+                self._parquet.flush(con)
         except BaseException:
             con.close()
             raise
         return con
-
-    def _loop(self, con: Any) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                if self._stop.is_set():
-                    raise _Stopped()
-                self._load(con, item)
-            finally:
-                item.discard()
-
-    def _check_stop(self) -> None:
-        if self._stop.is_set():
-            raise _Stopped()
 
     def _load(self, con: Any, completed: CompletedChunk) -> None:
         try:
@@ -329,26 +219,25 @@ class DuckDBSink:
                 run_id=self.run_id,
                 replace=self.replace,
                 reader=self._reader,
-                batch_rows=self.batch_rows,
-                track_days=self.parquet_dir is not None,
-                check_stop=self._check_stop,
+                track_days=self._parquet is not None,
+                check_stop=self._loader.check_stopping,
             )
         except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.DataError,
                 RefusedLines) as exc:
-            if self._stop.is_set():
-                raise _Stopped() from exc
+            if self._loader.stopping:
+                raise Stopped() from exc
             # The spool holds something DuckDB's reader refuses even after
             # repair: this chunk is lost for this run, the others can load.
             reason = f"DuckDB could not load the data: {exc}".splitlines()[0]
             self.failed_chunks.append(ChunkFailure(completed.chunk, reason, completed.attempts))
             return
         except duckdb.InterruptException as exc:
-            raise _Stopped() from exc
-        except (_Stopped, MpexportError):
+            raise Stopped() from exc
+        except (Stopped, MpexportError):
             raise
         except Exception as exc:
-            if self._stop.is_set():
-                raise _Stopped() from exc
+            if self._loader.stopping:
+                raise Stopped() from exc
             raise LoaderError(
                 f"loading {completed.chunk.label()} into {self.db_path} failed: {exc}",
                 "nothing of this chunk was stored; rerun the same command to resume",
@@ -367,14 +256,7 @@ class DuckDBSink:
             days = self._covered.setdefault(self._fingerprint, set())
             days.update(day_range(chunk.from_date, chunk.to_date))
             self.loaded_days.update(day_range(chunk.from_date, chunk.to_date))
-        if self.parquet_dir is not None:
-            try:
-                self.parquet_dir.mkdir(parents=True, exist_ok=True)
-                flush_pending(con, self.table, self.parquet_dir)
-            except (OSError, duckdb.Error) as exc:
-                # The chunk is committed; its days stay recorded as pending,
-                # so the next start rewrites them.
-                raise LoaderError(
-                    f"writing Parquet files to {self.parquet_dir} failed: {exc}",
-                    "the database is complete; rerun to rewrite the Parquet files",
-                ) from exc
+        if self._parquet is not None:
+            # The chunk is committed; days not written stay recorded as
+            # pending, so a later flush or the next start writes them.
+            self._parquet.flush(con)
