@@ -103,7 +103,8 @@ def run_demo(
     got = set(rows)
     if result.ok and got == expected and len(rows) == len(expected):
         echo(f"demo: OK: {path} holds exactly the server's {len(expected)} distinct events, "
-             f"each once. Try: duckdb {path} \"SELECT event, count(*) FROM events GROUP BY 1\"")
+             f"each once. Try: mpexport sql {path} "
+             "\"SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC\"")
         return 0
     echo(f"demo: MISMATCH: {len(rows)} rows stored, {len(expected)} distinct events expected")
     return 1

@@ -16,6 +16,7 @@ from mpexport import __version__
 from mpexport.cli.config import check_command, config_group
 from mpexport.cli.export import export_command, sync_command
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
+from mpexport.cli.sql import sql_command
 from mpexport.errors import (
     ExitCode,
     Interrupted,
@@ -72,6 +73,7 @@ cli.add_command(export_command)
 cli.add_command(sync_command)
 cli.add_command(check_command)
 cli.add_command(config_group)
+cli.add_command(sql_command)
 
 
 @cli.command("fake-server", context_settings=CONTEXT)

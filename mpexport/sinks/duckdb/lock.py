@@ -43,7 +43,7 @@ def open_elsewhere_error(db_path: Path, waited: bool = False) -> DatabaseLockedE
     return DatabaseLockedError(f"the database {db_path} is open in another program", hint)
 
 
-def _holder_text(handle: IO[bytes]) -> str:
+def holder_text(handle: IO[bytes]) -> str:
     handle.seek(0)
     raw = handle.read(4096)
     try:
@@ -92,7 +92,7 @@ def database_lock(
         hint = ("wait for it to finish, or pass --wait-lock SECONDS"
                 if wait_seconds <= 0 else "it is still running; try again later")
         return DatabaseLockedError(
-            f"the database {db_path} is in use by {_holder_text(handle)}", hint
+            f"the database {db_path} is in use by {holder_text(handle)}", hint
         )
 
     handle = open(lock_path(db_path), "a+b")  # noqa: SIM115 - held open for the whole block

@@ -1,0 +1,62 @@
+"""``mpexport sql``: query a DuckDB file without a ``duckdb`` command or Python."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mpexport.cli.options import CONTEXT, debug_option
+
+# mpexport.sql.formats.FORMATS, spelled out: --help imports no formatting code.
+FORMATS = ("table", "csv", "json", "ndjson")
+
+EXIT_CODES = """\b
+Exit codes:
+  0    the whole result was written (or its reader closed stdout: | head)
+  1    --output FILE could not be written
+  2    bad usage, no DuckDB file at FILE, or DuckDB refused the query
+       (its message is printed, e.g. a statement that would change FILE)
+  4    a run is writing FILE (its lock names it), or another program has it open
+  70   internal error (a bug: please report it, with --debug's traceback)
+  130  interrupted (Ctrl-C)"""
+
+
+@click.command("sql", context_settings=CONTEXT, epilog=EXIT_CODES)
+@click.argument("database", metavar="FILE", type=click.Path(dir_okay=False))
+@click.argument("query", metavar="[QUERY]", required=False)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+              show_default=True,
+              help="table: aligned columns (long values cut with …) and a row count; csv: "
+                   "a header line; json: one array; ndjson: one object per line.")
+@click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the result to FILE instead of stdout, byte for byte (put in "
+                   "place when the query ends; a failed query leaves FILE as it was).")
+@click.option("--tables", is_flag=True,
+              help="List the tables instead: rows, and the first and last UTC day of "
+                   "their time column.")
+@debug_option
+def sql_command(database: str, query: str | None, fmt: str, output: str | None,
+                tables: bool) -> None:
+    """Run a SQL query on a DuckDB file and print the result.
+
+    FILE is opened read-only: it is never created or changed, and a
+    statement that would change it fails. Rows are streamed, so a large
+    result needs no more memory than a small one. In JSON, times are ISO
+    8601 (UTC), decimals are numbers, JSON columns are embedded as JSON and
+    BLOBs are base64. The query is DuckDB's SQL; with several statements,
+    the last one's rows are printed.
+
+    \b
+    Examples:
+      mpexport sql events.duckdb --tables
+      mpexport sql events.duckdb "SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+      mpexport sql events.duckdb "SELECT * FROM events WHERE time >= '2024-05-01'" \\
+        --format csv --output may.csv
+      mpexport sql events.duckdb "SELECT properties FROM events" --format ndjson | jq .
+    """
+    from mpexport.sql.run import run_sql
+
+    run_sql(Path(database), query, tables=tables, fmt=fmt,
+            output=Path(output) if output else None, stdout=sys.stdout.buffer)

@@ -1,0 +1,264 @@
+"""Reading a DuckDB file for ``mpexport sql``: read-only, and never while a run writes it.
+
+The file is never created and never changed: DuckDB's read-only mode refuses
+every statement that would write it. A run that is writing the file holds
+its lock file (``FILE.lock``, see :mod:`mpexport.sinks.duckdb.lock`), which
+names the run; such a file is refused with
+:class:`~mpexport.errors.DatabaseLockedError` (exit 4), as a second export
+would be.
+
+While a query runs, a run that starts writing the file finds it open in
+another program (exit 4, or it waits with ``--wait-lock``).
+
+Results are streamed: rows come in batches of :data:`BATCH_ROWS` from
+DuckDB's streaming result, so a query over ten million rows never holds
+them all in this process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpexport.errors import DatabaseLockedError, UsageError
+from mpexport.filelock import in_use_elsewhere, try_lock, unlock
+from mpexport.sinks.duckdb.lock import holder_text, lock_path
+from mpexport.sinks.duckdb.schema import RESERVED_PREFIX, quote_ident
+from mpexport.sql.formats import Column, Nested, Shape
+
+BATCH_ROWS = 2048
+# Another reader's probe holds a free lock for microseconds, a writer for its
+# whole run: a lock still taken after a few tries is a writer's.
+_PROBES = 3
+_PROBE_PAUSE_SECONDS = 0.05
+# How DuckDB words "another process has this file open" (POSIX, Windows).
+_HELD_WORDS = ("could not set lock", "conflicting lock", "being used by another process")
+_NUMERIC = frozenset({
+    "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
+    "uinteger", "ubigint", "uhugeint", "float", "double", "decimal",
+})
+_DAY_TYPES = frozenset({
+    "TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
+    "DATE",
+})
+Batches = Iterator[list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A query's columns and its rows, batch by batch (read them while the file is open)."""
+
+    columns: list[Column]
+    batches: Batches
+
+
+def writer_holding(db_path: Path) -> str | None:
+    """Who holds the file's lock (an mpexport run writing it), or None when nobody does.
+
+    Never creates the lock file: a file no run ever wrote has none.
+    """
+    try:
+        handle = lock_path(db_path).open("rb")
+    except OSError:
+        return None  # no lock file, or one we cannot read: DuckDB's open decides
+    with handle:
+        for attempt in range(_PROBES):
+            if try_lock(handle):
+                unlock(handle)
+                return None
+            if attempt + 1 < _PROBES:
+                time.sleep(_PROBE_PAUSE_SECONDS)
+        return holder_text(handle)
+
+
+def _written_by(db_path: Path, holder: str) -> DatabaseLockedError:
+    return DatabaseLockedError(f"the database {db_path} is in use by {holder}",
+                               "wait for it to finish, then run the query again")
+
+
+def _open_elsewhere(db_path: Path) -> DatabaseLockedError:
+    return DatabaseLockedError(f"the database {db_path} is open in another program",
+                               "close it there (a DuckDB shell, a BI tool) and try again")
+
+
+def complaint(error: BaseException) -> str:
+    """DuckDB's message on one line, without its drawing of the query (``LINE 1: ...``)."""
+    text = str(error).split("\n\nLINE ", 1)[0]
+    return " ".join(text.split())
+
+
+def _check_file(db_path: Path) -> None:
+    # Checked before DuckDB sees the path: its read-only open of a missing
+    # file fails too, but a message naming the path and the fix is clearer.
+    if not db_path.exists():
+        raise UsageError(f"no database file at {db_path}",
+                         "check the path; 'mpexport export --db FILE' creates one")
+    if not db_path.is_file():
+        raise UsageError(f"the database path is not a regular file: {db_path}",
+                         "give the path of a DuckDB file")
+
+
+@contextmanager
+def open_read_only(db_path: Path) -> Iterator[Any]:
+    """Open ``db_path`` read-only for the block; refuse a file a run is writing (exit 4).
+
+    Times of ``TIMESTAMP WITH TIME ZONE`` columns come back in UTC, whatever
+    the machine's time zone, as mpexport stores and names days in UTC.
+    DuckDB prints no progress bar.
+    """
+    import duckdb
+
+    _check_file(db_path)
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error as exc:
+        text = str(exc).lower()
+        # Probed only now that DuckDB failed: this process has no connection
+        # to the file, so the probe cannot drop a lock of ours (POSIX).
+        if isinstance(exc, duckdb.IOException) and (
+            any(words in text for words in _HELD_WORDS) or in_use_elsewhere(db_path)
+        ):
+            holder = writer_holding(db_path)
+            raise (_written_by(db_path, holder) if holder else _open_elsewhere(db_path)) from exc
+        hint = "give the path of a DuckDB file" if "not a valid DuckDB" in str(exc) else None
+        raise UsageError(f"cannot open the database {db_path}: {complaint(exc)}", hint) from exc
+    try:
+        # Probed once the file is open: a run starting now finds the file in
+        # use anyway, so the probe's brief hold of the lock costs it nothing.
+        # A run that took the lock but has not opened the file yet is in use
+        # too: our open would make its open fail.
+        holder = writer_holding(db_path)
+        if holder:
+            raise _written_by(db_path, holder)
+        con.execute("SET TimeZone = 'UTC'")
+        # DuckDB draws a progress bar for queries that run over 2 s, on
+        # stdout: in the middle of the result.
+        con.execute("SET enable_progress_bar = false")
+        yield con
+    finally:
+        con.close()
+
+
+def _shape(kind: Any) -> Shape:
+    """Where JSON text sits in values of a DuckDB type (so formats embed it, not quote it)."""
+    if str(kind) == "JSON":
+        return True
+    if kind.id not in ("list", "array", "struct", "map"):
+        return False
+    children = kind.children
+    if kind.id == "struct":
+        fields = tuple((str(name), _shape(child)) for name, child in children)
+        return Nested(fields=fields) if any(shape for _, shape in fields) else False
+    # A LIST's or ARRAY's items, a MAP's values: the last child that is a type.
+    child = children[1][1] if kind.id == "map" else children[0][1]
+    items = _shape(child)
+    return Nested(items=items) if items else False
+
+
+def _columns(description: list[tuple[Any, ...]] | None) -> list[Column]:
+    columns = []
+    for entry in description or ():
+        name, kind = str(entry[0]), entry[1]
+        columns.append(Column(name, str(kind), numeric=kind.id in _NUMERIC, json=_shape(kind)))
+    return columns
+
+
+def _stream(cursor: Any) -> Batches:
+    import duckdb
+
+    while True:
+        try:
+            rows = cursor.fetchmany(BATCH_ROWS)
+        except duckdb.Error as exc:
+            raise _query_error(exc) from exc
+        if not rows:
+            return
+        yield rows
+
+
+def _query_error(exc: BaseException) -> BaseException:
+    import duckdb
+
+    if isinstance(exc, duckdb.InterruptException):
+        return KeyboardInterrupt()  # Ctrl-C reached DuckDB first: exit 130, as anywhere
+    text = complaint(exc)
+    if "read-only mode" in text:
+        return UsageError(f"the query would change the database: {text}",
+                          "mpexport sql opens the file read-only; load data with export or sync")
+    hint = None
+    if isinstance(exc, duckdb.CatalogException):
+        hint = "'mpexport sql FILE --tables' lists the file's tables"
+    return UsageError(f"the query failed: {text}", hint)
+
+
+def run_query(con: Any, query: str) -> Result:
+    """Run ``query`` (the last statement's rows are the result) and stream its rows."""
+    import duckdb
+
+    if not query.strip():
+        raise UsageError("the query is empty", 'give one, e.g. "SELECT count(*) FROM events"')
+    try:
+        cursor = con.execute(query)
+    except duckdb.Error as exc:
+        raise _query_error(exc) from exc
+    if cursor is None or cursor.description is None:
+        return Result([], iter(()))  # only comments: nothing ran
+    return Result(_columns(cursor.description), _stream(cursor))
+
+
+def _utc_day(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        # A TIMESTAMP without a zone is taken as UTC, as mpexport writes times.
+        return value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
+    return value if isinstance(value, dt.date) else None
+
+
+TABLE_COLUMNS = [
+    Column("table", "VARCHAR"),
+    Column("rows", "BIGINT", numeric=True),
+    Column("first_day", "DATE"),
+    Column("last_day", "DATE"),
+]
+
+
+def list_tables(con: Any) -> Result:
+    """The file's tables (not mpexport's bookkeeping): rows, and the UTC days of ``time``.
+
+    ``first_day`` and ``last_day`` are those of the table's ``time`` column
+    (a timestamp or date); NULL without one, or when the table is empty.
+    """
+    tables = con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND NOT internal AND NOT temporary "
+        "ORDER BY schema_name = 'main' DESC, schema_name, table_name"
+    ).fetchall()
+    timed = {
+        (str(schema), str(table)): str(column)
+        for schema, table, column, kind in con.execute(
+            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND lower(column_name) = 'time'"
+        ).fetchall()
+        if str(kind) in _DAY_TYPES
+    }
+    rows: list[tuple[Any, ...]] = []
+    for schema, table in tables:
+        if str(table).lower().startswith(RESERVED_PREFIX):
+            continue
+        name = table if schema == "main" else f"{schema}.{table}"
+        source = f"{quote_ident(schema)}.{quote_ident(table)}"
+        column = timed.get((str(schema), str(table)))
+        if column is None:
+            (count,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()
+            rows.append((name, count, None, None))
+            continue
+        time_ = quote_ident(column)
+        count, first, last = con.execute(
+            f"SELECT count(*), min({time_}), max({time_}) FROM {source}"
+        ).fetchone()
+        rows.append((name, count, _utc_day(first), _utc_day(last)))
+    return Result(list(TABLE_COLUMNS), iter([rows] if rows else []))

@@ -1,0 +1,100 @@
+"""``mpexport sql`` as one library call: check, open read-only, run, write the result.
+
+The result goes to a binary stream (stdout) or to ``--output FILE``, which
+is written under a temp name beside it and moved over FILE only once the
+whole result is there: a query that fails halfway leaves an existing FILE
+as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from mpexport.atomic import replacing
+from mpexport.errors import OutputClosed, OutputFileError, UsageError, reader_gone
+from mpexport.sinks.duckdb.lock import lock_path
+from mpexport.sql.formats import FORMATS, render
+
+
+def _check_arguments(query: str | None, tables: bool, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if tables and query is not None:
+        raise UsageError("give a QUERY or --tables, not both",
+                         "--tables lists the tables; a QUERY runs on its own")
+    if not tables and query is None:
+        raise UsageError("no QUERY given",
+                         'add one, e.g. "SELECT count(*) FROM events", or pass --tables')
+
+
+def _check_output(output: Path, db_path: Path) -> None:
+    directory = output.parent if str(output.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(f"the directory of --output does not exist: {directory}",
+                         "create it first or choose another path")
+    if output.is_dir():
+        raise UsageError(f"--output is a directory: {output}", "give a file name")
+    # The database's own files would be replaced by the result.
+    own = {db_path, Path(f"{db_path}.wal"), lock_path(db_path)}
+    if output.resolve() in {path.resolve() for path in own}:
+        raise UsageError(f"--output {output} is the database's own file",
+                         "write the result to another file")
+
+
+def _write(chunks: Iterable[bytes], stream: BinaryIO) -> None:
+    """Copy ``chunks`` to ``stream``, flushed batch by batch; a gone reader ends quietly."""
+    try:
+        for data in chunks:
+            stream.write(data)
+            # Rows show up as they come (a long query), and a reader that
+            # went away (`| head`) is noticed at the next batch.
+            stream.flush()
+    except OSError as exc:
+        if reader_gone(exc):
+            raise OutputClosed() from None
+        raise
+
+
+def run_sql(
+    db_path: Path,
+    query: str | None = None,
+    *,
+    tables: bool = False,
+    fmt: str = "table",
+    output: Path | None = None,
+    stdout: BinaryIO,
+) -> None:
+    """Run ``query`` (or list the tables) on ``db_path``; write it to ``output`` or ``stdout``.
+
+    Raises :class:`~mpexport.errors.UsageError` for bad arguments, a missing
+    or unreadable file and a query DuckDB refuses;
+    :class:`~mpexport.errors.DatabaseLockedError` when a run is writing the
+    file or another program has it open; :class:`~mpexport.errors.OutputClosed`
+    when the reader of ``stdout`` went away; and
+    :class:`~mpexport.errors.OutputFileError` when ``output`` cannot be written.
+    """
+    from mpexport.sql.database import list_tables, open_read_only, run_query
+
+    _check_arguments(query, tables, fmt)
+    db_path = Path(db_path)
+    if output is not None:
+        output = Path(output)
+        _check_output(output, db_path)
+    with open_read_only(db_path) as con:
+        result = list_tables(con) if tables else run_query(con, query or "")
+        chunks = render(fmt, result.columns, result.batches)
+        if output is None:
+            _write(chunks, stdout)
+            return
+        try:
+            with replacing(output) as temp, open(temp, "xb") as handle:
+                # The result streams to the temp file; a failing query (an
+                # error raised by ``chunks``) leaves before the replace.
+                for data in chunks:
+                    handle.write(data)
+        except OSError as exc:
+            raise OutputFileError(f"could not write --output {output}: {exc.strerror or exc}",
+                                  "check the path, its permissions and free space") from exc
+

@@ -1,0 +1,420 @@
+"""``mpexport sql``: queries over a real exported file, through the real CLI.
+
+Every test builds its DuckDB file with ``mpexport export --db`` against the
+built-in server, then runs ``mpexport sql`` as a subprocess and checks what
+it printed against DuckDB's own answer to the same query.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from mpexport.cli.sql import FORMATS as CLI_FORMATS
+from mpexport.fakeserver import Dataset
+from mpexport.sinks.duckdb.lock import database_lock, lock_path
+from mpexport.sql.database import BATCH_ROWS, open_read_only
+from mpexport.sql.formats import FORMATS
+from tests.helpers import (
+    HOLD_SERVER,
+    PATIENCE,
+    CliResult,
+    HeldDataset,
+    ServerFactory,
+    clean_env,
+    cli_command,
+    run_cli,
+    service_account_env,
+)
+
+START = dt.date(2024, 5, 1)
+END = dt.date(2024, 5, 20)
+COLUMNS = "event, distinct_id, time, insert_id, mp_processing_time_ms, properties"
+ALL_ROWS = f"SELECT {COLUMNS} FROM events ORDER BY time, insert_id"
+
+
+def test_cli_offers_every_format() -> None:
+    assert FORMATS == CLI_FORMATS
+
+
+def export_db(url: str, db: Path, *extra: str) -> None:
+    result = run_cli(["export", "--api-url", url, "--from", START.isoformat(),
+                      "--to", END.isoformat(), "--db", str(db), *extra])
+    assert result.code == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Where the module's exported file is, once the first test made it."""
+    return {"dir": tmp_path_factory.mktemp("exported")}
+
+
+@pytest.fixture
+def db(make_server: ServerFactory, tmp_path: Path, exported: dict[str, Path]) -> Path:
+    """A DuckDB file written by a real export: about 3000 events over 20 days.
+
+    Exported once per module; each test gets its own copy to query (or spoil).
+    """
+    if "file" not in exported:
+        server = make_server(Dataset(seed=31, events_per_day=150))
+        exported["file"] = exported["dir"] / "events.duckdb"
+        export_db(server.url, exported["file"])
+    path = tmp_path / "events.duckdb"
+    shutil.copyfile(exported["file"], path)
+    return path
+
+
+def sql(db: Path, *args: str) -> CliResult:
+    return run_cli(["sql", str(db), *args], credentials=False)
+
+
+def duckdb_rows(db: Path, query: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(query).fetchall()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def output_lines(text: str) -> list[str]:
+    """Lines as mpexport ends them: at ``\\n`` only (data may hold U+2028 and the like)."""
+    assert text.endswith("\n")
+    return text[:-1].split("\n")
+
+
+def assert_one_error_line(result: CliResult, code: int, *words: str) -> None:
+    assert result.code == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mpexport: error: ")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def normalized(row: dict[str, Any] | list[str], *, from_csv: bool = False) -> tuple[Any, ...]:
+    """A parsed output row as DuckDB's Python values compare (JSON as parsed objects)."""
+    values = list(row.values()) if isinstance(row, dict) else list(row)
+    event, distinct_id, time, insert_id, processing, properties = values
+    if from_csv:
+        processing = int(processing) if processing != "" else None
+        properties = json.loads(properties)
+    return (event, distinct_id, dt.datetime.fromisoformat(time), insert_id, processing,
+            properties)
+
+
+def expected_rows(db: Path) -> list[tuple[Any, ...]]:
+    return [(*row[:5], json.loads(row[5])) for row in duckdb_rows(db, ALL_ROWS)]
+
+
+# -- formats ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
+def test_script_formats_parse_back_to_duckdbs_answer(db: Path, fmt: str) -> None:
+    result = sql(db, ALL_ROWS, "--format", fmt)
+    assert result.code == 0, result.stderr
+    assert result.stderr == ""
+    text = result.stdout.decode("utf-8")
+    if fmt == "csv":
+        assert text.startswith(",".join(name.strip() for name in COLUMNS.split(",")) + "\n")
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader)
+        assert header == [name.strip() for name in COLUMNS.split(",")]
+        got = [normalized(row, from_csv=True) for row in reader]
+    elif fmt == "json":
+        got = [normalized(row) for row in json.loads(text)]
+    else:
+        assert text.endswith("\n")
+        got = [normalized(json.loads(line)) for line in output_lines(text)]
+    assert got == expected_rows(db)
+    # The properties column is a JSON object in the output, not a string.
+    if fmt != "csv":
+        first = json.loads(text)[0] if fmt == "json" else json.loads(output_lines(text)[0])
+        assert isinstance(first["properties"], dict)
+
+
+def table_cells(lines: list[str]) -> list[list[str]]:
+    """Cut a table's lines at the column spans its dashed rule shows."""
+    rule = lines[1]
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, char in enumerate(rule + " "):
+        if char == "-" and start is None:
+            start = i
+        elif char != "-" and start is not None:
+            spans.append((start, i))
+            start = None
+    assert rule.replace("-", "").strip() == ""
+    return [[line[a:b].strip() for a, b in spans] for line in [lines[0], *lines[2:]]]
+
+
+def test_table_is_aligned_and_counts_rows(db: Path) -> None:
+    query = "SELECT event, count(*) AS n FROM events GROUP BY 1 ORDER BY 2 DESC, 1"
+    result = sql(db, query)  # table is the default
+    assert result.code == 0, result.stderr
+    lines = output_lines(result.stdout.decode("utf-8"))
+    expected = duckdb_rows(db, query)
+    assert lines[-1] == f"({len(expected)} rows)"
+    cells = table_cells(lines[:-1])
+    assert cells[0] == ["event", "n"]
+    assert [(event, int(n)) for event, n in cells[1:]] == expected
+    # Numbers are right-aligned: each count ends where its column ends.
+    width = len(lines[1])
+    assert all(len(line) == width for line in lines[2:-1])
+
+
+def test_json_values_are_natural(db: Path) -> None:
+    query = """SELECT 1.50::DECIMAL(10, 2) AS price, '\\xAA\\x00'::BLOB AS raw, [1, 2] AS list,
+        {'a': 1, 'b': 'x'} AS struct, 'nan'::DOUBLE AS nan, NULL AS nothing, true AS yes,
+        DATE '2024-05-01' AS day, TIMESTAMPTZ '2024-05-01 12:30:00+02' AS at,
+        TIMESTAMP '2024-05-01 12:30:00' AS naive, '{"k": [1, 2.5]}'::JSON AS doc,
+        ['{"x": 1}'::JSON] AS docs, INTERVAL '1 day 2 hours 3.5 seconds' AS span,
+        'ta\tb "q" é 🍵' AS text, 12345678901234567890::HUGEINT AS big"""
+    result = sql(db, query, "--format", "ndjson")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "price": 1.5, "raw": "qgA=", "list": [1, 2], "struct": {"a": 1, "b": "x"},
+        "nan": None, "nothing": None, "yes": True, "day": "2024-05-01",
+        "at": "2024-05-01T10:30:00+00:00", "naive": "2024-05-01T12:30:00",
+        "doc": {"k": [1, 2.5]}, "docs": [{"x": 1}], "span": "P1DT2H3.5S",
+        "text": 'ta\tb "q" é 🍵', "big": 12345678901234567890,
+    }
+    # Decimals keep their digits: a number, written as DuckDB holds it.
+    assert b'"price":1.50' in result.stdout
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+def test_more_rows_than_a_batch_all_arrive_with_the_right_count(db: Path) -> None:
+    total = duckdb_rows(db, "SELECT count(*) FROM events")[0][0]
+    assert total > BATCH_ROWS  # the fixture's file spans several batches
+    table = sql(db, "SELECT insert_id, event FROM events ORDER BY insert_id")
+    assert table.code == 0, table.stderr
+    lines = output_lines(table.stdout.decode("utf-8"))
+    assert lines[-1] == f"({total} rows)"
+    assert len(lines) == total + 3  # header, rule, rows, count
+    ndjson = sql(db, "SELECT insert_id FROM events ORDER BY insert_id", "--format", "ndjson")
+    ids = [json.loads(line)["insert_id"] for line in output_lines(ndjson.stdout.decode())]
+    assert ids == [row[0] for row in duckdb_rows(db, "SELECT insert_id FROM events "
+                                                     "ORDER BY insert_id")]
+
+
+def test_table_columns_are_sized_by_the_first_batch(db: Path) -> None:
+    # Values after the first batch are longer than any in it: cut to fit.
+    query = (f"SELECT CASE WHEN range < {BATCH_ROWS} THEN 'a' ELSE repeat('b', 30) END "
+             f"AS value FROM range({BATCH_ROWS + 5})")
+    result = sql(db, query)
+    assert result.code == 0, result.stderr
+    lines = output_lines(result.stdout.decode("utf-8"))
+    assert lines[:3] == ["value", "-----", "a"]
+    assert lines[-6:] == ["bbbb…"] * 5 + [f"({BATCH_ROWS + 5} rows)"]
+
+
+# -- --output ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_output_file_holds_stdouts_bytes(db: Path, tmp_path: Path, fmt: str) -> None:
+    query = "SELECT event, time, properties FROM events ORDER BY time, insert_id LIMIT 50"
+    stdout = sql(db, query, "--format", fmt)
+    assert stdout.code == 0, stdout.stderr
+    target = tmp_path / f"out.{fmt}"
+    target.write_bytes(b"old")
+    to_file = sql(db, query, "--format", fmt, "--output", str(target))
+    assert to_file.code == 0, to_file.stderr
+    assert to_file.stdout == b""
+    assert target.read_bytes() == stdout.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_failed_query_leaves_an_existing_output_alone(db: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"keep me\n")
+    # Fails while rows stream, after the first batch was written.
+    query = (f"SELECT CASE WHEN range < {BATCH_ROWS * 2} THEN range::VARCHAR "
+             "ELSE 'x' END::INT AS n FROM range(100000)")
+    result = sql(db, query, "--format", "csv", "--output", str(target))
+    assert_one_error_line(result, 2, "Conversion Error")
+    assert target.read_bytes() == b"keep me\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_output_cannot_replace_the_database(db: Path) -> None:
+    before = digest(db)
+    result = sql(db, "SELECT 1", "--output", str(db))
+    assert_one_error_line(result, 2, "--output")
+    assert digest(db) == before
+
+
+# -- refused input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM events",
+    "CREATE TABLE other (a INTEGER)",
+    "INSERT INTO events (event) VALUES ('x')",
+])
+def test_write_statement_refused_file_unchanged(db: Path, statement: str) -> None:
+    before = digest(db)
+    result = sql(db, statement)
+    assert_one_error_line(result, 2, "read-only")
+    assert result.stdout == b""
+    assert digest(db) == before
+    assert not Path(f"{db}.wal").exists()
+
+
+@pytest.mark.parametrize(("query", "complaint"), [
+    ("SELEC event FROM events", "Parser Error"),
+    ("SELECT * FROM no_such_table", "Catalog Error"),
+    ("SELECT nope FROM events", "Binder Error"),
+])
+def test_bad_query_is_one_line_exit_2(db: Path, query: str, complaint: str) -> None:
+    result = sql(db, query)
+    assert_one_error_line(result, 2, complaint)
+    assert result.stdout == b""
+
+
+def test_missing_file_is_exit_2_and_nothing_is_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.duckdb"
+    result = sql(missing, "SELECT 1")
+    assert_one_error_line(result, 2, str(missing))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_database_is_exit_2_and_unchanged(tmp_path: Path) -> None:
+    text = tmp_path / "notes.csv"
+    text.write_bytes(b"a,b\n1,2\n")
+    result = sql(text, "SELECT 1")
+    assert_one_error_line(result, 2, str(text))
+    assert text.read_bytes() == b"a,b\n1,2\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.csv"]
+
+
+@pytest.mark.parametrize("args", [[], ["SELECT 1", "--tables"], ["  "]])
+def test_query_or_tables_needed(db: Path, args: list[str]) -> None:
+    assert_one_error_line(sql(db, *args), 2)
+
+
+# -- --tables ----------------------------------------------------------------------------
+
+
+def test_tables_lists_rows_and_utc_day_range(db: Path) -> None:
+    with duckdb.connect(str(db)) as con:
+        # A table without a time column, one in another schema, one empty.
+        con.execute("CREATE TABLE notes AS SELECT range AS n FROM range(7)")
+        con.execute("CREATE SCHEMA extra")
+        con.execute("CREATE TABLE extra.empty (time TIMESTAMPTZ)")
+    result = sql(db, "--tables", "--format", "json")
+    assert result.code == 0, result.stderr
+    rows = {row["table"]: row for row in json.loads(result.stdout)}
+    total, first, last = duckdb_rows(
+        db, "SELECT count(*), min(time), max(time) FROM events")[0]
+    assert rows == {
+        "events": {"table": "events", "rows": total,
+                   "first_day": first.astimezone(dt.UTC).date().isoformat(),
+                   "last_day": last.astimezone(dt.UTC).date().isoformat()},
+        "notes": {"table": "notes", "rows": 7, "first_day": None, "last_day": None},
+        "extra.empty": {"table": "extra.empty", "rows": 0, "first_day": None,
+                        "last_day": None},
+    }
+    assert (rows["events"]["first_day"], rows["events"]["last_day"]) == (
+        START.isoformat(), END.isoformat())
+    table = sql(db, "--tables")
+    assert table.code == 0, table.stderr
+    lines = output_lines(table.stdout.decode("utf-8"))
+    assert table_cells(lines[:-1])[0] == ["table", "rows", "first_day", "last_day"]
+    assert lines[-1] == "(3 rows)"
+
+
+# -- a database in use -------------------------------------------------------------------
+
+
+def test_database_written_by_a_running_export_is_exit_4(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = HeldDataset(seed=32, events_per_day=200, hold_from=START + dt.timedelta(days=2))
+    server = make_server(dataset, **HOLD_SERVER)
+    path = tmp_path / "events.duckdb"
+    args = ["export", "--api-url", server.url, "--from", START.isoformat(),
+            "--to", END.isoformat(), "--db", str(path), "--chunk-days", "1", "--workers", "1"]
+    proc = subprocess.Popen([*cli_command(), *args], env=clean_env(service_account_env()),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The export is inside a chunk now: it has the file open and holds its lock.
+        dataset.wait_held(1)
+        result = sql(path, "SELECT count(*) FROM events")
+        assert_one_error_line(result, 4, str(path), "in use by", "(mpexport export)")
+        assert result.stdout == b""
+    finally:
+        dataset.release()
+        code = proc.wait(timeout=PATIENCE)
+    assert code == 0
+    assert sql(path, "SELECT count(*) FROM events", "--format", "csv").code == 0
+
+
+def test_lock_held_before_the_writer_opens_the_file_is_exit_4(db: Path) -> None:
+    # A run that took the lock may not have opened the file yet: the lock decides.
+    with database_lock(db):
+        result = sql(db, "SELECT 1")
+    assert_one_error_line(result, 4, "in use by", f"pid {os.getpid()}")
+    assert sql(db, "SELECT 1").code == 0  # free again
+
+
+def test_database_open_in_another_program_is_exit_4(db: Path) -> None:
+    with duckdb.connect(str(db)):  # a read-write connection, as a DuckDB shell holds one
+        result = sql(db, "SELECT 1")
+    assert_one_error_line(result, 4, "open in another program")
+    assert not lock_path(db).exists() or lock_path(db).read_bytes() == b""
+
+
+def test_closed_reader_ends_quietly(db: Path) -> None:
+    # Far more than a pipe holds: the writer meets the closed pipe.
+    proc = subprocess.Popen(
+        [*cli_command(), "sql", str(db), "SELECT * FROM range(3000000)", "--format", "ndjson"],
+        env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b'{"range":0}\n'
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=PATIENCE) == 0
+    assert stderr == b""
+
+
+# -- the connection and the demo ---------------------------------------------------------
+
+
+def test_connection_reads_in_utc_without_a_progress_bar(db: Path) -> None:
+    # DuckDB draws its progress bar on stdout, inside the result.
+    with open_read_only(db) as con:
+        settings = con.execute("SELECT current_setting('enable_progress_bar'), "
+                               "current_setting('TimeZone')").fetchone()
+    assert settings == (False, "UTC")
+
+
+def test_demo_suggests_a_query_that_works(tmp_path: Path) -> None:
+    demo = run_cli(["demo", "--days", "3", "--events-per-day", "50", "--no-progress"],
+                   credentials=False, cwd=tmp_path)
+    assert demo.code == 0, demo.stderr
+    found = re.search(r'Try: mpexport sql (\S+) "([^"]+)"$', demo.stderr.strip())
+    assert found, demo.stderr
+    proc = subprocess.run([*cli_command(), "sql", *found.groups()], env=clean_env(),
+                          cwd=tmp_path, capture_output=True, timeout=PATIENCE)
+    assert proc.returncode == 0, proc.stderr
+    events = duckdb_rows(tmp_path / found[1], "SELECT count(DISTINCT event) FROM events")[0][0]
+    assert output_lines(proc.stdout.decode("utf-8"))[-1] == f"({events} rows)"
