@@ -100,6 +100,9 @@ def test_second_writer_exits_4_and_first_finishes_exact(
     try:
         dataset.wait_held(2)  # both workers: the first makes no other request now
         second = run_cli(args)
+        # The holder as the lock file names it (on Windows a venv's python.exe
+        # is a launcher: the Popen pid is not the interpreter's).
+        holder = json.loads(lock_path(db).read_bytes())
         # Refused at once, without a request: it did not wait for the first,
         # which cannot end yet.
         assert first.poll() is None
@@ -109,7 +112,7 @@ def test_second_writer_exits_4_and_first_finishes_exact(
     _, first_err = first.communicate(timeout=PATIENCE)
     assert first.returncode == 0, first_err.decode()
     assert second.code == 4, second.stderr
-    assert str(db) in second.stderr and f"pid {first.pid}" in second.stderr
+    assert str(db) in second.stderr and f"pid {holder['pid']}" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     keys = stored_keys(db)
     assert set(keys) == mixpanel_keys(dataset.lines_for_range(start, end))
