@@ -117,6 +117,12 @@ class Run:
     checked: str = ""
 
 
+def _self_cpu() -> float:
+    """Core-seconds this process (and its threads: the built-in server) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def log(text: str) -> None:
     """Progress line on stderr."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -790,8 +796,13 @@ class Bench:
             "(memory budget 256MB) with pacing lifted. The table must hold exactly one row "
             "per Mixpanel key.",
             "",
-            "| data | sink | median s | samples | peak RSS MB (median) | checked |",
-            "|---|---|---:|---|---:|---|",
+            "CPU columns: core-seconds of the mpexport (or bare) process, and of this "
+            "benchmark process, which runs the built-in server. On 2 cores a run cannot take "
+            "less wall time than (client CPU + server CPU) / 2.",
+            "",
+            "| data | sink | median s | samples | peak RSS MB (median) | client CPU s | "
+            "server CPU s | checked |",
+            "|---|---|---:|---|---:|---:|---:|---|",
         ]
         for name, days, per_day, extra in cases:
             dataset = Dataset(seed=days, events_per_day=per_day, profile="realistic",
@@ -802,22 +813,29 @@ class Bench:
             expected, unique = len(data), len(set(data))  # copies are byte-identical
             del data
             runs: dict[str, list[Run]] = {"stdout": [], "db": [], "bare": []}
+            server_cpu: dict[str, list[float]] = {key: [] for key in runs}
             with FakeMixpanelServer(ServerConfig(dataset=dataset)) as server:
                 for i in range(self.repeats):
                     log(f"scale {name}, repeat {i + 1}/{self.repeats}")
+                    before = _self_cpu()
                     runs["stdout"].append(self.cli_run(
                         "stdout", server, START, last, extra, PACING_LIFTED, expected))
+                    server_cpu["stdout"].append(_self_cpu() - before)
+                    before = _self_cpu()
                     runs["db"].append(self.cli_run(
                         "--db", server, START, last, extra, PACING_LIFTED, expected,
                         to_db=True, exact_rows=unique))
+                    server_cpu["db"].append(_self_cpu() - before)
                     # The floor: one download, then one lenient read_json, no limits.
+                    before = _self_cpu()
                     runs["bare"].append(self.bare_run(
-                        "bare", server, START, last, expected,
-                        to_db=True, lenient=True))
+                        "bare", server, START, last, expected, to_db=True, lenient=True))
+                    server_cpu["bare"].append(_self_cpu() - before)
             for sink, rs in runs.items():
                 lines.append(f"| {name} | {sink} | {median([r.seconds for r in rs]):.2f} | "
                              f"{fmt_samples(rs)} | {median([r.maxrss_mb for r in rs]):.0f} | "
-                             f"{rs[-1].checked} |")
+                             f"{median([r.cpu_s for r in rs]):.1f} | "
+                             f"{median(server_cpu[sink]):.1f} | {rs[-1].checked} |")
             db_s, out_s, bare_s = (median([r.seconds for r in runs[k]])
                                    for k in ("db", "stdout", "bare"))
             peak = max(r.maxrss_mb for r in runs["db"])
