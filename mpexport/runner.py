@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from mpexport.atomic import temp_sibling
 from mpexport.errors import (
     CredentialsError,
     Interrupted,
@@ -193,7 +193,7 @@ def _ndjson_destination(given: BinaryIO | None, options: RunOptions) -> Iterator
         with _opened(path, "ab") as stream:
             yield stream
         return
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    temporary = temp_sibling(path)  # the one temp naming (atomic.py): random, beside it
     with _opened(temporary, "wb") as stream, ExitStack() as cleanup:
         cleanup.callback(_remove, temporary)
         try:
