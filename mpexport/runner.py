@@ -17,9 +17,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.atomic import temp_sibling
+from mpexport.atomic import in_place, temp_sibling
+from mpexport.config.resolve import credentials_for_run
 from mpexport.errors import (
-    CredentialsError,
     Interrupted,
     LoaderError,
     MpexportError,
@@ -78,7 +78,9 @@ def run(
         _check_ndjson_options(options)
     # Bad input is reported before missing credentials: it is the first thing to fix.
     build_request(options, settings=settings)
-    credentials, region, warnings = _credentials(options, credentials, environ)
+    credentials, region, warnings = credentials_for_run(
+        credentials, environ, profile=options.profile, project_id=options.project_id,
+        region=options.region, dry_run=options.dry_run)
     request = build_request(options, region=region, settings=settings)
     notes = [*warnings, *request.notes]
     for note in notes:
@@ -122,27 +124,6 @@ def _check_ndjson_options(options: RunOptions) -> None:
         raise UsageError(f"{', '.join(used)} need --db FILE", "or drop them for NDJSON output")
     if options.append and options.output is None:
         raise UsageError("--append needs --output FILE")
-
-
-def _credentials(
-    options: RunOptions, given: Credentials | None, environ: Mapping[str, str]
-) -> tuple[Credentials | None, str, list[str]]:
-    """Credentials, region and warnings; a dry run may go without credentials."""
-    from mpexport.mixpanel.credentials import ENV_REGION
-    from mpexport.mixpanel.endpoints import DEFAULT_REGION
-
-    if given is not None:
-        return given, options.region or DEFAULT_REGION, []
-    from mpexport.config.resolve import resolve_credentials
-
-    try:
-        resolved = resolve_credentials(environ, options.profile, options.project_id,
-                                       options.region)
-    except CredentialsError:
-        if not options.dry_run:
-            raise
-        return None, options.region or environ.get(ENV_REGION) or DEFAULT_REGION, []
-    return resolved.credentials, resolved.region, list(resolved.warnings)
 
 
 def _dry_run(request: ExportRequest, credentials: Credentials | None,
@@ -189,8 +170,8 @@ def _ndjson_destination(given: BinaryIO | None, options: RunOptions) -> Iterator
         yield sys.stdout.buffer
         return
     path = Path(options.output)
-    if options.append:
-        with _opened(path, "ab") as stream:
+    if options.append or in_place(path):  # a device or pipe (/dev/null) is never replaced
+        with _opened(path, "ab" if options.append else "wb") as stream:
             yield stream
         return
     temporary = temp_sibling(path)  # the one temp naming (atomic.py): random, beside it

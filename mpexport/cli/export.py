@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,11 +12,14 @@ import click
 from mpexport.cli.options import (
     CONTEXT,
     EXIT_CODES_HELP,
+    configure_logging,
     database_options,
     date_help,
     echo_err,
     fetch_options,
     output_options,
+    print_plan,
+    progress_mode,
 )
 from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError, exit_code_for
 from mpexport.options import RunOptions
@@ -25,7 +27,6 @@ from mpexport.options import RunOptions
 if TYPE_CHECKING:
     import datetime as dt
 
-    from mpexport.cli.progress import BarProgress
     from mpexport.cli.report import RunReport
     from mpexport.model import ChunkFailure
     from mpexport.options import Command
@@ -112,29 +113,6 @@ def sync_command(**options: Any) -> None:
     raise SystemExit(_execute("sync", options))
 
 
-def _configure_logging(verbose: bool, quiet: bool) -> None:
-    # Warnings reach stderr with our prefix (not with -q); -v adds each request.
-    logger = logging.getLogger("mpexport")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mpexport: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
-    logger.propagate = False
-
-
-def _progress(options: dict[str, Any]) -> BarProgress:
-    from mpexport.cli.progress import BarProgress
-
-    if options["quiet"]:
-        mode = "quiet"
-    elif options["progress"] is None:
-        mode = "bars" if sys.stderr.isatty() else "lines"
-    else:
-        mode = "bars" if options["progress"] else "lines"
-    return BarProgress(sys.stderr, mode=mode)
-
-
 # Parameters that change what is printed, not what is fetched or stored.
 _DISPLAY_ONLY = frozenset({"progress", "quiet", "verbose", "summary_json"})
 _PATHS = frozenset({"db", "parquet", "output"})
@@ -178,9 +156,11 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
     from mpexport.interrupt import InterruptGuard
     from mpexport.runner import run
 
-    _configure_logging(options["verbose"], options["quiet"])
+    configure_logging(options["verbose"], options["quiet"])
     run_opts = run_options(options)
-    progress = _progress(options)
+    from mpexport.cli.progress import BarProgress
+
+    progress = BarProgress(sys.stderr, mode=progress_mode(options))
     try:
         # This run's own guard covers the lock wait and the database's close
         # too; signals only record a stop request.
@@ -201,7 +181,7 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
         progress.close()
     report.from_date, report.to_date = result.from_date, result.to_date
     if result.plan:
-        _print_plan(result.plan)
+        print_plan(result.plan)
         return int(ExitCode.OK)
     report.result, report.load = result, result.load
     if not options["quiet"]:
@@ -212,21 +192,6 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
         _report_failures(result.failed, options, report)
         return int(ExitCode.PARTIAL)
     return int(ExitCode.OK)
-
-
-def _print_plan(lines: Iterable[str]) -> None:
-    """A dry run's plan on stdout (it is the requested output); `| head` ends it quietly."""
-    from mpexport.errors import OutputClosed, reader_gone
-
-    try:
-        for line in lines:
-            click.echo(line)
-        sys.stdout.flush()
-    except OSError as error:
-        # Raised as our own error: click would turn a broken pipe into exit 1.
-        if reader_gone(error):
-            raise OutputClosed() from error
-        raise
 
 
 _COMMANDLINE = click.core.ParameterSource.COMMANDLINE

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -151,9 +151,10 @@ def database_options(function: F) -> F:
     return _compose(function, [
         click.option("--table", default=RunOptions.table, show_default=True,
                      help="Table to load into."),
-        click.option("--parquet", "parquet", metavar="DIR",
-                     type=click.Path(file_okay=False),
-                     help="Also write a Hive-partitioned Parquet dataset (date=YYYY-MM-DD)."),
+        click.option("--parquet", "parquet", metavar="DIR|URL",
+                     help="Write a day-partitioned Parquet dataset (date=YYYY-MM-DD) to a "
+                          "folder or to s3://, gs:// or az:// (credentials from AWS_*, "
+                          "GOOGLE_*, AZURE_* variables); without --db it is the output."),
         click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
                      help="Memory budget of the DuckDB loader, e.g. 512MB or 2GB; a smaller "
                           "one loads the same data more slowly (at least 96MB) "
@@ -162,3 +163,48 @@ def database_options(function: F) -> F:
                      help="If another run holds the database, wait this long for it "
                           "[default: exit 4 at once]."),
     ])
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Send the ``mpexport`` logger to stderr with our prefix, at the level the flags ask.
+
+    Warnings show unless ``-q``; ``-v`` adds each request.
+    """
+    import logging
+    import sys
+
+    logger = logging.getLogger("mpexport")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mpexport: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
+
+
+def progress_mode(options: dict[str, Any]) -> str:
+    """``quiet``, ``bars`` or ``lines`` from ``-q`` and ``--progress/--no-progress``."""
+    import sys
+
+    if options["quiet"]:
+        return "quiet"
+    if options["progress"] is None:
+        return "bars" if sys.stderr.isatty() else "lines"
+    return "bars" if options["progress"] else "lines"
+
+
+def print_plan(lines: Iterable[str]) -> None:
+    """A dry run's plan on stdout (it is the requested output); `| head` ends it quietly."""
+    import sys
+
+    from mpexport.errors import OutputClosed, reader_gone
+
+    try:
+        for line in lines:
+            click.echo(line)
+        sys.stdout.flush()
+    except OSError as error:
+        # Raised as our own error: click would turn a broken pipe into exit 1.
+        if reader_gone(error):
+            raise OutputClosed() from error
+        raise

@@ -209,3 +209,30 @@ def _profile_credentials(
 
 def _legacy_warning(credentials: Credentials) -> tuple[str, ...]:
     return () if credentials.is_service_account else (LEGACY_SECRET_WARNING,)
+
+
+def credentials_for_run(
+    given: Credentials | None,
+    environ: Mapping[str, str],
+    *,
+    profile: str | None,
+    project_id: int | None,
+    region: str | None,
+    dry_run: bool,
+) -> tuple[Credentials | None, str, list[str]]:
+    """A run's credentials, region and warnings: ``given``, else the environment or profile.
+
+    A dry run may go without credentials (it fetches nothing): then the
+    region comes from ``region``, ``MP_REGION`` or the default.
+    """
+    from mpexport.mixpanel.credentials import ENV_REGION
+
+    if given is not None:
+        return given, region or DEFAULT_REGION, []
+    try:
+        resolved = resolve_credentials(environ, profile, project_id, region)
+    except CredentialsError:
+        if not dry_run:
+            raise
+        return None, region or environ.get(ENV_REGION) or DEFAULT_REGION, []
+    return resolved.credentials, resolved.region, list(resolved.warnings)

@@ -88,6 +88,56 @@ def backoff_delay(attempt: int, settings: FetchSettings, rng: random.Random) -> 
     return rng.uniform(ceiling / 2, ceiling)
 
 
+class RetryBudget:
+    """One request's failed attempts: how long to wait before the next, or that it is spent.
+
+    429s wait (``Retry-After``, else backoff; every worker waits with it,
+    through the gate) without spending the budget, up to ``MAX_THROTTLED``;
+    other failures spend it, each followed by jittered backoff (at least the
+    server's ``Retry-After``). Shared by every endpoint's retry loop.
+    """
+
+    def __init__(self, settings: FetchSettings, rng: random.Random, gate: RequestGate) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.gate = gate
+        self.failures = 0
+        self.throttled = 0
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts so far, 429s included."""
+        return self.failures + self.throttled
+
+    def delay_after(self, exc: RetryableError) -> float | None:
+        """Count the failed attempt; the seconds to wait before the next, or None if spent."""
+        cap = self.settings.retry_after_cap
+        if exc.throttled:
+            self.throttled += 1
+            if self.throttled > MAX_THROTTLED:
+                return None
+            delay = exc.retry_after
+            if delay is None:
+                delay = backoff_delay(self.throttled, self.settings, self.rng)
+            delay = min(cap, delay)
+            # Everyone waits, not just this worker: the limit is per project.
+            self.gate.penalize(delay)
+            return delay
+        self.failures += 1
+        if self.failures >= self.settings.max_attempts:
+            return None
+        delay = backoff_delay(self.failures, self.settings, self.rng)
+        if exc.retry_after is not None:
+            delay = min(cap, max(delay, exc.retry_after))
+        return delay
+
+    def spent_reason(self, exc: RetryableError) -> str:
+        """Why the request failed for good, after :meth:`delay_after` said it was spent."""
+        if exc.throttled:
+            return f"rate limited {self.throttled} times: {exc.reason}"
+        return exc.reason
+
+
 def _read_block(raw: Any) -> bytes:
     """The next block of a 200 body as received (still compressed); b"" at its end."""
     try:
@@ -237,8 +287,7 @@ def fetch_chunk(
     """
     gate = gate or OpenGate()
     started = time.monotonic()
-    failures = 0
-    throttled = 0
+    budget = RetryBudget(settings, rng, gate)
     size_failures = 0
     while True:
         if not gate.acquire(stop):
@@ -252,35 +301,18 @@ def fetch_chunk(
                 # Most likely the stopping run cut the connection: not the
                 # chunk's fault, and no retry, split or failure to report.
                 raise Stopped() from None
-            if exc.throttled:
-                throttled += 1
-                if throttled > MAX_THROTTLED:
-                    return ChunkFailure(chunk, f"rate limited {throttled} times: {exc.reason}",
-                                        failures + throttled)
-                delay = exc.retry_after
-                if delay is None:
-                    delay = backoff_delay(throttled, settings, rng)
-                delay = min(settings.retry_after_cap, delay)
-                # Everyone waits, not just this worker: the limit is per project.
-                gate.penalize(delay)
-                on_retry(chunk, failures + throttled, exc.reason, delay)
-                if stop.wait(delay):
-                    raise Stopped() from None
-                continue
-            failures += 1
-            size_failures = size_failures + 1 if exc.size_related else 0
-            if size_failures >= SPLIT_AFTER and chunk.days > 1:
-                return ChunkSplit(chunk, exc.reason)
-            if failures >= settings.max_attempts:
-                return ChunkFailure(chunk, exc.reason, failures + throttled)
-            delay = backoff_delay(failures, settings, rng)
-            if exc.retry_after is not None:
-                delay = min(settings.retry_after_cap, max(delay, exc.retry_after))
-            on_retry(chunk, failures + throttled, exc.reason, delay)
+            delay = budget.delay_after(exc)
+            if not exc.throttled:
+                size_failures = size_failures + 1 if exc.size_related else 0
+                if size_failures >= SPLIT_AFTER and chunk.days > 1:
+                    return ChunkSplit(chunk, exc.reason)
+            if delay is None:
+                return ChunkFailure(chunk, budget.spent_reason(exc), budget.attempts)
+            on_retry(chunk, budget.attempts, exc.reason, delay)
             if stop.wait(delay):
                 raise Stopped() from None
             continue
         finally:
             gate.release()
-        return CompletedChunk(chunk, path, lines, size, digest, failures + throttled + 1,
+        return CompletedChunk(chunk, path, lines, size, digest, budget.attempts + 1,
                               time.monotonic() - started)

@@ -89,7 +89,7 @@ def run_sql(
             _write(chunks, stdout)
             return
         try:
-            with replacing(output) as temp, open(temp, "xb") as handle:
+            with replacing(output) as temp, open(temp, "wb" if temp == output else "xb") as handle:
                 # The result streams to the temp file; a failing query (an
                 # error raised by ``chunks``) leaves before the replace.
                 for data in chunks:
