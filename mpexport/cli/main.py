@@ -16,6 +16,7 @@ from mpexport import __version__
 from mpexport.cli.config import check_command, config_group
 from mpexport.cli.export import export_command, sync_command
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
+from mpexport.cli.profiles import profiles_command
 from mpexport.cli.sql import sql_command
 from mpexport.errors import (
     ExitCode,
@@ -71,6 +72,7 @@ def cli() -> None:
 
 cli.add_command(export_command)
 cli.add_command(sync_command)
+cli.add_command(profiles_command)
 cli.add_command(check_command)
 cli.add_command(config_group)
 cli.add_command(sql_command)

@@ -21,6 +21,13 @@ REGION_HOSTS = {
 REGIONS = tuple(REGION_HOSTS)
 DEFAULT_REGION = "us"
 EXPORT_PATH = "/api/2.0/export"
+# The Query API (profiles: engage) lives on other hosts than the export API.
+QUERY_HOSTS = {
+    "us": "https://mixpanel.com",
+    "eu": "https://eu.mixpanel.com",
+    "in": "https://in.mixpanel.com",
+}
+ENGAGE_PATH = "/api/query/engage"
 MAX_LIMIT = 100_000
 
 # A connection that cannot be made in 10 s will not be made; but the real API
@@ -48,6 +55,11 @@ class Endpoint:
     def export_url(self) -> str:
         """The full URL of the export endpoint."""
         return self.base_url + EXPORT_PATH
+
+    @property
+    def engage_url(self) -> str:
+        """The full URL of the Query API's profiles (engage) endpoint."""
+        return self.base_url + ENGAGE_PATH
 
     @property
     def host(self) -> str:
@@ -85,6 +97,15 @@ def resolve_endpoint(region: str = DEFAULT_REGION, api_url: str | None = None) -
             "credentials are only sent over HTTPS; use https://",
         )
     return Endpoint(f"{parts.scheme}://{parts.netloc}")
+
+
+def resolve_query_endpoint(region: str = DEFAULT_REGION,
+                           api_url: str | None = None) -> Endpoint:
+    """The Query API's endpoint for ``region``, or ``--api-url`` (checked as for export)."""
+    if api_url is not None:
+        return resolve_endpoint(region, api_url)
+    resolve_endpoint(region)  # the one check of the region's name
+    return Endpoint(QUERY_HOSTS[region.lower()])
 
 
 def validate_filters(filters: QueryFilters) -> None:

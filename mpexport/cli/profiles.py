@@ -1,0 +1,204 @@
+"""``mpexport profiles``: user and group profiles (the Query API's engage) as NDJSON or DuckDB."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mpexport.cli.options import (
+    CONTEXT,
+    EXIT_CODES_HELP,
+    configure_logging,
+    echo_err,
+    output_options,
+    print_plan,
+    progress_mode,
+)
+from mpexport.errors import ExitCode, Interrupted, MpexportError, exit_code_for
+from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.profile_export.options import ProfileOptions
+
+if TYPE_CHECKING:
+    from mpexport.cli.profiles_report import ProfileReport
+    from mpexport.profile_export.model import ProfileResult
+
+CREDENTIALS_HELP = """\b
+Credentials come from the environment or a profile, never from the command line:
+  MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
+  MP_API_SECRET                           a legacy project secret
+  --profile NAME                          a profile written by 'mpexport config init'"""
+_D = ProfileOptions()
+
+
+@click.command("profiles", context_settings=CONTEXT,
+               epilog=CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP)
+@click.option("--where", metavar="EXPR",
+              help="Only profiles matching Mixpanel's expression, e.g. "
+                   "'properties[\"plan\"] == \"pro\"' (the table is upserted, not replaced).")
+@click.option("--cohort", "cohort_id", type=int, metavar="ID",
+              help="Only the members of this cohort (the table is upserted, not replaced).")
+@click.option("--group-id", "group_id", metavar="KEY",
+              help="Group profiles of this group key (Mixpanel's data_group_id) instead of "
+                   "users.")
+@click.option("--property", "properties", multiple=True, metavar="NAME",
+              help="Keep only this property (repeat for several) [default: all].")
+@click.option("--workers", type=int, default=_D.workers, show_default=True,
+              help="Pages fetched at once after page 0 (Mixpanel's Query API allows 5).")
+@click.option("--retries", type=int, default=_D.retries, show_default=True,
+              help="Further attempts of a failing page (429s do not count).")
+@click.option("--qps-limit", type=float, default=_D.qps_limit, show_default=True,
+              envvar="MPEXPORT_QPS_LIMIT", help="Request starts per second [env "
+                                                "MPEXPORT_QPS_LIMIT].")
+@click.option("--hourly-limit", type=int, default=_D.hourly_limit, show_default=True,
+              envvar="MPEXPORT_HOURLY_LIMIT",
+              help="Queries per rolling hour, shared by runs on this machine (per API and "
+                   "project) [env MPEXPORT_HOURLY_LIMIT].")
+@click.option("--region", type=click.Choice(REGIONS, case_sensitive=False), default=None,
+              help="Data residency region [default: MP_REGION with MP_* credentials, the "
+                   "profile's region with a profile, else us].")
+@click.option("--api-url", metavar="URL",
+              help="Replace scheme and host (a proxy or the built-in server).")
+@click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID].")
+@click.option("--profile", metavar="NAME",
+              help="Saved credentials profile to use (see 'mpexport config init').")
+@click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the NDJSON to FILE instead of stdout (put in place whole).")
+@click.option("--db", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Load into this DuckDB file instead of writing NDJSON.")
+@click.option("--table", metavar="NAME",
+              help="With --db: the table [default: profiles, or group_profiles with "
+                   "--group-id].")
+@click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
+              help="With --db: the loader's memory budget [default: 256MB; env "
+                   "MPEXPORT_MEMORY_LIMIT].")
+@click.option("--wait-lock", type=float, default=_D.wait_lock, metavar="SECONDS",
+              help="With --db: wait this long for another run holding the database "
+                   "[default: exit 4 at once].")
+@click.option("--dry-run", is_flag=True,
+              help="Print the query, the pages and how long the hourly budget makes them "
+                   "take; fetch nothing.")
+@output_options
+def profiles_command(**options: Any) -> None:
+    """Export user profiles (or group profiles) as NDJSON on stdout, or into DuckDB.
+
+    Page 0 opens a Mixpanel session and tells how many profiles there are;
+    the other pages are fetched in parallel (5 at once by default), each
+    verified whole, within the Query API's limits (60 queries an hour: a
+    million profiles take about 17 hours). Each profile appears once, as
+    Mixpanel lists it: {"$distinct_id": ..., "$properties": {...}} per line,
+    written when every page has arrived.
+
+    With --db, profiles go into a table (distinct_id, properties as sent,
+    last_seen, exported_at): a full export replaces the table's snapshot in
+    one transaction, a --where or --cohort export upserts its profiles by
+    distinct_id. Group profiles go to group_profiles, with a group_key column.
+
+    Stopped or failed runs keep their pages: run the same command again and
+    only the missing pages are fetched while Mixpanel keeps the session; if
+    it expired, the export starts again from page 0 (and says so).
+
+    \b
+    Examples:
+      mpexport profiles > profiles.ndjson
+      mpexport profiles --where 'properties["plan"] == "pro"' --db crm.duckdb
+      mpexport profiles --group-id company_id --property '$name' --db crm.duckdb
+    """
+    raise SystemExit(_execute(options))
+
+
+_DISPLAY_ONLY = frozenset({"progress", "quiet", "verbose", "summary_json"})
+
+
+def profile_options(options: dict[str, Any]) -> ProfileOptions:
+    """The :class:`ProfileOptions` of the parsed command line (the library's input)."""
+    values = {name: value for name, value in options.items() if name not in _DISPLAY_ONLY}
+    for name in ("db", "output"):
+        if values[name] is not None:
+            values[name] = Path(values[name])
+    values["properties"] = tuple(values["properties"])
+    source = click.get_current_context().get_parameter_source("memory_limit")
+    if values["db"] is None and source is not click.core.ParameterSource.COMMANDLINE:
+        values["memory_limit"] = None  # $MPEXPORT_MEMORY_LIMIT is for --db runs only
+    return ProfileOptions(**values)
+
+
+def _execute(options: dict[str, Any]) -> int:
+    """Run; write the summary JSON whatever happens; return the exit code."""
+    from mpexport.cli.profiles_report import ProfileReport
+
+    run_opts = profile_options(options)
+    output = str(run_opts.db or run_opts.output or "stdout")
+    report = ProfileReport(output, table=run_opts.table_name if run_opts.db else None)
+    code = int(ExitCode.OK)
+    try:
+        code = _run(run_opts, options, report)
+    except BaseException as exc:
+        code = exit_code_for(exc)
+        report.error = exc.one_line() if isinstance(exc, MpexportError) else str(exc) or None
+        raise
+    finally:
+        if options["summary_json"]:
+            try:
+                report.write_json(options["summary_json"], code)
+            except OSError as exc:  # never hide the run's own outcome behind this
+                echo_err(f"mpexport: could not write the summary JSON: {exc}")
+    return code
+
+
+def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileReport) -> int:
+    from mpexport.interrupt import InterruptGuard
+    from mpexport.profile_export.runner import run_profiles
+
+    configure_logging(options["verbose"], options["quiet"])
+    from mpexport.cli.profiles_report import PageProgress
+
+    progress = PageProgress(sys.stderr, mode=progress_mode(options))
+    try:
+        with InterruptGuard().installed() as guard:
+            result = run_profiles(run_opts, progress=progress, guard=guard)
+    except Interrupted as stop:
+        progress.close()
+        _report_interrupted(stop, run_opts, report)
+        raise
+    finally:
+        progress.close()
+    if result.plan:
+        print_plan(result.plan)
+        return int(ExitCode.OK)
+    report.result = result
+    if not options["quiet"]:
+        echo_err(report.summary_line())
+    if result.failed:
+        echo_err(f"mpexport: {len(result.failed)} pages failed after their retries:")
+        for failure in result.failed:
+            echo_err(f"  page {failure.page}: {failure.reason}")
+        echo_err(_resume_hint(run_opts, result))
+        return int(ExitCode.PARTIAL)
+    return int(ExitCode.OK)
+
+
+def _resume_hint(run_opts: ProfileOptions, result: ProfileResult) -> str:
+    if not result.pages_total:
+        return ("mpexport: page 0, which opens Mixpanel's session, did not arrive; run the "
+                "same command again")
+    where = "nothing was written to the table" if run_opts.db else (
+        f"nothing was written to {run_opts.output or 'stdout'}")
+    return (f"mpexport: {result.pages_stored} of {result.pages_total} pages are stored and "
+            f"{where}; run the same command again to fetch only the missing pages while "
+            "Mixpanel keeps the session")
+
+
+def _report_interrupted(stop: Interrupted, run_opts: ProfileOptions,
+                        report: ProfileReport) -> None:
+    from mpexport.profile_export.model import ProfileResult
+
+    result = stop.result
+    if not isinstance(result, ProfileResult):
+        echo_err(f"mpexport: {stop.signal_name}: stopped before anything was fetched")
+        return
+    report.result = result
+    echo_err(f"mpexport: {stop.signal_name}: stopped after {result.seconds:.1f}s")
+    echo_err(_resume_hint(run_opts, result))

@@ -1,0 +1,249 @@
+"""One page of profiles from the Query API's engage endpoint: POST, verified whole, retried.
+
+Page 0 opens a session and tells the total; pages 1..n name that session.
+Each attempt reads the whole (small: one page) document and accepts it only
+if it parses whole (:mod:`mpexport.mixpanel.engage_doc`): a cut or invalid
+document is a retry, like a cut export body. Errors are classified once,
+here: a 400 that names the session means the session expired
+(:class:`SessionExpired`, the run starts again from page 0), any other 400
+is bad parameters, 401/403 are credentials, 429 waits (``Retry-After``),
+5xx and broken connections are retried with backoff.
+
+The backoff, ``Retry-After`` and session helpers are the export fetcher's
+(:mod:`mpexport.mixpanel.fetch`), so both APIs are retried alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from mpexport.errors import BadParametersError
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.endpoints import (
+    ENGAGE_PATH,
+    Endpoint,
+    error_text,
+    is_retryable_status,
+    raise_for_fatal_status,
+)
+from mpexport.mixpanel.engage_doc import EngagePage, InvalidPage, parse_page
+from mpexport.mixpanel.fetch import FetchSettings, RetryBudget
+from mpexport.mixpanel.transport import (
+    OpenGate,
+    RequestGate,
+    RetryableError,
+    Stopped,
+    fail_for_status,
+    is_connection_error,
+    read_error_body,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger("mpexport.http")
+
+READ_BLOCK = 256 * 1024
+
+
+class SessionExpired(Exception):
+    """Mixpanel no longer knows the session: the export must start again from page 0."""
+
+
+@dataclass(frozen=True)
+class ProfileQuery:
+    """Everything that defines the pages of a profiles export, except the page."""
+
+    endpoint: Endpoint
+    credentials: Credentials
+    where: str | None = None
+    cohort_id: int | None = None
+    group_id: str | None = None
+    properties: tuple[str, ...] = ()
+
+    def params(self) -> dict[str, str]:
+        """Query-string parameters: ``project_id`` with a service account, and only then."""
+        if self.credentials.is_service_account and self.credentials.project_id is not None:
+            return {"project_id": str(self.credentials.project_id)}
+        return {}
+
+    def form(self, page: int, session_id: str | None) -> dict[str, str]:
+        """The form fields of page ``page`` (page 0 opens a session: no ``session_id``)."""
+        form: dict[str, str] = {}
+        if self.where:
+            form["where"] = self.where
+        if self.cohort_id is not None:
+            form["filter_by_cohort"] = json.dumps({"id": self.cohort_id})
+        if self.group_id is not None:
+            form["data_group_id"] = self.group_id
+        if self.properties:
+            form["output_properties"] = json.dumps(list(self.properties), ensure_ascii=False)
+        if session_id is not None:
+            form["session_id"] = session_id
+            form["page"] = str(page)
+        return form
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    """A page that arrived whole, and how many attempts it took."""
+
+    page: EngagePage
+    attempts: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PageFailure:
+    """A page that still failed after its retry budget."""
+
+    page: int
+    reason: str
+    attempts: int
+
+
+def _fail_for_status(response: requests.Response, status: int, with_session: bool) -> NoReturn:
+    """Raise what a non-200 answer stands for; the status decides, the body words it.
+
+    Only what is particular to engage is read here (a 400 naming the
+    session; a wrong address); the rest is every endpoint's rule.
+    """
+    wrong_address = (400 < status < 500 and status not in (401, 402, 403)
+                     and not is_retryable_status(status))
+    if (status == 400 and with_session) or wrong_address:
+        body, cut = read_error_body(response.raw)
+        message = error_text(body)
+        if cut is not None:
+            message = f"(body cut short: {cut}) {message}"
+        if status == 400:
+            if "session" in message.lower():
+                raise SessionExpired(message)
+            raise_for_fatal_status(status, message.encode())
+        # 404, 405...: no retry turns a wrong address into a right one.
+        raise BadParametersError(f"the profiles endpoint answered HTTP {status}: {message}",
+                                 "check --api-url and --region")
+    fail_for_status(response, status)
+
+
+def _read_body(response: requests.Response, stop: threading.Event,
+               on_bytes: Callable[[int], None]) -> bytes:
+    """The whole (decoded) body; a broken connection is a :class:`RetryableError`."""
+    raw: Any = response.raw
+    parts: list[bytes] = []
+    while True:
+        if stop.is_set():
+            raise Stopped()
+        try:
+            block = raw.read(READ_BLOCK, decode_content=True)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            raise RetryableError(f"connection broke mid-body: {type(exc).__name__}") from None
+        if not block:
+            break
+        on_bytes(len(block))
+        parts.append(block)
+    remaining = getattr(raw, "length_remaining", None)
+    if isinstance(remaining, int) and remaining > 0:
+        raise RetryableError(f"connection ended {remaining} bytes before the Content-Length")
+    return b"".join(parts)
+
+
+def fetch_page_once(
+    session: requests.Session,
+    query: ProfileQuery,
+    page: int,
+    session_id: str | None,
+    settings: FetchSettings,
+    stop: threading.Event,
+    on_bytes: Callable[[int], None],
+) -> EngagePage:
+    """Make one attempt at a page; return it verified whole.
+
+    Raises :class:`RetryableError` for what another attempt may fix,
+    :class:`SessionExpired`, the library's fatal errors (400, 401, 403) and
+    :class:`~mpexport.mixpanel.fetch.Stopped` when ``stop`` is set.
+    """
+    import requests
+
+    started = time.monotonic()
+    target = f"POST {query.endpoint.host}{ENGAGE_PATH} page {page}"
+    try:
+        response = session.post(
+            query.endpoint.engage_url,
+            params=query.params(),
+            data=query.form(page, session_id),
+            auth=query.credentials.basic_auth(),
+            stream=True,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+        )
+    except requests.Timeout as exc:
+        raise RetryableError(f"request timed out: {type(exc).__name__}") from None
+    except requests.RequestException as exc:
+        raise RetryableError(f"request failed: {type(exc).__name__}") from None
+    with response:
+        status = response.status_code
+        # -v logs each request; never headers (Authorization lives there).
+        log.info("%s -> %d, first byte after %.2fs", target, status, time.monotonic() - started)
+        if status != 200:
+            _fail_for_status(response, status, session_id is not None)
+        body = _read_body(response, stop, on_bytes)
+    try:
+        verified = parse_page(body)
+    except InvalidPage as exc:
+        raise RetryableError(f"incomplete or invalid page: {exc}") from None
+    if verified.page != page:
+        raise RetryableError(f"asked for page {page}, got page {verified.page}")
+    log.info("%s -> complete: %d profiles, %d bytes in %.2fs", target, verified.count,
+             verified.bytes, time.monotonic() - started)
+    return verified
+
+
+def fetch_page(
+    session: requests.Session,
+    query: ProfileQuery,
+    page: int,
+    session_id: str | None,
+    settings: FetchSettings,
+    stop: threading.Event,
+    on_bytes: Callable[[int], None],
+    on_retry: Callable[[int, int, str, float], None],
+    rng: random.Random,
+    gate: RequestGate | None = None,
+) -> FetchedPage | PageFailure:
+    """Fetch a page with retries through ``gate`` (the shared limiter).
+
+    Fatal errors and :class:`SessionExpired` propagate; a spent retry budget
+    gives a :class:`PageFailure`. 429s wait (``Retry-After`` or backoff,
+    shared with every worker through the gate) without spending the budget.
+    ``on_retry(page, attempt, reason, delay)`` hears of every failed attempt.
+    """
+    gate = gate or OpenGate()
+    started = time.monotonic()
+    budget = RetryBudget(settings, rng, gate)
+    while True:
+        if not gate.acquire(stop):
+            raise Stopped()
+        try:
+            verified = fetch_page_once(session, query, page, session_id, settings, stop,
+                                       on_bytes)
+        except RetryableError as exc:
+            if stop.is_set():
+                raise Stopped() from None  # most likely the stopping run cut the connection
+            delay = budget.delay_after(exc)
+            if delay is None:
+                return PageFailure(page, budget.spent_reason(exc), budget.attempts)
+            on_retry(page, budget.attempts, exc.reason, delay)
+            if stop.wait(delay):
+                raise Stopped() from None
+            continue
+        finally:
+            gate.release()
+        return FetchedPage(verified, budget.attempts + 1, time.monotonic() - started)

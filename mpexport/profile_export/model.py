@@ -1,0 +1,91 @@
+"""What a profiles export reports as it goes (progress events) and when it ends (the result)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mpexport.events import BytesReceived, Notice, WaitingForBudget
+from mpexport.mixpanel.engage import PageFailure
+
+
+@dataclass(frozen=True)
+class PagesPlanned:
+    """The session's size is known: ``pages`` in all, ``done`` of them already stored."""
+
+    pages: int
+    done: int
+    total: int  # profiles, as page 0 said
+
+
+@dataclass(frozen=True)
+class PageDone:
+    """A page arrived whole and was stored."""
+
+    page: int
+    profiles: int
+    bytes: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class PageRetry:
+    """An attempt at ``page`` failed; it is tried again after ``delay`` seconds."""
+
+    page: int
+    attempt: int
+    reason: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class PageFailed:
+    """A page failed after its whole retry budget."""
+
+    failure: PageFailure
+
+
+ProfileEvent = (
+    Notice | PagesPlanned | BytesReceived | PageRetry | PageDone | PageFailed | WaitingForBudget
+)
+ProfileProgress = Callable[[ProfileEvent], None]
+
+
+@dataclass
+class ProfileLoad:
+    """What the database did at the end of a run."""
+
+    table: str
+    mode: str  # "replace" (a full snapshot) or "upsert" (a filtered export)
+    rows: int = 0  # profiles written into the table
+    replaced: int = 0  # rows the snapshot removed, or rows the upsert updated
+    duplicates: int = 0  # profiles listed twice in the session (one kept)
+    repaired: int = 0  # properties stored repaired (see mixpanel.engage_doc)
+
+
+@dataclass
+class ProfileResult:
+    """What a profiles export did: the library's return value and the CLI's summary."""
+
+    pages_total: int = 0  # of the session (0 until page 0 arrived)
+    pages_stored: int = 0  # of the session, this run's and earlier runs'
+    pages_fetched: int = 0  # by this run (a session that expired included)
+    pages_resumed: int = 0  # stored by an earlier run of the session
+    failed: list[PageFailure] = field(default_factory=list)
+    total: int | None = None  # profiles, as Mixpanel's page 0 said
+    profiles: int = 0  # profiles written out (stdout, the file or the table)
+    profiles_received: int = 0  # profiles on the pages this run fetched
+    bytes: int = 0  # received by this run
+    retries: int = 0
+    seconds: float = 0.0
+    session_restarts: int = 0
+    interrupted: bool = False
+    load: ProfileLoad | None = None
+    notes: list[str] = field(default_factory=list)
+    # A dry run's plan; empty otherwise.
+    plan: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every page arrived and the profiles were written out."""
+        return not self.failed and not self.interrupted

@@ -1,0 +1,134 @@
+"""A validated profiles export: the query, the limits, the table; and the ``--dry-run`` text."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mpexport.errors import UsageError
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.endpoints import DEFAULT_REGION, Endpoint, resolve_query_endpoint
+from mpexport.mixpanel.engage import ProfileQuery
+from mpexport.mixpanel.fetch import FetchSettings
+from mpexport.options import MAX_RETRIES
+from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, MAX_PAGE_WORKERS, ProfileOptions
+from mpexport.profile_export.resume import SessionState, fingerprint, pages_for
+
+# Sizes a dry run estimates for when nothing tells it how many profiles there are.
+EXAMPLE_SIZES = (10_000, 100_000, 1_000_000)
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What a profiles run fetches, from where and how fast (options, checked)."""
+
+    options: ProfileOptions
+    endpoint: Endpoint
+    settings: FetchSettings = field(default_factory=FetchSettings)
+
+    def query(self, credentials: Credentials) -> ProfileQuery:
+        """The page requests' description."""
+        o = self.options
+        return ProfileQuery(self.endpoint, credentials, o.where or None, o.cohort_id,
+                            o.group_id, o.properties)
+
+    def fingerprint(self, credentials: Credentials | None) -> str:
+        """What a session of this request is keyed by (see :func:`resume.fingerprint`)."""
+        o = self.options
+        project = credentials.project_id if credentials is not None else o.project_id
+        return fingerprint(base_url=self.endpoint.base_url, project_id=project,
+                           where=o.where, cohort_id=o.cohort_id, group_id=o.group_id,
+                           properties=o.properties)
+
+
+def build_profile_request(options: ProfileOptions, *, region: str | None = None,
+                          settings: FetchSettings | None = None) -> ProfileRequest:
+    """Validate ``options``; raise :class:`~mpexport.errors.UsageError` if wrong."""
+    if not 1 <= options.workers <= MAX_PAGE_WORKERS:
+        raise UsageError(
+            f"--workers must be between 1 and {MAX_PAGE_WORKERS}, not {options.workers}",
+            "Mixpanel's Query API allows 5 concurrent queries per project",
+        )
+    if not 0 <= options.retries <= MAX_RETRIES:
+        raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, "
+                         f"not {options.retries}")
+    if not options.qps_limit > 0:
+        raise UsageError(f"--qps-limit must be above 0, not {options.qps_limit}")
+    if options.hourly_limit < 1:
+        raise UsageError(f"--hourly-limit must be at least 1, not {options.hourly_limit}")
+    if options.cohort_id is not None and options.cohort_id < 1:
+        raise UsageError(f"--cohort must be a positive cohort id, not {options.cohort_id}")
+    if options.group_id is not None and not options.group_id.strip():
+        raise UsageError("--group-id must not be empty", "e.g. --group-id company_id")
+    if any(not name for name in options.properties):
+        raise UsageError("--property must not be empty")
+    if options.db is None:
+        used = [flag for flag, value in (("--table", options.table),
+                                         ("--memory-limit", options.memory_limit))
+                if value is not None]
+        if options.wait_lock:
+            used.append("--wait-lock")
+        if used:
+            need = "needs" if len(used) == 1 else "need"
+            raise UsageError(f"{', '.join(used)} {need} --db FILE", "or drop them for NDJSON")
+        if options.output is not None and options.output.is_dir():
+            raise UsageError(f"--output {options.output} is a directory")
+    elif options.output is not None:
+        raise UsageError("--output and --db exclude each other", "choose one destination")
+    else:
+        from mpexport.sinks.duckdb.schema import check_table_name
+
+        check_table_name(options.table_name)
+    settings = dataclasses.replace(settings or FetchSettings(),
+                                   max_attempts=options.retries + 1)
+    endpoint = resolve_query_endpoint(region or options.region or DEFAULT_REGION,
+                                      options.api_url)
+    return ProfileRequest(options, endpoint, settings)
+
+
+def describe_plan(request: ProfileRequest, credentials: Credentials | None,
+                  used_this_hour: Sequence[float], *, resumable: SessionState | None = None,
+                  done: int = 0, stored: int | None = None) -> list[str]:
+    """The ``--dry-run`` lines: the query, what page 0 does, and how long the pages take.
+
+    How many profiles there are is only known once page 0 answers. A session
+    a rerun would continue (``resumable``, with ``done`` pages) gives the
+    exact pages left; otherwise the table's ``stored`` rows, or a few sizes
+    as examples, give estimates.
+    """
+    from mpexport.dates import format_duration
+    from mpexport.pacing.limiter import budget_wait
+
+    o = request.options
+    query = request.query(credentials or Credentials(api_secret="-"))
+    fields = "&".join(f"{k}={v}" for k, v in query.form(0, None).items())
+    url = request.endpoint.engage_url
+    params = "&".join(f"{k}={v}" for k, v in query.params().items())
+    lines = [f"POST {url}{'?' + params if params else ''}  {fields or '(no filters)'}"]
+    lines.append(f"page 0 opens a session and tells the total; then one query per page of up "
+                 f"to {EXPECTED_PAGE_SIZE} profiles, {o.workers} at once")
+
+    def estimate(what: str, queries: int) -> str:
+        wait = budget_wait(queries, o.qps_limit, o.hourly_limit, list(used_this_hour),
+                           time.time())
+        return (f"{what}: {queries} queries; the last can start in {format_duration(wait)} "
+                f"at the earliest")
+
+    if resumable is not None:
+        left = resumable.pages - done
+        lines.append(estimate(
+            f"resuming session {resumable.session_id} ({resumable.total} profiles): "
+            f"{done} of {resumable.pages} pages stored, {left} pages left", left))
+    elif stored:
+        pages = pages_for(stored, EXPECTED_PAGE_SIZE)
+        lines.append(estimate(f"the table holds {stored} profiles: as many are {pages} "
+                              "pages", pages))
+    else:
+        for size in EXAMPLE_SIZES:
+            pages = pages_for(size, EXPECTED_PAGE_SIZE)
+            lines.append(estimate(f"{size} profiles would be {pages} pages", pages))
+    lines.append(f"rate limits {o.qps_limit:g}/s and {o.hourly_limit}/hour; "
+                 f"{len(used_this_hour)} queries used in the last hour")
+    return lines

@@ -1,0 +1,283 @@
+"""The one run path of a profiles export: options in, a :class:`ProfileResult` out.
+
+``mpexport profiles`` and :func:`mpexport.profile_export.api.profiles` both come
+here with a :class:`ProfileOptions`. In order: validate, resolve credentials
+(as an events run does), take the database's lock (with ``db``) or the
+session directory (NDJSON), then continue the stored session or open one
+with page 0, fetch the missing pages on a few threads, and write the
+profiles out once every page of one session is in. A session Mixpanel
+forgets midway is dropped whole and the export starts again from page 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from mpexport.config.resolve import credentials_for_run
+from mpexport.errors import Interrupted, UnavailableError
+from mpexport.events import Notice, WaitingForBudget
+from mpexport.interrupt import InterruptGuard
+from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
+from mpexport.profile_export.options import ProfileOptions
+from mpexport.profile_export.request import ProfileRequest, build_profile_request, describe_plan
+from mpexport.profile_export.resume import SessionState, session_from_page0
+
+if TYPE_CHECKING:
+    from mpexport.mixpanel.credentials import Credentials
+    from mpexport.mixpanel.fetch import FetchSettings
+    from mpexport.pacing.limiter import RateLimiter
+    from mpexport.profile_export.duckdb import DuckDBProfiles
+    from mpexport.profile_export.ndjson import NdjsonProfiles
+    from mpexport.profile_export.pool import PagePool, SpooledPage
+
+    Sink = DuckDBProfiles | NdjsonProfiles
+
+# Restarts from page 0 after expired sessions before the run gives up: a
+# session that cannot outlive the export would otherwise spend the hour forever.
+MAX_SESSION_RESTARTS = 3
+SESSION_EXPIRED = "the session expired; starting again from page 0"
+
+
+def _ignore(_event: object) -> None:
+    return None
+
+
+def run_profiles(
+    options: ProfileOptions,
+    *,
+    credentials: Credentials | None = None,
+    output: BinaryIO | None = None,
+    progress: ProfileProgress | None = None,
+    guard: InterruptGuard | None = None,
+    settings: FetchSettings | None = None,
+    spool_dir: Path | None = None,
+    share_hour: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> ProfileResult:
+    """Export the profiles ``options`` describe; return what the run did.
+
+    ``credentials`` default to those the environment or ``options.profile``
+    name (``environ`` defaults to ``os.environ``). NDJSON goes to ``output``,
+    else ``options.output``, else stdout, once every page is in. ``progress``
+    receives :mod:`mpexport.profile_export.model` events on this thread. ``guard``
+    is the run's stop request. ``spool_dir`` is where a database run's pages
+    wait (the temp dir by default); ``share_hour`` counts queries against the
+    hour earlier runs on this machine used (per Query API and project).
+    Raises :class:`~mpexport.errors.MpexportError` subclasses; a stop raises
+    :class:`~mpexport.errors.Interrupted` whose ``result`` is what was done.
+    """
+    environ = os.environ if environ is None else environ
+    notify = progress or _ignore
+    # Bad input is reported before missing credentials: it is the first thing to fix.
+    build_profile_request(options, settings=settings)
+    credentials, region, warnings = credentials_for_run(
+        credentials, environ, profile=options.profile, project_id=options.project_id,
+        region=options.region, dry_run=options.dry_run)
+    request = build_profile_request(options, region=region, settings=settings)
+    for note in warnings:
+        notify(Notice(note))
+    guard = guard if guard is not None else InterruptGuard()
+    with _sink(request, credentials, output, guard, spool_dir) as sink:
+        if options.dry_run:
+            return _dry_run(request, credentials, sink, warnings)
+        assert credentials is not None
+        result = ProfileResult(notes=list(warnings))
+        started = time.monotonic()
+        try:
+            _export(request, credentials, sink, result, notify, guard, share_hour)
+        except Interrupted as stop:
+            result.interrupted = True
+            stop.result = result
+            written = getattr(sink, "written_pages", 0)
+            if written:
+                notify(Notice(f"the output holds the first {written} of {result.pages_total} "
+                              "pages; a rerun writes every page again"))
+            raise
+        finally:
+            result.seconds = time.monotonic() - started
+        return result
+
+
+@contextlib.contextmanager
+def _sink(request: ProfileRequest, credentials: Credentials | None, output: BinaryIO | None,
+          guard: InterruptGuard, spool_dir: Path | None) -> Iterator[Sink]:
+    """The run's sink, opened: the locked database, or the session's page directory."""
+    options = request.options
+    if options.db is None:
+        from mpexport.profile_export.ndjson import NdjsonProfiles
+        from mpexport.profile_export.resume import PageFiles
+
+        files = PageFiles.for_fingerprint(request.fingerprint(credentials))
+        ndjson = NdjsonProfiles(files, stream=output, output=options.output, guard=guard)
+        if options.dry_run:
+            yield ndjson  # read only: a dry run takes and creates nothing
+            return
+        ndjson.open()
+        try:
+            yield ndjson
+        finally:
+            ndjson.close()
+        return
+    from mpexport.profile_export.duckdb import DuckDBProfiles
+    from mpexport.sinks.duckdb.lock import database_lock
+    from mpexport.sinks.duckdb.schema import check_db_path
+    from mpexport.spool import spool_folder
+
+    path = Path(options.db)
+    check_db_path(path)  # a clear message before a lock file is created
+    with database_lock(path, options.wait_lock, guard.raise_if_requested), \
+            spool_folder(spool_dir) as spool:
+        database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
+                                  filtered=options.filtered, spool_dir=spool,
+                                  memory_limit=options.memory_limit)
+        if options.dry_run and not path.exists():
+            yield database  # nothing stored yet; a dry run creates no file
+            return
+        database.open()
+        try:
+            guard.raise_if_requested()
+            yield database
+        finally:
+            database.close()
+
+
+def _dry_run(request: ProfileRequest, credentials: Credentials | None, sink: Sink,
+             notes: list[str]) -> ProfileResult:
+    from mpexport.pacing.limiter import HourlyState
+    from mpexport.profile_export.duckdb import DuckDBProfiles
+
+    project = credentials.project_id if credentials is not None else None
+    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    state, done, stored = None, set[int](), None
+    opened = not isinstance(sink, DuckDBProfiles) or sink.path.exists()
+    if opened:
+        state, done = sink.resume(request.fingerprint(credentials))
+    if isinstance(sink, DuckDBProfiles) and opened and not request.options.filtered:
+        stored = sink.stored_rows()
+    plan = describe_plan(request, credentials, used, resumable=state, done=len(done),
+                         stored=stored)
+    return ProfileResult(notes=notes, plan=plan)
+
+
+def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
+            result: ProfileResult, notify: ProfileProgress, guard: InterruptGuard,
+            share_hour: bool) -> None:
+    """Fetch every page of one session into ``sink``, then have it write them out."""
+    from mpexport.mixpanel.engage import SessionExpired
+    from mpexport.profile_export.pool import PagePool
+
+    key = request.fingerprint(credentials)
+    state, done = sink.resume(key)
+    if getattr(sink, "other_session", False):  # only a database keeps several
+        notify(Notice("the database held an unfinished export of other profiles into this "
+                      "table; it is dropped"))
+    if state is not None:
+        age = time.time() - state.started
+        notify(Notice(f"resuming the session opened {_ago(age)} ago: {len(done)} of "
+                      f"{state.pages} pages already stored"))
+        result.pages_resumed = result.pages_stored = len(done)
+    limiter = _limiter(request, credentials, share_hour)
+    pool = PagePool(request.query(credentials), spool_dir=sink.spool_dir,
+                    workers=request.options.workers, settings=request.settings,
+                    gate=limiter, guard=guard, progress=_counting(notify, result))
+    limiter.set_on_wait(lambda seconds, why: pool.notify(WaitingForBudget(seconds, why)))
+
+    def stored(spooled: SpooledPage) -> None:
+        page = spooled.fetched.page
+        sink.store(spooled.number, spooled.path, page.count)
+        done.add(spooled.number)
+        result.pages_stored = len(done)
+        result.pages_fetched += 1
+        result.profiles_received += page.count
+        notify(PageDone(spooled.number, page.count, page.bytes, spooled.fetched.attempts))
+
+    while True:
+        try:
+            if state is None:
+                state = _open_session(pool, sink, key, stored, result)
+                if state is None:
+                    return  # page 0 failed after its retries
+            result.pages_total, result.total = state.pages, state.total
+            notify(PagesPlanned(state.pages, len(done), state.total))
+            result.failed = pool.run(state.missing(done), state.session_id, stored)
+        except SessionExpired:
+            result.session_restarts += 1
+            if result.session_restarts > MAX_SESSION_RESTARTS:
+                raise UnavailableError(
+                    f"Mixpanel's session expired {result.session_restarts} times before the "
+                    "export was whole",
+                    "export fewer profiles at once (--where, --cohort), or raise "
+                    "--hourly-limit if your plan allows more queries",
+                ) from None
+            notify(Notice(SESSION_EXPIRED))
+            sink.discard()
+            state, done = None, set()
+            result.pages_resumed = result.pages_stored = 0
+            continue
+        break
+    if result.failed:
+        return  # the pages stay stored: a rerun fetches only what is missing
+    result.profiles = sink.finish(state)
+    if result.profiles != state.total:
+        notify(Notice(f"Mixpanel's first page said {state.total} profiles, the pages held "
+                      f"{result.profiles}"))
+    from mpexport.profile_export.duckdb import DuckDBProfiles
+
+    if isinstance(sink, DuckDBProfiles):
+        result.load = sink.load
+
+
+def _open_session(pool: PagePool, sink: Sink, key: str,
+                  stored: Callable[[SpooledPage], None],
+                  result: ProfileResult) -> SessionState | None:
+    """Fetch page 0, which opens a session; record the session, then store the page."""
+    opened: list[SessionState] = []
+
+    def first(spooled: SpooledPage) -> None:
+        page = spooled.fetched.page
+        state = session_from_page0(page.session_id, page.total, page.page_size, page.count,
+                                   key)
+        sink.begin(state)
+        opened.append(state)
+        stored(spooled)
+
+    result.failed = pool.run([0], None, first)
+    return opened[0] if opened else None
+
+
+def _counting(notify: ProfileProgress, result: ProfileResult) -> ProfileProgress:
+    """``notify``, counting bytes and retries into ``result`` on the way."""
+    from mpexport.events import BytesReceived
+    from mpexport.profile_export.model import PageRetry
+
+    def counted(event: object) -> None:
+        if isinstance(event, BytesReceived):
+            result.bytes += event.count
+        elif isinstance(event, PageRetry):
+            result.retries += 1
+        notify(event)  # type: ignore[arg-type]
+
+    return counted
+
+
+def _limiter(request: ProfileRequest, credentials: Credentials, persist: bool) -> RateLimiter:
+    """The run's limiter; with ``persist`` it shares the hour of this Query API and project."""
+    from mpexport.pacing.limiter import HourlyState, RateLimiter
+
+    o = request.options
+    state = (HourlyState.for_project(request.endpoint.base_url, credentials.project_id)
+             if persist else None)
+    return RateLimiter(qps=o.qps_limit, hourly=o.hourly_limit, concurrency=o.workers,
+                       state=state)
+
+
+def _ago(seconds: float) -> str:
+    from mpexport.dates import format_duration
+
+    return format_duration(max(0.0, math.floor(seconds)))
