@@ -8,6 +8,7 @@ caller can do everything the command line can.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,11 @@ _D = RunOptions()  # the defaults, defined once in RunOptions
 
 def _path(value: Path | str | None) -> Path | None:
     return Path(value) if value is not None else None
+
+
+def _lake(value: Path | str | None) -> str | None:
+    # A folder or a URL: a URL must stay text (Path would fold its //).
+    return os.fspath(value) if value is not None else None
 
 
 def export(
@@ -74,8 +80,11 @@ def export(
     With ``db``, events are loaded into that DuckDB file's ``table`` instead,
     deduplicated on Mixpanel's key, each chunk in one transaction with its
     manifest row; days already loaded are skipped (``refresh`` refetches,
-    ``replace`` swaps stored days for fresh ones), and ``parquet`` also
-    writes a Hive-partitioned Parquet dataset there. ``memory_limit`` is the
+    ``replace`` swaps stored days for fresh ones), and ``parquet`` (a folder
+    or an ``s3://``, ``gs://`` or ``az://`` URL) also writes a day-partitioned
+    Parquet dataset there. With ``parquet`` and no ``db`` the dataset is the
+    output (the lake): each UTC day one file, written whole and deduplicated,
+    days it holds skipped as a database's are. ``memory_limit`` is the
     loader's budget (``"256MB"`` by default, or ``$MPEXPORT_MEMORY_LIMIT``).
     Requests stay within ``qps_limit`` per second and ``hourly_limit`` per
     rolling hour (Mixpanel's 3 and 60 by default), shared across runs; a
@@ -104,7 +113,7 @@ def export(
         retries=retries, qps_limit=qps_limit, hourly_limit=hourly_limit, region=region,
         api_url=api_url, project_id=project_id, profile=profile,
         output=_path(output) if isinstance(output, (str, Path)) else None, append=append,
-        db=_path(db), table=table, refresh=refresh, replace=replace, parquet=_path(parquet),
+        db=_path(db), table=table, refresh=refresh, replace=replace, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, dry_run=dry_run,
     )
     # This run's own guard: a stop never outlives its run.
@@ -114,7 +123,7 @@ def export(
 
 
 def sync(
-    db: Path | str,
+    db: Path | str | None = None,
     *,
     from_date: dt.date | str | None = None,
     to_date: dt.date | str = _D.to_date,
@@ -143,7 +152,9 @@ def sync(
     dry_run: bool = _D.dry_run,
     cancel: threading.Event | None = None,
 ) -> tuple[ExportResult, LoadStats]:
-    """Bring a DuckDB file up to ``to_date``: new days plus a lookback of ``lookback`` days.
+    """Bring a DuckDB file (``db``) or a lake (``parquet`` alone) up to ``to_date``.
+
+    New days are fetched, plus a lookback of ``lookback`` days for late events.
 
     The first sync of a file needs ``from_date``; later syncs never reach
     before the first day the file holds unless ``from_date`` says so (see
@@ -160,7 +171,7 @@ def sync(
         where=where, limit=limit, project_timezone=project_timezone, workers=workers,
         chunk_days=chunk_days, retries=retries, qps_limit=qps_limit,
         hourly_limit=hourly_limit, region=region, api_url=api_url, project_id=project_id,
-        profile=profile, db=Path(db), table=table, parquet=_path(parquet),
+        profile=profile, db=_path(db), table=table, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, dry_run=dry_run,
     )
     result = runner.run("sync", options, credentials=credentials, progress=progress,

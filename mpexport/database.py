@@ -26,7 +26,7 @@ class DatabaseTarget:
     table: str = DEFAULT_TABLE
     replace: bool = False
     refresh: bool = False
-    parquet_dir: Path | None = None
+    parquet: str | None = None  # a folder or an object-store URL
     memory_limit: str | None = None  # the loader's budget, e.g. "512MB" (see sinks.duckdb.budget)
 
     @classmethod
@@ -34,7 +34,7 @@ class DatabaseTarget:
         """The target of ``options.db`` (which must be set); a sync re-reads whole days."""
         assert options.db is not None
         return cls(Path(options.db), options.table, replace=options.replace and not sync,
-                   refresh=options.refresh or sync, parquet_dir=options.parquet,
+                   refresh=options.refresh or sync, parquet=options.parquet,
                    memory_limit=options.memory_limit)
 
 
@@ -47,13 +47,7 @@ def open_database(
     """
     from mpexport.sinks.duckdb.sink import DuckDBSink
 
-    filters = request.filters
-    if target.replace and (filters.events or filters.where or filters.limit is not None):
-        # --replace deletes whole days; refetching only some events would lose
-        # the rest for good (the manifest says those days are loaded).
-        raise UsageError("--replace cannot be combined with --event, --where or --limit",
-                         "replace whole days without filters")
-
+    check_replace(request, target.replace)
     return DuckDBSink(
         target.path,
         table=target.table,
@@ -62,11 +56,21 @@ def open_database(
         replace=target.replace,
         # Replacing stored days means fetching them again.
         refresh=target.refresh or target.replace,
-        parquet_dir=target.parquet_dir,
+        parquet_dir=target.parquet,
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
         check_stop=guard.raise_if_requested if guard is not None else None,
     )
+
+
+def check_replace(request: ExportRequest, replace: bool) -> None:
+    """Refuse ``--replace`` with filters: it deletes whole days, a filtered fetch refills part."""
+    filters = request.filters
+    if replace and (filters.events or filters.where or filters.limit is not None):
+        # Refetching only some events would lose the rest for good (the
+        # manifest says those days are loaded).
+        raise UsageError("--replace cannot be combined with --event, --where or --limit",
+                         "replace whole days without filters")
 
 
 @contextmanager

@@ -32,6 +32,8 @@ class RunOptions:
     ``yesterday``, ``-N``). A sync needs ``from_date`` only for a file's
     first sync. ``db`` loads into DuckDB instead of writing NDJSON; ``output``
     writes NDJSON to that file instead of stdout (``append`` adds to it).
+    ``parquet`` (a folder or an ``s3://``, ``gs://``, ``az://`` URL) also
+    writes a day-partitioned Parquet dataset; without ``db`` it is the output.
     """
 
     from_date: dt.date | str | None = None
@@ -60,7 +62,7 @@ class RunOptions:
     table: str = DEFAULT_TABLE
     refresh: bool = False
     replace: bool = False
-    parquet: Path | None = None
+    parquet: str | None = None  # a folder or a URL; alone, the lake is the output
     memory_limit: str | None = None
     wait_lock: float = 0.0
     # sync only.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -74,8 +74,7 @@ def run(
     """
     environ = os.environ if environ is None else environ
     notify = progress or _ignore
-    if command == "export" and options.db is None:
-        _check_ndjson_options(options)
+    _check_destination(command, options)
     # Bad input is reported before missing credentials: it is the first thing to fix.
     build_request(options, settings=settings)
     credentials, region, warnings = credentials_for_run(
@@ -88,7 +87,7 @@ def run(
     guard = guard if guard is not None else InterruptGuard()
     if options.dry_run and command == "export":
         return _dry_run(request, credentials, notes)
-    if options.db is None:
+    if options.db is None and options.parquet is None:
         assert credentials is not None
         with _ndjson_destination(output, options) as stream:
             return _run_pipeline(request, credentials, notes, stream=stream, progress=progress,
@@ -96,8 +95,21 @@ def run(
     from mpexport.database import DatabaseTarget, locked_database
     from mpexport.syncing import sync_request
 
-    target = DatabaseTarget.from_options(options, sync=command == "sync")
-    with locked_database(target, request, options.wait_lock, guard) as database:
+    sync = command == "sync"
+    opened: AbstractContextManager[DuckDBSink]
+    if options.db is None:
+        from mpexport.sinks.lake.sink import open_lake
+
+        # The lake alone: a scratch database in the temp folder feeds it. As
+        # with --db, a sync re-reads whole days and never replaces them.
+        assert options.parquet is not None
+        opened = open_lake(options.parquet, request, replace=options.replace and not sync,
+                           refresh=options.refresh or sync, memory_limit=options.memory_limit,
+                           guard=guard, spool_dir=spool_dir)
+    else:
+        target = DatabaseTarget.from_options(options, sync=sync)
+        opened = locked_database(target, request, options.wait_lock, guard)
+    with opened as database:
         if command == "sync":
             request = sync_request(request, database, options.from_date is not None,
                                    options.lookback)
@@ -113,6 +125,29 @@ def _ignore(_event: object) -> None:
     return None
 
 
+def _check_destination(command: Command, options: RunOptions) -> None:
+    """Refuse options that do not fit where the run writes: NDJSON, ``--db`` or the lake."""
+    if options.parquet is not None:
+        from mpexport.sinks.lake.store import parse_location
+
+        parse_location(options.parquet)  # no network: a dry run checks it too
+    if options.db is not None:
+        return
+    if options.parquet is None:
+        if command == "sync":
+            raise UsageError("sync needs --db FILE or --parquet DIR|URL",
+                             "e.g. --db events.duckdb or --parquet s3://bucket/events")
+        _check_ndjson_options(options)
+        return
+    defaults = RunOptions()
+    used = [flag for flag, name in (("--table", "table"), ("--wait-lock", "wait_lock"),
+                                    ("--output", "output"), ("--append", "append"))
+            if getattr(options, name) != getattr(defaults, name)]
+    if used:
+        raise UsageError(f"{', '.join(used)} cannot be used with --parquet alone",
+                         "the lake is the output; add --db FILE for a table too")
+
+
 def _check_ndjson_options(options: RunOptions) -> None:
     defaults = RunOptions()
     used = [flag for flag, name in (("--table", "table"), ("--refresh", "refresh"),
@@ -121,7 +156,8 @@ def _check_ndjson_options(options: RunOptions) -> None:
                                     ("--memory-limit", "memory_limit"))
             if getattr(options, name) != getattr(defaults, name)]
     if used:
-        raise UsageError(f"{', '.join(used)} need --db FILE", "or drop them for NDJSON output")
+        raise UsageError(f"{', '.join(used)} need --db FILE or --parquet DIR|URL",
+                         "or drop them for NDJSON output")
     if options.append and options.output is None:
         raise UsageError("--append needs --output FILE")
 

@@ -2,7 +2,7 @@
 # Build the frozen mpexport executable(s) from packaging/mpexport.spec.
 #
 # PyInstaller runs from a clean venv (build/exe-venv) that holds only
-# mpexport's runtime dependencies (`pip install .`) and PyInstaller: whatever
+# mpexport's runtime dependencies with the lake's (`pip install '.[lake]'`) and PyInstaller: whatever
 # else is importable at build time may be bundled (pyarrow/numpy/pandas would
 # more than double the size).
 #
@@ -10,7 +10,9 @@
 #   MPEXPORT_EXE_MODES=onedir packaging/build_exe.sh
 #
 # Environment: PYTHON (interpreter for the venv, default python3.11 or python3),
-# MPEXPORT_EXE_VENV (default build/exe-venv), MPEXPORT_EXE_MODES.
+# MPEXPORT_EXE_VENV (default build/exe-venv), MPEXPORT_EXE_MODES,
+# MPEXPORT_EXE_EXTRAS (default "[lake]": s3://, gs://, az:// lakes; empty leaves
+# them out, in a venv that never had them).
 # Works on Linux, macOS and Windows (Git Bash, as in the GitHub workflow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +44,7 @@ fi
 # setuptools builds in-tree under build/lib: a module deleted from mpexport/
 # would otherwise survive there and be bundled.
 rm -rf build/lib build/bdist.*
-"$vpy" -m pip install -q . 'pyinstaller>=6.3,<7'
+"$vpy" -m pip install -q ".${MPEXPORT_EXE_EXTRAS-[lake]}" 'pyinstaller>=6.3,<7'
 
 # Only runtime dependencies (and PyInstaller's own) may be in the venv.
 "$vpy" - <<'EOF'

@@ -57,7 +57,7 @@ START = dt.date(2024, 1, 1)
 SCENARIOS = ("startup", "yardstick", "parallel", "overhead", "memory", "dedupe", "scale")
 PACING_DEFAULT = {"MPEXPORT_QPS_LIMIT": "3", "MPEXPORT_HOURLY_LIMIT": "60"}
 PACING_LIFTED = {"MPEXPORT_QPS_LIMIT": "1000", "MPEXPORT_HOURLY_LIMIT": "100000"}
-HEAVY_MODULES = ("duckdb", "requests", "tqdm", "urllib3")
+HEAVY_MODULES = ("duckdb", "requests", "tqdm", "urllib3", "obstore")
 # Average foreign CPU load (cores) above which a scenario's numbers are flagged.
 NOISY_CORES = 0.2
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from mpexport.fakeserver import Dataset, FakeMixpanelServer, ServerConfig
 from tests.helpers import TODAY, ServerFactory
+from tests.s3server import S3Server, running_s3_server
 
 # By default Hypothesis fails an example that takes longer than 200 ms, and
 # a test whose examples are slow to generate: wall-clock limits that a busy
@@ -59,3 +60,10 @@ def make_server() -> Iterator[ServerFactory]:
     yield factory
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket."""
+    with running_s3_server() as server:
+        yield server

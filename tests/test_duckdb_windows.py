@@ -40,6 +40,7 @@ from mpexport.sinks.duckdb import sink as sink_module
 from mpexport.sinks.duckdb.lock import database_lock, lock_path
 from mpexport.sinks.duckdb.schema import check_db_path
 from mpexport.sinks.duckdb.sink import DuckDBSink
+from mpexport.sinks.lake import store as store_module
 from tests.helpers import UNPACED, ServerFactory, service_account_env
 
 D0 = dt.date(2024, 3, 1)
@@ -482,7 +483,7 @@ class InUse:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *paths: Path, winerror: int = 32) -> None:
         self.paths = {p.resolve() for p in paths}
         self.refused: list[Path] = []
-        real_replace = parquet_module.os.replace
+        real_replace = store_module.os.replace
         real_unlink = Path.unlink
         if winerror == 5:
             # Access denied means "in use" only on Windows.
@@ -500,10 +501,10 @@ class InUse:
                 raise win32_sharing_violation(path, winerror)
             real_unlink(path, missing_ok=missing_ok)
 
-        monkeypatch.setattr(parquet_module.os, "replace", replace)
+        monkeypatch.setattr(store_module.os, "replace", replace)
         monkeypatch.setattr(Path, "unlink", unlink)
         # No real pauses between the attempts; their number is what is checked.
-        monkeypatch.setattr(parquet_module, "BACKOFF_SECONDS", (0.0, 0.0, 0.0, 0.0))
+        monkeypatch.setattr(store_module, "BACKOFF_SECONDS", (0.0, 0.0, 0.0, 0.0))
 
     def release(self) -> None:
         self.paths.clear()
@@ -511,7 +512,8 @@ class InUse:
 
 def stray_files(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                  if p.is_file() and p.name != "data.parquet")
+                  if p.is_file() and p.name != "data.parquet"
+                  and p.relative_to(out).parts[0] != "_mpexport")
 
 
 @pytest.mark.parametrize("winerror", [32, 5], ids=["sharing violation", "access denied"])
@@ -531,7 +533,7 @@ def test_a_parquet_file_in_use_stays_pending_and_the_next_run_writes_it(
     sink.accept(spooler.chunk(day(1), day(1)))  # the held day again: not tried again this run
     sink.close()  # no exception: the Parquet copy is secondary
 
-    attempts = len(parquet_module.BACKOFF_SECONDS) + 1
+    attempts = len(store_module.BACKOFF_SECONDS) + 1
     assert in_use.refused == [held] * attempts
     assert sink.parquet_deferred == [held]
     assert sink.stats.chunks == 2
@@ -598,7 +600,7 @@ def test_a_day_left_empty_whose_file_is_in_use_is_deleted_by_the_next_run(
                       replace=True, refresh=True)
     sink.accept(empty)
     sink.close()
-    assert in_use.refused == [held] * (len(parquet_module.BACKOFF_SECONDS) + 1)
+    assert in_use.refused == [held] * (len(store_module.BACKOFF_SECONDS) + 1)
     assert held.exists() and pending_days(db_path) == [day(0)]
 
     in_use.release()
@@ -618,7 +620,7 @@ def test_retries_then_gives_up_with_the_backoff(tmp_path: Path,
     held = out / f"date={day(0)}" / "data.parquet"
     assert held.exists() and pending_days(db_path) == []
     in_use = InUse(monkeypatch, held)
-    monkeypatch.setattr(parquet_module, "BACKOFF_SECONDS", (0.05, 0.1, 0.2))
+    monkeypatch.setattr(store_module, "BACKOFF_SECONDS", (0.05, 0.1, 0.2))
     pauses: list[float] = []
     with duckdb.connect(str(db_path)) as con:
         con.execute("INSERT INTO _mpexport_parquet_pending VALUES ('events', ?)", [day(0)])
@@ -651,7 +653,7 @@ def test_other_parquet_failures_still_stop_the_loader(
     def disk_full(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
-    monkeypatch.setattr(parquet_module.os, "replace", disk_full)
+    monkeypatch.setattr(store_module.os, "replace", disk_full)
     sink = DuckDBSink(tmp_path / "events.duckdb", filters=FILTERS, run_id="r",
                       parquet_dir=tmp_path / "parquet")
     sink.accept(spooler.chunk(day(0), day(0)))

@@ -47,9 +47,9 @@ EPILOG = CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP
               help="Load into this DuckDB file instead of writing NDJSON to stdout.")
 @database_options
 @click.option("--refresh", is_flag=True,
-              help="With --db: fetch days again even if the manifest has them.")
+              help="With --db or --parquet: fetch days again even if the manifest has them.")
 @click.option("--replace", is_flag=True,
-              help="With --db: delete each chunk's days before loading it (for data "
+              help="With --db or --parquet: delete each chunk's days before loading it (for data "
                    "deleted upstream); implies --refresh.")
 @click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the NDJSON to FILE instead of stdout, byte for byte (put in place "
@@ -70,20 +70,24 @@ def export_command(**options: Any) -> None:
     With --db, events go into a DuckDB table instead (one row per Mixpanel
     event, deduplicated on event, distinct_id, time and $insert_id), each
     chunk in one transaction; run the same command again and only what is
-    missing is fetched.
+    missing is fetched. With --parquet alone, the events go to a Parquet
+    lake (a folder or s3://, gs://, az://): one file per UTC day, written
+    whole, deduplicated the same way.
 
     \b
     Examples:
       mpexport export --from 2024-01-01 --to 2024-01-31 > january.ndjson
       mpexport export --from -7 --to yesterday --event Purchase | wc -l
       mpexport export --from 2024-01-01 --to 2024-06-30 --db events.duckdb
+      mpexport export --from 2024-01-01 --to 2024-06-30 --parquet s3://bucket/events
     """
     raise SystemExit(_execute("export", options))
 
 
 @click.command("sync", context_settings=CONTEXT, epilog=EPILOG)
-@click.option("--db", "db", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False), help="The DuckDB file to keep current.")
+@click.option("--db", "db", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The DuckDB file to keep current (or give --parquet alone to keep a "
+                   "lake current).")
 @click.option("--from", "from_date", metavar="DATE",
               help="First day (needed on the first sync of a file; later syncs continue "
                    "where the last one stopped).")
@@ -97,9 +101,9 @@ def export_command(**options: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
 @output_options
 def sync_command(**options: Any) -> None:
-    """Keep a DuckDB file current: new days, plus a lookback for late events.
+    """Keep a DuckDB file or a lake current: new days, plus a lookback for late events.
 
-    The first sync of a file needs --from. Later syncs start at the last day
+    The first sync of a file (or lake) needs --from. Later syncs start at the last day
     the file holds complete, minus --lookback days (mobile SDKs send events
     up to 5 days late), and end --to (today by default). Re-read days are
     deduplicated against what is stored; the summary counts the late events
@@ -109,13 +113,14 @@ def sync_command(**options: Any) -> None:
     Examples:
       mpexport sync --db events.duckdb --from 2024-01-01
       mpexport sync --db events.duckdb --quiet --summary-json last-sync.json
+      mpexport sync --parquet s3://bucket/events --quiet
     """
     raise SystemExit(_execute("sync", options))
 
 
 # Parameters that change what is printed, not what is fetched or stored.
 _DISPLAY_ONLY = frozenset({"progress", "quiet", "verbose", "summary_json"})
-_PATHS = frozenset({"db", "parquet", "output"})
+_PATHS = frozenset({"db", "output"})  # --parquet may be a URL: it stays text
 
 
 def run_options(options: dict[str, Any]) -> RunOptions:
@@ -125,8 +130,9 @@ def run_options(options: dict[str, Any]) -> RunOptions:
         if values[name] is not None:
             values[name] = Path(values[name])
     values["events"] = tuple(values.get("events", ()))
-    if values.get("db") is None and _source("memory_limit") is not _COMMANDLINE:
-        values["memory_limit"] = None  # $MPEXPORT_MEMORY_LIMIT is for --db runs only
+    if (values.get("db") is None and values.get("parquet") is None
+            and _source("memory_limit") is not _COMMANDLINE):
+        values["memory_limit"] = None  # $MPEXPORT_MEMORY_LIMIT is for --db and lake runs only
     return RunOptions(**values)
 
 
@@ -135,7 +141,8 @@ def _execute(command: Command, options: dict[str, Any]) -> int:
     from mpexport.cli.report import RunReport
 
     report = RunReport(command=command, table=options["table"],
-                       database=Path(options["db"]) if options["db"] else None)
+                       database=Path(options["db"]) if options["db"] else None,
+                       lake=options["parquet"])
     code = int(ExitCode.OK)
     try:
         code = _run(command, options, report)
@@ -271,7 +278,7 @@ def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunR
     from mpexport.model import ExportResult
 
     report.from_date, report.to_date = stop.run_range or (None, None)
-    to_db = options["db"] is not None
+    to_db = options["db"] is not None or options["parquet"] is not None
     result = stop.result
     if not isinstance(result, ExportResult):
         echo_err(f"mpexport: {stop.signal_name}: stopped before anything was fetched")

@@ -27,6 +27,7 @@ class RunReport:
     from_date: dt.date | None = None
     to_date: dt.date | None = None
     database: Path | None = None
+    lake: str | None = None  # --parquet: a folder or a URL
     table: str | None = None
     result: ExportResult | None = None
     load: LoadStats | None = None
@@ -56,7 +57,9 @@ class RunReport:
                 "from": self.from_date.isoformat() if self.from_date else None,
                 "to": self.to_date.isoformat() if self.to_date else None,
             },
-            "output": str(self.database) if self.database else "stdout",
+            "output": str(self.database) if self.database else self.lake or "stdout",
+            "lake": {"url": self.lake, "days_written": load.parquet_days if load else 0}
+            if self.lake else None,
             "table": self.table,
             "chunks": {
                 "total": result.chunks_total if result else 0,
@@ -112,5 +115,10 @@ def summary_line(report: RunReport) -> str:
     if load.repaired:
         # Stored with U+FFFD where DuckDB could not read the text; stdout keeps them as sent.
         extras.append(f"{load.repaired} repaired")
+    if report.lake is not None:
+        extras.append(f"{load.parquet_days} days written to the lake")
+    if report.database is None:
+        return (f"mpexport: wrote {load.rows_inserted} new events to {report.lake} "
+                f"({', '.join(extras)}); {done}, {size}{span}")
     return (f"mpexport: loaded {load.rows_inserted} events into {report.database} table "
             f"{report.table} ({', '.join(extras)}); {done}, {size}{span}")

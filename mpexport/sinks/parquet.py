@@ -2,13 +2,19 @@
 
 A day's file always holds every stored row of that UTC day, rewritten whole
 after each chunk that touched the day, so reruns and overlapping loads stay
-exact. Each file is written beside its final name and moved over it with
-``os.replace``, so readers see the old file or the new one, never a part.
+exact. The files go to a folder or an object store (:mod:`mpexport.sinks.lake.store`),
+each one replaced whole, so readers see the old file or the new one, never a
+part. After the files, the lake's manifest (:mod:`mpexport.sinks.lake.manifest`)
+records the days they hold.
 
-The copy is secondary to the database. On Windows a file that a reader
-(Power BI, a DuckDB shell) has open cannot be replaced or deleted: after a
-few short retries such a day stays recorded as pending, its old file
-untouched, and the next run that opens the database writes it.
+Every column reads with its natural type in any engine: ``properties`` is
+written as a UTF-8 string (Parquet's JSON annotation made polars read it as
+binary) and ``time`` as a UTC timestamp.
+
+On Windows a file that a reader (Power BI, a DuckDB shell) has open cannot
+be replaced or deleted: after a few short retries such a day stays recorded
+as pending, its old file untouched, and the next run that opens the database
+writes it.
 """
 
 from __future__ import annotations
@@ -16,108 +22,84 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 
-from mpexport.atomic import temp_sibling
-from mpexport.errors import LoaderError, UsageError
-from mpexport.filelock import held_by_another_process
+from mpexport.dates import day_range
+from mpexport.errors import LoaderError
+from mpexport.model import Chunk
 from mpexport.sinks.duckdb.rows import sql_string
 from mpexport.sinks.duckdb.schema import PARQUET_PENDING_TABLE, quote_ident
+from mpexport.sinks.lake.manifest import read_manifest, write_manifest
+from mpexport.sinks.lake.objects import startup_error
+from mpexport.sinks.lake.store import FileInUse, LocalStore, Store, open_store
 
 FILE_NAME = "data.parquet"
-# Pauses between attempts at replacing a file that is in use: a reader that
-# only glanced at it (a preview, a virus scan) is gone within a second.
-BACKOFF_SECONDS = (0.05, 0.1, 0.2, 0.4)
+# What each file holds, in this order; properties as text (see the module's docstring).
+COLUMNS = ("event, time, distinct_id, insert_id, mp_processing_time_ms, "
+           "CAST(properties AS VARCHAR) AS properties")
+
+_DAY_KEY = re.compile(r"date=(\d{4}-\d{2}-\d{2})/" + re.escape(FILE_NAME))
 
 log = logging.getLogger("mpexport.parquet")
 
-
-class FileInUse(Exception):
-    """A day's file could not be replaced or deleted: another program has it open."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path} is in use by another program")
-        self.path = path
+__all__ = ["FILE_NAME", "FileInUse", "Flushed", "ParquetCopy", "day_key", "flush_pending",
+           "utc_days", "write_day"]
 
 
-def day_dir(parquet_dir: Path, day: dt.date) -> Path:
-    """The partition directory of one UTC day."""
-    return parquet_dir / f"date={day.isoformat()}"
+def day_key(day: dt.date) -> str:
+    """The key of one UTC day's file in the dataset."""
+    return f"date={day.isoformat()}/{FILE_NAME}"
 
 
-def check_parquet_dir(parquet_dir: Path) -> None:
-    """Raise UsageError unless ``parquet_dir`` is a directory or can be created as one."""
-    if parquet_dir.exists() and not parquet_dir.is_dir():
-        raise UsageError(
-            f"the Parquet output is not a directory: {parquet_dir}",
-            "give a directory path (it is created if missing)",
-        )
-    if not parquet_dir.exists() and not parquet_dir.parent.is_dir():
-        raise UsageError(
-            f"the parent directory of the Parquet output does not exist: {parquet_dir.parent}",
-            "create it first",
-        )
+def day_window(day: dt.date) -> str:
+    """A predicate on ``time`` selecting one UTC day (constants: row groups are pruned)."""
+    start, stop = (int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()) * 10**6
+                   for d in (day, day + dt.timedelta(days=1)))
+    return (f"time >= make_timestamptz({start}::BIGINT) "
+            f"AND time < make_timestamptz({stop}::BIGINT)")
 
 
-def _day_start_us(day: dt.date) -> int:
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    return int(start.timestamp()) * 1_000_000
+def utc_days(chunk: Chunk, project_timezone: str | None = None) -> set[dt.date]:
+    """The UTC days a chunk's events fall on (its project days, read in the project's zone)."""
+    if project_timezone is None:
+        return set(day_range(chunk.from_date, chunk.to_date))
+    zone = ZoneInfo(project_timezone)
+    first, after = (dt.datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(dt.UTC)
+                    for d in (chunk.from_date, chunk.to_date + dt.timedelta(days=1)))
+    return set(day_range(first.date(), (after - dt.timedelta(microseconds=1)).date()))
 
 
-def _patiently(action: Callable[[], None], path: Path, sleep: Callable[[float], None]) -> None:
-    """Run ``action`` (a replace or delete of ``path``), retrying while the file is in use."""
-    for pause in (*BACKOFF_SECONDS, None):
-        try:
-            action()
-            return
-        except OSError as exc:
-            if not held_by_another_process(exc):
-                raise
-            if pause is None:
-                raise FileInUse(path) from exc
-        sleep(pause)
-
-
-def write_day(con: Any, table: str, parquet_dir: Path, day: dt.date,
+def write_day(con: Any, table: str, store: Store | Path, day: dt.date,
               sleep: Callable[[float], None] = time.sleep) -> int:
     """Rewrite one day's Parquet file from the table; return its row count.
 
-    A day left without rows loses its file (and its directory when empty).
+    A day left without rows loses its file (and a local folder when empty).
     Raises :class:`FileInUse`, the old file untouched and no new one left
-    behind, when another program keeps the file open through the retries.
+    behind, when another program keeps a local file open through the retries.
     """
-    start = _day_start_us(day)
-    stop = _day_start_us(day + dt.timedelta(days=1))
-    window = (
-        f"time >= make_timestamptz({start}::BIGINT) AND time < make_timestamptz({stop}::BIGINT)"
-    )
+    store = open_store(store, sleep=sleep)
     target = quote_ident(table)
-    folder = day_dir(parquet_dir, day)
-    final = folder / FILE_NAME
+    window = day_window(day)
+    key = day_key(day)
     (rows,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
     if not rows:
-        _patiently(lambda: final.unlink(missing_ok=True), final, sleep)
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        store.delete(key)
         return 0
-    folder.mkdir(parents=True, exist_ok=True)
-    # The temp name does not end in .parquet, so a glob like */*.parquet
-    # never picks up a half-written file left by a crash.
-    temp = temp_sibling(final)
+    temp = store.staging_path(key)
     try:
         con.execute(
-            f"COPY (SELECT event, time, distinct_id, insert_id, mp_processing_time_ms, properties "
-            f"FROM {target} WHERE {window} ORDER BY time) "
+            f"COPY (SELECT {COLUMNS} FROM {target} WHERE {window} ORDER BY time) "
             f"TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
         )
-        _patiently(lambda: os.replace(temp, final), final, sleep)
+        store.put_file(key, temp)
     finally:
         # A scanner may hold the new file for a moment on Windows; a temp
         # left behind is harmless (no glob of *.parquet matches it), a
@@ -129,13 +111,25 @@ def write_day(con: Any, table: str, parquet_dir: Path, day: dt.date,
 
 @dataclass
 class Flushed:
-    """What :func:`flush_pending` did: days written, and files left pending because in use."""
+    """What :func:`flush_pending` did: days written (with their rows), days left in use."""
 
     written: list[dt.date] = field(default_factory=list)
     in_use: dict[dt.date, Path] = field(default_factory=dict)
+    rows: dict[dt.date, int] = field(default_factory=dict)
 
 
-def flush_pending(con: Any, table: str, parquet_dir: Path, *,
+def pending_days(con: Any, table: str) -> list[dt.date]:
+    """The days recorded as pending for ``table``, in order."""
+    return [
+        day
+        for (day,) in con.execute(
+            f"SELECT DISTINCT day FROM {PARQUET_PENDING_TABLE} WHERE table_name = ? ORDER BY day",
+            [table],
+        ).fetchall()
+    ]
+
+
+def flush_pending(con: Any, table: str, store: Store | Path, *,
                   skip: frozenset[dt.date] = frozenset(),
                   sleep: Callable[[float], None] = time.sleep) -> Flushed:
     """Write every day recorded as pending for ``table``, then clear the records of those written.
@@ -144,19 +138,13 @@ def flush_pending(con: Any, table: str, parquet_dir: Path, *,
     whose write was cut off by a crash. A day whose file is in use, and the
     days in ``skip``, stay pending for the next flush (the next run's start).
     """
-    days = [
-        day
-        for (day,) in con.execute(
-            f"SELECT DISTINCT day FROM {PARQUET_PENDING_TABLE} WHERE table_name = ? ORDER BY day",
-            [table],
-        ).fetchall()
-    ]
+    store = open_store(store, sleep=sleep)
     done = Flushed()
-    for day in days:
+    for day in pending_days(con, table):
         if day in skip:
             continue
         try:
-            write_day(con, table, parquet_dir, day, sleep)
+            done.rows[day] = write_day(con, table, store, day)
         except FileInUse as exc:
             done.in_use[day] = exc.path
             continue
@@ -172,33 +160,82 @@ def flush_pending(con: Any, table: str, parquet_dir: Path, *,
 class ParquetCopy:
     """The Parquet copy of one table, kept by the loader thread after each commit.
 
+    ``location`` is a folder, a URL or a store; ``staging`` the local folder
+    where files for an object store are written before their upload.
     ``deferred`` lists the files that were in use and stay pending for the
-    next run; each is reported once, as one warning line.
+    next run; each is reported once, as one warning line. ``written`` holds
+    the days written by this run. ``run_id``, ``filters`` (a fingerprint) and
+    ``project_timezone`` are the run's, for the lake's manifest.
     """
 
-    def __init__(self, parquet_dir: Path, table: str) -> None:
-        check_parquet_dir(parquet_dir)
-        self.parquet_dir = parquet_dir
+    failure_hint = "the database is complete; rerun to rewrite the Parquet files"
+    in_use_note = "the database is complete and the next run writes this file"
+
+    def __init__(self, location: str | Path | Store, table: str, *, run_id: str = "",
+                 filters: str = "", project_timezone: str | None = None,
+                 staging: Path | None = None) -> None:
+        self.store = open_store(location, staging=staging)
         self.table = table
+        self.run_id = run_id
+        self.filters = filters
+        self.project_timezone = project_timezone
         self.deferred: list[Path] = []
+        self.written: set[dt.date] = set()
         # Days found in use are not tried again this run: each attempt costs
         # a whole day's COPY plus the retries, and the holder is still there.
         self._skip: set[dt.date] = set()
-
-    def flush(self, con: Any) -> None:
-        """Write the pending days; raise LoaderError if that fails other than on a file in use."""
         try:
-            self.parquet_dir.mkdir(parents=True, exist_ok=True)
-            done = flush_pending(con, self.table, self.parquet_dir, skip=frozenset(self._skip))
-        except (OSError, duckdb.Error) as exc:
-            # Committed chunks stay committed and their days stay recorded
-            # as pending, so the next start rewrites them.
-            raise LoaderError(
-                f"writing Parquet files to {self.parquet_dir} failed: {exc}",
-                "the database is complete; rerun to rewrite the Parquet files",
-            ) from exc
+            # The first requests, before anything is fetched: a missing bucket
+            # or wrong credentials stop the run now, with the fix named.
+            self.held = self._held_files()
+            self.manifest = read_manifest(self.store)
+        except OSError as exc:
+            raise startup_error(exc, self.store.url) from None
+
+    def _held_files(self) -> set[dt.date]:
+        """The days that have a file in the dataset (listed, so also checked it is reachable)."""
+        days = set()
+        for key in self.store.list_keys():
+            match = _DAY_KEY.fullmatch(key)
+            if match:
+                days.add(dt.date.fromisoformat(match.group(1)))
+        return days
+
+    def flush(self, con: Any, chunk: Chunk | None = None) -> None:
+        """Write the pending days, then record them (and ``chunk``'s days) in the manifest.
+
+        Raises LoaderError if that fails other than on a file in use.
+        """
+        if isinstance(self.store, LocalStore):
+            self.store.root.mkdir(parents=True, exist_ok=True)
+        # Committed chunks stay committed and their days stay recorded as
+        # pending, so the next start rewrites them.
+        done = self._guarded("writing Parquet files to", lambda: flush_pending(
+            con, self.table, self.store, skip=frozenset(self._skip)))
         for day, path in done.in_use.items():
             self._skip.add(day)
             self.deferred.append(path)
-            log.warning("warning: %s is in use by another program and was not replaced; "
-                        "the database is complete and the next run writes this file", path)
+            log.warning("warning: %s is in use by another program and was not replaced; %s",
+                        path, self.in_use_note)
+        now = dt.datetime.now(dt.UTC)
+        for day, rows in done.rows.items():
+            self.manifest.wrote(day, rows, self.run_id, now)
+        self.written.update(done.written)
+        # A chunk counts as held only once every file its events fall on is written.
+        if chunk is not None and not utc_days(chunk, self.project_timezone) & self._skip:
+            self.manifest.cover(day_range(chunk.from_date, chunk.to_date), self.filters,
+                                self.run_id, now)
+        if self.manifest.changed:
+            try:
+                self._guarded("writing the manifest of",
+                              lambda: write_manifest(self.store, self.manifest))
+            except FileInUse as exc:
+                # Only this run's record is lost: the next run fetches these days again.
+                log.warning("warning: %s is in use by another program and was not updated",
+                            exc.path)
+
+    def _guarded(self, what: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except (OSError, duckdb.Error) as exc:
+            raise LoaderError(f"{what} {self.store.url} failed: {exc}", self.failure_hint) from exc

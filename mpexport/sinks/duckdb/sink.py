@@ -65,6 +65,7 @@ class LoadStats:
     # Events DuckDB's parser refused (cut UTF-8, lone surrogates), stored
     # with U+FFFD in their place; stdout keeps them byte-exact.
     repaired: int = 0
+    parquet_days: int = 0  # UTC days whose Parquet file this run wrote (or removed)
 
 
 class DuckDBSink:
@@ -92,7 +93,8 @@ class DuckDBSink:
         run_id: str,
         replace: bool = False,
         refresh: bool = False,
-        parquet_dir: Path | None = None,
+        parquet_dir: Path | str | None = None,
+        parquet: ParquetCopy | None = None,
         memory_limit: str | None = None,
         project_timezone: str | None = None,
         check_stop: Callable[[], None] | None = None,
@@ -102,8 +104,14 @@ class DuckDBSink:
         # The caller holds the file's lock by now (api.locked_database), so
         # a file held by another program is an error here, not a skip.
         check_db_path(db_path, locked=True)
-        self.parquet_dir = Path(parquet_dir) if parquet_dir is not None else None
-        self._parquet = ParquetCopy(self.parquet_dir, table) if self.parquet_dir else None
+        # A folder or an object-store URL, or a ready copy (the lake sink's).
+        self.parquet_dir = parquet_dir
+        self._parquet = parquet
+        if parquet is None and parquet_dir is not None:
+            self._parquet = ParquetCopy(parquet_dir, table, run_id=run_id,
+                                        filters=filters.fingerprint(),
+                                        project_timezone=project_timezone,
+                                        staging=db_path.parent)
         self.db_path = db_path
         self.table = table
         self.filters = filters
@@ -204,6 +212,7 @@ class DuckDBSink:
                 self.day_volumes = volumes
             if self._parquet is not None and not self._loader.stopping:
                 self._parquet.flush(con)
+                self.stats.parquet_days = len(self._parquet.written)
         except BaseException:
             con.close()
             raise
@@ -259,4 +268,5 @@ class DuckDBSink:
         if self._parquet is not None:
             # The chunk is committed; days not written stay recorded as
             # pending, so a later flush or the next start writes them.
-            self._parquet.flush(con)
+            self._parquet.flush(con, chunk)
+            self.stats.parquet_days = len(self._parquet.written)
