@@ -152,7 +152,7 @@ def exit_code_for(error: BaseException) -> int:
     """
     if isinstance(error, MpexportError):
         return int(error.exit_code)
-    if reader_gone(error):
+    if isinstance(error, BrokenPipeError):
         return int(ExitCode.OK)  # the reader went away (`| head`): not a failure
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)

@@ -11,19 +11,16 @@ parses, prints and maps errors to exit codes.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.atomic import in_place, temp_sibling
 from mpexport.config.resolve import credentials_for_run
 from mpexport.errors import (
     Interrupted,
     LoaderError,
     MpexportError,
-    OutputFileError,
     UsageError,
 )
 from mpexport.events import Notice, ProgressCallback, WaitingForBudget
@@ -38,6 +35,7 @@ from mpexport.request import (
     remaining_ranges,
     without_days,
 )
+from mpexport.sinks.output_file import Destination, ndjson_destination
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
@@ -89,8 +87,9 @@ def run(
         return _dry_run(request, credentials, notes)
     if options.db is None and options.parquet is None:
         assert credentials is not None
-        with _ndjson_destination(output, options) as stream:
-            return _run_pipeline(request, credentials, notes, stream=stream, progress=progress,
+        with ndjson_destination(output, options.output, options.append) as destination:
+            return _run_pipeline(request, credentials, notes, destination=destination,
+                                 progress=progress,
                                  guard=guard, spool_dir=spool_dir, share_hour=share_hour)
     from mpexport.database import DatabaseTarget, locked_database
     from mpexport.syncing import sync_request
@@ -191,71 +190,12 @@ def new_limiter(
                        concurrency=min(request.workers, MAX_WORKERS), state=state)
 
 
-@contextmanager
-def _ndjson_destination(given: BinaryIO | None, options: RunOptions) -> Iterator[BinaryIO]:
-    """The stream NDJSON goes to: the caller's, ``--output FILE``, or stdout.
-
-    A new ``--output`` file is written beside its final name and put in place
-    when the run ends with whole lines (complete, failed chunks, or stopped),
-    so an error before the first event leaves an existing file as it was.
-    """
-    if given is not None:
-        yield given
-        return
-    if options.output is None:
-        yield sys.stdout.buffer
-        return
-    path = Path(options.output)
-    if options.append or in_place(path):  # a device or pipe (/dev/null) is never replaced
-        with _opened(path, "ab" if options.append else "wb") as stream:
-            yield stream
-        return
-    temporary = temp_sibling(path)  # the one temp naming (atomic.py): random, beside it
-    with _opened(temporary, "wb") as stream, ExitStack() as cleanup:
-        cleanup.callback(_remove, temporary)
-        try:
-            yield stream
-        except Interrupted:
-            _put_in_place(stream, temporary, path)  # whole lines; --append resumes it
-            raise
-        _put_in_place(stream, temporary, path)
-
-
-@contextmanager
-def _opened(path: Path, mode: str) -> Iterator[BinaryIO]:
-    try:
-        stream = open(path, mode)  # noqa: SIM115 - closed below, errors named first
-    except OSError as error:
-        raise UsageError(f"cannot write --output {path}: {error.strerror or error}",
-                         "check the folder exists and is writable") from None
-    with stream:
-        yield stream  # type: ignore[misc]
-
-
-def _put_in_place(stream: BinaryIO, temporary: Path, path: Path) -> None:
-    stream.flush()
-    os.fsync(stream.fileno())
-    try:
-        os.replace(temporary, path)
-    except OSError as error:
-        # Windows refuses to replace a file another program has open.
-        raise OutputFileError(
-            f"could not replace {path}: {error.strerror or error}",
-            f"the events are in {temporary}; close what holds {path.name} and rename it",
-        ) from None
-
-
-def _remove(path: Path) -> None:
-    # Still there only after an error that may have cut a line: never put in place.
-    path.unlink(missing_ok=True)
-
-
 def _run_pipeline(
     request: ExportRequest,
     credentials: Credentials,
     notes: list[str],
     *,
-    stream: BinaryIO | None = None,
+    destination: Destination | None = None,
     database: DuckDBSink | None = None,
     progress: ProgressCallback | None,
     guard: InterruptGuard,
@@ -277,9 +217,9 @@ def _run_pipeline(
             # A fixed --chunk-days grid ignores skip_days; settled chunks go here.
             chunks = without_days(chunks, request.skip_days)
     else:
-        assert stream is not None
+        assert destination is not None
         chunks = request.plan(used_this_hour=limiter.hourly_used)
-        sink = NdjsonSink(stream, request.from_date, guard)
+        sink = NdjsonSink(destination.stream, request.from_date, guard)
     pipeline = Pipeline(chunks, request.query(credentials), sink, workers=request.workers,
                         settings=request.settings, progress=progress, spool_dir=spool_dir,
                         guard=guard, gate=limiter)
@@ -290,7 +230,7 @@ def _run_pipeline(
     except MpexportError as error:
         error.run_range = span
         if isinstance(error, Interrupted):
-            _explain_stop(error, chunks, sink, database)
+            _explain_stop(error, chunks, sink, database, destination)
         elif isinstance(error, LoaderError) and database is not None:
             _explain_loader_failure(error, request, database)
         raise
@@ -306,7 +246,7 @@ def _run_pipeline(
 
 
 def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
-                  database: DuckDBSink | None) -> None:
+                  database: DuckDBSink | None, destination: Destination | None) -> None:
     from mpexport.sinks.ndjson import NdjsonSink
 
     if isinstance(stop.result, ExportResult):
@@ -317,7 +257,10 @@ def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
         stop.load = database.stats
     if isinstance(sink, NdjsonSink):
         stop.remaining = remaining_ranges(chunks, sink.written)
-        if sink.cut is not None:
+        # A file of ours is cut back to its last whole chunk, so that the
+        # resume (which fetches the cut chunk whole) adds no line twice.
+        cut_back = destination is not None and destination.keep_whole_chunks(sink.whole_bytes)
+        if sink.cut is not None and not cut_back:
             stop.partial = (sink.cut.from_date, sink.cut.to_date)
 
 

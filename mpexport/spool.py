@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -25,6 +26,9 @@ MARKER = ".in-use"
 # A folder without a marker (a run killed before it wrote one) is left alone
 # for this long, so a run that is just starting is never disturbed.
 UNMARKED_GRACE_SECONDS = 24 * 3600
+# A run creates its marker a moment before it locks it: a marker younger than
+# this is never judged, so a run starting at the same second is left alone.
+STARTING_GRACE_SECONDS = 300
 
 
 @contextlib.contextmanager
@@ -73,6 +77,11 @@ def _abandoned(folder: Path, now: float) -> bool:
     except OSError:
         return False  # unreadable or held open exclusively: not ours to judge
     with handle:
+        try:
+            if now - os.fstat(handle.fileno()).st_mtime < STARTING_GRACE_SECONDS:
+                return False  # possibly a run between creating and locking it
+        except OSError:
+            return False
         if not try_lock(handle):
             return False  # a live run holds it
         unlock(handle)

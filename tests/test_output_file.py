@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import shlex
+import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from mpexport.fakeserver import Dataset
-from tests.helpers import ServerFactory, day_chunks, expected_stdout, run_cli
+import pytest
+
+import mpexport
+from mpexport.errors import Interrupted, OutputFileError
+from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
+from mpexport.interrupt import InterruptGuard
+from mpexport.mixpanel.credentials import Credentials
+from mpexport.model import Chunk, CompletedChunk
+from mpexport.sinks import ndjson as ndjson_module
+from mpexport.sinks.ndjson import NdjsonSink
+from mpexport.sinks.output_file import Destination
+from tests.helpers import (
+    ServerFactory,
+    clean_env,
+    cli_command,
+    day_chunks,
+    expected_stdout,
+    run_cli,
+    service_account_env,
+)
 
 START, END = dt.date(2024, 5, 1), dt.date(2024, 5, 9)
+CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
 RANGE = ["--from", START.isoformat(), "--to", END.isoformat(), "--chunk-days", "3"]
 
 
@@ -74,3 +96,83 @@ def test_output_mistakes_are_one_line_usage_errors(tmp_path: Path) -> None:
         assert result.code == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+class _StopAfterFirstWrite(io.BytesIO):
+    """A file-like whose first write makes the run's guard ask for a stop (a Ctrl-C)."""
+
+    def __init__(self, guard: InterruptGuard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def write(self, data: Any) -> int:
+        self.guard.request_stop("SIGINT")
+        return super().write(data)
+
+
+def _spooled(tmp_path: Path, index: int, day: dt.date, lines: int) -> CompletedChunk:
+    body = b"".join(b'{"event":"e%d","properties":{"time":%d}}\n' % (index, n)
+                    for n in range(lines))
+    path = tmp_path / f"chunk-{index}.ndjson"
+    path.write_bytes(body)
+    return CompletedChunk(Chunk(index, day, day), path, lines, len(body), "", 1, 0.0)
+
+
+def test_a_stop_mid_chunk_cuts_a_file_back_to_its_last_whole_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut chunk is fetched whole by the resume: the file must not keep part of it."""
+    monkeypatch.setattr(ndjson_module, "COPY_BUFFER", 64)
+    monkeypatch.setattr(ndjson_module, "FINISH_GRACE_SECONDS", 0.0)
+    guard = InterruptGuard()
+    target = tmp_path / "out.ndjson"
+    target.write_bytes(b"kept from before\n")
+    first = _spooled(tmp_path, 0, START, 3)
+    first_bytes = first.path.read_bytes()
+    second = _spooled(tmp_path, 1, START + dt.timedelta(days=1), 50)
+    with open(target, "ab") as stream:
+        destination = Destination(stream, stream.tell(), owned=True)
+        sink = NdjsonSink(stream, START)
+        sink.accept(first)  # written whole, before any stop
+        sink._guard = guard  # from here on, the first write asks for a stop
+        sink._stream = _StopAfterFirstWrite(guard)
+        with pytest.raises(Interrupted):
+            sink.accept(second)
+        assert sink.cut is not None and sink.cut.from_date == START + dt.timedelta(days=1)
+        assert destination.keep_whole_chunks(sink.whole_bytes)
+    assert target.read_bytes() == b"kept from before\n" + first_bytes
+
+
+def test_a_failed_replace_keeps_the_events_where_the_message_says(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = Dataset(seed=14, events_per_day=10)
+    server = make_server(dataset)
+    blocked = tmp_path / "out.ndjson"
+    blocked.mkdir()  # a directory by that name: the final replace must fail
+    (blocked / "inside").write_bytes(b"x")
+    # Through the library: the CLI refuses a directory before anything runs.
+    with pytest.raises(OutputFileError) as failed:
+        mpexport.export(START, END, chunk_days=3, api_url=server.url, output=blocked,
+                        credentials=CREDS, qps_limit=1000, hourly_limit=1_000_000)
+    [kept] = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert kept.read_bytes() == expected_stdout(dataset, day_chunks(START, END, 3))
+    assert str(kept) in failed.value.one_line()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_exit_1_with_one_line_not_a_bug(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(Dataset(seed=15, events_per_day=10))
+    via_option = run_cli(["export", "--api-url", server.url, *RANGE, "--output", "/dev/full"])
+    with open("/dev/full", "wb") as full:
+        redirected = subprocess.run(
+            [*cli_command(), "export", "--api-url", server.url, *RANGE],
+            env=clean_env(service_account_env()), stdout=full, stderr=subprocess.PIPE,
+            timeout=120)
+    for code, stderr in ((via_option.code, via_option.stderr),
+                         (redirected.returncode, redirected.stderr.decode())):
+        assert code == 1, stderr
+        assert "No space left on device" in stderr and "Traceback" not in stderr
+        assert "internal error" not in stderr

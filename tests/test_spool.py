@@ -10,11 +10,13 @@ from mpexport.filelock import try_lock
 from mpexport.spool import MARKER, PREFIX, UNMARKED_GRACE_SECONDS, clear_stale, spool_folder
 
 
-def _left_by_killed_run(parent: Path, name: str) -> Path:
+def _left_by_killed_run(parent: Path, name: str, age: float = 3600.0) -> Path:
     folder = parent / f"{PREFIX}{name}"
     folder.mkdir()
     (folder / MARKER).write_bytes(b"")
     (folder / "chunk-0001.ndjson").write_bytes(b'{"event":"x"}\n')
+    then = time.time() - age
+    os.utime(folder / MARKER, (then, then))
     return folder
 
 
@@ -41,8 +43,10 @@ def test_clear_stale_reports_only_abandoned_folders(tmp_path: Path) -> None:
     os.utime(unmarked_old, (old, old))
     other = tmp_path / "not-ours"
     other.mkdir()
+    # A run that created its marker a moment ago and is about to lock it.
+    starting = _left_by_killed_run(tmp_path, "e", age=1.0)
     with open(held / MARKER, "r+b") as handle:
         assert try_lock(handle)
         removed = clear_stale(tmp_path)
     assert sorted(removed) == sorted([stale, unmarked_old])
-    assert held.is_dir() and unmarked_new.is_dir() and other.is_dir()
+    assert held.is_dir() and unmarked_new.is_dir() and other.is_dir() and starting.is_dir()

@@ -53,12 +53,23 @@ def test_help_into_a_closed_windows_pipe_exits_0(
     assert capsys.readouterr().err == ""
 
 
-def test_einval_is_a_bug_off_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same error on Linux is not a closed pipe: the branch is Windows' own."""
-    monkeypatch.setattr(errors, "ON_WINDOWS", False)
-    assert errors.exit_code_for(OSError(errno.EINVAL, "Invalid argument")) == 70
+def test_einval_elsewhere_is_an_error_even_on_windows(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EINVAL from anything but stdout (an invalid file name on Windows) is no quiet success."""
+    from mpexport import runner
+
+    def invalid_name(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument", "events?.duckdb")
+
     monkeypatch.setattr(errors, "ON_WINDOWS", True)
-    assert errors.exit_code_for(OSError(errno.EINVAL, "Invalid argument")) == 0
+    monkeypatch.setattr(runner, "_run_pipeline", invalid_name)
+    monkeypatch.setenv("MP_API_SECRET", "s3cr3t-for-this-test")
+    code = cli_run(["export", "--from", "2024-01-01", "--to", "2024-01-02",
+                    "--api-url", "http://127.0.0.1:9"])
+    assert code == 70
+    assert "Invalid argument" in capsys.readouterr().err
+    assert errors.exit_code_for(OSError(errno.EINVAL, "Invalid argument")) == 70
 
 
 def test_abort_flush_into_a_closed_windows_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -181,6 +181,8 @@ def run(argv: list[str] | None = None) -> int:
         # click returns the exit code of --help/--version instead of raising.
         code = returned if isinstance(returned, int) else int(ExitCode.OK)
     except BaseException as exc:  # every way out gets its code here
+        if _stdout_closed_by_reader(exc):
+            exc = OutputClosed()  # `| head` on Windows: EINVAL, not EPIPE
         code = exit_code_for(exc)
         _report(exc, code)
         if isinstance(exc, click.UsageError):
@@ -192,6 +194,21 @@ def run(argv: list[str] | None = None) -> int:
     except (BrokenPipeError, OSError, ValueError):
         _quiet_broken_pipe()
     return code
+
+
+def _stdout_closed_by_reader(exc: BaseException) -> bool:
+    """An EINVAL is a closed pipe only if stdout itself fails now (Windows reports both so).
+
+    Elsewhere EINVAL means a bad argument (an invalid file name on Windows):
+    a real error, never a quiet success.
+    """
+    if isinstance(exc, BrokenPipeError) or not reader_gone(exc):
+        return False
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def _report(exc: BaseException, code: int) -> None:
@@ -206,7 +223,7 @@ def _report(exc: BaseException, code: int) -> None:
     if isinstance(exc, click.ClickException):
         echo_err(f"mpexport: error: {exc.format_message()}")
         return
-    if isinstance(exc, OutputClosed) or reader_gone(exc):
+    if isinstance(exc, (OutputClosed, BrokenPipeError)):
         _quiet_broken_pipe()
         return
     if isinstance(exc, (KeyboardInterrupt, click.Abort)):

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.errors import OutputClosed, reader_gone
+from mpexport.errors import OutputClosed, OutputFileError, reader_gone
 from mpexport.model import Chunk, CompletedChunk
 
 if TYPE_CHECKING:
@@ -17,6 +17,14 @@ COPY_BUFFER = 1024 * 1024
 # After a stop request, the chunk being written gets this long to finish, so
 # that the output usually ends on a chunk boundary and a resume is exact.
 FINISH_GRACE_SECONDS = 1.0
+
+
+def _output_error(error: OSError) -> Exception:
+    """A failed write: the reader went away (`| head`, quiet) or the output failed (exit 1)."""
+    if reader_gone(error):
+        return OutputClosed()
+    return OutputFileError(f"could not write the output: {error.strerror or error}",
+                           "check free space and permissions, then run again")
 
 
 class NdjsonSink:
@@ -39,6 +47,7 @@ class NdjsonSink:
         self._ready: dict[dt.date, tuple[Chunk, CompletedChunk | None]] = {}
         self.written: list[Chunk] = []
         self.cut: Chunk | None = None  # a chunk only partly written when a stop came
+        self.whole_bytes = 0  # bytes of the chunks written whole, for cutting a file back
 
     def already_done(self, chunk: Chunk) -> bool:
         """Stdout keeps nothing between runs: every chunk is fetched."""
@@ -63,15 +72,15 @@ class NdjsonSink:
             if completed is None:
                 continue
             try:
-                whole = self._copy_whole_lines(completed.path)
+                whole, size = self._copy_whole_lines(completed.path)
                 self._stream.flush()
             except OSError as exc:
-                if reader_gone(exc):
-                    raise OutputClosed() from None
-                raise
+                raise _output_error(exc) from None
             finally:
                 completed.discard()
-            if not whole:
+            if whole:
+                self.whole_bytes += size
+            else:
                 self.cut = chunk
                 assert self._guard is not None
                 self._guard.raise_if_requested()
@@ -80,11 +89,12 @@ class NdjsonSink:
                 # Stop at this chunk boundary rather than start the next one.
                 self._guard.raise_if_requested()
 
-    def _copy_whole_lines(self, path: Path) -> bool:
-        """Copy a spool file; False if a stop request cut it (on a line end)."""
+    def _copy_whole_lines(self, path: Path) -> tuple[bool, int]:
+        """Copy a spool file; (False, …) if a stop request cut it (on a line end), and bytes."""
         # Blocks are written up to their last newline, so that stopping
         # between blocks leaves stdout ending on a whole line.
         carry = b""
+        written = 0
         deadline: float | None = None
         with path.open("rb") as spool:
             while block := spool.read(COPY_BUFFER):
@@ -92,24 +102,24 @@ class NdjsonSink:
                     now = time.monotonic()
                     deadline = deadline or now + FINISH_GRACE_SECONDS
                     if now >= deadline:
-                        return False
+                        return False, written
                 data = carry + block if carry else block
                 end = data.rfind(b"\n") + 1
                 if end:
                     self._stream.write(data[:end] if end < len(data) else data)
+                    written += end
                 carry = data[end:]
         if carry:  # verified bodies end with a newline; never drop bytes silently
             self._stream.write(carry)
-        return True
+            written += len(carry)
+        return True, written
 
     def close(self) -> None:
         """Flush the stream."""
         try:
             self._stream.flush()
         except OSError as exc:
-            if reader_gone(exc):
-                raise OutputClosed() from None
-            raise
+            raise _output_error(exc) from None
 
     def abort(self) -> None:
         """Delete held spool files; what was written stays whole lines."""
