@@ -357,3 +357,23 @@ def test_an_output_file_is_put_in_place_whole(make_server: ServerFactory,
     assert result.stdout == b""
     assert out.read_bytes() == ndjson(dataset.select(output_properties=["$name"]))
     assert [p.name for p in tmp_path.iterdir()] == ["profiles.ndjson"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_exit_1_with_one_line(make_server: ServerFactory,
+                                             tmp_path: Path) -> None:
+    server = make_server(profiles=ProfileDataset(seed=1, count=700), engage_page_size=500)
+    for extra, name in ((["--output", "/dev/full"], "/dev/full"), ([], "stdout")):
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.run([*cli_command(), *args(server, *extra)],
+                                  env=clean_env(service_account_env()), stdout=full,
+                                  stderr=subprocess.PIPE, timeout=PATIENCE, check=False)
+        stderr = proc.stderr.decode()
+        assert proc.returncode == 1, (name, stderr)
+        lines = [line for line in stderr.splitlines() if line.startswith("mpexport: error")]
+        assert len(lines) == 1 and "No space left" in lines[0], (name, stderr)
+        assert "Traceback" not in stderr and "Exception ignored" not in stderr
+        # The pages are kept: a rerun with room writes every profile.
+        again = run_cli(args(server, "--summary-json", str(tmp_path / "s.json")))
+        assert again.code == 0 and json.loads((tmp_path / "s.json").read_text())[
+            "pages"]["resumed"] == 2

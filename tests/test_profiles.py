@@ -196,6 +196,22 @@ def test_an_expired_session_is_told_apart(make_server: ServerFactory) -> None:
         once(query(server.url), 1, first.session_id)
 
 
+def test_any_400_on_a_later_page_of_a_session_is_its_expiry(
+        make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mpexport.fakeserver import sessions
+    from mpexport.fakeserver.request import ApiError
+
+    # Mixpanel's wording is not specified: page 0 with the same parameters was
+    # accepted, so a 400 on a later page can only be about the session.
+    monkeypatch.setattr(sessions, "session_error",
+                        lambda _sid: ApiError(400, "Invalid request: page out of range"))
+    server = make_server(profiles=ProfileDataset(seed=1, count=30), engage_page_size=10,
+                         engage_session_pages=1)
+    first = once(query(server.url))
+    with pytest.raises(SessionExpired, match="out of range"):
+        once(query(server.url), 1, first.session_id)
+
+
 def test_bad_parameters_bad_credentials_and_wrong_addresses_are_fatal(
         make_server: ServerFactory) -> None:
     server = make_server(profiles=ProfileDataset(seed=1, count=5))
@@ -493,3 +509,188 @@ def test_cli_and_library_build_the_same_options(monkeypatch: pytest.MonkeyPatch,
                if getattr(cli_options, f.name) != getattr(ProfileOptions(), f.name)}
     assert changed == {f.name for f in dataclasses.fields(ProfileOptions)} - {"profile",
                                                                              "output"}
+
+
+def tables(path: Path) -> list[str]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return sorted(t for (t,) in con.execute("SHOW TABLES").fetchall())
+
+
+def test_a_dry_run_with_db_opens_nothing_for_writing(tmp_path: Path) -> None:
+    from mpexport.profile_export.api import profiles
+
+    existing, missing = tmp_path / "crm.duckdb", tmp_path / "new.duckdb"
+    duckdb.connect(str(existing)).close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for db in (existing, missing):
+        result = profiles(db=db, dry_run=True, credentials=CREDS, api_url="http://127.0.0.1:9")
+        assert "1000000 profiles would be 1000 pages" in "\n".join(result.plan)
+    assert tables(existing) == []  # no profiles table, no bookkeeping tables
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no lock file, no new file
+
+
+def test_a_dry_run_reads_the_stored_session_of_a_database(tmp_path: Path) -> None:
+    from mpexport.profile_export.api import profiles
+    from mpexport.profile_export.request import build_profile_request
+
+    db = tmp_path / "crm.duckdb"
+    request = build_profile_request(ProfileOptions(db=db, api_url="http://127.0.0.1:9"))
+    database = sink(tmp_path, filtered=False)
+    try:
+        export(database, PROFILES[:3])  # the table holds 3 profiles
+        s = state(request.fingerprint(CREDS), total=5, size=2)
+        database.begin(s)
+        database.store(1, page_file(tmp_path, PROFILES[2:4]), 2)
+    finally:
+        database.close()
+    (tmp_path / "p.duckdb").rename(db)
+    before = tables(db)
+    result = profiles(db=db, dry_run=True, credentials=CREDS, api_url="http://127.0.0.1:9")
+    assert "1 of 3 pages stored, 2 pages left: 2 queries" in "\n".join(result.plan)
+    assert tables(db) == before and not Path(str(db) + ".lock").exists()
+
+
+def test_the_session_key_names_the_account_but_never_its_secret() -> None:
+    from mpexport.profile_export.request import build_profile_request
+
+    request = build_profile_request(ProfileOptions(api_url="http://127.0.0.1:9"))
+    # Legacy project secrets carry no project id: the key must still tell projects apart.
+    a, b = Credentials(api_secret="secret-of-project-a"), Credentials(api_secret="secret-b")
+    assert request.fingerprint(a) == request.fingerprint(Credentials(api_secret=a.api_secret))
+    assert request.fingerprint(a) != request.fingerprint(b)
+    other = Credentials(username=DEMO_USERNAME, secret="another", project_id=DEMO_PROJECT_ID)
+    assert request.fingerprint(CREDS) != request.fingerprint(other)
+    keys = " ".join(request.fingerprint(c) for c in (a, b, CREDS, other))
+    for secret in ("secret-of-project-a", "secret-b", DEMO_SECRET, "another"):
+        assert secret not in keys
+
+
+def test_a_stored_session_older_than_a_day_is_not_resumed(make_server: ServerFactory) -> None:
+    from mpexport.profile_export.api import profiles
+    from mpexport.profile_export.request import build_profile_request
+
+    dataset = ProfileDataset(seed=1, count=5)
+    server = make_server(profiles=dataset)
+    key = build_profile_request(ProfileOptions(api_url=server.url)).fingerprint(CREDS)
+    files = PageFiles.for_fingerprint(key)
+    files.open()
+    try:  # a whole session, fetched two days ago and never written out
+        files.begin(SessionState("s-old", 1, 1000, key, time.time() - 2 * 86400))
+        files.store(0, page_file(files.directory, [{"$distinct_id": "gone", "$properties": {}}]))
+    finally:
+        files.close()
+    out = io.BytesIO()
+    result = profiles(output=out, credentials=CREDS, api_url=server.url)
+    assert result.ok and result.pages_resumed == 0 and result.pages_fetched == 1
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == dataset.users()
+
+
+TWICE = [{"$distinct_id": "a", "$properties": {"v": 1}},
+         {"$distinct_id": "b", "$properties": {"v": 1}},
+         {"$distinct_id": "a", "$properties": {"v": 2}},  # page 0 again
+         {"$distinct_id": "c", "$properties": {"v": 1}},
+         {"$distinct_id": "b", "$properties": {"v": 3}},  # page 1, listed on page 0 too
+         {"$distinct_id": "c", "$properties": {"v": 4}}]
+FIRST_OF_EACH = [TWICE[0], TWICE[1], TWICE[3]]
+
+
+def test_ndjson_writes_each_profile_once_the_first_listing_wins(tmp_path: Path) -> None:
+    from mpexport.profile_export.ndjson import NdjsonProfiles
+
+    files = PageFiles.for_fingerprint("key", tmp_path)
+    out = io.BytesIO()
+    ndjson = NdjsonProfiles(files, stream=out)
+    ndjson.open()
+    s = state(total=6, size=3)
+    ndjson.begin(s)
+    ndjson.store(0, page_file(files.directory, TWICE[:3]), 3)
+    ndjson.store(1, page_file(files.directory, TWICE[3:]), 3)
+    assert ndjson.finish(s) == 3
+    assert out.getvalue() == b"".join(json.dumps(p, ensure_ascii=False).encode() + b"\n"
+                                      for p in FIRST_OF_EACH)
+    assert ndjson.duplicates == 3
+
+
+def test_the_table_keeps_the_first_listing_of_a_profile_too(tmp_path: Path) -> None:
+    database = sink(tmp_path)
+    try:
+        s = state(total=6, size=3)
+        database.begin(s)
+        database.store(0, page_file(tmp_path, TWICE[:3]), 3)
+        database.store(1, page_file(tmp_path, TWICE[3:]), 3)
+        assert database.finish(s) == 3
+        assert database.load.duplicates == 3
+    finally:
+        database.close()
+    assert rows(tmp_path / "p.duckdb") == as_rows(FIRST_OF_EACH)
+
+
+def test_the_summary_counts_profiles_listed_twice() -> None:
+    from mpexport.cli.profiles_report import ProfileReport
+    from mpexport.profile_export.model import ProfileResult
+
+    report = ProfileReport("stdout", result=ProfileResult(profiles=3, duplicates=3))
+    assert "3 profiles (3 listed twice, written once) in" in report.summary_line()
+    assert report.to_json(0)["duplicates"] == 3
+
+
+class StopAfter:
+    """A stop request that arrives once ``pages`` pages were written out."""
+
+    def __init__(self, pages: int) -> None:
+        self.calls, self.pages = 0, pages
+
+    def raise_if_requested(self) -> None:
+        from mpexport.errors import Interrupted
+
+        self.calls += 1
+        if self.calls > self.pages:
+            raise Interrupted("SIGINT")
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_a_stop_while_writing_out_tells_what_the_output_holds(tmp_path: Path,
+                                                              to_file: bool) -> None:
+    from mpexport.cli.profiles import _resume_hint
+    from mpexport.errors import Interrupted
+    from mpexport.profile_export.model import ProfileResult
+    from mpexport.profile_export.ndjson import NdjsonProfiles
+
+    files = PageFiles.for_fingerprint("key", tmp_path / "state")
+    out, target = io.BytesIO(), tmp_path / "out.ndjson"
+    ndjson = NdjsonProfiles(files, stream=None if to_file else out,
+                            output=target if to_file else None,
+                            guard=StopAfter(1))  # type: ignore[arg-type]
+    ndjson.open()
+    s = state(total=4, size=2)
+    ndjson.begin(s)
+    ndjson.store(0, page_file(files.directory, PROFILES[:2]), 2)
+    ndjson.store(1, page_file(files.directory, PROFILES[2:4]), 2)
+    with pytest.raises(Interrupted):
+        ndjson.finish(s)
+    ndjson.close()
+    result = ProfileResult(pages_total=2, pages_stored=2, pages_written=ndjson.pages_out)
+    hint = _resume_hint(ProfileOptions(output=target if to_file else None), result)
+    if to_file:  # the temp file went: the file is as it was (here: absent)
+        assert ndjson.pages_out == 0 and not target.exists()
+        assert f"nothing was written to {target}" in hint
+    else:
+        assert ndjson.pages_out == 1 and out.getvalue().count(b"\n") == 2
+        assert "stdout holds the first 1 of 2 pages" in hint
+    assert files.resume("key")[1] == {0, 1}  # kept: a rerun writes every page again
+
+
+def test_a_missing_or_unwritable_output_folder_is_refused_before_fetching(
+        tmp_path: Path) -> None:
+    from mpexport.profile_export.request import build_profile_request
+
+    with pytest.raises(UsageError, match="does not exist"):
+        build_profile_request(ProfileOptions(output=tmp_path / "nowhere" / "p.ndjson"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root writes anywhere
+        with pytest.raises(UsageError, match="not writable"):
+            build_profile_request(ProfileOptions(output=locked / "p.ndjson"))
+    build_profile_request(ProfileOptions(output=tmp_path / "p.ndjson"))
+    if os.path.exists("/dev/null"):  # a device is written in place: its folder may be /dev
+        build_profile_request(ProfileOptions(output=Path("/dev/null")))

@@ -405,12 +405,13 @@ def _paste_into_cmd(line: str, env: dict[str, str]) -> subprocess.CompletedProce
                           timeout=PATIENCE, stdin=subprocess.DEVNULL)
 
 
-def _paste_into_powershell(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+def _paste_into_powershell(line: str, env: dict[str, str],
+                           program: str) -> subprocess.CompletedProcess[bytes]:
     """Run a printed PowerShell line as if pasted (read from stdin, so no quoting of ours)."""
     assert line.startswith("mpexport ")
-    program = " ".join("'" + part.replace("'", "''") + "'" for part in cli_command())
-    script = f"& {program}{line[len('mpexport'):]}\nexit $LASTEXITCODE\n"
-    return subprocess.run(["powershell.exe", "-NoProfile", "-NonInteractive", "-Command", "-"],
+    command = " ".join("'" + part.replace("'", "''") + "'" for part in cli_command())
+    script = f"& {command}{line[len('mpexport'):]}\nexit $LASTEXITCODE\n"
+    return subprocess.run([program, "-NoProfile", "-NonInteractive", "-Command", "-"],
                           input=script.encode("utf-8"), env=env, capture_output=True,
                           timeout=PATIENCE)
 
@@ -418,7 +419,11 @@ def _paste_into_powershell(line: str, env: dict[str, str]) -> subprocess.Complet
 def test_printed_resume_commands_paste_into_cmd_and_powershell(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    """A resume command with quotes, $, & and a non-ASCII path with spaces, pasted in both."""
+    """A resume command with quotes, $, & and a non-ASCII path with spaces, pasted in each shell."""
+    import shutil
+
+    from mpexport.cli.shell import cmd_line, powershell_line
+
     dataset = Dataset(seed=61, events_per_day=30)
     bad_day = dt.date(2024, 5, 2)
     failing = make_server(dataset, fail_dates=frozenset({bad_day}))
@@ -430,24 +435,27 @@ def test_printed_resume_commands_paste_into_cmd_and_powershell(
                                  "--event", "Page View", "--no-progress"))
     assert result.code == 1, result.stderr
     lines = [line.strip() for line in result.stderr.splitlines()]
-    cmd = lines[lines.index("in cmd:") + 1]
-    powershell = lines[lines.index("in PowerShell:") + 1]
+    printed = {label: lines[lines.index(f"in {label}:") + 1]
+               for label in ("cmd", "PowerShell 7", "Windows PowerShell 5.1")}
     healthy = make_server(dataset)
     env = clean_env(service_account_env())
-    for shell, paste in (("cmd", _paste_into_cmd), ("powershell", _paste_into_powershell)):
-        out = folder / f"{shell}.ndjson"
-        line = (cmd if shell == "cmd" else powershell).replace(failing.url, healthy.url)
-        # Output to a file in the awkward folder: the command line grows one more argument.
-        from mpexport.cli.shell import cmd_line, powershell_line
-
-        extra = ["--output", str(out)]
-        suffix = (cmd_line(["x", *extra])[1:] if shell == "cmd"
-                  else " " + powershell_line(["x", *extra]).split(" ", 1)[1].removeprefix("--% "))
-        done = paste(line + suffix, env)
-        assert done.returncode == 0, (shell, done.stderr.decode("utf-8", "replace"))
-        got = out.read_bytes().splitlines(keepends=True)
-        wanted = [raw for raw in dataset.lines_for_range(bad_day, bad_day)
-                  if json.loads(raw)["event"] in ("Sign Up", "Page View")
-                  and (json.loads(raw)["properties"].get("$os") == "Windows"
-                       or json.loads(raw)["properties"].get("plan") == "pro")]
-        assert got == wanted and wanted, shell
+    shells = [("cmd", "cmd"), ("powershell.exe", "Windows PowerShell 5.1")]
+    if shutil.which("pwsh"):
+        shells.append(("pwsh", "PowerShell 7"))
+    wanted = [raw for raw in dataset.lines_for_range(bad_day, bad_day)
+              if json.loads(raw)["event"] in ("Sign Up", "Page View")
+              and (json.loads(raw)["properties"].get("$os") == "Windows"
+                   or json.loads(raw)["properties"].get("plan") == "pro")]
+    assert wanted
+    for program, label in shells:
+        out = folder / f"{program}.ndjson"
+        line = printed[label].replace(failing.url, healthy.url)
+        # Output to a file in the awkward folder: one more argument, quoted the same way.
+        extra = ["x", "--output", str(out)]
+        if program == "cmd":
+            done = _paste_into_cmd(line + cmd_line(extra)[1:], env)
+        else:
+            suffix = powershell_line(extra, legacy=label.startswith("Windows"))[1:]
+            done = _paste_into_powershell(line + suffix, env, program)
+        assert done.returncode == 0, (program, done.stderr.decode("utf-8", "replace"))
+        assert out.read_bytes().splitlines(keepends=True) == wanted, program

@@ -98,7 +98,8 @@ def profiles_command(**options: Any) -> None:
 
     Stopped or failed runs keep their pages: run the same command again and
     only the missing pages are fetched while Mixpanel keeps the session; if
-    it expired, the export starts again from page 0 (and says so).
+    it expired, or the stored pages are over 24 hours old, the export starts
+    again from page 0 (and says so).
 
     \b
     Examples:
@@ -184,6 +185,10 @@ def _resume_hint(run_opts: ProfileOptions, result: ProfileResult) -> str:
     if not result.pages_total:
         return ("mpexport: page 0, which opens Mixpanel's session, did not arrive; run the "
                 "same command again")
+    if result.pages_written:  # stopped while writing to stdout or a device
+        return (f"mpexport: {run_opts.output or 'stdout'} holds the first "
+                f"{result.pages_written} of {result.pages_total} pages; the pages are kept: "
+                "run the same command again to write every profile again")
     where = "nothing was written to the table" if run_opts.db else (
         f"nothing was written to {run_opts.output or 'stdout'}")
     return (f"mpexport: {result.pages_stored} of {result.pages_total} pages are stored and "

@@ -152,7 +152,7 @@ class ProfileReport:
             "total": r.total,
             "mode": load.mode if load else None,
             "replaced": load.replaced if load else None,
-            "duplicates": load.duplicates if load else None,
+            "duplicates": r.duplicates,
             "repaired": load.repaired if load else None,
             "bytes": r.bytes,
             "duration_seconds": round(r.seconds, 3),
@@ -181,7 +181,8 @@ class ProfileReport:
         if r.session_restarts:
             tail += f", {r.session_restarts} session restarts"
         if r.load is None:
-            return f"mpexport: {r.profiles} profiles in {tail}"
+            twice = f" ({r.duplicates} listed twice, written once)" if r.duplicates else ""
+            return f"mpexport: {r.profiles} profiles{twice} in {tail}"
         load = r.load
         if load.mode == "replace":
             how = f"snapshot replaced, {load.replaced} rows before"

@@ -80,7 +80,10 @@ class RunReport:
             "bytes": result.bytes if result else 0,
             "duration_seconds": round(result.seconds, 3) if result else None,
             "error": self.error,
+            # POSIX-quoted; rerun_argv is the same commands as argument lists,
+            # for any shell (cmd and PowerShell quote differently).
             "rerun": [shlex.join(c) for c in self.rerun],
+            "rerun_argv": [list(c) for c in self.rerun],
         }
         return summary
 

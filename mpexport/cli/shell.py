@@ -1,9 +1,13 @@
 """Commands printed for the user to paste: quoted for the shell they are likely in.
 
-POSIX shells get :func:`shlex.join`. On Windows a command is pasted into cmd
-or PowerShell, which quote differently, so both forms are printed when they
-differ. Both start from the Microsoft C runtime's rules, which the
-executable (and Python) use to split a command line into arguments.
+POSIX shells get :func:`shlex.join`. On Windows a command is pasted into
+cmd, PowerShell 7 or Windows PowerShell 5.1, which quote differently, so each
+form is printed when they differ. The program (the executable, Python) splits
+its command line by the Microsoft C runtime's rules: cmd's form is that, with
+cmd's own metacharacters escaped. PowerShell's forms single-quote each
+argument (nothing inside is expanded); 5.1 also needs the argument's double
+quotes escaped for the C runtime, because it passes them on bare (7.3+
+escapes them itself).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Sequence
 # or outside them (the rest); a caret makes each one literal.
 _CMD_SPECIAL = re.compile(r'([()%!^"<>&|])')
 _NEEDS_QUOTES = re.compile(r'[\s"]')
-_PLAIN = re.compile(r"^[A-Za-z0-9_\-+=.,:/\\@]+$")
+# Arguments no shell changes: no quotes, spaces, $, %, commas (PowerShell's
+# arrays), @ (its splatting) or anything else with a meaning.
+_PLAIN = re.compile(r"^[A-Za-z0-9_\-+=.:/\\]+$")
 
 
 def msvcrt_quote(arg: str) -> str:
@@ -48,16 +54,37 @@ def cmd_line(argv: Sequence[str]) -> str:
     return _CMD_SPECIAL.sub(r"^\1", msvcrt_join(argv))
 
 
-def powershell_line(argv: Sequence[str]) -> str:
-    """``argv`` for pasting into PowerShell 5.1 or 7.
+def _escape_quotes_for_msvcrt(arg: str) -> str:
+    """``arg`` with each ``"`` escaped as the C runtime reads it (backslashes before it doubled)."""
+    out, backslashes = [], 0
+    for char in arg:
+        if char == "\\":
+            backslashes += 1
+            continue
+        if char == '"':
+            out.append("\\" * (2 * backslashes + 1) + '"')
+        else:
+            out.append("\\" * backslashes + char)
+        backslashes = 0
+    tail = "\\" * backslashes
+    # 5.1 wraps an argument with whitespace in quotes: a trailing backslash
+    # would then escape the closing one.
+    if tail and re.search(r"\s", arg):
+        tail *= 2
+    return "".join(out) + tail
 
-    After ``--%`` PowerShell passes the rest of the line to the program as
-    typed (``$`` and quotes untouched), so the C-runtime form works in both
-    versions, whose own quoting rules for programs differ.
-    """
-    if all(_PLAIN.match(arg) for arg in argv):
-        return " ".join(argv)
-    return " ".join([argv[0], "--%", msvcrt_join(argv[1:])])
+
+def powershell_line(argv: Sequence[str], legacy: bool = False) -> str:
+    """``argv`` for pasting into PowerShell 7 (or, with ``legacy``, Windows PowerShell 5.1)."""
+    words = []
+    for arg in argv:
+        if _PLAIN.match(arg):
+            words.append(arg)
+            continue
+        text = _escape_quotes_for_msvcrt(arg) if legacy else arg
+        # PowerShell reads the typographic single quotes as quotes too: each is doubled.
+        words.append("'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", text) + "'")
+    return " ".join(words)
 
 
 def quoted_commands(commands: Sequence[Sequence[str]], platform: str | None = None) -> list[str]:
@@ -65,9 +92,18 @@ def quoted_commands(commands: Sequence[Sequence[str]], platform: str | None = No
     platform = platform or sys.platform
     if platform != "win32":
         return ["  " + shlex.join(argv) for argv in commands]
-    cmd = [cmd_line(argv) for argv in commands]
-    powershell = [powershell_line(argv) for argv in commands]
-    if cmd == powershell:
-        return ["  " + line for line in cmd]
-    return (["  in cmd:"] + ["    " + line for line in cmd]
-            + ["  in PowerShell:"] + ["    " + line for line in powershell])
+    forms = {
+        "cmd": [cmd_line(argv) for argv in commands],
+        "PowerShell 7": [powershell_line(argv) for argv in commands],
+        "Windows PowerShell 5.1": [powershell_line(argv, legacy=True) for argv in commands],
+    }
+    if forms["PowerShell 7"] == forms["Windows PowerShell 5.1"]:
+        forms["PowerShell"] = forms.pop("PowerShell 7")
+        del forms["Windows PowerShell 5.1"]
+    if len({tuple(lines) for lines in forms.values()}) == 1:
+        return ["  " + line for line in forms["cmd"]]
+    out = []
+    for shell, lines in forms.items():
+        out.append(f"  in {shell}:")
+        out += ["    " + line for line in lines]
+    return out

@@ -4,10 +4,11 @@ Page 0 opens a session and tells the total; pages 1..n name that session.
 Each attempt reads the whole (small: one page) document and accepts it only
 if it parses whole (:mod:`mpexport.mixpanel.engage_doc`): a cut or invalid
 document is a retry, like a cut export body. Errors are classified once,
-here: a 400 that names the session means the session expired
-(:class:`SessionExpired`, the run starts again from page 0), any other 400
-is bad parameters, 401/403 are credentials, 429 waits (``Retry-After``),
-5xx and broken connections are retried with backoff.
+here: a 400 on a page sent with a session id means the session expired
+(:class:`SessionExpired`, the run starts again from page 0: page 0 with
+the same parameters was accepted), a 400 on page 0 is bad parameters,
+401/403 are credentials, 429 waits (``Retry-After``), 5xx and broken
+connections are retried with backoff.
 
 The backoff, ``Retry-After`` and session helpers are the export fetcher's
 (:mod:`mpexport.mixpanel.fetch`), so both APIs are retried alike.
@@ -31,7 +32,6 @@ from mpexport.mixpanel.endpoints import (
     Endpoint,
     error_text,
     is_retryable_status,
-    raise_for_fatal_status,
 )
 from mpexport.mixpanel.engage_doc import EngagePage, InvalidPage, parse_page
 from mpexport.mixpanel.fetch import FetchSettings, RetryBudget
@@ -112,8 +112,9 @@ class PageFailure:
 def _fail_for_status(response: requests.Response, status: int, with_session: bool) -> NoReturn:
     """Raise what a non-200 answer stands for; the status decides, the body words it.
 
-    Only what is particular to engage is read here (a 400 naming the
-    session; a wrong address); the rest is every endpoint's rule.
+    Only what is particular to engage is read here (a 400 on a page sent
+    with a session: the session expired; a wrong address); the rest is every
+    endpoint's rule, page 0's 400 (bad parameters) included.
     """
     wrong_address = (400 < status < 500 and status not in (401, 402, 403)
                      and not is_retryable_status(status))
@@ -123,9 +124,11 @@ def _fail_for_status(response: requests.Response, status: int, with_session: boo
         if cut is not None:
             message = f"(body cut short: {cut}) {message}"
         if status == 400:
-            if "session" in message.lower():
-                raise SessionExpired(message)
-            raise_for_fatal_status(status, message.encode())
+            # Page 0 with the same parameters was accepted, so a 400 on a
+            # page of its session can only be about the session; Mixpanel's
+            # wording is not specified, so none is required. A wrong
+            # verdict costs one restart (the runner bounds how many).
+            raise SessionExpired(message)
         # 404, 405...: no retry turns a wrong address into a right one.
         raise BadParametersError(f"the profiles endpoint answered HTTP {status}: {message}",
                                  "check --api-url and --region")

@@ -257,6 +257,34 @@ def read_profile(line: bytes) -> ProfileRecord:
     )
 
 
+def distinct_id_of(line: bytes) -> str:
+    """A profile line's ``$distinct_id`` exactly as :func:`read_profile` gives it.
+
+    NDJSON output and the database tell profiles apart by the same text, so
+    both keep the same profiles. Only the id is kept; other values are
+    skipped (parsed, as JSON cannot be skipped without reading it).
+    """
+    text = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+    found: list[Any] = []
+
+    def member(key: str, at: int) -> int | None:
+        if key != "$distinct_id":
+            return None
+        value, end = _value(text, at)
+        found.append(value)  # the last of repeated names wins, as in read_profile
+        return end
+
+    try:
+        _members(text, 0, member)
+    except IndexError:
+        raise InvalidPage("the line ends early") from None
+    if not found:
+        raise InvalidPage("a profile line has no $distinct_id")
+    distinct = found[-1]
+    distinct_id = distinct if isinstance(distinct, str) else json.dumps(distinct)
+    return _LONE.sub(_REPLACEMENT, distinct_id)
+
+
 def _has_lone(value: Any) -> bool:
     if isinstance(value, str):
         return bool(_LONE.search(value))

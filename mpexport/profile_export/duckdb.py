@@ -77,6 +77,7 @@ class DuckDBProfiles:
         self.load = ProfileLoad(table, "upsert" if filtered else "replace")
         self.other_session = False  # an unfinished export with other options was found
         self._con: Any = None
+        self._read_only = False
 
     # -- connection ---------------------------------------------------------------
 
@@ -101,13 +102,30 @@ class DuckDBProfiles:
             self.close()
             raise
 
+    def open_read_only(self) -> bool:
+        """Connect read-only (a dry run): create, change and lock nothing.
+
+        Returns False when the file cannot be read now (another program
+        writes it: DuckDB refuses a second process then); the dry run then
+        plans as if nothing were stored, which is only an estimate anyway.
+        """
+        import duckdb
+
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=True)
+        except (duckdb.Error, OSError):
+            return False
+        self._read_only = True
+        return True
+
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back)."""
         con, self._con = self._con, None
         if con is not None:
             con.close()
-            with contextlib.suppress(OSError):
-                spill_directory(self.path).rmdir()
+            if not self._read_only:  # a read-only connection spills nowhere
+                with contextlib.suppress(OSError):
+                    spill_directory(self.path).rmdir()
 
     @property
     def _columns(self) -> tuple[tuple[str, str], ...]:
@@ -155,8 +173,17 @@ class DuckDBProfiles:
 
     # -- the session ----------------------------------------------------------------
 
+    def _has_table(self, name: str) -> bool:
+        # Only a read-only connection (a dry run) can lack the tables: open() creates them.
+        row = self._con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name = ?", [name]).fetchone()
+        return bool(row and row[0])
+
     def stored_rows(self) -> int:
         """Rows the table holds now (of this group key), for a dry run's estimate."""
+        if not self._has_table(self.table):
+            return 0
         where, args = self._group_filter()
         row = self._con.execute(f"SELECT count(*) FROM {quote_ident(self.table)} {where}",
                                 args).fetchone()
@@ -164,6 +191,8 @@ class DuckDBProfiles:
 
     def resume(self, key: str) -> tuple[SessionState | None, set[int]]:
         """The staged session of this table if options with fingerprint ``key`` opened it."""
+        if not self._has_table(SESSIONS_TABLE) or not self._has_table(PAGES_TABLE):
+            return None, set()
         row = self._con.execute(
             f"SELECT session_id, total, page_size, fingerprint, started FROM {SESSIONS_TABLE} "
             "WHERE stage = ?", [self.stage]).fetchone()
@@ -255,16 +284,19 @@ class DuckDBProfiles:
             else:
                 removed = con.execute(f"DELETE FROM {table} {where}", group).fetchone()
             load.replaced = int(removed[0]) if removed else 0
-            staged = con.execute(f"SELECT count(*) FROM {STAGE_TABLE} WHERE stage = ?",
+            listed = con.execute(f"SELECT sum(profiles) FROM {PAGES_TABLE} WHERE stage = ?",
                                  [self.stage]).fetchone()
-            # A profile listed on two pages is kept once (the later page's copy).
+            # A profile listed twice is kept once, where it is first listed:
+            # the earliest page here, the first line within a page when the
+            # page was staged (_write_rows). NDJSON output keeps the same one.
             inserted = con.execute(
                 f"INSERT INTO {table} SELECT {group_column}distinct_id, properties, last_seen, "
                 f"to_timestamp(?) FROM {STAGE_TABLE} WHERE stage = ? QUALIFY row_number() "
-                "OVER (PARTITION BY distinct_id ORDER BY page DESC) = 1",
+                "OVER (PARTITION BY distinct_id ORDER BY page) = 1",
                 [*group, state.started, self.stage]).fetchone()
             load.rows = int(inserted[0]) if inserted else 0
-            load.duplicates = int(staged[0]) - load.rows if staged else 0
+            # Counted from the pages as listed: a page's own repeats never reach the stage.
+            load.duplicates = max(0, int(listed[0] or 0) - load.rows) if listed else 0
             self._clear(con)
 
         try:
@@ -285,12 +317,17 @@ def _write_rows(page: Path, rows: Path) -> tuple[int, int]:
 
     ``p`` is the ``$properties`` text as sent, carried as a JSON string so
     that DuckDB stores it unchanged (its JSON reader would re-format it).
+    A profile the page lists again is left out (the first line is kept).
     Returns the repaired count and the longest row's length.
     """
     repaired = longest = 0
+    seen: set[str] = set()  # one page's ids: at most a page size of them
     with page.open("rb") as source, rows.open("wb") as target:
         for line in source:
             record = read_profile(line)
+            if record.distinct_id in seen:
+                continue  # the page listed it already: its first line is kept
+            seen.add(record.distinct_id)
             repaired += record.repaired
             row = json.dumps({"d": record.distinct_id, "p": record.properties,
                               "s": record.last_seen}).encode("ascii") + b"\n"

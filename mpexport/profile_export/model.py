@@ -75,6 +75,10 @@ class ProfileResult:
     total: int | None = None  # profiles, as Mixpanel's page 0 said
     profiles: int = 0  # profiles written out (stdout, the file or the table)
     profiles_received: int = 0  # profiles on the pages this run fetched
+    duplicates: int = 0  # profiles listed twice in the session, written once
+    # Pages NDJSON output holds after a stop while writing out (stdout, a
+    # device); a file is put in place whole or not at all, so 0 there.
+    pages_written: int = 0
     bytes: int = 0  # received by this run
     retries: int = 0
     seconds: float = 0.0

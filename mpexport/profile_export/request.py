@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mpexport.errors import UsageError
 from mpexport.mixpanel.credentials import Credentials
@@ -14,7 +16,7 @@ from mpexport.mixpanel.engage import ProfileQuery
 from mpexport.mixpanel.fetch import FetchSettings
 from mpexport.options import MAX_RETRIES
 from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, MAX_PAGE_WORKERS, ProfileOptions
-from mpexport.profile_export.resume import SessionState, fingerprint, pages_for
+from mpexport.profile_export.resume import SessionState, account_key, fingerprint, pages_for
 
 # Sizes a dry run estimates for when nothing tells it how many profiles there are.
 EXAMPLE_SIZES = (10_000, 100_000, 1_000_000)
@@ -38,7 +40,10 @@ class ProfileRequest:
         """What a session of this request is keyed by (see :func:`resume.fingerprint`)."""
         o = self.options
         project = credentials.project_id if credentials is not None else o.project_id
-        return fingerprint(base_url=self.endpoint.base_url, project_id=project,
+        account = (account_key(credentials.username, credentials.secret,
+                               credentials.api_secret, credentials.project_id)
+                   if credentials is not None else None)
+        return fingerprint(base_url=self.endpoint.base_url, account=account, project_id=project,
                            where=o.where, cohort_id=o.cohort_id, group_id=o.group_id,
                            properties=o.properties)
 
@@ -73,8 +78,8 @@ def build_profile_request(options: ProfileOptions, *, region: str | None = None,
         if used:
             need = "needs" if len(used) == 1 else "need"
             raise UsageError(f"{', '.join(used)} {need} --db FILE", "or drop them for NDJSON")
-        if options.output is not None and options.output.is_dir():
-            raise UsageError(f"--output {options.output} is a directory")
+        if options.output is not None:
+            _check_output(options.output)
     elif options.output is not None:
         raise UsageError("--output and --db exclude each other", "choose one destination")
     else:
@@ -86,6 +91,28 @@ def build_profile_request(options: ProfileOptions, *, region: str | None = None,
     endpoint = resolve_query_endpoint(region or options.region or DEFAULT_REGION,
                                       options.api_url)
     return ProfileRequest(options, endpoint, settings)
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an ``--output`` that could not be put in place, before any page is fetched.
+
+    The file is written beside its name and renamed over it at the end, so
+    its folder must exist and be writable; a device or pipe is written in
+    place (:func:`mpexport.atomic.in_place`) and needs neither.
+    """
+    from mpexport.atomic import in_place
+
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory")
+    if in_place(output):
+        return
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"the folder of --output {output} does not exist",
+                         "create it first or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"the folder of --output {output} is not writable",
+                         "choose a path in a folder you can write to")
 
 
 def describe_plan(request: ProfileRequest, credentials: Credentials | None,

@@ -42,6 +42,12 @@ _PAGE_SUFFIX = ".ndjson"
 # another run removes them after this long. Mixpanel's sessions do not live
 # that long, so nothing resumable is lost.
 STALE_SECONDS = 24 * 3600
+# A stored session older than this is never resumed, even when every page is
+# in: its profiles are a day old, and Mixpanel's sessions do not live that
+# long, so a rerun starts again from page 0 rather than write stale data.
+MAX_RESUME_SECONDS = STALE_SECONDS
+# Mixes into the hash that names the account in a fingerprint (see account_key).
+_ACCOUNT_SALT = b"mpexport profiles session account v1\0"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class SessionState:
     def pages(self) -> int:
         """Pages the session has: page 0 even when it holds no profile."""
         return pages_for(self.total, self.page_size)
+
+    def too_old(self, now: float) -> bool:
+        """True when the session is past :data:`MAX_RESUME_SECONDS` at ``now``."""
+        return now - self.started > MAX_RESUME_SECONDS
 
     def missing(self, done: set[int]) -> list[int]:
         """The session's pages not in ``done``, in order."""
@@ -83,13 +93,31 @@ def session_from_page0(session_id: str, total: int | None, page_size: int, count
     return SessionState(session_id, total, page_size, fingerprint, time.time())
 
 
-def fingerprint(*, base_url: str, project_id: int | None, where: str | None,
-                cohort_id: int | None, group_id: str | None,
+def account_key(username: str | None, secret: str | None, api_secret: str | None,
+                project_id: int | None) -> str:
+    """A salted hash that tells accounts (and projects) apart without holding a secret.
+
+    A legacy API secret has no project id, so the secret is what names the
+    project: without it every project would share one session and one run
+    could write out another project's pages. The fingerprint is stored (the
+    session file, the database), so only this digest goes there: the secret
+    is long and random, which makes the hash irreversible in practice.
+    """
+    identity = json.dumps([username, secret, api_secret, project_id]).encode("utf-8")
+    return hashlib.sha256(_ACCOUNT_SALT + identity).hexdigest()[:32]
+
+
+def fingerprint(*, base_url: str, account: str | None, project_id: int | None,
+                where: str | None, cohort_id: int | None, group_id: str | None,
                 properties: tuple[str, ...]) -> str:
-    """A stable key for what defines a session's listing (a rerun must match it)."""
+    """A stable key for what defines a session's listing (a rerun must match it).
+
+    ``account`` is :func:`account_key` of the credentials (None without any).
+    """
     return json.dumps(
-        {"api": base_url.rstrip("/").lower(), "project": project_id, "where": where or None,
-         "cohort": cohort_id, "group": group_id, "properties": list(properties)},
+        {"api": base_url.rstrip("/").lower(), "account": account, "project": project_id,
+         "where": where or None, "cohort": cohort_id, "group": group_id,
+         "properties": list(properties)},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False,
     )
 

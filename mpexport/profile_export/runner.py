@@ -82,10 +82,11 @@ def run_profiles(
     request = build_profile_request(options, region=region, settings=settings)
     for note in warnings:
         notify(Notice(note))
+    if options.dry_run:
+        # Before any sink is opened: a dry run locks, creates and changes nothing.
+        return _dry_run(request, credentials, warnings, notify)
     guard = guard if guard is not None else InterruptGuard()
     with _sink(request, credentials, output, guard, spool_dir) as sink:
-        if options.dry_run:
-            return _dry_run(request, credentials, sink, warnings)
         assert credentials is not None
         result = ProfileResult(notes=list(warnings))
         started = time.monotonic()
@@ -94,10 +95,8 @@ def run_profiles(
         except Interrupted as stop:
             result.interrupted = True
             stop.result = result
-            written = getattr(sink, "written_pages", 0)
-            if written:
-                notify(Notice(f"the output holds the first {written} of {result.pages_total} "
-                              "pages; a rerun writes every page again"))
+            # Only NDJSON writes as it goes; a database commits all or nothing.
+            result.pages_written = getattr(sink, "pages_out", 0)
             raise
         finally:
             result.seconds = time.monotonic() - started
@@ -115,9 +114,6 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
 
         files = PageFiles.for_fingerprint(request.fingerprint(credentials))
         ndjson = NdjsonProfiles(files, stream=output, output=options.output, guard=guard)
-        if options.dry_run:
-            yield ndjson  # read only: a dry run takes and creates nothing
-            return
         ndjson.open()
         try:
             yield ndjson
@@ -136,9 +132,6 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
                                   memory_limit=options.memory_limit)
-        if options.dry_run and not path.exists():
-            yield database  # nothing stored yet; a dry run creates no file
-            return
         database.open()
         try:
             guard.raise_if_requested()
@@ -147,19 +140,39 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
             database.close()
 
 
-def _dry_run(request: ProfileRequest, credentials: Credentials | None, sink: Sink,
-             notes: list[str]) -> ProfileResult:
+def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: list[str],
+             notify: ProfileProgress) -> ProfileResult:
+    """The plan, from what is stored read-only: no lock, no spool, no table, no file."""
     from mpexport.pacing.limiter import HourlyState
     from mpexport.profile_export.duckdb import DuckDBProfiles
+    from mpexport.profile_export.resume import PageFiles
+    from mpexport.sinks.duckdb.schema import check_db_path
 
+    o = request.options
     project = credentials.project_id if credentials is not None else None
     used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    key = request.fingerprint(credentials)
     state, done, stored = None, set[int](), None
-    opened = not isinstance(sink, DuckDBProfiles) or sink.path.exists()
-    if opened:
-        state, done = sink.resume(request.fingerprint(credentials))
-    if isinstance(sink, DuckDBProfiles) and opened and not request.options.filtered:
-        stored = sink.stored_rows()
+    if o.db is None:
+        state, done = PageFiles.for_fingerprint(key).resume(key)  # reads files only
+    else:
+        path = Path(o.db)
+        check_db_path(path)  # reads a few bytes: the message a real run would give
+        if path.exists():
+            database = DuckDBProfiles(path, table=o.table_name, group_key=o.group_id,
+                                      filtered=o.filtered, spool_dir=path.parent,
+                                      memory_limit=o.memory_limit)
+            if database.open_read_only():
+                try:
+                    state, done = database.resume(key)
+                    if not o.filtered:
+                        stored = database.stored_rows()
+                finally:
+                    database.close()
+            else:
+                notify(Notice(f"the database {path} is in use; the plan assumes nothing is "
+                              "stored there"))
+    state, done = _resumable(state, done, notify)
     plan = describe_plan(request, credentials, used, resumable=state, done=len(done),
                          stored=stored)
     return ProfileResult(notes=notes, plan=plan)
@@ -173,7 +186,7 @@ def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
     from mpexport.profile_export.pool import PagePool
 
     key = request.fingerprint(credentials)
-    state, done = sink.resume(key)
+    state, done = _resumable(*sink.resume(key), notify)
     if getattr(sink, "other_session", False):  # only a database keeps several
         notify(Notice("the database held an unfinished export of other profiles into this "
                       "table; it is dropped"))
@@ -223,14 +236,29 @@ def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
         break
     if result.failed:
         return  # the pages stay stored: a rerun fetches only what is missing
-    result.profiles = sink.finish(state)
-    if result.profiles != state.total:
-        notify(Notice(f"Mixpanel's first page said {state.total} profiles, the pages held "
-                      f"{result.profiles}"))
     from mpexport.profile_export.duckdb import DuckDBProfiles
 
+    result.profiles = sink.finish(state)
+    result.duplicates = sink.load.duplicates if isinstance(sink, DuckDBProfiles) else (
+        sink.duplicates)
+    if result.profiles + result.duplicates != state.total:
+        notify(Notice(f"Mixpanel's first page said {state.total} profiles, the pages held "
+                      f"{result.profiles + result.duplicates}"))
     if isinstance(sink, DuckDBProfiles):
         result.load = sink.load
+
+
+def _resumable(state: SessionState | None, done: set[int],
+               notify: ProfileProgress) -> tuple[SessionState | None, set[int]]:
+    """``state`` and its pages, unless the session is too old to resume (then none).
+
+    The stored pages are dropped when the new session begins (``sink.begin``).
+    """
+    if state is None or not state.too_old(time.time()):
+        return state, done
+    notify(Notice(f"the stored session is {_ago(time.time() - state.started)} old, too old "
+                  "to resume; the export starts again from page 0"))
+    return None, set()
 
 
 def _open_session(pool: PagePool, sink: Sink, key: str,
