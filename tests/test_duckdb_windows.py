@@ -774,3 +774,22 @@ def test_abort_joins_the_loader_in_slices(monkeypatch: pytest.MonkeyPatch, tmp_p
 def _no_leftover_loaders() -> Iterator[None]:
     yield
     assert all(not t.is_alive() for t in loader_threads())
+
+
+def test_the_lock_names_only_our_command_never_a_host_programs_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library caller's argv (a script's token, say) never reaches the lock file."""
+    import json
+    import sys as system
+
+    from mpexport.sinks.duckdb.lock import database_lock, lock_path
+
+    db = tmp_path / "events.duckdb"
+    for argv, expected in ((["job.py", "--token=abc123"], "mpexport (library)"),
+                           (["mpexport", "sync", "--db", str(db)], "mpexport sync")):
+        monkeypatch.setattr(system, "argv", argv)
+        with database_lock(db):
+            held = json.loads(lock_path(db).read_bytes())
+        assert held["command"] == expected
+        assert "abc123" not in lock_path(db).read_text()

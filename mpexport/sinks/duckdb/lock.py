@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from mpexport.errors import DatabaseLockedError
+from mpexport.errors import DatabaseLockedError, UsageError
 from mpexport.filelock import in_use_elsewhere, try_lock, unlock
 
 POLL_SECONDS = 0.2
@@ -54,12 +54,22 @@ def holder_text(handle: IO[bytes]) -> str:
         return "another mpexport run"
 
 
+# Other runs' messages quote the holder's command: only a command name of
+# ours, never whatever a host program (the library's caller) has in argv.
+_COMMANDS = frozenset({"export", "sync", "profiles", "demo"})
+
+
+def _command_name() -> str:
+    word = sys.argv[1] if len(sys.argv) > 1 else ""
+    return f"mpexport {word}" if word in _COMMANDS else "mpexport (library)"
+
+
 def _write_holder(handle: IO[bytes]) -> None:
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["mpexport", *sys.argv[1:2]]),
+        "command": _command_name(),
     }
     handle.seek(0)
     handle.truncate()
@@ -95,7 +105,13 @@ def database_lock(
             f"the database {db_path} is in use by {holder_text(handle)}", hint
         )
 
-    handle = open(lock_path(db_path), "a+b")  # noqa: SIM115 - held open for the whole block
+    try:
+        handle = open(lock_path(db_path), "a+b")  # noqa: SIM115 - held for the whole block
+    except OSError as error:
+        raise UsageError(f"cannot open the lock file {lock_path(db_path)}: "
+                         f"{error.strerror or error}",
+                         "check the folder's permissions, or remove a lock file another "
+                         "user left") from None
     try:
         while not try_lock(handle):
             wait_or_raise(lambda: taken(handle))
