@@ -96,3 +96,24 @@ class InterruptGuard:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+WAIT_SLICE_SECONDS = 0.1
+
+
+def join_in_slices(threads: list[threading.Thread], deadline: float) -> None:
+    """Join ``threads`` until ``deadline`` (``time.monotonic()``), in short slices.
+
+    On Windows a long timed join cannot be interrupted (Python 3.11): a
+    second Ctrl-C would wait for it. Between slices, signal handlers run.
+    """
+    import time
+
+    for thread in threads:
+        if thread.ident is None:
+            continue  # never started
+        while thread.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            thread.join(min(WAIT_SLICE_SECONDS, left))

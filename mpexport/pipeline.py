@@ -35,7 +35,7 @@ from mpexport.events import (
     ProgressCallback,
     ProgressEvent,
 )
-from mpexport.interrupt import InterruptGuard
+from mpexport.interrupt import InterruptGuard, join_in_slices
 from mpexport.mixpanel.fetch import ChunkSplit, FetchSettings, Query, fetch_chunk
 from mpexport.mixpanel.transport import RequestGate, Stopped, new_session
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, ExportResult
@@ -178,8 +178,7 @@ class Pipeline:
         """Stop and join the workers, then delete what they left in the message queue."""
         self._signal_workers()
         deadline = time.monotonic() + self.settings.connect_timeout + JOIN_MARGIN_SECONDS
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_in_slices(self._threads, deadline)
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             # Only a connection still being set up can hold a worker this long

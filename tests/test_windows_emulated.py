@@ -91,3 +91,41 @@ def test_dry_run_plan_into_a_closed_windows_pipe_exits_0(
                     "--api-url", "http://127.0.0.1:9"])
     assert code == 0
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_worker_joins_wait_in_slices_so_a_second_ctrl_c_is_serviced(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows cannot interrupt a long timed join: joins are cut into 0.1 s slices."""
+    import threading
+    import time
+
+    from mpexport.interrupt import WAIT_SLICE_SECONDS, join_in_slices
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    class StuckWorker(threading.Thread):
+        """A worker still connecting: alive however long it is joined."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.timeouts: list[float] = []
+
+        @property
+        def ident(self) -> int:  # type: ignore[override]
+            return 1
+
+        def is_alive(self) -> bool:
+            return True
+
+        def join(self, timeout: float | None = None) -> None:
+            assert timeout is not None
+            self.timeouts.append(timeout)
+            clock[0] += timeout
+
+    worker = StuckWorker()
+    join_in_slices([worker], deadline=1000.0 + 15.0)
+    assert len(worker.timeouts) >= 150
+    assert max(worker.timeouts) <= WAIT_SLICE_SECONDS
+    assert clock[0] == pytest.approx(1015.0)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from mpexport.errors import UnavailableError
 from mpexport.events import BytesReceived
-from mpexport.interrupt import InterruptGuard
+from mpexport.interrupt import InterruptGuard, join_in_slices
 from mpexport.mixpanel.engage import (
     FetchedPage,
     PageFailure,
@@ -162,9 +162,7 @@ class PagePool:
         stop.set()
         cutter.cut()
         deadline = time.monotonic() + self.settings.connect_timeout + JOIN_MARGIN_SECONDS
-        for thread in threads:
-            if thread.ident is not None:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        join_in_slices(threads, deadline)
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             log.warning("workers still connecting after the run stopped: %s", ", ".join(alive))
