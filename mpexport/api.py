@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport import runner
 from mpexport.interrupt import InterruptGuard
-from mpexport.options import RunOptions
+from mpexport.options import (
+    HOURLY_LIMIT_ENV,
+    PROJECT_TIMEZONE_ENV,
+    QPS_LIMIT_ENV,
+    RunOptions,
+    from_environment,
+)
 
 if TYPE_CHECKING:
     from mpexport.events import ProgressCallback
@@ -26,6 +32,18 @@ if TYPE_CHECKING:
     from mpexport.sinks.duckdb.sink import LoadStats
 
 _D = RunOptions()  # the defaults, defined once in RunOptions
+
+
+def _qps(given: float | None) -> float:
+    return from_environment(QPS_LIMIT_ENV, given, _D.qps_limit, float)
+
+
+def _hourly(given: int | None) -> int:
+    return from_environment(HOURLY_LIMIT_ENV, given, _D.hourly_limit, int)
+
+
+def _timezone(given: str | None) -> str | None:
+    return from_environment(PROJECT_TIMEZONE_ENV, given, "", str) or None
 
 
 def _path(value: Path | str | None) -> Path | None:
@@ -61,9 +79,9 @@ def export(
     replace: bool = _D.replace,
     refresh: bool = _D.refresh,
     parquet: Path | str | None = None,
-    qps_limit: float = _D.qps_limit,
-    hourly_limit: int = _D.hourly_limit,
-    project_timezone: str | None = _D.project_timezone,
+    qps_limit: float | None = None,
+    hourly_limit: int | None = None,
+    project_timezone: str | None = None,
     retries: int = _D.retries,
     wait_lock: float = _D.wait_lock,
     memory_limit: str | None = _D.memory_limit,
@@ -109,8 +127,9 @@ def export(
     stream = None if output is None or isinstance(output, (str, Path)) else output
     options = RunOptions(
         from_date=from_date, to_date=to_date, events=tuple(events), where=where, limit=limit,
-        project_timezone=project_timezone, workers=workers, chunk_days=chunk_days,
-        retries=retries, qps_limit=qps_limit, hourly_limit=hourly_limit, region=region,
+        project_timezone=_timezone(project_timezone), workers=workers,
+        chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit),
+        hourly_limit=_hourly(hourly_limit), region=region,
         api_url=api_url, project_id=project_id, profile=profile,
         output=_path(output) if isinstance(output, (str, Path)) else None, append=append,
         db=_path(db), table=table, refresh=refresh, replace=replace, parquet=_lake(parquet),
@@ -143,9 +162,9 @@ def sync(
     settings: FetchSettings | None = None,
     spool_dir: Path | None = None,
     parquet: Path | str | None = None,
-    qps_limit: float = _D.qps_limit,
-    hourly_limit: int = _D.hourly_limit,
-    project_timezone: str | None = _D.project_timezone,
+    qps_limit: float | None = None,
+    hourly_limit: int | None = None,
+    project_timezone: str | None = None,
     retries: int = _D.retries,
     wait_lock: float = _D.wait_lock,
     memory_limit: str | None = _D.memory_limit,
@@ -168,9 +187,10 @@ def sync(
 
     options = RunOptions(
         from_date=from_date, to_date=to_date, lookback=lookback, events=tuple(events),
-        where=where, limit=limit, project_timezone=project_timezone, workers=workers,
-        chunk_days=chunk_days, retries=retries, qps_limit=qps_limit,
-        hourly_limit=hourly_limit, region=region, api_url=api_url, project_id=project_id,
+        where=where, limit=limit, project_timezone=_timezone(project_timezone),
+        workers=workers, chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit),
+        hourly_limit=_hourly(hourly_limit), region=region, api_url=api_url,
+        project_id=project_id,
         profile=profile, db=_path(db), table=table, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, dry_run=dry_run,
     )

@@ -8,11 +8,13 @@ keep it free of heavy imports.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 Command = Literal["export", "sync"]
+T = TypeVar("T")
 
 DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
@@ -22,6 +24,31 @@ DEFAULT_QPS_LIMIT = 3.0  # Mixpanel's limits per project
 DEFAULT_HOURLY_LIMIT = 60
 DEFAULT_TABLE = "events"
 DEFAULT_LOOKBACK = 5  # days: mobile SDKs send events up to 5 days late
+
+# Environment variables that set options machine-wide, for the CLI and the
+# library alike (an argument given explicitly wins).
+QPS_LIMIT_ENV = "MPEXPORT_QPS_LIMIT"
+HOURLY_LIMIT_ENV = "MPEXPORT_HOURLY_LIMIT"
+PROJECT_TIMEZONE_ENV = "MPEXPORT_PROJECT_TIMEZONE"
+
+
+def from_environment(name: str, given: T | None, default: T,
+                     convert: Callable[[str], T]) -> T:
+    """``given`` if set, else ``$name`` converted, else ``default`` (for the library's calls)."""
+    import os
+
+    if given is not None:
+        return given
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return convert(text)
+    except ValueError:
+        from mpexport.errors import UsageError
+
+        raise UsageError(f"${name} is not a valid value: {text!r}",
+                         "fix or unset the environment variable") from None
 
 
 @dataclass(frozen=True)

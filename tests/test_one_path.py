@@ -157,3 +157,24 @@ def test_resume_command_repeats_what_was_typed_and_nothing_else(
     assert sorted(pairs) == sorted([("--workers", "10"), ("--chunk-days", "1"),
                                     ("--retries", "0"), ("--event", "A"), ("--event", "B b"),
                                     ("--api-url", server.url)])
+
+
+def test_the_library_reads_the_machine_wide_environment_like_the_cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """$MPEXPORT_HOURLY_LIMIT and friends apply to library calls too; an argument wins."""
+    calls = _capture(monkeypatch)
+    monkeypatch.setenv("MPEXPORT_QPS_LIMIT", "1.5")
+    monkeypatch.setenv("MPEXPORT_HOURLY_LIMIT", "30")
+    monkeypatch.setenv("MPEXPORT_PROJECT_TIMEZONE", "America/New_York")
+    cli_run(["export", "--from", "2024-05-01", "--to", "2024-05-02"])
+    with pytest.raises(Captured):
+        mpexport.export("2024-05-01", "2024-05-02")
+    with pytest.raises(Captured):
+        mpexport.export("2024-05-01", "2024-05-02", hourly_limit=50, project_timezone="UTC")
+    (_, from_cli), (_, from_library), (_, explicit) = calls
+    assert from_cli == from_library
+    assert (from_library.qps_limit, from_library.hourly_limit,
+            from_library.project_timezone) == (1.5, 30, "America/New_York")
+    assert (explicit.qps_limit, explicit.hourly_limit, explicit.project_timezone) == (
+        1.5, 50, "UTC")

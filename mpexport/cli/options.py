@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 import click
 
 from mpexport.mixpanel.endpoints import REGIONS
-from mpexport.options import RunOptions
+from mpexport.options import (
+    HOURLY_LIMIT_ENV,
+    PROJECT_TIMEZONE_ENV,
+    QPS_LIMIT_ENV,
+    RunOptions,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,10 +108,10 @@ def fetch_options(function: F) -> F:
                      help="Further attempts of a failing chunk before it counts as failed "
                           "(429s do not count)."),
         click.option("--qps-limit", type=float, default=RunOptions.qps_limit, show_default=True,
-                     envvar="MPEXPORT_QPS_LIMIT",
+                     envvar=QPS_LIMIT_ENV,
                      help="Request starts per second [env MPEXPORT_QPS_LIMIT]."),
         click.option("--hourly-limit", type=int, default=RunOptions.hourly_limit, show_default=True,
-                     envvar="MPEXPORT_HOURLY_LIMIT",
+                     envvar=HOURLY_LIMIT_ENV,
                      help="Request starts per rolling hour, shared by runs on this machine "
                           "[env MPEXPORT_HOURLY_LIMIT]."),
         click.option("--event", "events", multiple=True, metavar="NAME",
@@ -125,7 +130,7 @@ def fetch_options(function: F) -> F:
         click.option("--profile", metavar="NAME",
                      help="Saved profile to use (see 'mpexport config init') [default: "
                           "$MPEXPORT_PROFILE, the config's default_profile, else 'default']."),
-        click.option("--project-timezone", metavar="TZ", envvar="MPEXPORT_PROJECT_TIMEZONE",
+        click.option("--project-timezone", metavar="TZ", envvar=PROJECT_TIMEZONE_ENV,
                      help="For projects created before 2023: their IANA time zone. Dates "
                           "and stored times are then read in it [default: UTC]."),
     ])

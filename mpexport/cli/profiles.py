@@ -19,6 +19,7 @@ from mpexport.cli.options import (
 )
 from mpexport.errors import ExitCode, Interrupted, MpexportError, exit_code_for
 from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV
 from mpexport.profile_export.options import ProfileOptions
 
 if TYPE_CHECKING:
@@ -50,10 +51,10 @@ _D = ProfileOptions()
 @click.option("--retries", type=int, default=_D.retries, show_default=True,
               help="Further attempts of a failing page (429s do not count).")
 @click.option("--qps-limit", type=float, default=_D.qps_limit, show_default=True,
-              envvar="MPEXPORT_QPS_LIMIT", help="Request starts per second [env "
+              envvar=QPS_LIMIT_ENV, help="Request starts per second [env "
                                                 "MPEXPORT_QPS_LIMIT].")
 @click.option("--hourly-limit", type=int, default=_D.hourly_limit, show_default=True,
-              envvar="MPEXPORT_HOURLY_LIMIT",
+              envvar=HOURLY_LIMIT_ENV,
               help="Queries per rolling hour, shared by runs on this machine (per API and "
                    "project) [env MPEXPORT_HOURLY_LIMIT].")
 @click.option("--region", type=click.Choice(REGIONS, case_sensitive=False), default=None,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.interrupt import InterruptGuard
+from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV, from_environment
 from mpexport.profile_export import runner
 from mpexport.profile_export.options import ProfileOptions
 
@@ -39,8 +40,8 @@ def profiles(
     api_url: str | None = _D.api_url,
     workers: int = _D.workers,
     retries: int = _D.retries,
-    qps_limit: float = _D.qps_limit,
-    hourly_limit: int = _D.hourly_limit,
+    qps_limit: float | None = None,
+    hourly_limit: int | None = None,
     memory_limit: str | None = _D.memory_limit,
     wait_lock: float = _D.wait_lock,
     dry_run: bool = _D.dry_run,
@@ -80,7 +81,9 @@ def profiles(
     stream = None if output is None or isinstance(output, (str, Path)) else output
     options = ProfileOptions(
         where=where, cohort_id=cohort_id, group_id=group_id, properties=tuple(properties),
-        workers=workers, retries=retries, qps_limit=qps_limit, hourly_limit=hourly_limit,
+        workers=workers, retries=retries,
+        qps_limit=from_environment(QPS_LIMIT_ENV, qps_limit, _D.qps_limit, float),
+        hourly_limit=from_environment(HOURLY_LIMIT_ENV, hourly_limit, _D.hourly_limit, int),
         region=region, api_url=api_url, project_id=project_id, profile=profile,
         output=Path(output) if isinstance(output, (str, Path)) else None,
         db=Path(db) if db is not None else None, table=table, memory_limit=memory_limit,
