@@ -236,12 +236,22 @@ def test_parquet_rerun_while_a_reader_holds_a_day_file(
     # reader (a BI tool, a notebook) has open. Windows opens files without
     # FILE_SHARE_DELETE, so replacing the file fails while it is open.
     dataset.add_late_events(START, 5)
+    before = held.read_bytes()
     with held.open("rb") as reader:
         assert reader.read(4) == b"PAR1"
         rerun = run_cli([*args, "--refresh"])
+        # The held file stays whole and old; one warning names it.
+        assert held.read_bytes() == before
     assert rerun.code == 0, rerun.stderr
     assert "Traceback" not in rerun.stderr
+    assert "in use by another program" in rerun.stderr and held.name in rerun.stderr
     assert_exact(db, dataset.lines_for_range(START, end))
+    # Nothing holds it now: the next run writes the day it deferred.
+    again = run_cli(args)
+    assert again.code == 0, again.stderr
+    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{held.as_posix()}')").fetchone()
+    assert rows is not None and rows[0] == len(
+        set(dataset.lines_for_range(START, START)))
 
 
 def test_ctrl_break_stops_cleanly_with_130(make_server: ServerFactory, tmp_path: Path) -> None:
