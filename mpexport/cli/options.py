@@ -21,8 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    complete: every chunk arrived whole
-  1    failed after retries: some chunks, the loader, or check's request
-       (stderr names them and the command that resumes)
+  1    failed after retries: some chunks, the loader, check's request, or
+       writing the output (stderr names them and the command that resumes)
   2    bad usage or parameters (also HTTP 400 from Mixpanel)
   3    credentials or permission (missing, or HTTP 401/402/403)
   4    the database is locked by another run
