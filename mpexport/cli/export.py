@@ -20,8 +20,9 @@ from mpexport.cli.options import (
     output_options,
     print_plan,
     progress_mode,
+    run_reporting,
 )
-from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError, exit_code_for
+from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError
 from mpexport.options import RunOptions
 
 if TYPE_CHECKING:
@@ -143,20 +144,8 @@ def _execute(command: Command, options: dict[str, Any]) -> int:
     report = RunReport(command=command, table=options["table"],
                        database=Path(options["db"]) if options["db"] else None,
                        lake=options["parquet"])
-    code = int(ExitCode.OK)
-    try:
-        code = _run(command, options, report)
-    except BaseException as exc:
-        code = exit_code_for(exc)
-        report.error = exc.one_line() if isinstance(exc, MpexportError) else str(exc) or None
-        raise
-    finally:
-        if options["summary_json"]:
-            try:
-                report.write_json(options["summary_json"], code)
-            except OSError as exc:  # never hide the run's own outcome behind this
-                echo_err(f"mpexport: could not write the summary JSON: {exc}")
-    return code
+    return run_reporting(report, options["summary_json"],
+                         lambda: _run(command, options, report))
 
 
 def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -213,3 +213,38 @@ def print_plan(lines: Iterable[str]) -> None:
         if reader_gone(error):
             raise OutputClosed() from error
         raise
+
+
+class SummaryReport(Protocol):
+    """What a command's report offers for ``--summary-json``."""
+
+    error: str | None
+
+    def write_json(self, target: str, code: int) -> None:
+        """Write the summary for exit ``code`` to ``target`` (a path, or - for stderr)."""
+        ...
+
+
+def run_reporting(report: SummaryReport, summary_json: str | None,
+                  body: Callable[[], int]) -> int:
+    """Run ``body``; write the summary JSON whatever happens; return the exit code.
+
+    The code comes from :func:`~mpexport.errors.exit_code_for`, as the
+    process's does, so the two cannot disagree.
+    """
+    from mpexport.errors import ExitCode, MpexportError, exit_code_for
+
+    code = int(ExitCode.OK)
+    try:
+        code = body()
+    except BaseException as exc:
+        code = exit_code_for(exc)
+        report.error = exc.one_line() if isinstance(exc, MpexportError) else str(exc) or None
+        raise
+    finally:
+        if summary_json:
+            try:
+                report.write_json(summary_json, code)
+            except OSError as exc:  # never hide the run's own outcome behind this
+                echo_err(f"mpexport: could not write the summary JSON: {exc}")
+    return code

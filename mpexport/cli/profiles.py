@@ -16,8 +16,9 @@ from mpexport.cli.options import (
     output_options,
     print_plan,
     progress_mode,
+    run_reporting,
 )
-from mpexport.errors import ExitCode, Interrupted, MpexportError, exit_code_for
+from mpexport.errors import ExitCode, Interrupted
 from mpexport.mixpanel.endpoints import REGIONS
 from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV
 from mpexport.profile_export.options import ProfileOptions
@@ -134,20 +135,8 @@ def _execute(options: dict[str, Any]) -> int:
     run_opts = profile_options(options)
     output = str(run_opts.db or run_opts.output or "stdout")
     report = ProfileReport(output, table=run_opts.table_name if run_opts.db else None)
-    code = int(ExitCode.OK)
-    try:
-        code = _run(run_opts, options, report)
-    except BaseException as exc:
-        code = exit_code_for(exc)
-        report.error = exc.one_line() if isinstance(exc, MpexportError) else str(exc) or None
-        raise
-    finally:
-        if options["summary_json"]:
-            try:
-                report.write_json(options["summary_json"], code)
-            except OSError as exc:  # never hide the run's own outcome behind this
-                echo_err(f"mpexport: could not write the summary JSON: {exc}")
-    return code
+    return run_reporting(report, options["summary_json"],
+                         lambda: _run(run_opts, options, report))
 
 
 def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileReport) -> int:
