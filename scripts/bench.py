@@ -895,7 +895,10 @@ def render(bench: Bench, started: float, ran: Sequence[str], errors: dict[str, s
         "|---|---|---:|---:|---:|---|---|",
     ]
     for v in bench.report.verdicts:
-        verdict = "n/a (quick)" if v.met is None else ("met" if v.met else "**NOT MET**")
+        if v.met is None:
+            verdict = "context" if v.target == "-" else "n/a (quick)"
+        else:
+            verdict = "met" if v.met else "**NOT MET**"
         lines.append(f"| {v.bench} | {v.what} | {v.measured} | {v.baseline} | {v.value} | "
                      f"{v.target} | {verdict} |")
     for name, error in errors.items():

@@ -10,7 +10,7 @@ import click
 
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
 from mpexport.errors import UsageError
-from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.mixpanel.regions import REGIONS
 
 # One line of piped stdin is a secret; this bounds what a wrong pipe can feed in.
 _MAX_SECRET_LINE = 64 * 1024

@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
-from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.mixpanel.regions import REGIONS
 from mpexport.options import (
     HOURLY_LIMIT_ENV,
     PROJECT_TIMEZONE_ENV,

@@ -19,7 +19,7 @@ from mpexport.cli.options import (
     run_reporting,
 )
 from mpexport.errors import ExitCode, Interrupted
-from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.mixpanel.regions import REGIONS
 from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV
 from mpexport.profile_export.options import ProfileOptions
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpexport.errors import UsageError
-from mpexport.mixpanel.endpoints import REGIONS
+from mpexport.mixpanel.regions import REGIONS
 
 PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

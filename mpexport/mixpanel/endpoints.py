@@ -9,24 +9,15 @@ from dataclasses import dataclass
 
 from mpexport.errors import BadParametersError, CredentialsError, UsageError
 from mpexport.mixpanel.credentials import Credentials
+
+# Re-exported (``X as X``): endpoint users read the regions from here too.
+from mpexport.mixpanel.regions import DEFAULT_REGION as DEFAULT_REGION
+from mpexport.mixpanel.regions import QUERY_HOSTS as QUERY_HOSTS
+from mpexport.mixpanel.regions import REGION_HOSTS as REGION_HOSTS
+from mpexport.mixpanel.regions import REGIONS as REGIONS
 from mpexport.model import Chunk, QueryFilters
 
-# The one list of data residency regions (the CLI's choices and the config's
-# checks come from here).
-REGION_HOSTS = {
-    "us": "https://data.mixpanel.com",
-    "eu": "https://data-eu.mixpanel.com",
-    "in": "https://data-in.mixpanel.com",
-}
-REGIONS = tuple(REGION_HOSTS)
-DEFAULT_REGION = "us"
 EXPORT_PATH = "/api/2.0/export"
-# The Query API (profiles: engage) lives on other hosts than the export API.
-QUERY_HOSTS = {
-    "us": "https://mixpanel.com",
-    "eu": "https://eu.mixpanel.com",
-    "in": "https://in.mixpanel.com",
-}
 ENGAGE_PATH = "/api/query/engage"
 MAX_LIMIT = 100_000
 
