@@ -138,22 +138,22 @@ def _check_destination(command: Command, options: RunOptions) -> None:
                              "e.g. --db events.duckdb or --parquet s3://bucket/events")
         _check_ndjson_options(options)
         return
-    defaults = RunOptions()
-    used = [flag for flag, name in (("--table", "table"), ("--wait-lock", "wait_lock"),
-                                    ("--output", "output"), ("--append", "append"))
-            if getattr(options, name) != getattr(defaults, name)]
+    used = _set_flags(options, "table", "wait_lock", "output", "append")
     if used:
         raise UsageError(f"{', '.join(used)} cannot be used with --parquet alone",
                          "the lake is the output; add --db FILE for a table too")
 
 
-def _check_ndjson_options(options: RunOptions) -> None:
+def _set_flags(options: RunOptions, *names: str) -> list[str]:
+    """The command-line flags of ``names`` whose value is not the default."""
     defaults = RunOptions()
-    used = [flag for flag, name in (("--table", "table"), ("--refresh", "refresh"),
-                                    ("--replace", "replace"), ("--parquet", "parquet"),
-                                    ("--wait-lock", "wait_lock"),
-                                    ("--memory-limit", "memory_limit"))
+    return ["--" + name.replace("_", "-") for name in names
             if getattr(options, name) != getattr(defaults, name)]
+
+
+def _check_ndjson_options(options: RunOptions) -> None:
+    used = _set_flags(options, "table", "refresh", "replace", "parquet", "wait_lock",
+                      "memory_limit")
     if used:
         raise UsageError(f"{', '.join(used)} need --db FILE or --parquet DIR|URL",
                          "or drop them for NDJSON output")

@@ -11,7 +11,7 @@ import click
 
 from mpexport.cli.options import (
     CONTEXT,
-    EXIT_CODES_HELP,
+    FETCH_EPILOG,
     configure_logging,
     database_options,
     date_help,
@@ -32,15 +32,9 @@ if TYPE_CHECKING:
     from mpexport.model import ChunkFailure
     from mpexport.options import Command
 
-CREDENTIALS_HELP = """\b
-Credentials come from the environment or a profile, never from the command line:
-  MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
-  MP_API_SECRET                           a legacy project secret
-  --profile NAME                          a profile written by 'mpexport config init'"""
-EPILOG = CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP
 
 
-@click.command("export", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("export", context_settings=CONTEXT, epilog=FETCH_EPILOG)
 @click.option("--from", "from_date", required=True, metavar="DATE", help=date_help("First"))
 @click.option("--to", "to_date", required=True, metavar="DATE", help=date_help("Last"))
 @fetch_options
@@ -85,7 +79,7 @@ def export_command(**options: Any) -> None:
     raise SystemExit(_execute("export", options))
 
 
-@click.command("sync", context_settings=CONTEXT, epilog=EPILOG)
+@click.command("sync", context_settings=CONTEXT, epilog=FETCH_EPILOG)
 @click.option("--db", "db", metavar="FILE", type=click.Path(dir_okay=False),
               help="The DuckDB file to keep current (or give --parquet alone to keep a "
                    "lake current).")

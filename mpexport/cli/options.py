@@ -30,6 +30,14 @@ Exit codes:
   130  interrupted (Ctrl-C, Ctrl-Break, SIGINT); 143 terminated (SIGTERM,
        POSIX only)"""
 
+CREDENTIALS_HELP = """\b
+Credentials come from the environment or a profile, never from the command line:
+  MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
+  MP_API_SECRET                           a legacy project secret
+  --profile NAME                          a profile written by 'mpexport config init'"""
+FETCH_EPILOG = CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP
+"""The ``--help`` epilog of every command that fetches from Mixpanel."""
+
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 

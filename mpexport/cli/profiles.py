@@ -10,7 +10,7 @@ import click
 
 from mpexport.cli.options import (
     CONTEXT,
-    EXIT_CODES_HELP,
+    FETCH_EPILOG,
     configure_logging,
     echo_err,
     output_options,
@@ -27,16 +27,11 @@ if TYPE_CHECKING:
     from mpexport.cli.profiles_report import ProfileReport
     from mpexport.profile_export.model import ProfileResult
 
-CREDENTIALS_HELP = """\b
-Credentials come from the environment or a profile, never from the command line:
-  MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
-  MP_API_SECRET                           a legacy project secret
-  --profile NAME                          a profile written by 'mpexport config init'"""
 _D = ProfileOptions()
 
 
 @click.command("profiles", context_settings=CONTEXT,
-               epilog=CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP)
+               epilog=FETCH_EPILOG)
 @click.option("--where", metavar="EXPR",
               help="Only profiles matching Mixpanel's expression, e.g. "
                    "'properties[\"plan\"] == \"pro\"' (the table is upserted, not replaced).")

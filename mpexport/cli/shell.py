@@ -26,22 +26,30 @@ _NEEDS_QUOTES = re.compile(r'[\s"]')
 _PLAIN = re.compile(r"^[A-Za-z0-9_\-+=.:/\\]+$")
 
 
-def msvcrt_quote(arg: str) -> str:
-    """One argument quoted so the C runtime's parser gives ``arg`` back unchanged."""
-    if arg and not _NEEDS_QUOTES.search(arg):
-        return arg
-    quoted, backslashes = ['"'], 0
+def _escape_for_msvcrt(arg: str, double_tail: bool) -> str:
+    """``arg`` with each ``"`` escaped as the C runtime reads it (backslashes before it doubled).
+
+    ``double_tail`` doubles trailing backslashes too, for an argument that
+    will be wrapped in quotes (else they would escape the closing one).
+    """
+    out, backslashes = [], 0
     for char in arg:
         if char == "\\":
             backslashes += 1
             continue
         if char == '"':
-            quoted.append("\\" * (2 * backslashes + 1) + '"')
+            out.append("\\" * (2 * backslashes + 1) + '"')
         else:
-            quoted.append("\\" * backslashes + char)
+            out.append("\\" * backslashes + char)
         backslashes = 0
-    quoted.append("\\" * (2 * backslashes) + '"')
-    return "".join(quoted)
+    return "".join(out) + "\\" * (backslashes * (2 if double_tail else 1))
+
+
+def msvcrt_quote(arg: str) -> str:
+    """One argument quoted so the C runtime's parser gives ``arg`` back unchanged."""
+    if arg and not _NEEDS_QUOTES.search(arg):
+        return arg
+    return '"' + _escape_for_msvcrt(arg, double_tail=True) + '"'
 
 
 def msvcrt_join(argv: Sequence[str]) -> str:
@@ -54,26 +62,6 @@ def cmd_line(argv: Sequence[str]) -> str:
     return _CMD_SPECIAL.sub(r"^\1", msvcrt_join(argv))
 
 
-def _escape_quotes_for_msvcrt(arg: str) -> str:
-    """``arg`` with each ``"`` escaped as the C runtime reads it (backslashes before it doubled)."""
-    out, backslashes = [], 0
-    for char in arg:
-        if char == "\\":
-            backslashes += 1
-            continue
-        if char == '"':
-            out.append("\\" * (2 * backslashes + 1) + '"')
-        else:
-            out.append("\\" * backslashes + char)
-        backslashes = 0
-    tail = "\\" * backslashes
-    # 5.1 wraps an argument with whitespace in quotes: a trailing backslash
-    # would then escape the closing one.
-    if tail and re.search(r"\s", arg):
-        tail *= 2
-    return "".join(out) + tail
-
-
 def powershell_line(argv: Sequence[str], legacy: bool = False) -> str:
     """``argv`` for pasting into PowerShell 7 (or, with ``legacy``, Windows PowerShell 5.1)."""
     words = []
@@ -81,7 +69,9 @@ def powershell_line(argv: Sequence[str], legacy: bool = False) -> str:
         if _PLAIN.match(arg):
             words.append(arg)
             continue
-        text = _escape_quotes_for_msvcrt(arg) if legacy else arg
+        # 5.1 passes double quotes on bare and wraps an argument with
+        # whitespace in quotes of its own.
+        text = _escape_for_msvcrt(arg, double_tail=bool(re.search(r"\s", arg))) if legacy else arg
         # PowerShell reads the typographic single quotes as quotes too: each is doubled.
         words.append("'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", text) + "'")
     return " ".join(words)
