@@ -137,7 +137,11 @@ def test_library_reads_a_profile_like_the_cli(make_server: ServerFactory,
 def test_resume_command_repeats_what_was_typed_and_nothing_else(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    """Typed options come back even at their default; environment variables stay there."""
+    """Typed options come back even at their default; environment variables stay there.
+
+    ``--debug`` (display only, and no value of the command's) is not repeated:
+    it once made the resume itself fail with an internal error.
+    """
     import datetime as dt
     import shlex
 
@@ -148,7 +152,7 @@ def test_resume_command_repeats_what_was_typed_and_nothing_else(
     result = run_cli(["export", "--api-url", server.url, "--from", "2024-05-01", "--to",
                       "2024-05-03", "--chunk-days", "1", "--retries", "0", "--workers", "10",
                       "--event", "A", "--event", "B b", "--summary-json", str(summary),
-                      "--no-progress"])
+                      "--no-progress", "--debug"])
     assert result.code == 1, result.stderr
     [rerun] = json.loads(summary.read_text())["rerun"]
     argv = shlex.split(rerun)

@@ -203,7 +203,8 @@ def retry_args(options: dict[str, Any]) -> list[str]:
     args: list[str] = []
     for param in context.command.params:
         name = param.name
-        if (not isinstance(param, click.Option) or name is None or name in _NOT_RETRIED
+        if (not isinstance(param, click.Option) or name is None or not param.expose_value
+                or name in _NOT_RETRIED
                 or _source(name) is not _COMMANDLINE):
             continue
         flag = max(param.opts, key=len)  # the long form
