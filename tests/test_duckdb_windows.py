@@ -109,7 +109,17 @@ class WindowsHolder:
             return real_connect(database, *args, **kwargs)
 
         monkeypatch.setattr(Path, "open", open_)
+        def attach(path: Path, config: dict[str, Any]) -> Any:
+            # The sink opens the file by ATTACH (sinks/duckdb/budget.attach_database).
+            if self.held and Path(path).resolve() == self.path:
+                self.refused_connects += 1
+                raise duckdb.IOException(f"IO Error: File is already open in \n{BI_TOOL} "
+                                         "(PID 4242)")
+            return real_attach(path, config)
+
+        real_attach = sink_module.attach_database
         monkeypatch.setattr(duckdb, "connect", connect)
+        monkeypatch.setattr(sink_module, "attach_database", attach)
 
 
 class FakeClock:
@@ -312,16 +322,14 @@ def test_duckdbs_held_messages_are_a_locked_database(
     monkeypatch: pytest.MonkeyPatch, db: Path, message: str
 ) -> None:
     """The file was free when probed and taken just before DuckDB's open: still exit 4."""
-    real_connect = duckdb.connect
     refused: list[str] = []
 
-    def connect(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
-        if Path(str(database)) == db:
-            refused.append(message)
-            raise duckdb.IOException(message)
-        return real_connect(database, *args, **kwargs)
+    def attach(path: Path, config: dict[str, Any]) -> Any:
+        assert Path(path) == db
+        refused.append(message)
+        raise duckdb.IOException(message)
 
-    monkeypatch.setattr(duckdb, "connect", connect)
+    monkeypatch.setattr(sink_module, "attach_database", attach)
     with pytest.raises(DatabaseLockedError, match="open in another program"):
         DuckDBSink(db, filters=FILTERS, run_id="r")
     assert refused == [message]
@@ -332,16 +340,14 @@ def test_a_localised_sharing_violation_is_recognised_by_probing(
 ) -> None:
     """DuckDB's "Cannot open file" carries Windows' text in the system's language."""
     holder = WindowsHolder(monkeypatch, db, shares_read=True)
-    real_connect = duckdb.connect
 
-    def connect(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
-        if Path(str(database)) == db:
-            raise duckdb.IOException(
-                f'IO Error: Cannot open file "{database}": Der Prozess kann nicht auf die Datei '
-                "zugreifen, da sie von einem anderen Prozess verwendet wird.\r\n")
-        return real_connect(database, *args, **kwargs)
+    def attach(path: Path, config: dict[str, Any]) -> Any:
+        assert Path(path) == db
+        raise duckdb.IOException(
+            f'IO Error: Cannot open file "{path}": Der Prozess kann nicht auf die Datei '
+            "zugreifen, da sie von einem anderen Prozess verwendet wird.\r\n")
 
-    monkeypatch.setattr(duckdb, "connect", connect)
+    monkeypatch.setattr(sink_module, "attach_database", attach)
     with pytest.raises(DatabaseLockedError):
         DuckDBSink(db, filters=FILTERS, run_id="r")
     assert holder.refused_opens == 1, "the probe's open for writing was refused"
@@ -354,14 +360,11 @@ def test_a_localised_sharing_violation_is_recognised_by_probing(
 def test_other_open_failures_are_not_a_locked_database(
     monkeypatch: pytest.MonkeyPatch, db: Path, message: str
 ) -> None:
-    real_connect = duckdb.connect
+    def attach(path: Path, config: dict[str, Any]) -> Any:
+        assert Path(path) == db
+        raise duckdb.IOException(message)
 
-    def connect(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
-        if Path(str(database)) == db:
-            raise duckdb.IOException(message)
-        return real_connect(database, *args, **kwargs)
-
-    monkeypatch.setattr(duckdb, "connect", connect)
+    monkeypatch.setattr(sink_module, "attach_database", attach)
     with pytest.raises(UsageError, match="cannot open the database") as info:
         DuckDBSink(db, filters=FILTERS, run_id="r")
     assert not isinstance(info.value, DatabaseLockedError)
@@ -708,13 +711,13 @@ def test_a_stop_while_the_database_opens_is_seen_between_slices(
     """The open is held until check_stop's third call: the wait for it must be sliced."""
     opened = threading.Event()
     release = threading.Event()
-    real_connect = duckdb.connect
+    real_attach = sink_module.attach_database
 
-    def slow_connect(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
-        if Path(str(database)) == db:
-            opened.set()
-            assert release.wait(60), "the open was never released"
-        return real_connect(database, *args, **kwargs)
+    def slow_attach(path: Path, config: dict[str, Any]) -> Any:
+        assert Path(path) == db
+        opened.set()
+        assert release.wait(60), "the open was never released"
+        return real_attach(path, config)
 
     calls: list[int] = []
 
@@ -724,13 +727,13 @@ def test_a_stop_while_the_database_opens_is_seen_between_slices(
             release.set()  # the open can finish only now, after three slices
             raise Interrupted("SIGINT")
 
-    monkeypatch.setattr(duckdb, "connect", slow_connect)
+    monkeypatch.setattr(sink_module, "attach_database", slow_attach)
     assert loader_threads() == []
     with pytest.raises(Interrupted):
         DuckDBSink(db, filters=FILTERS, run_id="r", check_stop=stop_on_third)
     assert opened.is_set() and len(calls) == 3
     assert loader_threads() == [], "the loader ended before the stop went on"
-    with real_connect(str(db)) as con:  # closed: another writer can open it at once
+    with duckdb.connect(str(db)) as con:  # closed: another writer can open it at once
         con.execute("SELECT 1")
 
 

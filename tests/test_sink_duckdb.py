@@ -25,7 +25,9 @@ from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
 from mpexport.sinks.duckdb import sink as sink_module
-from mpexport.sinks.duckdb.rows import RowReader
+from mpexport.sinks.duckdb.budget import ROW_GROUP_ROWS, LoaderBudget
+from mpexport.sinks.duckdb.rows import RowReader, first_per_key
+from mpexport.sinks.duckdb.schema import create_schema
 from mpexport.sinks.duckdb.sink import DuckDBSink, LoadStats
 
 D0 = dt.date(2024, 3, 1)
@@ -318,6 +320,42 @@ def test_refused_data_fails_only_that_chunk(tmp_path: Path, spooler: Spooler) ->
     assert sink.stats.chunks == 2
     assert query(db, "SELECT from_date FROM _mpexport_chunks ORDER BY 1") == [(day(0),), (day(2),)]
     assert not list(spooler.dir.iterdir())
+
+
+def _row_groups(db: Path) -> tuple[int, int]:
+    """(row groups, rows in the largest) of the events table."""
+    [(groups, largest)] = query(
+        db, "SELECT count(DISTINCT row_group_id), max(count) FROM pragma_storage_info('events')")
+    return int(groups), int(largest)
+
+
+def test_rows_are_written_in_small_row_groups(tmp_path: Path) -> None:
+    """The loader writes row groups of ROW_GROUP_ROWS, not DuckDB's 122,880 (memory)."""
+    spooler = Spooler(tmp_path, Dataset(seed=5, events_per_day=12_000, long_values=False))
+    db = tmp_path / "out.duckdb"
+    lines = spooler.lines(day(0), day(3))
+    load(db, [spooler.chunk(day(0), day(3))])
+    groups, largest = _row_groups(db)
+    assert largest == ROW_GROUP_ROWS
+    assert groups >= len(set(lines)) // ROW_GROUP_ROWS >= 2
+    assert set(stored_keys(db)) == expected_keys(lines)
+
+
+def test_a_file_with_default_row_groups_loads_on(tmp_path: Path, spooler: Spooler) -> None:
+    """A database written with DuckDB's own row group size (older mpexport) takes new chunks."""
+    db = tmp_path / "out.duckdb"
+    first = spooler.lines(day(0), day(1))
+    with duckdb.connect(str(db)) as con:  # DuckDB's defaults, as before ROW_GROUP_ROWS
+        con.execute("SET TimeZone = 'UTC'")
+        create_schema(con, "events")
+        old = spooler.chunk(day(0), day(1))
+        RowReader(LoaderBudget.from_text()).insert(
+            con, "INSERT INTO events", str(old.path), first_per_key)
+    assert set(stored_keys(db)) == expected_keys(first)
+    later = spooler.lines(day(2), day(3))
+    load(db, [spooler.chunk(day(2), day(3))])
+    assert set(stored_keys(db)) == expected_keys(first + later)
+    assert len(stored_keys(db)) == len(expected_keys(first + later))
 
 
 # --------------------------------------------------------------- validation

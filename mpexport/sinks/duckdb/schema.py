@@ -145,7 +145,8 @@ def create_schema(con: Any, table: str) -> None:
     )
     found = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+        "WHERE table_catalog = current_database() AND table_schema = current_schema() "
+        "AND table_name = ? ORDER BY ordinal_position",
         [table],
     ).fetchall()
     if [(str(n), str(t)) for n, t in found] != list(EVENT_COLUMNS):

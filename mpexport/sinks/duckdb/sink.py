@@ -24,7 +24,7 @@ from mpexport.dates import day_range
 from mpexport.errors import LoaderError, MpexportError, UsageError
 from mpexport.filelock import in_use_elsewhere
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
-from mpexport.sinks.duckdb.budget import LoaderBudget, spill_directory
+from mpexport.sinks.duckdb.budget import LoaderBudget, attach_database, spill_directory
 from mpexport.sinks.duckdb.load import load_chunk
 from mpexport.sinks.duckdb.loader import LoaderThread, Stopped
 from mpexport.sinks.duckdb.lock import open_elsewhere_error
@@ -185,7 +185,7 @@ class DuckDBSink:
 
     def _connect(self) -> Any:
         try:
-            return duckdb.connect(str(self.db_path), config=self._config)
+            return attach_database(self.db_path, self._config)
         except (duckdb.IOException, OSError) as exc:
             text = str(exc).lower()
             # Probed only now that DuckDB failed: this process has no
