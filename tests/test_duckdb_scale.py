@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpexport.errors import UsageError
+from mpexport.errors import LoaderError, UsageError
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
+from mpexport.sinks.duckdb import load as load_module
 from mpexport.sinks.duckdb import repair as duckdb_repair
 from mpexport.sinks.duckdb.budget import MIB, LoaderBudget, parse_size
 from mpexport.sinks.duckdb.repair import refused_line_numbers, repair_line, write_repairs
@@ -129,9 +131,9 @@ def test_a_line_that_is_not_json_fails_only_its_chunk(tmp_path: Path) -> None:
     assert sink.stats.rows_inserted == len(ODD_LINES)
 
 
-def _big_body(target_bytes: int) -> bytes:
-    """~target_bytes of 1.5 KB events on DAY, with a copy of every 50th and one odd line."""
-    filler = "x" * 1400
+def _big_body(target_bytes: int, pad_bytes: int = 1400) -> bytes:
+    """~target_bytes of events on DAY, with a copy of every 50th and one odd line."""
+    filler = "x" * pad_bytes
     lines = []
     size = n = 0
     while size < target_bytes:
@@ -163,6 +165,55 @@ def test_chunk_far_larger_than_the_budget_loads(tmp_path: Path, budget: str) -> 
     assert rows == keys == sink.stats.rows_inserted
     assert sink.stats.duplicates_skipped >= copies - 1
     assert not (tmp_path / "out.duckdb.tmp").exists(), "the spill folder is removed"
+
+
+@pytest.mark.parametrize("budget", [None, "160MB"])
+def test_wide_events_load_at_any_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str | None
+) -> None:
+    """Events of ~6 KB each: the fast path runs out of memory, staging in two steps loads.
+
+    Measured on DuckDB 2.0.1: 20,000 such events (120 MB) failed the whole
+    chunk at the default 256MB budget before the loader fell back. At 160MB
+    (a budget that stages raw lines first) the failure surfaced as
+    "transaction is aborted" (the raw table's DROP ran in the dead
+    transaction), which no fallback would have recognised. Below about
+    160MB events this wide do not load at all (see the next test).
+    """
+    body = _big_body(120 * 1000 * 1000, pad_bytes=6000)
+    expected = body.count(b"\n")
+    fast_failures: list[str] = []
+    real_fast = load_module._fast_insert
+
+    def fast_insert(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_fast(*args, **kwargs)
+        except duckdb.OutOfMemoryException as exc:
+            fast_failures.append(str(exc))
+            raise
+
+    monkeypatch.setattr(load_module, "_fast_insert", fast_insert)
+    sink = load(tmp_path, [spool(tmp_path, body)], memory_limit=budget)
+    assert fast_failures, "the fast path loaded these: the test no longer covers the fallback"
+    assert sink.failed_chunks == []
+    assert sink.stats.repaired == 1
+    assert sink.stats.rows_inserted + sink.stats.duplicates_skipped == expected
+    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
+        (rows, keys) = con.execute(
+            "SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id)) FROM events"
+        ).fetchone()
+    assert rows == keys == sink.stats.rows_inserted == len(set(body.splitlines()))
+
+
+def test_a_budget_too_small_for_the_events_says_so(tmp_path: Path) -> None:
+    """96MB loads 1-2 KB events but not ~6 KB ones: the error names the budget and the fix."""
+    body = _big_body(40 * 1000 * 1000, pad_bytes=6000)
+    with pytest.raises(LoaderError) as info:
+        load(tmp_path, [spool(tmp_path, body)], memory_limit="96MB")
+    assert "96MB memory budget" in str(info.value)
+    assert "--memory-limit" in (info.value.hint or "")
+    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
 
 
 # ------------------------------------------------------------------ budget

