@@ -149,20 +149,25 @@ def _big_body(target_bytes: int, pad_bytes: int = 1400) -> bytes:
     return b"".join(lines)
 
 
+def assert_every_line_stored_once(tmp_path: Path, sink: DuckDBSink, lines: int) -> None:
+    """The chunk loaded whole (one odd line repaired), one row per Mixpanel key."""
+    assert sink.failed_chunks == []
+    assert sink.stats.repaired == 1
+    assert sink.stats.rows_inserted + sink.stats.duplicates_skipped == lines
+    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
+        (rows, keys) = con.execute(
+            "SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id)) FROM events"
+        ).fetchone()
+    assert rows == keys == sink.stats.rows_inserted
+
+
 @pytest.mark.parametrize("budget", ["96MB"])
 def test_chunk_far_larger_than_the_budget_loads(tmp_path: Path, budget: str) -> None:
     body = _big_body(300 * 1000 * 1000)
     expected = body.count(b"\n")
     copies = sum(1 for n in range(expected) if n % 51 == 0)
     sink = load(tmp_path, [spool(tmp_path, body)], memory_limit=budget)
-    assert sink.failed_chunks == []
-    assert sink.stats.repaired == 1
-    assert sink.stats.rows_inserted + sink.stats.duplicates_skipped == expected
-    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
-        (rows, keys) = con.execute(
-            "SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id)) FROM events"
-        ).fetchone()
-    assert rows == keys == sink.stats.rows_inserted
+    assert_every_line_stored_once(tmp_path, sink, expected)
     assert sink.stats.duplicates_skipped >= copies - 1
     assert not (tmp_path / "out.duckdb.tmp").exists(), "the spill folder is removed"
 
@@ -195,25 +200,61 @@ def test_wide_events_load_at_any_budget(
     monkeypatch.setattr(load_module, "_fast_insert", fast_insert)
     sink = load(tmp_path, [spool(tmp_path, body)], memory_limit=budget)
     assert fast_failures, "the fast path loaded these: the test no longer covers the fallback"
-    assert sink.failed_chunks == []
-    assert sink.stats.repaired == 1
-    assert sink.stats.rows_inserted + sink.stats.duplicates_skipped == expected
-    with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
-        (rows, keys) = con.execute(
-            "SELECT count(*), count(DISTINCT (event, distinct_id, time, insert_id)) FROM events"
-        ).fetchone()
-    assert rows == keys == sink.stats.rows_inserted == len(set(body.splitlines()))
+    assert_every_line_stored_once(tmp_path, sink, expected)
+    assert sink.stats.rows_inserted == len(set(body.splitlines()))
+
+
+def test_a_staged_load_out_of_memory_is_loaded_again_in_two_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--replace stages in one step at 256MB; ~12 KB events run that out, two steps load them."""
+    body = _big_body(120 * 1000 * 1000, pad_bytes=12_000)
+    tries: list[str] = []
+    real_staged = load_module._staged_insert
+
+    def staged_insert(*args: Any) -> Any:
+        reader = args[5]
+        tries.append("two steps" if reader.budget.two_step else "one step")
+        return real_staged(*args)
+
+    monkeypatch.setattr(load_module, "_staged_insert", staged_insert)
+    sink = load(tmp_path, [spool(tmp_path, body)], replace=True)
+    assert tries == ["one step", "two steps"]
+    assert_every_line_stored_once(tmp_path, sink, body.count(b"\n"))
 
 
 def test_a_budget_too_small_for_the_events_says_so(tmp_path: Path) -> None:
     """96MB loads 1-2 KB events but not ~6 KB ones: the error names the budget and the fix."""
     body = _big_body(40 * 1000 * 1000, pad_bytes=6000)
     with pytest.raises(LoaderError) as info:
-        load(tmp_path, [spool(tmp_path, body)], memory_limit="96MB")
-    assert "96MB memory budget" in str(info.value)
+        load(tmp_path, [spool(tmp_path, body)], memory_limit="96MiB")
+    assert "96MiB memory budget" in str(info.value)  # as the user wrote it
     assert "--memory-limit" in (info.value.hint or "")
     with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+def test_a_full_spill_disk_is_not_retried_nor_blamed_on_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB raises the same out-of-memory error when the spill folder's disk fills up."""
+    attempts: list[int] = []
+
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        raise duckdb.OutOfMemoryException(
+            "Out of Memory Error: failed to offload data block of size 256.0 KiB "
+            "(1.0 GiB/1.0 GiB used). This limit was set by the 'max_temp_directory_size' "
+            "setting.")
+
+    monkeypatch.setattr(load_module, "_fast_insert", disk_full)
+    monkeypatch.setattr(load_module, "_staged_insert", disk_full)
+    with pytest.raises(LoaderError) as info:
+        load(tmp_path, [spool(tmp_path, odd_body())])
+    assert attempts == [1], "another attempt would only fill the disk again"
+    assert "disk space" in str(info.value) and "out.duckdb.tmp" in str(info.value)
+    assert "max_temp_directory_size" in str(info.value), "DuckDB's own words are kept"
+    assert "--memory-limit" not in (info.value.hint or "")
 
 
 # ------------------------------------------------------------------ budget

@@ -222,17 +222,25 @@ def load_chunk(
     only, slice by slice (6-12 KB events load at 256MB, measured).
     """
     fast = not replace and completed.path.stat().st_size > 0
+    paths: set[str] = set()  # the ways the first attempt tried
     attempt = functools.partial(_load_once, con, completed, table=table, filters=filters,
                                 run_id=run_id, replace=replace, track_days=track_days,
-                                check_stop=check_stop)
+                                check_stop=check_stop, paths=paths)
     try:
         return attempt(reader=reader, fast=fast)
-    except duckdb.OutOfMemoryException:
-        if not fast and reader.budget.two_step:
-            raise
+    except duckdb.OutOfMemoryException as exc:
+        if spill_disk_full(exc) or (reader.budget.two_step and "staged" in paths):
+            raise  # another attempt would fail the same way
         log.debug("%s: rows too wide for the memory budget in one step; staging in two",
                   completed.chunk.label())
         return attempt(reader=reader.in_two_steps(), fast=False)
+
+
+def spill_disk_full(exc: BaseException) -> bool:
+    """True when DuckDB's out-of-memory error is really the spill folder's disk filling up."""
+    # DuckDB raises OutOfMemoryException for both; only this text tells them apart.
+    text = str(exc).lower()
+    return "max_temp_directory_size" in text or "offload" in text
 
 
 def _load_once(
@@ -247,8 +255,12 @@ def _load_once(
     track_days: bool,
     check_stop: Callable[[], None],
     fast: bool,
+    paths: set[str],
 ) -> ChunkLoad:
-    """One attempt at :func:`load_chunk`: committed whole, or rolled back and raised."""
+    """One attempt at :func:`load_chunk`: committed whole, or rolled back and raised.
+
+    Adds to ``paths`` the ways it tried (``fast``, ``staged``).
+    """
     chunk = completed.chunk
     target = quote_ident(table)
     con.execute("BEGIN TRANSACTION")
@@ -256,12 +268,14 @@ def _load_once(
         check_stop()
         result = None
         if fast:
+            paths.add("fast")
             try:
                 result = _fast_insert(con, completed, target, reader, check_stop)
             except _OutsideWindow:
                 _rollback(con)
                 con.execute("BEGIN TRANSACTION")
         if result is None:
+            paths.add("staged")
             result = _staged_insert(con, completed, table, target, replace, reader, check_stop)
         if track_days:
             # The days this chunk's rows fell on, from SQL, never row by row in

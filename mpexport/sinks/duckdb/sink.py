@@ -25,7 +25,7 @@ from mpexport.errors import LoaderError, MpexportError, UsageError
 from mpexport.filelock import in_use_elsewhere
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb.budget import LoaderBudget, attach_database, spill_directory
-from mpexport.sinks.duckdb.load import load_chunk
+from mpexport.sinks.duckdb.load import load_chunk, spill_disk_full
 from mpexport.sinks.duckdb.loader import LoaderThread, Stopped
 from mpexport.sinks.duckdb.lock import open_elsewhere_error
 from mpexport.sinks.duckdb.rows import RefusedLines, RowReader
@@ -196,6 +196,27 @@ class DuckDBSink:
         except duckdb.Error as exc:
             raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
 
+    def _out_of_memory(self, completed: CompletedChunk,
+                       exc: duckdb.OutOfMemoryException) -> LoaderError:
+        """The error for a chunk DuckDB could not load within its memory or its spill disk."""
+        said = str(exc).splitlines()[0]
+        where = f"loading {completed.chunk.label()} into {self.db_path}"
+        if spill_disk_full(exc):
+            return LoaderError(
+                f"{where} ran out of disk space for spilling to "
+                f"{spill_directory(self.db_path)} ({said})",
+                "nothing of this chunk was stored; free space on that disk, "
+                "then rerun the same command",
+            )
+        # Even staged in two steps a vector of 2048 parsed rows is held at
+        # once, so the smallest budget that loads grows with the events' width.
+        return LoaderError(
+            f"{where} ran out of the {self.budget.text} memory budget: these events are "
+            f"too wide for it ({said})",
+            "nothing of this chunk was stored; rerun with a larger --memory-limit "
+            "(measured: 256MB loads events of 12 KB on average, 512MB 30 KB, 1GB 100 KB)",
+        )
+
     def _open(self) -> Any:
         con = self._connect()
         try:
@@ -247,15 +268,7 @@ class DuckDBSink:
         except duckdb.OutOfMemoryException as exc:
             if self._loader.stopping:
                 raise Stopped() from exc
-            # Even the staged path needs a vector of parsed rows at once, so
-            # the smallest budget that loads depends on how wide events are.
-            raise LoaderError(
-                f"loading {completed.chunk.label()} into {self.db_path} ran out of the "
-                f"{self.budget.memory_bytes / 1e6:.0f}MB memory budget: these events are too "
-                "wide for it",
-                "nothing of this chunk was stored; rerun with a larger --memory-limit "
-                "(measured: 256MB loads events of 12 KB on average, 512MB 30 KB, 1GB 100 KB)",
-            ) from exc
+            raise self._out_of_memory(completed, exc) from exc
         except Exception as exc:
             if self._loader.stopping:
                 raise Stopped() from exc
