@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,52 @@ def open_database(
         memory_limit=target.memory_limit,
         check_stop=guard.raise_if_requested if guard is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class StoredDays:
+    """The days a database holds for one set of filters (what a sync needs of it)."""
+
+    days: frozenset[dt.date]
+
+    def covered_days(self) -> set[dt.date]:
+        """The days loaded whole (by the manifest)."""
+        return set(self.days)
+
+
+def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
+    """The days ``target`` holds for the request's filters, read without writing anything.
+
+    For a sync's dry run: a missing file holds nothing and is not created; an
+    existing one is opened read-only, without mpexport's lock (no lock file
+    is made) and without the sink (which would write pending Parquet days).
+    """
+    import duckdb
+
+    from mpexport.sinks.duckdb.lock import HELD_WORDS, open_elsewhere_error
+    from mpexport.sinks.duckdb.schema import (
+        MANIFEST_TABLE,
+        check_db_path,
+        check_table_name,
+        read_manifest,
+    )
+
+    check_table_name(target.table)
+    check_db_path(target.path)
+    if not target.path.exists():
+        return StoredDays(frozenset())
+    try:
+        con = duckdb.connect(str(target.path), read_only=True)
+    except duckdb.Error as exc:
+        if any(words in str(exc).lower() for words in HELD_WORDS):
+            raise open_elsewhere_error(target.path) from exc
+        raise UsageError(f"cannot open the database {target.path}: {exc}") from exc
+    with con:
+        manifests = con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND table_name = ?", [MANIFEST_TABLE]).fetchall()
+        covered = read_manifest(con, target.table) if manifests else {}
+    return StoredDays(frozenset(covered.get(request.filters.fingerprint(), ())))
 
 
 def check_replace(request: ExportRequest, replace: bool) -> None:

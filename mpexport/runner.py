@@ -91,10 +91,16 @@ def run(
             return _run_pipeline(request, credentials, notes, destination=destination,
                                  progress=progress,
                                  guard=guard, spool_dir=spool_dir, share_hour=share_hour)
-    from mpexport.database import DatabaseTarget, locked_database
+    from mpexport.database import DatabaseTarget, locked_database, stored_days
     from mpexport.syncing import sync_request
 
     sync = command == "sync"
+    if sync and options.dry_run and options.db is not None:
+        # Read-only: a dry run creates, locks and writes nothing.
+        target = DatabaseTarget.from_options(options, sync=True)
+        request = sync_request(request, stored_days(target, request),
+                               options.from_date is not None, options.lookback)
+        return _dry_run(request, credentials, notes)
     opened: AbstractContextManager[DuckDBSink]
     if options.db is None:
         from mpexport.sinks.lake.sink import open_lake

@@ -341,3 +341,34 @@ def test_an_endpoint_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
         httpd.shutdown()
     assert result.code == 2
     assert "HTTP 404" in result.stderr and "--api-url" in result.stderr
+
+
+def test_sync_dry_run_reads_the_database_and_writes_nothing(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A dry run plans from what the file holds, and creates, locks and writes nothing.
+
+    It used to open the loader read-write under the lock: a missing file was
+    created, and pending Parquet days were written.
+    """
+    server = make_server(Dataset(seed=43, events_per_day=20))
+    db = tmp_path / "events.duckdb"
+    parquet = tmp_path / "parquet"
+    first = ["sync", "--api-url", server.url, "--db", str(db)]
+    dry = run_cli([*first, "--from", "2024-06-01", "--to", "2024-06-05", "--dry-run"])
+    assert dry.code == 0, dry.stderr
+    assert "from_date=2024-06-01" in dry.stdout.decode()
+    assert not db.exists() and not lock_path(db).exists()
+    assert run_cli([*first, "--from", "2024-06-01", "--to", "2024-06-20"]).code == 0
+    with duckdb.connect(str(db)) as con:  # a day whose Parquet file is still to write
+        con.execute("INSERT INTO _mpexport_parquet_pending VALUES ('events', DATE '2024-06-03')")
+    before = db.read_bytes()
+    server.stats.clear()
+    dry = run_cli([*first, "--to", "2024-06-25", "--parquet", str(parquet), "--dry-run"])
+    assert dry.code == 0, dry.stderr
+    plan = dry.stdout.decode()
+    # The lookback (5 days before the last synced day) and the new days.
+    assert "from_date=2024-06-15" in plan and "from_date=2024-06-01" not in plan
+    assert len(server.stats) == 0
+    assert db.read_bytes() == before
+    assert not parquet.exists(), "pending Parquet days are not written"

@@ -36,6 +36,13 @@ def lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
 
+# DuckDB's words for a file another process holds: its POSIX lock error, and
+# on Windows the Restart Manager's list of holders. Its other Windows message
+# ("Cannot open file ...: " and the system's text, in the system's language)
+# is recognised by probing the file instead.
+HELD_WORDS = ("could not set lock", "conflicting lock", "already open in")
+
+
 def open_elsewhere_error(db_path: Path, waited: bool = False) -> DatabaseLockedError:
     """The error for a database file that another program (not an mpexport run) has open."""
     hint = ("it is still open; close it there and try again" if waited else

@@ -27,7 +27,7 @@ from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb.budget import LoaderBudget, attach_database, spill_directory
 from mpexport.sinks.duckdb.load import load_chunk, spill_disk_full
 from mpexport.sinks.duckdb.loader import LoaderThread, Stopped
-from mpexport.sinks.duckdb.lock import open_elsewhere_error
+from mpexport.sinks.duckdb.lock import HELD_WORDS, open_elsewhere_error
 from mpexport.sinks.duckdb.rows import RefusedLines, RowReader
 from mpexport.sinks.duckdb.schema import (
     check_db_path,
@@ -41,11 +41,6 @@ from mpexport.sinks.parquet import ParquetCopy
 # Verified chunks waiting for the loader (each one a spool file on disk).
 # Read when a sink is created: tests raise it to queue a whole run at once.
 QUEUE_SIZE = 4
-# DuckDB's words for a file another process holds: its POSIX lock error, and
-# on Windows the Restart Manager's list of holders. Its other Windows message
-# ("Cannot open file ...: " and the system's text, in the system's language)
-# is recognised by probing the file instead.
-_HELD_WORDS = ("could not set lock", "conflicting lock", "already open in")
 
 
 def _no_stop() -> None:
@@ -190,7 +185,7 @@ class DuckDBSink:
             text = str(exc).lower()
             # Probed only now that DuckDB failed: this process has no
             # connection to the file, so the probe cannot drop a lock of ours.
-            if any(words in text for words in _HELD_WORDS) or in_use_elsewhere(self.db_path):
+            if any(words in text for words in HELD_WORDS) or in_use_elsewhere(self.db_path):
                 raise open_elsewhere_error(self.db_path) from exc
             raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
         except duckdb.Error as exc:
