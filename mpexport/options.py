@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from mpexport.errors import UsageError
+
 Command = Literal["export", "sync"]
 T = TypeVar("T")
 
@@ -20,6 +22,7 @@ DEFAULT_WORKERS = 10
 MAX_WORKERS = 100  # Mixpanel refuses more than 100 concurrent queries per project
 DEFAULT_RETRIES = 5
 MAX_RETRIES = 100
+
 DEFAULT_QPS_LIMIT = 3.0  # Mixpanel's limits per project
 DEFAULT_HOURLY_LIMIT = 60
 DEFAULT_TABLE = "events"
@@ -96,3 +99,13 @@ class RunOptions:
     lookback: int = DEFAULT_LOOKBACK
     # Only describe the plan.
     dry_run: bool = False
+
+
+def check_pacing(retries: int, qps_limit: float, hourly_limit: int) -> None:
+    """Raise UsageError for retries, a rate or an hourly limit no fetching command accepts."""
+    if not 0 <= retries <= MAX_RETRIES:
+        raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, not {retries}")
+    if not qps_limit > 0:
+        raise UsageError(f"--qps-limit must be above 0, not {qps_limit}")
+    if hourly_limit < 1:
+        raise UsageError(f"--hourly-limit must be at least 1, not {hourly_limit}")

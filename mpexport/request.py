@@ -20,7 +20,7 @@ from mpexport.mixpanel.endpoints import (
 )
 from mpexport.mixpanel.fetch import FetchSettings, Query
 from mpexport.model import Chunk, QueryFilters
-from mpexport.options import MAX_RETRIES, MAX_WORKERS, RunOptions
+from mpexport.options import MAX_WORKERS, RunOptions, check_pacing
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
 
 
@@ -199,13 +199,7 @@ def _check_limits(options: RunOptions) -> None:
         )
     if options.chunk_days is not None and options.chunk_days < 1:
         raise UsageError(f"--chunk-days must be at least 1, not {options.chunk_days}")
-    if not 0 <= options.retries <= MAX_RETRIES:
-        raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, "
-                         f"not {options.retries}")
-    if not options.qps_limit > 0:
-        raise UsageError(f"--qps-limit must be above 0, not {options.qps_limit}")
-    if options.hourly_limit < 1:
-        raise UsageError(f"--hourly-limit must be at least 1, not {options.hourly_limit}")
+    check_pacing(options.retries, options.qps_limit, options.hourly_limit)
     if options.lookback < 0:
         raise UsageError(f"--lookback must be 0 or more days, not {options.lookback}")
 

@@ -133,6 +133,17 @@ def day_chunks(start: dt.date, end: dt.date, days: int) -> list[tuple[dt.date, d
     return pairs
 
 
+def fetched_days(server: object) -> set[dt.date]:
+    """Every day the built-in server was asked for, over all its export queries."""
+    days: set[dt.date] = set()
+    for q in server.stats.queries():  # type: ignore[attr-defined]
+        day = dt.date.fromisoformat(q["from_date"])
+        while day <= dt.date.fromisoformat(q["to_date"]):
+            days.add(day)
+            day += dt.timedelta(days=1)
+    return days
+
+
 def stored_keys(db: Path, table: str = "events") -> list[tuple[str, str, int, str]]:
     """Mixpanel keys (event, distinct_id, epoch seconds, $insert_id) of a table's rows."""
     import duckdb

@@ -22,22 +22,13 @@ from tests.helpers import (
     ServerFactory,
     clean_env,
     cli_command,
+    fetched_days,
     pids_holding_open,
     run_cli,
     service_account_env,
     stored_keys,
     wait_until,
 )
-
-
-def fetched_days(server: object) -> set[dt.date]:
-    days: set[dt.date] = set()
-    for q in server.stats.queries():  # type: ignore[attr-defined]
-        day = dt.date.fromisoformat(q["from_date"])
-        while day <= dt.date.fromisoformat(q["to_date"]):
-            days.add(day)
-            day += dt.timedelta(days=1)
-    return days
 
 
 def test_two_syncs_store_the_union_with_late_events(

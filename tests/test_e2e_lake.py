@@ -19,7 +19,14 @@ import mpexport
 from mpexport.cli.demo import mixpanel_keys
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, FAULT_KINDS, Dataset
 from mpexport.mixpanel.credentials import Credentials
-from tests.helpers import SECRET_MARKERS, ServerFactory, clean_env, run_cli, stored_keys
+from tests.helpers import (
+    SECRET_MARKERS,
+    ServerFactory,
+    clean_env,
+    fetched_days,
+    run_cli,
+    stored_keys,
+)
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server, dates, day_partitions
 
 START = dt.date(2024, 5, 1)
@@ -30,16 +37,6 @@ Key = tuple[str, str, int, str]
 def lake_args(url: str, lake: str, start: dt.date, end: dt.date, *extra: str) -> list[str]:
     return ["export", "--api-url", url, "--from", start.isoformat(), "--to", end.isoformat(),
             "--parquet", lake, *extra]
-
-
-def fetched_days(server: object) -> set[dt.date]:
-    days: set[dt.date] = set()
-    for q in server.stats.queries():  # type: ignore[attr-defined]
-        day = dt.date.fromisoformat(q["from_date"])
-        while day <= dt.date.fromisoformat(q["to_date"]):
-            days.add(day)
-            day += dt.timedelta(days=1)
-    return days
 
 
 def span(first: dt.date, last: dt.date) -> set[dt.date]:

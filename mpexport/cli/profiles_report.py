@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Never, TextIO
 
 from mpexport import __version__
-from mpexport.atomic import write_atomically
+from mpexport.cli.report import write_summary_json
 from mpexport.errors import ExitCode
 from mpexport.events import BytesReceived
 from mpexport.profile_export.model import (
@@ -163,12 +161,7 @@ class ProfileReport:
 
     def write_json(self, target: str, code: int) -> None:
         """Write the summary JSON to a file (atomically) or, for ``-``, to stderr."""
-        text = json.dumps(self.to_json(code), indent=2, ensure_ascii=False) + "\n"
-        if target == "-":
-            sys.stderr.write(text)
-            sys.stderr.flush()
-            return
-        write_atomically(Path(target), text.encode("utf-8"))
+        write_summary_json(target, self.to_json(code))
 
     def summary_line(self) -> str:
         """The one-line human summary of a finished run."""

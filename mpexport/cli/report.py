@@ -89,12 +89,17 @@ class RunReport:
 
     def write_json(self, target: str, code: int) -> None:
         """Write the summary JSON to a file (atomically) or, for ``-``, to stderr."""
-        text = json.dumps(self.to_json(code), indent=2, ensure_ascii=False) + "\n"
-        if target == "-":
-            sys.stderr.write(text)
-            sys.stderr.flush()
-            return
-        write_atomically(Path(target), text.encode("utf-8"))
+        write_summary_json(target, self.to_json(code))
+
+
+def write_summary_json(target: str, summary: dict[str, Any]) -> None:
+    """Write a summary JSON to the file ``target`` (atomically) or, for ``-``, to stderr."""
+    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    if target == "-":
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        return
+    write_atomically(Path(target), text.encode("utf-8"))
 
 
 def summary_line(report: RunReport) -> str:

@@ -27,7 +27,8 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -82,7 +83,7 @@ def resolve_endpoint(region: str = DEFAULT_REGION, api_url: str | None = None) -
         raise UsageError(
             f"--api-url {api_url!r} is not an http(s) URL", "e.g. https://proxy.example.com"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UsageError(
             f"--api-url {api_url!r} uses plain HTTP to a host that is not loopback",
             "credentials are only sent over HTTPS; use https://",

@@ -14,7 +14,7 @@ from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import DEFAULT_REGION, Endpoint, resolve_query_endpoint
 from mpexport.mixpanel.engage import ProfileQuery
 from mpexport.mixpanel.fetch import FetchSettings
-from mpexport.options import MAX_RETRIES
+from mpexport.options import check_pacing
 from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, MAX_PAGE_WORKERS, ProfileOptions
 from mpexport.profile_export.resume import SessionState, account_key, fingerprint, pages_for
 
@@ -56,13 +56,7 @@ def build_profile_request(options: ProfileOptions, *, region: str | None = None,
             f"--workers must be between 1 and {MAX_PAGE_WORKERS}, not {options.workers}",
             "Mixpanel's Query API allows 5 concurrent queries per project",
         )
-    if not 0 <= options.retries <= MAX_RETRIES:
-        raise UsageError(f"--retries must be between 0 and {MAX_RETRIES}, "
-                         f"not {options.retries}")
-    if not options.qps_limit > 0:
-        raise UsageError(f"--qps-limit must be above 0, not {options.qps_limit}")
-    if options.hourly_limit < 1:
-        raise UsageError(f"--hourly-limit must be at least 1, not {options.hourly_limit}")
+    check_pacing(options.retries, options.qps_limit, options.hourly_limit)
     if options.cohort_id is not None and options.cohort_id < 1:
         raise UsageError(f"--cohort must be a positive cohort id, not {options.cohort_id}")
     if options.group_id is not None and not options.group_id.strip():

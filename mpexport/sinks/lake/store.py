@@ -16,7 +16,6 @@ this module has the secrets of the environment masked. Plain ``http://`` endpoin
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ from typing import Protocol
 from mpexport.atomic import temp_sibling
 from mpexport.errors import UsageError
 from mpexport.filelock import held_by_another_process
+from mpexport.mixpanel.endpoints import is_loopback
 
 # Pauses between attempts at replacing a file that is in use: a reader that
 # only glanced at it (a preview, a virus scan) is gone within a second.
@@ -101,16 +101,6 @@ class Store(Protocol):
 def is_url(text: str) -> bool:
     """True when ``text`` is a URL (``scheme://``) rather than a local path."""
     return _URL.match(text) is not None
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
