@@ -168,16 +168,18 @@ def sync(
     retries: int = _D.retries,
     wait_lock: float = _D.wait_lock,
     memory_limit: str | None = _D.memory_limit,
+    refresh: bool = _D.refresh,
     dry_run: bool = _D.dry_run,
     cancel: threading.Event | None = None,
 ) -> tuple[ExportResult, LoadStats]:
     """Bring a DuckDB file (``db``) or a lake (``parquet`` alone) up to ``to_date``.
 
-    New days are fetched, plus a lookback of ``lookback`` days for late events.
-
-    The first sync of a file needs ``from_date``; later syncs never reach
-    before the first day the file holds unless ``from_date`` says so (see
-    :func:`mpexport.syncing.sync_range`). Holds the file's lock for the run
+    The first sync of a file needs ``from_date``, recorded as where its range
+    begins; every sync fetches the days of that range not loaded yet, the
+    ``lookback`` days before the newest loaded day (late events), and new
+    days. A repeated ``from_date`` skips loaded, settled days as none does;
+    an earlier one extends the range; ``refresh`` reads the whole range again
+    (see :func:`mpexport.syncing.sync_range`). Holds the file's lock for the run
     (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
     after waiting ``wait_lock`` seconds). The other arguments are
     :func:`export`'s. Returns the export result and the load statistics
@@ -192,7 +194,7 @@ def sync(
         hourly_limit=_hourly(hourly_limit), region=region, api_url=api_url,
         project_id=project_id,
         profile=profile, db=_path(db), table=table, parquet=_lake(parquet),
-        memory_limit=memory_limit, wait_lock=wait_lock, dry_run=dry_run,
+        memory_limit=memory_limit, wait_lock=wait_lock, refresh=refresh, dry_run=dry_run,
     )
     result = runner.run("sync", options, credentials=credentials, progress=progress,
                         guard=InterruptGuard(cancel), settings=settings, spool_dir=spool_dir)

@@ -69,10 +69,19 @@ class StoredDays:
     """The days a database holds for one set of filters (what a sync needs of it)."""
 
     days: frozenset[dt.date]
+    origin: dt.date | None = None
 
     def covered_days(self) -> set[dt.date]:
         """The days loaded whole (by the manifest)."""
         return set(self.days)
+
+    def sync_from(self) -> dt.date | None:
+        """The recorded first day of the sync range."""
+        return self.origin
+
+    def record_sync_from(self, day: dt.date) -> None:
+        """Refused: these days were read for a dry run, which writes nothing."""
+        raise RuntimeError("a dry run records no sync range")
 
 
 def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
@@ -87,9 +96,11 @@ def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
     from mpexport.sinks.duckdb.lock import HELD_WORDS, open_elsewhere_error
     from mpexport.sinks.duckdb.schema import (
         MANIFEST_TABLE,
+        SYNC_TABLE,
         check_db_path,
         check_table_name,
         read_manifest,
+        read_sync_from,
     )
 
     check_table_name(target.table)
@@ -102,12 +113,15 @@ def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
         if any(words in str(exc).lower() for words in HELD_WORDS):
             raise open_elsewhere_error(target.path) from exc
         raise UsageError(f"cannot open the database {target.path}: {exc}") from exc
+    fingerprint = request.filters.fingerprint()
     with con:
-        manifests = con.execute(
+        tables = {name for (name,) in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND table_name = ?", [MANIFEST_TABLE]).fetchall()
-        covered = read_manifest(con, target.table) if manifests else {}
-    return StoredDays(frozenset(covered.get(request.filters.fingerprint(), ())))
+            "AND table_name IN (?, ?)", [MANIFEST_TABLE, SYNC_TABLE]).fetchall()}
+        covered = read_manifest(con, target.table) if MANIFEST_TABLE in tables else {}
+        origin = (read_sync_from(con, target.table, fingerprint)
+                  if SYNC_TABLE in tables else None)
+    return StoredDays(frozenset(covered.get(fingerprint, ())), origin)
 
 
 def check_replace(request: ExportRequest, replace: bool) -> None:

@@ -73,6 +73,9 @@ def run(
     environ = os.environ if environ is None else environ
     notify = progress or _ignore
     _check_destination(command, options)
+    if output is not None and (options.db is not None or options.parquet is not None):
+        raise UsageError("an NDJSON output stream cannot be used with db or parquet",
+                         "export to the database, or to the stream, in two calls")
     # Bad input is reported before missing credentials: it is the first thing to fix.
     build_request(options, settings=settings)
     credentials, region, warnings = credentials_for_run(
@@ -99,7 +102,8 @@ def run(
         # Read-only: a dry run creates, locks and writes nothing.
         target = DatabaseTarget.from_options(options, sync=True)
         request = sync_request(request, stored_days(target, request),
-                               options.from_date is not None, options.lookback)
+                               options.from_date is not None, options.lookback,
+                               refresh=options.refresh, record=False)
         return _dry_run(request, credentials, notes)
     opened: AbstractContextManager[DuckDBSink]
     if options.db is None:
@@ -117,7 +121,8 @@ def run(
     with opened as database:
         if command == "sync":
             request = sync_request(request, database, options.from_date is not None,
-                                   options.lookback)
+                                   options.lookback, refresh=options.refresh,
+                                   record=not options.dry_run)
             if options.dry_run:
                 return _dry_run(request, credentials, notes)
         assert credentials is not None
@@ -137,6 +142,12 @@ def _check_destination(command: Command, options: RunOptions) -> None:
 
         parse_location(options.parquet)  # no network: a dry run checks it too
     if options.db is not None:
+        # One output per run: NDJSON beside a database would be a second
+        # copy whose chunks (skipped when loaded) could never match it.
+        used = _set_flags(options, "output", "append")
+        if used:
+            raise UsageError(f"{', '.join(used)} cannot be used with --db",
+                             "export to the database, or to NDJSON, in two runs")
         return
     if options.parquet is None:
         if command == "sync":

@@ -1,4 +1,13 @@
-"""Incremental sync: where a sync of a database starts, and which loaded days it skips."""
+"""Incremental sync: the range a sync covers, and which loaded days it skips.
+
+A file's (or a lake's) sync covers every day from its *origin* to ``--to``.
+The origin is the ``--from`` of its first sync, recorded in the manifest
+before anything is fetched, and moved only by a later explicit ``--from``. So
+a first sync cut short (a day that kept failing, a kill, a reboot after a
+later chunk committed) leaves days the next sync fetches, whatever order the
+chunks committed in; and ``--from`` repeated by a cron line skips what is
+loaded and settled, as no ``--from`` does.
+"""
 
 from __future__ import annotations
 
@@ -12,55 +21,85 @@ from mpexport.request import ExportRequest
 
 
 class HoldsDays(Protocol):
-    """What a sync needs of its database: the days it holds."""
+    """What a sync needs of its database or lake: the days it holds and where its range begins."""
 
     def covered_days(self) -> set[dt.date]:
         """The days loaded whole (by the manifest)."""
         ...
 
+    def sync_from(self) -> dt.date | None:
+        """The recorded first day of the sync's range (None: never recorded)."""
+        ...
+
+    def record_sync_from(self, day: dt.date) -> None:
+        """Record ``day`` as the first day of the sync's range, before anything is fetched."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncRange:
+    """What one sync fetches.
+
+    ``origin`` is where the sync's range begins (what the manifest records);
+    ``start``..``end`` the days it reads, less ``settled`` (loaded days older
+    than the lookback window, not read again); ``complete`` the last day of
+    the unbroken run of loaded days from ``start`` (a chunk boundary), if any.
+    """
+
+    origin: dt.date
+    start: dt.date
+    end: dt.date
+    settled: frozenset[dt.date]
+    complete: dt.date | None
+
 
 def sync_range(
     covered: Collection[dt.date],
-    from_date: dt.date | None,
     to_date: dt.date,
     lookback: int,
-) -> tuple[dt.date, dt.date, dt.date | None]:
-    """Where an incremental sync starts and ends, and the last day already complete.
+    *,
+    recorded_from: dt.date | None = None,
+    from_date: dt.date | None = None,
+    refresh: bool = False,
+) -> SyncRange:
+    """The range of a sync of a store holding ``covered`` days.
 
-    The first sync needs ``from_date``. Later ones start ``lookback`` days
-    before the end of the unbroken run of loaded days that begins at the
-    first loaded day (so a day that failed earlier is fetched again too),
-    but never before that first day: it is where the table's range begins
-    (the ``--from`` of its first sync), and a short run of loaded days (a
-    young file, a first run cut short) must not pull in days nobody asked
-    for. An explicit ``from_date`` wins and moves that first day on purpose.
-    Raises :class:`UsageError` when ``to_date`` ends before the first day
-    and no ``from_date`` says to go there.
+    The origin is ``from_date`` when given, else ``recorded_from``, else (a
+    file written before origins were recorded) its first loaded day; a store
+    with none of these needs ``from_date``. Every day from the origin to
+    ``to_date`` that is not loaded is read, and so are the ``lookback`` days
+    before the newest loaded day of that range (late events land there);
+    older loaded days are settled, unless ``refresh`` says to read
+    everything again. Raises :class:`UsageError` for a negative lookback, a
+    missing first ``--from``, and a ``to_date`` before the origin that no
+    ``from_date`` asked for.
     """
     if lookback < 0:
         raise UsageError(f"--lookback must be 0 or more days, not {lookback}")
-    if not covered:
-        if from_date is None:
-            raise UsageError(
-                "this database has no synced days yet, so the first sync needs --from",
-                "e.g. --from 2024-01-01",
-            )
-        return from_date, to_date, None
-    days = set(covered)
-    first = min(days)
-    complete = first
-    while complete + dt.timedelta(days=1) in days:
-        complete += dt.timedelta(days=1)
-    if from_date is not None:
-        return min(from_date, to_date), to_date, complete
-    if to_date < first:
+    origin = from_date or recorded_from or (min(covered) if covered else None)
+    if origin is None:
+        raise UsageError(
+            "this database has no synced days yet, so the first sync needs --from",
+            "e.g. --from 2024-01-01",
+        )
+    if from_date is None and to_date < origin:
         raise UsageError(
             f"--to {to_date.isoformat()} is before the first synced day of this table, "
-            f"{first.isoformat()}",
+            f"{origin.isoformat()}",
             "pass --from as well to sync earlier days",
         )
-    start = max(first, complete - dt.timedelta(days=lookback))
-    return min(start, to_date), to_date, complete
+    origin = min(origin, to_date)
+    settled = frozenset() if refresh else settled_days(covered, origin, to_date, lookback)
+    start = origin
+    while start in settled:
+        start += dt.timedelta(days=1)
+    complete = None
+    if start in covered:
+        complete = start
+        while complete + dt.timedelta(days=1) in covered:
+            complete += dt.timedelta(days=1)
+    return SyncRange(origin=origin, start=start, end=to_date,
+                     settled=frozenset(d for d in settled if d >= start), complete=complete)
 
 
 def settled_days(covered: Collection[dt.date], start: dt.date, to_date: dt.date,
@@ -69,8 +108,8 @@ def settled_days(covered: Collection[dt.date], start: dt.date, to_date: dt.date,
 
     A sync re-reads the ``lookback`` days before the newest loaded day (late
     events land there) and every day not loaded yet. A day that keeps
-    failing leaves a gap, and ``start`` stays before it; without this, every
-    later sync would refetch everything after the gap, more each day.
+    failing leaves a gap that every sync reads; without this, every later
+    sync would refetch everything after the gap, more each day.
     """
     loaded = [d for d in covered if start <= d <= to_date]
     if not loaded:
@@ -80,16 +119,29 @@ def settled_days(covered: Collection[dt.date], start: dt.date, to_date: dt.date,
 
 
 def sync_request(
-    request: ExportRequest, database: HoldsDays, explicit_from: bool, lookback: int
+    request: ExportRequest,
+    store: HoldsDays,
+    explicit_from: bool,
+    lookback: int,
+    *,
+    refresh: bool = False,
+    record: bool = True,
 ) -> ExportRequest:
-    """The request of an incremental sync: its range from what ``database`` holds."""
-    covered = database.covered_days()
-    start, end, complete = sync_range(
-        covered, request.from_date if explicit_from else None, request.to_date, lookback,
+    """The request of an incremental sync: its range from what ``store`` holds.
+
+    With ``record`` (every run but a dry run) an explicit ``--from`` that
+    moves the origin is recorded before anything is fetched, so a run cut
+    short leaves its range behind for the next sync.
+    """
+    recorded = store.sync_from()
+    chosen = sync_range(
+        store.covered_days(), request.to_date, lookback, recorded_from=recorded,
+        from_date=request.from_date if explicit_from else None, refresh=refresh,
     )
-    skip = frozenset() if explicit_from else settled_days(covered, start, end, lookback)
+    if record and chosen.origin != recorded:
+        store.record_sync_from(chosen.origin)
     return dataclasses.replace(
-        request, from_date=start, to_date=end,
-        boundaries=(complete,) if complete is not None else (),
-        skip_days=skip,
+        request, from_date=chosen.start, to_date=chosen.end,
+        boundaries=(chosen.complete,) if chosen.complete is not None else (),
+        skip_days=chosen.settled,
     )

@@ -1,4 +1,4 @@
-"""Where a sync starts: never before the table's first day unless --from says so."""
+"""Where a sync starts: never before the range's first day unless --from says so."""
 
 from __future__ import annotations
 
@@ -125,51 +125,67 @@ def covered_days(draw: st.DrawFn) -> set[dt.date]:
     covered=covered_days(),
     to_offset=st.integers(min_value=-10, max_value=80),
     lookback=st.integers(min_value=0, max_value=90),
+    recorded=st.one_of(st.none(), st.integers(min_value=-5, max_value=60)),
 )
-def test_sync_start_never_before_the_first_day_without_from(
-    covered: set[dt.date], to_offset: int, lookback: int
+def test_a_sync_reads_every_missing_day_of_its_range_and_the_lookback(
+    covered: set[dt.date], to_offset: int, lookback: int, recorded: int | None
 ) -> None:
     to_date = BASE + dt.timedelta(days=to_offset)
-    first = min(covered)
-    if to_date < first:
+    recorded_from = None if recorded is None else BASE + dt.timedelta(days=recorded)
+    origin = recorded_from or min(covered)
+    if to_date < origin:
         with pytest.raises(UsageError):
-            sync_range(covered, None, to_date, lookback)
+            sync_range(covered, to_date, lookback, recorded_from=recorded_from)
         return
-    start, end, complete = sync_range(covered, None, to_date, lookback)
-    assert end == to_date
-    assert first <= start <= to_date
-    # complete: the end of the unbroken run of loaded days from the first one.
-    assert complete is not None
-    assert all(first + dt.timedelta(days=i) in covered
-               for i in range((complete - first).days + 1))
-    assert complete + dt.timedelta(days=1) not in covered
-    # The lookback is kept whole wherever it does not cross the first day.
-    assert start == min(to_date, max(first, complete - dt.timedelta(days=lookback)))
+    chosen = sync_range(covered, to_date, lookback, recorded_from=recorded_from)
+    assert (chosen.origin, chosen.end) == (origin, to_date)
+    assert origin <= chosen.start <= to_date
+    span = {origin + dt.timedelta(days=i) for i in range((to_date - origin).days + 1)}
+    read = {d for d in span if d >= chosen.start} - chosen.settled
+    assert span - covered <= read, "every day of the range not loaded yet is read"
+    assert span - read <= covered, "only loaded days are skipped"
+    loaded = span & covered
+    if loaded:
+        window = {d for d in span if d >= max(loaded) - dt.timedelta(days=lookback)}
+        assert window <= read, "the lookback window is read whole"
+    if chosen.complete is not None:
+        run = {chosen.start + dt.timedelta(days=i)
+               for i in range((chosen.complete - chosen.start).days + 1)}
+        assert run <= covered and chosen.complete + dt.timedelta(days=1) not in covered
 
 
 @given(
     covered=st.one_of(st.just(set()), covered_days()),
+    recorded=st.one_of(st.none(), st.integers(min_value=-30, max_value=60)),
     from_offset=st.integers(min_value=-30, max_value=60),
     extra_days=st.integers(min_value=0, max_value=30),
     lookback=st.integers(min_value=0, max_value=90),
 )
-def test_an_explicit_from_is_where_the_sync_starts(
-    covered: set[dt.date], from_offset: int, extra_days: int, lookback: int
+def test_an_explicit_from_moves_the_origin_and_skips_what_no_from_skips(
+    covered: set[dt.date], recorded: int | None, from_offset: int, extra_days: int,
+    lookback: int
 ) -> None:
     from_date = BASE + dt.timedelta(days=from_offset)
     to_date = from_date + dt.timedelta(days=extra_days)
-    start, end, _complete = sync_range(covered, from_date, to_date, lookback)
-    assert (start, end) == (from_date, to_date)
+    chosen = sync_range(covered, to_date, lookback, from_date=from_date,
+                        recorded_from=None if recorded is None
+                        else BASE + dt.timedelta(days=recorded))
+    assert (chosen.origin, chosen.end) == (from_date, to_date)
+    # The same --from, now recorded, and no --from at all plan the same reads.
+    again = sync_range(covered, to_date, lookback, recorded_from=from_date)
+    assert again == chosen
+    everything = sync_range(covered, to_date, lookback, from_date=from_date, refresh=True)
+    assert (everything.start, everything.settled) == (from_date, frozenset())
 
 
 def test_the_first_sync_needs_from() -> None:
     with pytest.raises(UsageError):
-        sync_range(set(), None, BASE, 5)
+        sync_range(set(), BASE, 5)
 
 
 def test_a_negative_lookback_is_refused() -> None:
     with pytest.raises(UsageError):
-        sync_range({BASE}, None, BASE, -1)
+        sync_range({BASE}, BASE, -1)
 
 
 def test_a_day_that_keeps_failing_does_not_make_syncs_refetch_everything_after_it(
@@ -203,7 +219,7 @@ def test_settled_days_are_loaded_and_older_than_the_lookback(
 ) -> None:
     covered = {BASE + dt.timedelta(days=o) for o in covered_offsets}
     to_date = BASE + dt.timedelta(days=40)
-    start, _end, _complete = sync_range(covered, None, to_date, lookback)
+    start = sync_range(covered, to_date, lookback).start
     settled = settled_days(covered, start, to_date, lookback)
     assert settled <= covered
     newest = max(covered)

@@ -84,8 +84,10 @@ def export_command(**options: Any) -> None:
               help="The DuckDB file to keep current (or give --parquet alone to keep a "
                    "lake current).")
 @click.option("--from", "from_date", metavar="DATE",
-              help="First day (needed on the first sync of a file; later syncs continue "
-                   "where the last one stopped).")
+              help="First day of the range the file keeps (needed on its first sync, then "
+                   "recorded). Later syncs read every day of the range not loaded yet, plus "
+                   "the lookback; repeating the same --from changes nothing, an earlier one "
+                   "extends the range.")
 @click.option("--to", "to_date", default="today", show_default=True, metavar="DATE",
               help=date_help("Last"))
 @click.option("--lookback", type=int, default=RunOptions.lookback, show_default=True,
@@ -93,16 +95,22 @@ def export_command(**options: Any) -> None:
               help="Whole days before the last synced day to read again, for late events.")
 @fetch_options
 @database_options
+@click.option("--refresh", is_flag=True,
+              help="Read every day of the range again, not only new days and the lookback.")
 @click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
 @output_options
 def sync_command(**options: Any) -> None:
     """Keep a DuckDB file or a lake current: new days, plus a lookback for late events.
 
-    The first sync of a file (or lake) needs --from. Later syncs start at the last day
-    the file holds complete, minus --lookback days (mobile SDKs send events
-    up to 5 days late), and end --to (today by default). Re-read days are
-    deduplicated against what is stored; the summary counts the late events
-    added. Older days are not fetched again. Made for cron.
+    The first sync of a file (or lake) needs --from, which the file records
+    as where its range begins. Every later sync reads each day of that range
+    not loaded whole yet (a day that failed, or a first run cut short), the
+    --lookback days before the newest loaded day (mobile SDKs send events up
+    to 5 days late), and new days up to --to (today by default). Loaded days
+    older than the lookback are not fetched again, with or without the same
+    --from; --refresh reads them all again. Re-read days are deduplicated
+    against what is stored; the summary counts the late events added. A
+    sync exits non-zero while any day of its range is missing. Made for cron.
 
     \b
     Examples:
@@ -214,7 +222,7 @@ def retry_args(options: dict[str, Any]) -> list[str]:
             continue
         for item in value if param.multiple else [value]:
             args += [flag, f"{item:g}" if isinstance(item, float) else str(item)]
-    if context.command.name == "sync":
+    if context.command.name == "sync" and "--refresh" not in args:
         args.append("--refresh")  # those days were loaded before: fetch them again
     if options.get("output") and "--append" not in args:
         args.append("--append")  # the resume adds to the file the run wrote

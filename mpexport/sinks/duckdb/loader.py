@@ -34,6 +34,26 @@ class _Gone(Exception):
     """The loader thread ended while the main thread waited to queue something."""
 
 
+class _Call:
+    """Work for the loader thread that is not a chunk; ``done`` is set once it ran."""
+
+    def __init__(self, work: Callable[[Any], None]) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, con: Any) -> None:
+        try:
+            self.work(con)
+        except Exception as exc:  # handed to the waiting caller, not the loader
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def discard(self) -> None:
+        """Nothing on disk to delete (as a dropped chunk's spool file)."""
+
+
 class LoaderThread:
     """The loader thread of one sink.
 
@@ -56,7 +76,7 @@ class LoaderThread:
         self._load = load
         self._closed = closed
         self._check_stop_request = check_stop
-        self._queue: queue.Queue[CompletedChunk | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[CompletedChunk | _Call | None] = queue.Queue(queue_size)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -100,6 +120,27 @@ class LoaderThread:
         except BaseException:
             completed.discard()
             raise
+
+    def call(self, work: Callable[[Any], None]) -> None:
+        """Run ``work(con)`` on the loader thread after what is queued; wait for it; re-raise.
+
+        For the few writes that are not a chunk (a sync's range), so that the
+        connection keeps its one writer.
+        """
+        self.raise_pending()
+        if self._finished:
+            raise RuntimeError("LoaderThread.call() after close() or abort()")
+        item = _Call(work)
+        try:
+            self._put(item)
+            self._wait(lambda timeout: item.done.wait(timeout) or not self.thread.is_alive())
+        except _Gone:
+            pass
+        if not item.done.is_set():
+            self.raise_pending()
+            raise LoaderError("the DuckDB loader stopped unexpectedly")
+        if item.error is not None:
+            raise item.error
 
     def close(self) -> None:
         """Load everything queued, end the thread; re-raise its error."""
@@ -156,7 +197,7 @@ class LoaderThread:
         self.thread.join(timeout)
         return not self.thread.is_alive()
 
-    def _put(self, item: CompletedChunk | None) -> None:
+    def _put(self, item: CompletedChunk | _Call | None) -> None:
         while True:
             try:
                 self._queue.put(item, timeout=POLL_SECONDS)
@@ -215,6 +256,9 @@ class LoaderThread:
             item = self._queue.get()
             if item is None:
                 return
+            if isinstance(item, _Call):
+                item.run(con)
+                continue
             try:
                 self.check_stopping()
                 self._load(con, item)

@@ -24,6 +24,10 @@ MANIFEST_TABLE = "_mpexport_chunks"
 # transaction so a crash between COMMIT and the file write is repaired on the
 # next start instead of leaving the Parquet copy silently stale.
 PARQUET_PENDING_TABLE = "_mpexport_parquet_pending"
+# Where each sync's range begins (the --from of its first run, moved only by a
+# later explicit --from), per table and filters: a first sync cut short must
+# leave its range behind, whichever of its chunks committed.
+SYNC_TABLE = "_mpexport_sync"
 RESERVED_PREFIX = "_mpexport"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -143,6 +147,11 @@ def create_schema(con: Any, table: str) -> None:
         f"CREATE TABLE IF NOT EXISTS {PARQUET_PENDING_TABLE} "
         "(table_name VARCHAR NOT NULL, day DATE NOT NULL)"
     )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {SYNC_TABLE} (table_name VARCHAR NOT NULL, "
+        "filters VARCHAR NOT NULL, from_date DATE NOT NULL, "
+        "set_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+    )
     found = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = current_schema() "
@@ -168,6 +177,29 @@ def read_manifest(con: Any, table: str) -> dict[str, set[dt.date]]:
         days = covered.setdefault(str(filters), set())
         days.update(day_range(first, last))
     return covered
+
+
+def read_sync_from(con: Any, table: str, filters: str) -> dt.date | None:
+    """The recorded first day of the sync range of ``table`` with ``filters``, if any."""
+    row = con.execute(
+        f"SELECT from_date FROM {SYNC_TABLE} WHERE table_name = ? AND filters = ?",
+        [table, filters],
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def write_sync_from(con: Any, table: str, filters: str, day: dt.date) -> None:
+    """Record ``day`` as the first day of the sync range of ``table`` with ``filters``."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {SYNC_TABLE} WHERE table_name = ? AND filters = ?",
+                    [table, filters])
+        con.execute(f"INSERT INTO {SYNC_TABLE} (table_name, filters, from_date) VALUES (?, ?, ?)",
+                    [table, filters, day])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def read_day_volumes(con: Any, table: str) -> dict[dt.date, int]:

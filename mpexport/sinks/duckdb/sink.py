@@ -35,6 +35,8 @@ from mpexport.sinks.duckdb.schema import (
     create_schema,
     read_day_volumes,
     read_manifest,
+    read_sync_from,
+    write_sync_from,
 )
 from mpexport.sinks.parquet import ParquetCopy
 
@@ -127,6 +129,7 @@ class DuckDBSink:
         self._lock = threading.Lock()  # guards _covered between loader and main thread
         self._covered: dict[str, set[dt.date]] = {}
         self._covered_at_open: frozenset[dt.date] = frozenset()
+        self._sync_from: dt.date | None = None
         # Events per day seen by earlier runs (from the manifest), for planning.
         self.day_volumes: dict[dt.date, int] = {}
         self._loader = LoaderThread(
@@ -147,6 +150,18 @@ class DuckDBSink:
         key = (filters or self.filters).fingerprint()
         with self._lock:
             return set(self._covered.get(key, ()))
+
+    def sync_from(self) -> dt.date | None:
+        """The recorded first day of this table's sync range with the sink's filters."""
+        with self._lock:
+            return self._sync_from
+
+    def record_sync_from(self, day: dt.date) -> None:
+        """Record ``day`` as the first day of the sync range, committed before this returns."""
+        self._loader.call(
+            lambda con: write_sync_from(con, self.table, self._fingerprint, day))
+        with self._lock:
+            self._sync_from = day
 
     def already_done(self, chunk: Chunk) -> bool:
         """True when every day of the chunk was loaded with the same filters (and no refresh)."""
@@ -222,7 +237,9 @@ class DuckDBSink:
             con.execute("COMMIT")
             covered = read_manifest(con, self.table)
             volumes = read_day_volumes(con, self.table)
+            sync_from = read_sync_from(con, self.table, self._fingerprint)
             with self._lock:
+                self._sync_from = sync_from
                 self._covered = covered
                 self._covered_at_open = frozenset(covered.get(self._fingerprint, ()))
                 self.day_volumes = volumes
