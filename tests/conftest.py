@@ -27,7 +27,20 @@ settings.load_profile("mpexport")
 
 
 @pytest.fixture(autouse=True)
-def isolated_state(tmp_path_factory: pytest.TempPathFactory,
+def without_user_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clear the shell's MP_* and MPEXPORT_* variables: the suite passes whatever a user exports.
+
+    MPEXPORT_TEST_* are the harness's own (which executable the suite runs).
+    """
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("MP_", "MPEXPORT_")) and not name.startswith("MPEXPORT_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(without_user_settings: None, tmp_path_factory: pytest.TempPathFactory,
                    monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point mpexport's state (the hourly budget) at a fresh directory per test."""
     path = tmp_path_factory.mktemp("state")
@@ -36,7 +49,7 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(autouse=True)
-def isolated_config(tmp_path_factory: pytest.TempPathFactory,
+def isolated_config(without_user_settings: None, tmp_path_factory: pytest.TempPathFactory,
                     monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point mpexport's config dir at a fresh, empty directory: never the user's profiles."""
     path = tmp_path_factory.mktemp("config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -232,6 +233,14 @@ BAD_INPUTS = [
       "--event", "Purchase"], 2, "cannot be combined"),
     (["export", "--from", "-3", "--to", "today", "--api-url", "http://u:p@127.0.0.1:9"], 2,
      "must not contain credentials"),
+    (["export", "--from", "-3", "--to", "today", "--db", "{tmp}/x.duckdb", "-o",
+      "{tmp}/x.ndjson"], 2, "--output cannot be used with --db"),
+    (["export", "--from", "-3", "--to", "today", "--summary-json", "{tmp}/no/such/last.json"],
+     2, "{tmp}/no/such does not exist"),
+    (["sync", "--db", "{tmp}/x.duckdb", "--from", "-3", "--summary-json", "{tmp}"], 2,
+     "it is a folder"),
+    (["profiles", "--db", "{tmp}/x.duckdb", "--summary-json", "{tmp}/no/last.json"], 2,
+     "does not exist"),
 ]
 
 
@@ -250,6 +259,38 @@ def test_bad_input(tmp_path: Path, args: list[str], code: int, needle: str) -> N
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert notes.read_bytes() == before
     assert not (tmp_path / "notes.txt.wal").exists()
+    assert not (tmp_path / "x.duckdb").exists() and not (tmp_path / "x.ndjson").exists()
+
+
+def test_a_summary_json_that_cannot_be_written_at_the_end_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mpexport.cli.options import run_reporting
+    from mpexport.cli.report import RunReport
+
+    def fail(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RunReport, "write_json", fail)
+    report = RunReport(command="export", table="events", database=None, lake=None)
+    # The folder was there at the start (checked), the write failed at the end.
+    assert run_reporting(report, str(tmp_path / "last.json"), lambda: 0) == 1
+    assert "could not write the summary JSON" in capsys.readouterr().err
+    # A run that failed keeps its own exit code.
+    assert run_reporting(report, str(tmp_path / "last.json"), lambda: 3) == 3
+
+
+def test_the_library_refuses_db_with_output(tmp_path: Path) -> None:
+    import mpexport
+    from mpexport.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot be used with --db"):
+        mpexport.export(from_date="2024-01-01", to_date="2024-01-02",
+                        db=tmp_path / "x.duckdb", output=tmp_path / "x.ndjson")
+    with pytest.raises(UsageError, match="cannot be used with db"):
+        mpexport.export(from_date="2024-01-01", to_date="2024-01-02",
+                        db=tmp_path / "x.duckdb", output=io.BytesIO())
+    assert not (tmp_path / "x.duckdb").exists()
 
 
 def test_missing_credentials_name_what_to_set() -> None:

@@ -240,9 +240,13 @@ def run_reporting(report: SummaryReport, summary_json: str | None,
     The code comes from :func:`~mpexport.errors.exit_code_for`, as the
     process's does, so the two cannot disagree.
     """
+    from mpexport.cli.report import check_summary_target
     from mpexport.errors import ExitCode, MpexportError, exit_code_for
 
+    if summary_json:
+        check_summary_target(summary_json)
     code = int(ExitCode.OK)
+    written = True
     try:
         code = body()
     except BaseException as exc:
@@ -255,4 +259,8 @@ def run_reporting(report: SummaryReport, summary_json: str | None,
                 report.write_json(summary_json, code)
             except OSError as exc:  # never hide the run's own outcome behind this
                 echo_err(f"mpexport: could not write the summary JSON: {exc}")
+                written = False
+    if not written and code == ExitCode.OK:
+        # Whoever reads that file would see a stale run as this one.
+        return int(ExitCode.PARTIAL)
     return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpexport import __version__
 from mpexport.atomic import write_atomically
-from mpexport.errors import ExitCode
+from mpexport.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from mpexport.model import ExportResult
@@ -90,6 +91,27 @@ class RunReport:
     def write_json(self, target: str, code: int) -> None:
         """Write the summary JSON to a file (atomically) or, for ``-``, to stderr."""
         write_summary_json(target, self.to_json(code))
+
+
+def check_summary_target(target: str) -> None:
+    """Refuse a summary JSON path that cannot be written, before anything is fetched.
+
+    A cron job that monitors the file would otherwise keep reading a stale one.
+    """
+    if target == "-":
+        return
+    path = Path(target)
+    folder = path.parent
+    hint = "create the folder or choose another --summary-json path"
+    if not folder.is_dir():
+        raise UsageError(f"cannot write --summary-json {path}: the folder {folder} does not exist",
+                         hint)
+    if path.is_dir():
+        raise UsageError(f"cannot write --summary-json {path}: it is a folder",
+                         "name a file in it instead")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write --summary-json {path}: the folder {folder} is not "
+                         "writable", hint)
 
 
 def write_summary_json(target: str, summary: dict[str, Any]) -> None:
