@@ -15,7 +15,7 @@ import multiprocessing
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -150,10 +150,12 @@ class MemoryStore:
     def load(self, now: float | None = None) -> list[float]:
         return list(self.starts)
 
-    def record(self, ts: float) -> list[float]:
+    def claim(self, now: float, decide: Callable[[Sequence[float]], float | None]) -> float | None:
         with self._lock:
-            self.starts.append(ts)
-        return []
+            ts = decide([])
+            if ts is not None:
+                self.starts.append(ts)
+            return ts
 
 
 def assert_within_limits(
