@@ -81,6 +81,7 @@ __all__ = [
     "state_dir",
 ]
 
+
 @dataclass(frozen=True)
 class _Wait:
     """A start that must wait: until when (monotonic), how long, why, and whether to tell."""
