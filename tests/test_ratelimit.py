@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import multiprocessing
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -150,10 +151,12 @@ class MemoryStore:
     def load(self, now: float | None = None) -> list[float]:
         return list(self.starts)
 
-    def record(self, ts: float) -> list[float]:
+    def claim(self, now: float, decide: Callable[[Sequence[float]], float | None]) -> float | None:
         with self._lock:
-            self.starts.append(ts)
-        return []
+            ts = decide([])
+            if ts is not None:
+                self.starts.append(ts)
+            return ts
 
 
 def assert_within_limits(
@@ -745,3 +748,213 @@ def test_random_traffic_stays_within_all_limits(
         running.append(start + duration)
         assert limiter.in_flight <= concurrency
     assert_within_limits(starts, burst, second_window, hourly, hour_window)
+
+
+# -- runs of one project at once share the per-second window -----------------
+
+
+class SharedTime:
+    """One machine's time, seen by several fake processes (:class:`ProcessClock`)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+
+class ProcessClock:
+    """A process's clocks over :class:`SharedTime`: its own monotonic origin, the shared wall.
+
+    Single-threaded use only. Sleeping moves the machine's time forward.
+    """
+
+    def __init__(self, shared: SharedTime, origin: float) -> None:
+        self._shared = shared
+        self._origin = origin
+
+    def now(self) -> float:
+        return self._shared.t + self._origin
+
+    def wall(self) -> float:
+        return self._shared.t + WALL_BASE
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        target = deadline - self._origin
+        self._shared.t = max(self._shared.t, target)
+        # Rounding of t + origin must not leave now() a hair short of the
+        # deadline, or the limiter would sleep towards it for ever.
+        while self.now() < deadline:
+            self._shared.t = math.nextafter(self._shared.t, math.inf)
+        return stop.is_set()
+
+
+def windows_of(qps: float, margin: float, hourly_margin: float) -> tuple[int, float, float]:
+    """(burst, second window, hour window) as the limiter derives them."""
+    burst = int(qps) if qps >= 1 else 1
+    return burst, (1.0 if qps >= 1 else 1 / qps) + margin, 3600 + hourly_margin
+
+
+def assert_within(starts: Sequence[float], limit: int, window: float, tol: float) -> None:
+    """No ``window`` holds more than ``limit`` of ``starts`` (up to ``tol`` of rounding)."""
+    s = sorted(starts)
+    for i in range(len(s) - limit):
+        assert s[i + limit] - s[i] >= window - tol, (i, s[i], s[i + limit])
+
+
+def test_a_second_run_waits_for_the_first_runs_burst() -> None:
+    shared = SharedTime()
+    clocks = [ProcessClock(shared, 100.0), ProcessClock(shared, 7.0)]
+    # Both exist before either starts anything: loading the file told them nothing.
+    a, b = (RateLimiter(qps=3, hourly=100, margin=0.25, clock=c,
+                        state=HourlyState.for_project(HOST, PROJECT)) for c in clocks)
+    stop = threading.Event()
+    for _ in range(3):
+        assert a.acquire(stop)
+    assert shared.t == 0
+    assert b.next_start_delay() == 0  # b alone does not know...
+    assert b.acquire(stop)  # ...but its start is decided with the file's starts
+    assert shared.t == pytest.approx(1.25)
+    # a's next start knows of b's: two more fit this window, not three.
+    assert a.acquire(stop) and a.acquire(stop)
+    assert shared.t == pytest.approx(1.25)
+    assert a.acquire(stop)
+    assert shared.t == pytest.approx(2.5)
+    # a knows every start; b has not looked at the file since its own.
+    assert (a.hourly_used, b.hourly_used) == (7, 4)
+
+
+def test_without_state_each_process_paces_alone() -> None:
+    # share_hour=False: no state, so two runs know nothing of each other.
+    shared = SharedTime()
+    a, b = (RateLimiter(qps=3, hourly=100, clock=ProcessClock(shared, 0.0)) for _ in range(2))
+    stop = threading.Event()
+    for limiter in (a, b, a, b, a, b):
+        assert limiter.acquire(stop)
+    assert shared.t == 0
+    assert not default_path(HOST, PROJECT).parent.exists()
+
+
+@given(
+    qps=st.sampled_from([0.5, 1, 3, 3.5]),
+    hourly=st.integers(1, 8),
+    margin=st.sampled_from([0.0, 0.25]),
+    hourly_margin=st.sampled_from([0.0, 10.0]),
+    processes=st.integers(2, 3),
+    ops=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # which process starts a request
+            st.one_of(st.just(0.0), st.floats(0, 2), st.floats(0, 1500)),  # gap before it
+            st.one_of(st.none(), st.floats(0.5, 60)),  # a 429 penalty (that process only)
+        ),
+        max_size=40,
+    ),
+)
+@settings(max_examples=100, deadline=None)
+def test_processes_sharing_a_state_file_stay_within_the_limits_together(
+    tmp_path_factory: pytest.TempPathFactory,
+    qps: float,
+    hourly: int,
+    margin: float,
+    hourly_margin: float,
+    processes: int,
+    ops: list[tuple[int, float, float | None]],
+) -> None:
+    """Any interleaving of starts by processes of one project: the union keeps the limits.
+
+    Each process has its own monotonic origin and its own state instance on
+    the one file, and only learns of the others through that file. A start
+    is also not delayed when no limit binds the union (nor its own penalty).
+    """
+    path = tmp_path_factory.mktemp("shared") / "ratelimit.json"
+    shared = SharedTime()
+    limiters = [
+        RateLimiter(qps, hourly, margin=margin, hourly_margin=hourly_margin,
+                    clock=ProcessClock(shared, 1000.0 * k + 0.1), state=HourlyState(path))
+        for k in range(processes)
+    ]
+    burst, second_window, hour_window = windows_of(qps, margin, hourly_margin)
+    penalty_until = [0.0] * processes
+    stop = threading.Event()
+    tol = 1e-6
+    starts: list[float] = []
+    for which, gap, penalty in ops:
+        k = which % processes
+        shared.t += gap
+        if penalty is not None:
+            limiters[k].penalize(penalty)
+            penalty_until[k] = max(penalty_until[k], shared.t + penalty)
+        requested = shared.t
+        assert limiters[k].acquire(stop)
+        limiters[k].release()
+        start = shared.t
+        assert start >= penalty_until[k] - tol
+        # Not more careful than needed (near a window's end rounding may add a hair).
+        recent = [s for s in starts if s + second_window > requested - tol]
+        in_hour = [s for s in starts if s + hour_window > requested - tol]
+        if requested >= penalty_until[k] and len(recent) < burst and len(in_hour) < hourly:
+            assert start <= requested + tol
+        starts.append(start)
+    assert_within(starts, burst, second_window, 1e-5)
+    assert_within(starts, hourly, hour_window, 1e-5)
+
+
+class LoggedState(HourlyState):
+    """An :class:`HourlyState` that also notes every start it granted (the file keeps an hour)."""
+
+    def __init__(self, path: Path, granted: list[float]) -> None:
+        super().__init__(path)
+        self.granted = granted
+
+    def claim(
+        self, now: float, decide: Callable[[Sequence[float]], float | None]
+    ) -> float | None:
+        ts = super().claim(now, decide)
+        if ts is not None:
+            self.granted.append(ts)  # list.append is atomic
+        return ts
+
+
+def test_threads_of_two_processes_never_exceed_the_limits_together() -> None:
+    # One fake clock for all (wall == monotonic, so no rounding), 2 "processes"
+    # of 4 threads each. A sleeping thread's deadline never lies past a start
+    # being granted (it was computed from fewer starts), so a sleeper moving
+    # the clock cannot shift a grant's recorded time.
+    clock = FakeClock(start=WALL_BASE)
+    path = default_path(HOST, PROJECT)
+    granted: list[float] = []
+    limiters = [
+        RateLimiter(qps=3, hourly=25, concurrency=4, margin=0.25, clock=clock,
+                    state=LoggedState(path, granted))
+        for _ in range(2)
+    ]
+    stop = threading.Event()
+
+    def worker(limiter: RateLimiter) -> None:
+        for _ in range(20):
+            assert limiter.acquire(stop)
+            time.sleep(0)  # let the other threads interleave while we hold the slot
+            limiter.release()
+
+    threads = [threading.Thread(target=worker, args=(lim,)) for lim in limiters for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    assert len(granted) == 160
+    assert_within_limits(granted, 3, 1.25, 25, 3610)
+    assert [lim.in_flight for lim in limiters] == [0, 0]
+
+
+def test_an_unlockable_state_file_falls_back_to_pacing_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    shared = SharedTime()
+    limiter = RateLimiter(qps=3, hourly=100, margin=0.25, clock=ProcessClock(shared, 0.0),
+                          state=HourlyState(blocker / "state.json"))
+    stop = threading.Event()
+    for _ in range(4):
+        assert limiter.acquire(stop)
+        limiter.release()
+    assert shared.t == pytest.approx(1.25)  # still paced, in-process
+    assert len([r for r in caplog.records if "not persisted" in r.message]) == 1

@@ -117,7 +117,8 @@ def fetch_options(function: F) -> F:
                           "(429s do not count)."),
         click.option("--qps-limit", type=float, default=RunOptions.qps_limit, show_default=True,
                      envvar=QPS_LIMIT_ENV,
-                     help="Request starts per second [env MPEXPORT_QPS_LIMIT]."),
+                     help="Request starts per second, shared by runs on this machine "
+                          "[env MPEXPORT_QPS_LIMIT]."),
         click.option("--hourly-limit", type=int, default=RunOptions.hourly_limit, show_default=True,
                      envvar=HOURLY_LIMIT_ENV,
                      help="Request starts per rolling hour, shared by runs on this machine "

@@ -47,8 +47,9 @@ _D = ProfileOptions()
 @click.option("--retries", type=int, default=_D.retries, show_default=True,
               help="Further attempts of a failing page (429s do not count).")
 @click.option("--qps-limit", type=float, default=_D.qps_limit, show_default=True,
-              envvar=QPS_LIMIT_ENV, help="Request starts per second [env "
-                                                "MPEXPORT_QPS_LIMIT].")
+              envvar=QPS_LIMIT_ENV,
+              help="Request starts per second, shared by runs on this machine (per API and "
+                   "project) [env MPEXPORT_QPS_LIMIT].")
 @click.option("--hourly-limit", type=int, default=_D.hourly_limit, show_default=True,
               envvar=HOURLY_LIMIT_ENV,
               help="Queries per rolling hour, shared by runs on this machine (per API and "

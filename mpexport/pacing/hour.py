@@ -13,13 +13,16 @@ survive across processes. The file holds no credentials: only the host, the
 project id and timestamps.
 
 Several threads of one process and several processes (two overlapping cron
-runs) may record at once. Every write re-reads the file, merges, and replaces
-it atomically (temp file + ``os.replace``) while holding an in-process lock and
-an advisory lock on a sidecar ``.lock`` file, so no start is lost and no reader
-ever sees half a file. With two processes at once each one learns the other's
-starts when it records its own (see :meth:`HourlyState.record`), so they share
-the budget on a best-effort basis; a short overlap can still draw a 429, which
-the fetcher answers by backing off. If locking or writing fails (read-only
+runs, a manual export while cron syncs) may record at once. Every write
+re-reads the file, merges, and replaces it atomically (temp file +
+``os.replace``) while holding an in-process lock and an advisory lock on a
+sidecar ``.lock`` file, so no start is lost and no reader ever sees half a
+file. The same file also shares the per-second limit: the limiter grants a
+start only inside :meth:`HourlyState.claim`, which shows it every start other
+processes recorded and records the granted one under that one lock, so the
+starts of all runs of a project together stay within the limits. The lock is
+held for a read, an in-memory decision and a write; waiting happens outside
+it. If locking or writing fails (read-only
 directory, an exotic filesystem, a file another program holds open on Windows)
 the state is simply not persisted: one warning per run says what failed, on
 which path, and what it costs, and the export goes on, because the budget file
@@ -37,7 +40,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,33 +208,65 @@ class HourlyState:
         looked (another run recorded them); the limiter counts them too.
         Never raises on I/O problems: persistence is best effort.
         """
+        found: list[float] = []
+
+        def take(foreign: Sequence[float]) -> float:
+            found.extend(foreign)
+            return ts
+
+        self.claim(ts, take)
+        return found
+
+    def claim(self, now: float, decide: Callable[[Sequence[float]], float | None]) -> float | None:
+        """Decide on a start while no other run can record one; record it if granted.
+
+        Under the file lock, ``decide(foreign)`` is called once with the starts
+        (wall times, sorted) other processes recorded since this instance last
+        looked; it returns the wall time of a start to record, or None to
+        record nothing. What it returned is returned. ``now`` (wall time)
+        decides which entries of the file are fresh. ``decide`` runs under the
+        lock: it must be quick and must not wait.
+
+        Never raises on I/O problems: if the file cannot be locked or read,
+        ``decide([])`` still runs (this process then paces on its own, as
+        without a state file) and one warning per instance says so.
+        """
         with self._lock:
-            self._seen[ts] += 1
             lock_path = self.path.with_name(self.path.name + ".lock")
             failed = f"create the directory {self.path.parent}"
+            decided = False
+            ts: float | None = None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 failed = f"lock {lock_path}"
                 with _file_lock(lock_path):
-                    on_disk = self._read(ts)
+                    on_disk = self._read(now)
                     foreign = Counter(on_disk) - self._seen
-                    # Now every start on disk is in _seen (plus ours not yet
-                    # written), so _seen is the merged content.
+                    # Now every start on disk is in _seen, so _seen plus a
+                    # granted start is the merged content.
                     self._seen.update(foreign)
-                    failed = f"write {self.path}"
-                    self._write(self._fresh(list(self._seen.elements()), ts))
+                    ts = decide(sorted(foreign.elements()))
+                    decided = True
+                    if ts is not None:
+                        self._seen[ts] += 1
+                        failed = f"write {self.path}"
+                        self._write(self._fresh(list(self._seen.elements()), ts))
             except OSError as exc:
                 if exc.filename2 is not None:
                     # Only os.replace names two files: the temp file was
                     # written, moving it over the state file failed.
                     failed = f"replace {self.path}"
                 self._warn(failed, exc, _NOT_SAVED)
-                return []
+                if not decided:
+                    ts = decide([])
+                    if ts is not None:
+                        # Kept, so a later write that succeeds still saves it.
+                        self._seen[ts] += 1
             # Forget what fell out of the window so memory stays bounded.
-            cutoff = ts - self.retention
+            cutoff = (now if ts is None else max(now, ts)) - self.retention
             for old in [t for t in self._seen if t <= cutoff]:
                 del self._seen[old]
-            return sorted(foreign.elements())
+            return ts
 
     def _write(self, starts: list[float]) -> None:
         body = {

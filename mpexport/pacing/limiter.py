@@ -20,6 +20,14 @@ Bursts are allowed: three starts may go at the same instant; the fourth waits
 until the first is ``1.0 s + margin`` old. The hour's starts are persisted
 (:mod:`mpexport.pacing.hour`) so a run right after another one does not
 spend the budget twice.
+
+Runs of one project at the same time (a manual export while cron syncs) share
+both windows through that state: a start is granted only under the state
+file's lock, after counting every start other processes recorded, and is
+recorded before the lock is let go. Mixpanel can answer a 429 with
+``Retry-After`` up to an hour, so two runs that each keep to 3/s on their own
+but not together can stall for that long. Without a state (``share_hour=False``)
+pacing stays within the process. The concurrency cap is per process.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from mpexport.pacing.hour import HOUR, HourlyState, default_path, state_dir
 from mpexport.pacing.windows import (
@@ -71,6 +80,17 @@ __all__ = [
     "default_path",
     "state_dir",
 ]
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """A start that must wait: until when (monotonic), how long, why, and whether to tell."""
+
+    until: float
+    seconds: float
+    reason: str
+    notify: bool
+
 
 class RateLimiter:
     """A thread-safe limiter shared by all workers of a run.
@@ -147,24 +167,15 @@ class RateLimiter:
         if not self._take_slot(stop):
             return False
         try:
-            wall = self._wait_for_start(stop)
+            started = self._wait_for_start(stop)
         except BaseException:
+            # The state store swallows I/O errors; anything else is a bug, but
+            # the caller must not be left owning a slot it never got.
             self.release()
             raise
-        if wall is None:
+        if not started:
             self.release()
             return False
-        if self._state is not None:
-            try:
-                # File I/O outside the lock: other threads keep starting meanwhile.
-                foreign = self._state.record(wall)
-            except BaseException:
-                # HourlyState swallows I/O errors; anything else is a bug, but
-                # the caller must not be left owning a slot it never got.
-                self.release()
-                raise
-            if foreign:
-                self._absorb(foreign)
         return True
 
     def release(self) -> None:
@@ -221,32 +232,69 @@ class RateLimiter:
                     return True
                 self._cond.wait(STOP_POLL)
 
-    def _wait_for_start(self, stop: threading.Event) -> float | None:
-        """Wait for the time limits, then record the start: its wall time, or None if stopped."""
+    def _wait_for_start(self, stop: threading.Event) -> bool:
+        """Wait for the time limits, then record the start; False if stopped first."""
         while True:
             if stop.is_set():
-                return None
-            with self._cond:
-                now = self._clock.now()
-                when, reason = self._earliest_locked(now)
-                if when <= now:
-                    bisect.insort(self._starts, now)
-                    return self._clock.wall()
-                wait = when - now
-                notify = (
-                    self._on_wait is not None
-                    and wait >= self._notice_after
-                    and when > self._announced
-                )
-                if notify:
-                    self._announced = when
-            if notify and self._on_wait is not None:
-                self._on_wait(wait, reason)
+                return False
+            wait = self._try_start()
+            if wait is None:
+                return True
+            if wait.notify and self._on_wait is not None:
+                self._on_wait(wait.seconds, wait.reason)
             # The deadline only moves later while we sleep (new starts,
             # penalties), never earlier, so sleeping to it loses nothing; on
             # waking we re-check rather than trust it.
-            if self._clock.sleep_until(when, stop):
+            if self._clock.sleep_until(wait.until, stop):
+                return False
+
+    def _try_start(self) -> _Wait | None:
+        """Start now if the limits allow it (None), else say how long to wait."""
+        with self._cond:
+            now = self._clock.now()
+            when, reason = self._earliest_locked(now)
+            if when > now:
+                return self._wait_locked(now, when, reason)
+            if self._state is None:
+                bisect.insort(self._starts, now)
                 return None
+        # Allowed by what this process knows, but other runs of the project
+        # may have started meanwhile: decide again under the store's lock.
+        return self._claim(self._state)
+
+    def _claim(self, state: StartStore) -> _Wait | None:
+        """Start now if the starts of every run allow it (None), else say how long to wait.
+
+        The decision runs under the store's lock, which every process of the
+        project waits for, so it only counts and compares; the caller sleeps.
+        """
+        denied: _Wait | None = None
+
+        def decide(foreign: Sequence[float]) -> float | None:
+            nonlocal denied
+            with self._cond:
+                self._absorb_locked(foreign)
+                now = self._clock.now()
+                when, reason = self._earliest_locked(now)
+                if when > now:
+                    denied = self._wait_locked(now, when, reason)
+                    return None
+                bisect.insort(self._starts, now)
+                return self._clock.wall()
+
+        state.claim(self._clock.wall(), decide)
+        return denied
+
+    def _wait_locked(self, now: float, when: float, reason: str) -> _Wait:
+        # Many threads waiting for the same moment report it once.
+        notify = (
+            self._on_wait is not None
+            and when - now >= self._notice_after
+            and when > self._announced
+        )
+        if notify:
+            self._announced = when
+        return _Wait(when, when - now, reason, notify)
 
     def _prune_locked(self, now: float) -> None:
         keep_after = now - max(self._hour_window, self._second_window)
@@ -266,9 +314,12 @@ class RateLimiter:
     def _absorb(self, walls: Iterable[float]) -> None:
         """Count starts known by wall time (earlier runs, other processes) as monotonic."""
         with self._cond:
-            now = self._clock.now()
-            offset = now - self._clock.wall()
-            for ts in walls:
-                # Never in the future: _earliest assumes new starts come last.
-                bisect.insort(self._starts, min(now, ts + offset))
-            self._prune_locked(now)
+            self._absorb_locked(walls)
+
+    def _absorb_locked(self, walls: Iterable[float]) -> None:
+        now = self._clock.now()
+        offset = now - self._clock.wall()
+        for ts in walls:
+            # Never in the future: _earliest assumes new starts come last.
+            bisect.insort(self._starts, min(now, ts + offset))
+        self._prune_locked(now)

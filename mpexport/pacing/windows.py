@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from mpexport.options import DEFAULT_HOURLY_LIMIT, DEFAULT_QPS_LIMIT, DEFAULT_WORKERS, MAX_WORKERS
@@ -76,14 +76,22 @@ class SystemClock:
 
 
 class StartStore(Protocol):
-    """Where the hour's starts persist; :class:`~mpexport.pacing.hour.HourlyState` is one."""
+    """Where the starts of all runs of a project meet.
+
+    :class:`~mpexport.pacing.hour.HourlyState` is one: a file per project.
+    """
 
     def load(self, now: float | None = None) -> list[float]:
         """Wall-clock timestamps of the starts in the last hour."""
         ...
 
-    def record(self, ts: float) -> list[float]:
-        """Persist a start at wall time ``ts``; return starts by other processes found meanwhile."""
+    def claim(self, now: float, decide: Callable[[Sequence[float]], float | None]) -> float | None:
+        """Call ``decide(foreign starts)`` while no other run can start; persist what it grants.
+
+        ``decide`` gets the wall times other processes recorded since the
+        store last looked and returns the wall time of the start it grants
+        (recorded, and returned) or None.
+        """
         ...
 
 
