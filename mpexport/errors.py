@@ -94,6 +94,17 @@ class LoaderError(MpexportError):
         self.load: object | None = None
 
 
+class ReaderMismatchError(LoaderError):
+    """DuckDB's NDJSON reader gave counts that do not add up to a chunk's lines.
+
+    The loader relies on two behaviours of the reader that DuckDB does not
+    document: ``ignore_errors`` gives one row without properties for each
+    line it refuses, and ``row_number() OVER ()`` follows the file. A DuckDB
+    release that changes either would store a chunk with events missing or
+    repaired in the wrong place; the chunk fails instead, before its commit.
+    """
+
+
 class OutputFileError(MpexportError):
     """``--output FILE`` could not be put in place at the end of the run."""
 
