@@ -105,6 +105,17 @@ class ReaderMismatchError(LoaderError):
     """
 
 
+class EmptySnapshotError(MpexportError):
+    """A full profiles export listed no profiles for a table that holds some.
+
+    Replacing the snapshot would empty the table; an outage, a wrong project
+    or lost permissions look the same, so it takes an explicit
+    ``allow_empty`` (``--allow-empty``). The table is left unchanged.
+    """
+
+    exit_code = ExitCode.PARTIAL
+
+
 class OutputFileError(MpexportError):
     """``--output FILE`` could not be put in place at the end of the run."""
 
