@@ -94,6 +94,28 @@ class LoaderError(MpexportError):
         self.load: object | None = None
 
 
+class ReaderMismatchError(LoaderError):
+    """DuckDB's NDJSON reader gave counts that do not add up to a chunk's lines.
+
+    The loader relies on two behaviours of the reader that DuckDB does not
+    document: ``ignore_errors`` gives one row without properties for each
+    line it refuses, and ``row_number() OVER ()`` follows the file. A DuckDB
+    release that changes either would store a chunk with events missing or
+    repaired in the wrong place; the chunk fails instead, before its commit.
+    """
+
+
+class EmptySnapshotError(MpexportError):
+    """A full profiles export listed no profiles for a table that holds some.
+
+    Replacing the snapshot would empty the table; an outage, a wrong project
+    or lost permissions look the same, so it takes an explicit
+    ``allow_empty`` (``--allow-empty``). The table is left unchanged.
+    """
+
+    exit_code = ExitCode.PARTIAL
+
+
 class OutputFileError(MpexportError):
     """``--output FILE`` could not be put in place at the end of the run."""
 

@@ -497,12 +497,12 @@ def test_cli_and_library_build_the_same_options(monkeypatch: pytest.MonkeyPatch,
              "--property", "b", "--workers", "2", "--retries", "1", "--qps-limit", "2.5",
              "--hourly-limit", "40", "--region", "eu", "--api-url", "http://127.0.0.1:1",
              "--project-id", "9", "--db", str(db), "--table", "t", "--memory-limit", "512MB",
-             "--wait-lock", "3", "--dry-run"])
+             "--wait-lock", "3", "--allow-empty", "--dry-run"])
     with pytest.raises(Captured):
         profiles(where="w", cohort_id=3, group_id="g", properties=["a", "b"], workers=2,
                  retries=1, qps_limit=2.5, hourly_limit=40, region="eu",
                  api_url="http://127.0.0.1:1", project_id=9, db=db, table="t",
-                 memory_limit="512MB", wait_lock=3, dry_run=True)
+                 memory_limit="512MB", wait_lock=3, allow_empty=True, dry_run=True)
     cli_options, lib_options = calls
     assert cli_options == lib_options
     changed = {f.name for f in dataclasses.fields(ProfileOptions)

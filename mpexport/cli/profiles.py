@@ -75,6 +75,9 @@ _D = ProfileOptions()
 @click.option("--wait-lock", type=float, default=_D.wait_lock, metavar="SECONDS",
               help="With --db: wait this long for another run holding the database "
                    "[default: exit 4 at once].")
+@click.option("--allow-empty", is_flag=True,
+              help="With --db: let a full export that lists no profiles empty a table that "
+                   "holds some [default: such a run exits 1 and keeps the table].")
 @click.option("--dry-run", is_flag=True,
               help="Print the query, the pages and how long the hourly budget makes them "
                    "take; fetch nothing.")
@@ -93,6 +96,8 @@ def profiles_command(**options: Any) -> None:
     last_seen, exported_at): a full export replaces the table's snapshot in
     one transaction, a --where or --cohort export upserts its profiles by
     distinct_id. Group profiles go to group_profiles, with a group_key column.
+    A full export that lists no profiles keeps a table that holds some and
+    exits 1, unless --allow-empty.
 
     Stopped or failed runs keep their pages: run the same command again and
     only the missing pages are fetched while Mixpanel keeps the session; if

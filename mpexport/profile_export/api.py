@@ -44,6 +44,7 @@ def profiles(
     hourly_limit: int | None = None,
     memory_limit: str | None = _D.memory_limit,
     wait_lock: float = _D.wait_lock,
+    allow_empty: bool = _D.allow_empty,
     dry_run: bool = _D.dry_run,
     progress: ProfileProgress | None = None,
     settings: FetchSettings | None = None,
@@ -66,7 +67,9 @@ def profiles(
     the profiles go into that DuckDB file's ``table`` (``profiles``, or
     ``group_profiles`` for groups): a full export replaces the table's
     snapshot in one transaction, a filtered one (``where``, ``cohort_id``)
-    upserts its profiles by ``distinct_id``.
+    upserts its profiles by ``distinct_id``. A full export that lists no
+    profiles leaves a table that holds some unchanged and raises
+    :class:`~mpexport.errors.EmptySnapshotError`, unless ``allow_empty``.
 
     A run that stops (``cancel``, an error) keeps the pages it fetched: the
     same call again continues the session while Mixpanel keeps it, and
@@ -87,7 +90,7 @@ def profiles(
         region=region, api_url=api_url, project_id=project_id, profile=profile,
         output=Path(output) if isinstance(output, (str, Path)) else None,
         db=Path(db) if db is not None else None, table=table, memory_limit=memory_limit,
-        wait_lock=wait_lock, dry_run=dry_run,
+        wait_lock=wait_lock, allow_empty=allow_empty, dry_run=dry_run,
     )
     # This run's own guard: a stop never outlives its run.
     return runner.run_profiles(options, credentials=credentials, output=stream,

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mpexport.errors import LoaderError, UsageError
+from mpexport.errors import EmptySnapshotError, LoaderError, MpexportError, UsageError
 from mpexport.filelock import in_use_elsewhere
 from mpexport.mixpanel.engage_doc import read_profile
 from mpexport.profile_export.model import ProfileLoad
@@ -64,12 +64,14 @@ class DuckDBProfiles:
     """
 
     def __init__(self, path: Path, *, table: str, group_key: str | None, filtered: bool,
-                 spool_dir: Path, memory_limit: str | None = None) -> None:
+                 spool_dir: Path, memory_limit: str | None = None,
+                 allow_empty: bool = False) -> None:
         check_table_name(table)
         self.path = Path(path)
         self.table = table
         self.group_key = group_key
         self.filtered = filtered
+        self.allow_empty = allow_empty
         self.spool_dir = spool_dir
         self.budget = LoaderBudget.from_text(memory_limit)
         # One staged session per table and group key.
@@ -263,6 +265,27 @@ class DuckDBProfiles:
             return "", []
         return "WHERE group_key = ?", [self.group_key]
 
+    def _refuse_empty(self, con: Any) -> None:
+        """Raise :class:`EmptySnapshotError` when the snapshot to replace holds profiles.
+
+        Runs in :meth:`finish`'s transaction before anything is deleted, so
+        the table and the staged session stay as they were: the same
+        command with ``allow_empty`` then finishes the session without
+        fetching it again.
+        """
+        where, group = self._group_filter()
+        (held,) = con.execute(f"SELECT count(*) FROM {quote_ident(self.table)} {where}",
+                              group).fetchone()
+        if not held:
+            return  # nothing to lose: a new or already empty table
+        kind = f"{self.group_key} " if self.group_key is not None else ""
+        raise EmptySnapshotError(
+            f"Mixpanel's session listed 0 profiles; replacing the {held} {kind}profiles in "
+            f"{self.path} table {self.table} with none was refused and the table is unchanged",
+            "if the project really has no profiles now, run again with --allow-empty, or "
+            "allow_empty=True in the library",
+        )
+
     def finish(self, state: SessionState,
                before_commit: Callable[[], None] | None = None) -> int:
         """Replace the snapshot, or upsert the profiles, in one transaction; return the rows.
@@ -276,6 +299,10 @@ class DuckDBProfiles:
         load = self.load
 
         def work(con: Any) -> None:
+            listed = con.execute(f"SELECT sum(profiles) FROM {PAGES_TABLE} WHERE stage = ?",
+                                 [self.stage]).fetchone()
+            if not self.filtered and not self.allow_empty and not (listed and listed[0]):
+                self._refuse_empty(con)
             if self.filtered:
                 scope = f"{where} AND" if where else "WHERE"
                 removed = con.execute(
@@ -284,8 +311,6 @@ class DuckDBProfiles:
             else:
                 removed = con.execute(f"DELETE FROM {table} {where}", group).fetchone()
             load.replaced = int(removed[0]) if removed else 0
-            listed = con.execute(f"SELECT sum(profiles) FROM {PAGES_TABLE} WHERE stage = ?",
-                                 [self.stage]).fetchone()
             # A profile listed twice is kept once, where it is first listed:
             # the earliest page here, the first line within a page when the
             # page was staged (_write_rows). NDJSON output keeps the same one.
@@ -301,7 +326,7 @@ class DuckDBProfiles:
 
         try:
             self._transaction(work, before_commit)
-        except (UsageError, LoaderError):
+        except MpexportError:
             raise
         except Exception as exc:
             raise LoaderError(

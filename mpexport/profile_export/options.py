@@ -58,6 +58,10 @@ class ProfileOptions:
     table: str | None = None  # None: USER_TABLE, or GROUP_TABLE with group_id
     memory_limit: str | None = None
     wait_lock: float = 0.0
+    # A full export that lists no profiles may empty a table holding some.
+    # Off by default: an empty answer is more often an outage or the wrong
+    # project than a project without profiles (EmptySnapshotError).
+    allow_empty: bool = False
     # Only describe the plan.
     dry_run: bool = False
 

@@ -131,7 +131,8 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
             spool_folder(spool_dir) as spool:
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
-                                  memory_limit=options.memory_limit)
+                                  memory_limit=options.memory_limit,
+                                  allow_empty=options.allow_empty)
         database.open()
         try:
             guard.raise_if_requested()

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from mpexport.model import CompletedChunk
-from mpexport.sinks.duckdb.rows import RowReader, key_match
+from mpexport.sinks.duckdb.rows import RefusedLines, RowReader, key_match
 from mpexport.sinks.duckdb.schema import (
     MANIFEST_TABLE,
     PARQUET_PENDING_TABLE,
@@ -111,12 +111,34 @@ def _slice_windows(con: Any, batch_rows: int) -> list[str]:
                 f"time >= make_timestamptz({start}::BIGINT) "
                 f"AND time < make_timestamptz({stop}::BIGINT)"
             )
-    (nulls,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE} WHERE time IS NULL").fetchone()
-    if nulls:
-        # Rows without a usable time cannot be windowed; they are rare enough
-        # that a full scan for their own NULL-time peers is acceptable.
-        windows.append("time IS NULL")
     return windows
+
+
+def refuse_untimed(con: Any, completed: CompletedChunk) -> None:
+    """Raise :class:`UnreadableTime` when a staged row has no time.
+
+    An event whose ``time`` is missing, null, not a number or beyond what a
+    timestamp holds got a NULL time: stored so, it was counted as inserted
+    yet in no Parquet day file (those are partitioned by the day of time).
+    Refusing the chunk, as unreadable lines are, keeps one rule for the
+    table, its Parquet copy and the lake: every event counted as stored is
+    in each of them. One aggregate over the staged key column; the example
+    is read only when there is one to show.
+    """
+    (nulls,) = con.execute(f"SELECT count(*) FROM {STAGE_TABLE} WHERE time IS NULL").fetchone()
+    if not nulls:
+        return
+    event, insert_id, raw = con.execute(
+        f"SELECT event, insert_id, json_extract(properties, '$.time')::VARCHAR "
+        f"FROM {STAGE_TABLE} WHERE time IS NULL LIMIT 1"
+    ).fetchone()
+    raise UnreadableTime(
+        f"{nulls} of {completed.lines} events have no readable time (missing, null, not a "
+        f"number, or outside years 1-9999), e.g. event {event!r} with $insert_id "
+        f"{insert_id!r} and time {'missing' if raw is None else raw}; the Parquet copy is "
+        "partitioned by the day of time, so the chunk is not stored (stdout exports keep "
+        "such events as sent)"
+    )
 
 
 def _day_start_us(day: dt.date, project_timezone: str | None = None) -> int:
@@ -154,11 +176,17 @@ def _fast_insert(
     check_stop()
     inserted, repaired = reader.insert_new(con, target, completed, window)
     check_stop()
+    # A row without a readable time (NULL) lies outside the window too: the
+    # staged path then refuses the chunk (see refuse_untimed).
     (landed,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
     if landed != inserted:
         raise _OutsideWindow()
     return ChunkLoad(received=completed.lines, inserted=inserted,
                      duplicates=completed.lines - inserted, repaired=repaired, window=window)
+
+
+class UnreadableTime(RefusedLines):
+    """Events of a chunk whose ``time`` DuckDB cannot read: the chunk fails as refused data."""
 
 
 class _OutsideWindow(Exception):
@@ -180,6 +208,7 @@ def _staged_insert(
     if completed.path.stat().st_size > 0:
         result.received, result.repaired = reader.insert_spool(
             con, f"INSERT INTO {STAGE_TABLE}", completed)
+    refuse_untimed(con, completed)
     check_stop()
     if replace:
         # The chunk's days are the project's days (UTC for new projects).

@@ -5,7 +5,7 @@ a string cut at 255 bytes inside a UTF-8 character (invalid UTF-8), a JS
 string cut inside an emoji's surrogate pair (a lone ``\\ud83d`` escape), a
 raw control character inside a string. The loader reads spool files with
 ``ignore_errors``, which turns such a line into a row without properties;
-DuckDB itself then names the refused lines (:func:`refused_line_numbers`),
+DuckDB itself then names the refused lines (:func:`count_refused`),
 and this module writes repaired copies of exactly those lines (U+FFFD in
 place of what cannot be decoded) to a side file that the loader reads in
 the same transaction. The spool file, and so stdout, is never changed.
@@ -18,6 +18,7 @@ the reader refuses, not only the kinds we know of.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -38,22 +39,43 @@ class RepairResult:
     unrepairable: int = 0
 
 
-def refused_line_numbers(con: Any, reader: str) -> list[int]:
-    """0-based numbers of the lines ``reader`` (a ``read_json`` with ``ignore_errors``) refused.
+@dataclass(frozen=True)
+class ReaderCount:
+    """What one pass of the reader over a spool file gave.
+
+    ``rows``: rows with properties (events read); ``refused``: 0-based
+    numbers of the lines it refused, sorted. For a file of N lines the two
+    add up to N, if the reader behaves as the loader relies on.
+    """
+
+    rows: int
+    refused: list[int]
+
+
+def count_refused(con: Any, reader: str) -> ReaderCount:
+    """The rows ``reader`` (a ``read_json`` with ``ignore_errors``) gives, and its refused lines.
 
     Row numbers follow the file only while insertion order is preserved, so
     the setting is switched on for this one statement; the loader keeps it
-    off otherwise (it costs memory on inserts).
+    off otherwise (it costs memory on inserts). Counting the readable rows
+    in the same statement is one more aggregate over a column already read,
+    so the count check costs no second pass over the file.
     """
     con.execute("SET preserve_insertion_order = true")
     try:
-        rows = con.execute(
-            f"SELECT n FROM (SELECT row_number() OVER () - 1 AS n, properties FROM {reader}) "
-            "WHERE properties IS NULL"
-        ).fetchall()
+        rows, refused = con.execute(
+            "SELECT count(properties), list(n) FILTER (WHERE properties IS NULL) "
+            f"FROM (SELECT row_number() OVER () - 1 AS n, properties FROM {reader})"
+        ).fetchone()
     finally:
         con.execute("SET preserve_insertion_order = false")
-    return sorted(int(n) for (n,) in rows)
+    # list() over no rows is NULL.
+    return ReaderCount(int(rows), sorted(int(n) for n in refused or ()))
+
+
+def refused_line_numbers(con: Any, reader: str) -> list[int]:
+    """0-based numbers of the lines ``reader`` refused (see :func:`count_refused`)."""
+    return count_refused(con, reader).refused
 
 
 def _clean(value: Any) -> Any:
@@ -96,13 +118,20 @@ def _blocks(path: Path) -> Iterator[bytes]:
             yield rest
 
 
-def write_repairs(spool: Path, side_file: Path, line_numbers: Sequence[int]) -> RepairResult:
-    """Write repaired copies of the lines ``line_numbers`` (0-based, sorted) of ``spool``."""
+def write_repairs(spool: Path, side_file: Path, line_numbers: Sequence[int],
+                  originals: Path | None = None) -> RepairResult:
+    """Write repaired copies of the lines ``line_numbers`` (0-based, sorted) of ``spool``.
+
+    With ``originals``, the lines as they are in ``spool`` go there too, so
+    the loader can check that DuckDB refuses them when read again (that the
+    numbers named the refused lines, see :mod:`mpexport.sinks.duckdb.rows`).
+    """
     result = RepairResult()
     wanted = iter(line_numbers)
     target = next(wanted, None)
     first = 0  # number of the block's first line
-    with side_file.open("wb") as out:
+    with side_file.open("wb") as out, contextlib.ExitStack() as stack:
+        raw = stack.enter_context(originals.open("wb")) if originals is not None else None
         for block in _blocks(spool):
             if target is None:
                 break  # the rest of the file holds no refused line
@@ -110,7 +139,10 @@ def write_repairs(spool: Path, side_file: Path, line_numbers: Sequence[int]) -> 
             if target is not None and target < first + count:
                 lines = block.split(b"\n")
                 while target is not None and target < first + count:
-                    fixed = repair_line(lines[target - first])
+                    line = lines[target - first]
+                    if raw is not None:
+                        raw.write(line + b"\n")
+                    fixed = repair_line(line)
                     if fixed is None:
                         result.unrepairable += 1
                     else:

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
+from mpexport.errors import ReaderMismatchError
 from mpexport.model import CompletedChunk
 from mpexport.sinks.duckdb.budget import LoaderBudget
-from mpexport.sinks.duckdb.repair import refused_line_numbers, write_repairs
+from mpexport.sinks.duckdb.repair import count_refused, write_repairs
 
 RAW_TABLE = "_mpexport_raw"
 # Mixpanel refuses events over 1 MB at ingestion, so 16 MB leaves a wide
@@ -171,11 +174,13 @@ class RowReader:
         even one deleted row did it). Refused lines are counted in a second
         pass over the file and their repaired copies inserted unless their
         key is already there. The pass that names refused lines costs about
-        a tenth of the insert (5 s for a 1.5 GB day).
+        a tenth of the insert (5 s for a 1.5 GB day); it also counts the
+        rows read, which :func:`check_counts` compares with the chunk's lines.
         """
         inserted = self.insert(con, f"INSERT INTO {target}", str(completed.path), first_per_key)
-        refused = refused_line_numbers(con, reader_sql(str(completed.path)))
-        if not refused:
+        found = count_refused(con, reader_sql(str(completed.path)))
+        check_counts(completed, found.rows, len(found.refused))
+        if not found.refused:
             return inserted, 0
 
         def new_to_window(rows: str) -> str:
@@ -183,16 +188,24 @@ class RowReader:
                     f"(SELECT {', '.join(KEY_COLUMNS)} FROM {target} WHERE {window}) AS e "
                     f"ON {key_match('s', 'e')}")
 
-        with self._repaired(con, completed, refused) as (side, repaired):
+        with self._repaired(con, completed, found.refused) as (side, repaired):
             inserted += self.insert(con, f"INSERT INTO {target}", str(side), new_to_window)
         return inserted, repaired
 
     def insert_spool(self, con: Any, into: str, completed: CompletedChunk) -> tuple[int, int]:
-        """Insert every line of a spool file, repairing refused ones: (rows, repaired)."""
+        """Insert every line of a spool file, repairing refused ones: (rows, repaired).
+
+        The insert's own row count is the rows read. Only when it falls
+        short of the chunk's lines does a second pass name the refused
+        lines; when it does not, no line can have been refused without the
+        reader giving more rows than lines, so the check needs no pass then.
+        """
         rows = self.insert(con, into, str(completed.path))
         if rows >= completed.lines:
+            check_counts(completed, rows, 0)
             return rows, 0
-        refused = refused_line_numbers(con, reader_sql(str(completed.path)))
+        refused = count_refused(con, reader_sql(str(completed.path))).refused
+        check_counts(completed, rows, len(refused))
         with self._repaired(con, completed, refused) as (side, repaired):
             rows += self.insert(con, into, str(side))
         return rows, repaired
@@ -207,8 +220,10 @@ class RowReader:
         is never stored with events missing.
         """
         side = completed.path.with_name(completed.path.name + ".repaired")
+        originals = completed.path.with_name(completed.path.name + ".refused")
         try:
-            found = write_repairs(completed.path, side, numbers)
+            found = write_repairs(completed.path, side, numbers, originals)
+            check_refused_again(con, completed, originals, len(numbers))
             (still,) = con.execute(
                 f"SELECT count(*) FROM {reader_sql(str(side))} WHERE properties IS NULL"
             ).fetchone() if found.repaired else (0,)
@@ -220,6 +235,49 @@ class RowReader:
             yield side, found.repaired
         finally:
             side.unlink(missing_ok=True)
+            originals.unlink(missing_ok=True)
+
+
+def _mismatch(completed: CompletedChunk, said: str) -> ReaderMismatchError:
+    return ReaderMismatchError(
+        f"loading {completed.chunk.label()}: DuckDB's JSON reader {said}, "
+        f"a DuckDB reader mismatch (duckdb {duckdb.__version__})",
+        "nothing of this chunk was stored; please report it to mpexport with the duckdb "
+        "version named here; exports to stdout do not use this reader and are unaffected",
+    )
+
+
+def check_counts(completed: CompletedChunk, rows: int, refused: int) -> None:
+    """Raise :class:`ReaderMismatchError` unless rows read plus refused lines are the chunk's lines.
+
+    ``completed.lines`` was counted on the bytes received, so a difference
+    means the reader no longer gives exactly one row per line (one without
+    properties for a line it refuses), which the refused-line pass relies
+    on: the chunk would be stored with events missing or doubled.
+    """
+    if rows + refused != completed.lines:
+        raise _mismatch(completed, f"gave {rows} rows and {refused} refused lines "
+                                   f"for a chunk of {completed.lines} lines")
+
+
+def check_refused_again(con: Any, completed: CompletedChunk, originals: Path,
+                        named: int) -> None:
+    """Raise :class:`ReaderMismatchError` unless the ``named`` lines in ``originals`` are refused.
+
+    The refused lines are named by row number, which follows the file only
+    as long as DuckDB keeps ``row_number() OVER ()`` in file order. Numbers
+    out of order would name readable lines: their copies would be stored,
+    the refused events lost, and every count would still add up. Reading
+    only the named lines again costs a few lines, not a pass over the file.
+    """
+    if not named:
+        return
+    (still,) = con.execute(
+        f"SELECT count(*) FILTER (WHERE properties IS NULL) FROM {reader_sql(str(originals))}"
+    ).fetchone()
+    if still != named:
+        raise _mismatch(completed, f"named {named} refused lines, of which {still} are "
+                                   "refused when read again")
 
 
 def first_per_key(rows: str) -> str:
