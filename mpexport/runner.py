@@ -144,7 +144,7 @@ def _check_destination(command: Command, options: RunOptions) -> None:
                              "e.g. --db events.duckdb or --parquet s3://bucket/events")
         _check_ndjson_options(options)
         return
-    used = _set_flags(options, "table", "wait_lock", "output", "append")
+    used = _set_flags(options, "table", "output", "append")
     if used:
         raise UsageError(f"{', '.join(used)} cannot be used with --parquet alone",
                          "the lake is the output; add --db FILE for a table too")
