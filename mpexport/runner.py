@@ -110,7 +110,7 @@ def run(
         assert options.parquet is not None
         opened = open_lake(options.parquet, request, replace=options.replace and not sync,
                            refresh=options.refresh or sync, memory_limit=options.memory_limit,
-                           guard=guard, spool_dir=spool_dir)
+                           guard=guard, spool_dir=spool_dir, wait_lock=options.wait_lock)
     else:
         target = DatabaseTarget.from_options(options, sync=sync)
         opened = locked_database(target, request, options.wait_lock, guard)
