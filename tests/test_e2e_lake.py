@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -430,3 +431,42 @@ def test_a_killed_holder_blocks_the_lake_only_until_its_lease_runs_out(
             in after.stderr)
     assert lake.lock() is None
     assert_exact(lake.local(tmp_path / "read"), dataset.lines_for_range(START, end))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_releases_the_lock(
+    make_server: ServerFactory, lake: LakeUnderTest
+) -> None:
+    dataset = HeldDataset(seed=74, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    proc = start_cli(lake_args(server.url, lake.url, START, START + dt.timedelta(days=2),
+                               "--chunk-days", "1", "--workers", "1"), lake.env)
+    try:
+        dataset.wait_held(1)
+        assert lake.lock() is not None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        dataset.release()
+    assert proc.returncode == 130, err.decode()
+    assert lake.lock() is None, "released on the way out"
+
+
+def test_a_db_run_with_parquet_holds_the_lake_too(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = HeldDataset(seed=75, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    lake = tmp_path / "lake"
+    first = start_cli(lake_args(server.url, str(lake), START, START, "--db",
+                                str(tmp_path / "events.duckdb")), {})
+    try:
+        dataset.wait_held(1)
+        holder = json.loads((lake / LOCK_KEY).read_bytes())
+        alone = run_cli(lake_args(server.url, str(lake), START, START))
+    finally:
+        dataset.release()
+    _, err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 0, err.decode()
+    assert alone.code == 4 and f"pid {holder['pid']}" in alone.stderr, alone.stderr
+    assert not (lake / LOCK_KEY).exists()
