@@ -256,11 +256,12 @@ class LakeLock:
 
     def check(self) -> None:
         """Raise :class:`LoaderError` if the lock is lost: the lake is no longer ours to write."""
-        with self._mutex:
-            lost = self._lost
-            if lost is None and (_wall() >= self._expires
-                                 or _now() - self._confirmed >= self.lease):
-                lost = f"its lease could not be renewed for {self.lease:g} seconds"
+        # No mutex: a renewal may be waiting on a slow store, and the writer
+        # must not wait for it; the attributes are read whole.
+        lost = self._lost
+        if lost is None and (_wall() >= self._expires
+                             or _now() - self._confirmed >= self.lease):
+            lost = f"its lease could not be renewed for {self.lease:g} seconds"
         if lost is not None:
             raise LoaderError(f"this run lost the lock of the lake {self.store.url}: {lost}",
                               "what it wrote before is in the lake; rerun the same command "

@@ -33,13 +33,13 @@ from mpexport.model import CompletedChunk
 from mpexport.sinks.duckdb.rows import key_match, sql_string
 from mpexport.sinks.duckdb.schema import quote_ident
 from mpexport.sinks.duckdb.sink import DuckDBSink
-from mpexport.sinks.lake.store import Store
 from mpexport.sinks.parquet import ParquetCopy, day_key, day_window, pending_days, utc_days
 
 if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard
     from mpexport.request import ExportRequest
     from mpexport.sinks.lake.lock import LakeLock
+    from mpexport.sinks.lake.store import Store
 
 SCRATCH_NAME = "lake.duckdb"
 TABLE = "events"
@@ -136,8 +136,8 @@ class LakeSink(DuckDBSink):
     def record_sync_from(self, day: dt.date) -> None:
         """Record in the lake's manifest, at once, that a sync of these filters starts at ``day``.
 
-        Written under the lake's lock before anything is fetched, so it
-        survives a run that is killed afterwards.
+        Written under the lake's lock when called, not at the run's end, so
+        it survives a run that is killed afterwards.
         """
         self.lake.record_sync_from(day)
 
