@@ -177,8 +177,8 @@ def sync(
 
     The first sync of a file needs ``from_date``; later syncs never reach
     before the first day the file holds unless ``from_date`` says so (see
-    :func:`mpexport.syncing.sync_range`). Holds the file's lock for the run
-    (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
+    :func:`mpexport.syncing.sync_range`). Holds the file's (or the lake's)
+    lock for the run (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
     after waiting ``wait_lock`` seconds). The other arguments are
     :func:`export`'s. Returns the export result and the load statistics
     (``late_rows`` counts late events added; empty for a dry run).
