@@ -179,7 +179,8 @@ def sync(
     ``lookback`` days before the newest loaded day (late events), and new
     days. A repeated ``from_date`` skips loaded, settled days as none does;
     an earlier one extends the range; ``refresh`` reads the whole range again
-    (see :func:`mpexport.syncing.sync_range`). Holds the file's lock for the run
+    (see :func:`mpexport.syncing.sync_range`). Holds the file's (or the
+    lake's) lock for the run
     (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
     after waiting ``wait_lock`` seconds). The other arguments are
     :func:`export`'s. Returns the export result and the load statistics

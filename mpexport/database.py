@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +154,8 @@ def locked_database(
 
     check_db_path(target.path)  # a clear message before a lock file is created
     check_stop = guard.raise_if_requested if guard is not None else None
-    with database_lock(target.path, wait_lock, check_stop):
+    with database_lock(target.path, wait_lock, check_stop), \
+            _lake_lock(target.parquet, wait_lock, check_stop):
         database = open_database(target, request, guard)
         try:
             if check_stop is not None:
@@ -162,3 +163,24 @@ def locked_database(
             yield database
         finally:
             database.abort()  # a no-op once the run closed it
+
+
+@contextmanager
+def _lake_lock(location: str | None, wait_lock: float,
+               check_stop: Callable[[], None] | None) -> Iterator[None]:
+    """Hold the lock of the ``--parquet`` lake beside the database, if there is one.
+
+    The database rewrites whole days of the lake: a run writing the same
+    lake alone must not do so at the same time.
+    """
+    if location is None:
+        yield
+        return
+    from mpexport.sinks.lake.lock import lake_lock
+    from mpexport.sinks.lake.objects import startup_error
+    from mpexport.sinks.lake.store import open_store
+
+    store = open_store(location)
+    with lake_lock(store, wait_lock, check_stop,
+                   on_error=lambda exc: startup_error(exc, store.url)):
+        yield

@@ -114,7 +114,7 @@ def run(
         assert options.parquet is not None
         opened = open_lake(options.parquet, request, replace=options.replace and not sync,
                            refresh=options.refresh or sync, memory_limit=options.memory_limit,
-                           guard=guard, spool_dir=spool_dir)
+                           guard=guard, spool_dir=spool_dir, wait_lock=options.wait_lock)
     else:
         target = DatabaseTarget.from_options(options, sync=sync)
         opened = locked_database(target, request, options.wait_lock, guard)
@@ -155,7 +155,7 @@ def _check_destination(command: Command, options: RunOptions) -> None:
                              "e.g. --db events.duckdb or --parquet s3://bucket/events")
         _check_ndjson_options(options)
         return
-    used = _set_flags(options, "table", "wait_lock", "output", "append")
+    used = _set_flags(options, "table", "output", "append")
     if used:
         raise UsageError(f"{', '.join(used)} cannot be used with --parquet alone",
                          "the lake is the output; add --db FILE for a table too")

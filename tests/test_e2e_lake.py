@@ -8,23 +8,35 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import duckdb
+import pytest
 
 import mpexport
 from mpexport.cli.demo import mixpanel_keys
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, FAULT_KINDS, Dataset
 from mpexport.mixpanel.credentials import Credentials
+from mpexport.model import QueryFilters
+from mpexport.sinks.lake.lock import LEASE_VARIABLE, LOCK_KEY
+from mpexport.sinks.lake.manifest import MANIFEST_KEY, LakeManifest
 from tests.helpers import (
+    HOLD_SERVER,
+    PATIENCE,
     SECRET_MARKERS,
+    HeldDataset,
     ServerFactory,
     clean_env,
+    cli_command,
     fetched_days,
     run_cli,
+    service_account_env,
     stored_keys,
 )
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server, dates, day_partitions
@@ -261,3 +273,200 @@ def test_help_never_imports_the_object_store() -> None:
         imported = proc.stderr.decode()
         assert "obstore" not in imported and "mpexport.sinks" not in imported
         assert b"--parquet" in proc.stdout or command == ["--help"]
+
+
+# ------------------------------------------------------------------ two writers, one lake
+
+
+@dataclass
+class LakeUnderTest:
+    """A lake on a folder or on the S3 server, and ways to look at it from outside."""
+
+    url: str
+    env: dict[str, str]
+    folder: Path | None = None
+    s3: S3Server | None = None
+
+    def object(self, key: str) -> bytes | None:
+        if self.folder is not None:
+            path = self.folder.joinpath(*key.split("/"))
+            return path.read_bytes() if path.is_file() else None
+        assert self.s3 is not None
+        return self.s3.objects().get(key)
+
+    def lock(self) -> dict[str, Any] | None:
+        data = self.object(LOCK_KEY)
+        return None if data is None else cast(dict[str, Any], json.loads(data))
+
+    def manifest(self) -> LakeManifest:
+        return LakeManifest.from_bytes(self.object(MANIFEST_KEY), self.url)
+
+    def local(self, target: Path) -> Path:
+        """A folder holding the lake's day files (the lake itself, or a download)."""
+        if self.folder is not None:
+            return self.folder
+        assert self.s3 is not None
+        self.s3.download(target)
+        return target
+
+
+@pytest.fixture(params=["folder", "s3"])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> LakeUnderTest:
+    if request.param == "folder":
+        return LakeUnderTest(str(tmp_path / "lake"), {}, folder=tmp_path / "lake")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return LakeUnderTest(s3.url(), s3.env(), s3=s3)
+
+
+def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*cli_command(), *args], env=clean_env({**service_account_env(),
+                                                                    **env}),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def read_until(proc: subprocess.Popen[bytes], words: str) -> list[str]:
+    """Read ``proc``'s stderr up to a line with ``words``; fail if it ends first."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while not any(words in line for line in seen):
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"the run ended without saying {words!r}: {seen}")
+        seen.append(line.decode("utf-8", "replace"))
+    return seen
+
+
+def test_a_second_writer_exits_4_naming_the_holder(
+    make_server: ServerFactory, lake: LakeUnderTest, tmp_path: Path
+) -> None:
+    end = START + dt.timedelta(days=3)
+    dataset = HeldDataset(seed=71, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    first = start_cli(lake_args(server.url, lake.url, START, end, "--chunk-days", "1",
+                                "--workers", "2"), lake.env)
+    try:
+        # Both workers are mid-download: the first run holds the lake.
+        dataset.wait_held(2)
+        holder = lake.lock()
+        assert holder is not None
+        second = run_cli(lake_args(server.url, lake.url, START, end, "--event", "Purchase"),
+                         env=lake.env)
+        assert first.poll() is None
+        assert len(server.stats) == 2, "the second run fetched nothing"
+    finally:
+        dataset.release()
+    _, first_err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 0, first_err.decode()
+    assert second.code == 4, second.stderr
+    assert lake.url in second.stderr
+    assert f"pid {holder['pid']} on {holder['host']}" in second.stderr
+    assert holder["command"] == "mpexport export"
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    assert lake.lock() is None, "released at the end"
+    assert_exact(lake.local(tmp_path / "read"), dataset.lines_for_range(START, end))
+
+
+def test_wait_lock_waits_then_both_runs_events_are_in_the_lake(
+    make_server: ServerFactory, lake: LakeUnderTest, tmp_path: Path
+) -> None:
+    first_end = START + dt.timedelta(days=3)
+    second_from, second_to = START + dt.timedelta(days=2), START + dt.timedelta(days=5)
+    dataset = HeldDataset(seed=72, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    first = start_cli(lake_args(server.url, lake.url, START, first_end, "--chunk-days", "1",
+                                "--workers", "1"), lake.env)
+    try:
+        dataset.wait_held(1)
+        # A narrower run over overlapping days: the one that used to replace
+        # the first run's days with its own copy.
+        second = start_cli(lake_args(server.url, lake.url, second_from, second_to,
+                                     "--event", "Purchase", "--wait-lock", "600", "-v"),
+                           lake.env)
+        read_until(second, "waiting for the lake's lock")
+        assert first.poll() is None
+        assert len(server.stats) == 1, "the waiting run fetched nothing"
+    finally:
+        dataset.release()
+    _, first_err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 0, first_err.decode()
+    _, second_err = second.communicate(timeout=PATIENCE)
+    assert second.returncode == 0, second_err.decode()
+    assert lake.lock() is None
+    purchases = dataset.lines_for_range(first_end + dt.timedelta(days=1), second_to,
+                                        events=["Purchase"])
+    assert purchases
+    assert_exact(lake.local(tmp_path / "read"),
+                 [*dataset.lines_for_range(START, first_end), *purchases])
+    # Both runs' manifest entries survive.
+    covered = lake.manifest().covered()
+    assert covered == {
+        QueryFilters().fingerprint(): span(START, first_end),
+        QueryFilters(events=("Purchase",)).fingerprint(): span(second_from, second_to),
+    }
+
+
+def test_a_killed_holder_blocks_the_lake_only_until_its_lease_runs_out(
+    make_server: ServerFactory, lake: LakeUnderTest, tmp_path: Path
+) -> None:
+    end = START + dt.timedelta(days=2)
+    dataset = HeldDataset(seed=73, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    args = lake_args(server.url, lake.url, START, end, "--chunk-days", "1", "--workers", "1")
+    killed = start_cli(args, {**lake.env, LEASE_VARIABLE: "1"})
+    try:
+        dataset.wait_held(1)
+        holder = lake.lock()
+        assert holder is not None and holder["lease_seconds"] == 1
+        killed.kill()  # SIGKILL: nothing of it runs any more, its lock stays behind
+        killed.communicate(timeout=PATIENCE)
+    finally:
+        dataset.release()
+    left = lake.lock()
+    assert left is not None and left["token"] == holder["token"]
+    server.stats.clear()
+    after = run_cli([*args, "--wait-lock", "600"], env=lake.env)
+    assert after.code == 0, after.stderr
+    assert (f"took over the lake's lock from pid {holder['pid']} on {holder['host']}"
+            in after.stderr)
+    assert lake.lock() is None
+    assert_exact(lake.local(tmp_path / "read"), dataset.lines_for_range(START, end))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_releases_the_lock(
+    make_server: ServerFactory, lake: LakeUnderTest
+) -> None:
+    dataset = HeldDataset(seed=74, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    proc = start_cli(lake_args(server.url, lake.url, START, START + dt.timedelta(days=2),
+                               "--chunk-days", "1", "--workers", "1"), lake.env)
+    try:
+        dataset.wait_held(1)
+        assert lake.lock() is not None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        dataset.release()
+    assert proc.returncode == 130, err.decode()
+    assert lake.lock() is None, "released on the way out"
+
+
+def test_a_db_run_with_parquet_holds_the_lake_too(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = HeldDataset(seed=75, events_per_day=100, hold_from=START)
+    server = make_server(dataset, **HOLD_SERVER)
+    lake = tmp_path / "lake"
+    first = start_cli(lake_args(server.url, str(lake), START, START, "--db",
+                                str(tmp_path / "events.duckdb")), {})
+    try:
+        dataset.wait_held(1)
+        holder = json.loads((lake / LOCK_KEY).read_bytes())
+        alone = run_cli(lake_args(server.url, str(lake), START, START))
+    finally:
+        dataset.release()
+    _, err = first.communicate(timeout=PATIENCE)
+    assert first.returncode == 0, err.decode()
+    assert alone.code == 4 and f"pid {holder['pid']}" in alone.stderr, alone.stderr
+    assert not (lake / LOCK_KEY).exists()

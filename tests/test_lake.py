@@ -7,22 +7,27 @@ import errno
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import pytest
 
-from mpexport.errors import CredentialsError, LoaderError, UsageError
+from mpexport.errors import CredentialsError, DatabaseLockedError, LoaderError, UsageError
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
+from mpexport.sinks.lake import lock as lock_module
 from mpexport.sinks.lake import store as store_module
+from mpexport.sinks.lake.lock import LEASE_VARIABLE, LOCK_KEY, LakeLock, lake_lock
 from mpexport.sinks.lake.manifest import (
     MANIFEST_KEY,
     LakeManifest,
     read_manifest,
+    update_manifest,
 )
 from mpexport.sinks.lake.objects import ObjectStore, startup_error
 from mpexport.sinks.lake.sink import LakeCopy, LakeSink
@@ -34,6 +39,7 @@ from mpexport.sinks.lake.store import (
     redact,
 )
 from mpexport.sinks.parquet import ParquetCopy, day_key, utc_days
+from tests.helpers import PATIENCE, wait_until
 from tests.s3server import SECRET_KEY, S3Server, day_partitions, running_s3_server
 
 D0 = dt.date(2024, 3, 1)
@@ -418,3 +424,271 @@ def test_gcs_and_azure_stores_open_without_a_request(
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "account")
     store = open_store(url, staging=tmp_path)
     assert isinstance(store, ObjectStore) and store.url == url
+
+
+# ------------------------------------------------------------------ one writer per lake
+
+
+def test_conditional_writes(store: Store) -> None:
+    first = store.create_bytes("_mpexport/lock.json", b"one")
+    assert first is not None
+    assert store.create_bytes("_mpexport/lock.json", b"two") is None, "create-if-absent"
+    found = store.get_versioned("_mpexport/lock.json")
+    assert found is not None and found.data == b"one" and found.version == first
+    second = store.replace_bytes_if("_mpexport/lock.json", b"three", first)
+    assert second is not None and second != first
+    # Two takers that read the same version: only the first one's write happens.
+    assert store.replace_bytes_if("_mpexport/lock.json", b"four", first) is None
+    assert store.get_bytes("_mpexport/lock.json") == b"three"
+    assert not store.delete_if("_mpexport/lock.json", first)
+    assert store.delete_if("_mpexport/lock.json", second)
+    assert store.get_versioned("_mpexport/lock.json") is None
+    assert store.replace_bytes_if("_mpexport/lock.json", b"five", second) is None
+    assert not store.delete_if("_mpexport/lock.json", second)
+
+
+def stored_lock(store: Store) -> dict[str, Any]:
+    data = store.get_bytes(LOCK_KEY)
+    assert data is not None, "no lock object"
+    found: dict[str, Any] = json.loads(data)
+    return found
+
+
+def test_a_second_lock_is_refused_naming_the_holder(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-not-to-be-seen")
+    first = LakeLock(store)
+    first.acquire()
+    try:
+        held = stored_lock(store)
+        assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+        assert held["command"] == "mpexport (library)"  # never argv
+        raw = store.get_bytes(LOCK_KEY) or b""
+        assert b"session-token" not in raw and SECRET_KEY.encode() not in raw
+        with pytest.raises(DatabaseLockedError) as caught:
+            LakeLock(store).acquire()
+        line = caught.value.one_line()
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in line
+        assert store.url in line and "--wait-lock" in line
+        assert caught.value.exit_code == 4
+    finally:
+        first.release()
+    assert store.get_bytes(LOCK_KEY) is None, "released: deleted"
+    second = LakeLock(store)
+    second.acquire()
+    second.release()
+
+
+def test_the_lock_is_released_on_errors(store: Store) -> None:
+    with pytest.raises(KeyboardInterrupt), lake_lock(store):
+        assert store.get_bytes(LOCK_KEY) is not None
+        raise KeyboardInterrupt
+    assert store.get_bytes(LOCK_KEY) is None
+
+
+class WallClock:
+    """The lock's wall clock, moved by the test (the lease is judged by it)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = dt.datetime(2024, 6, 30, 12, 0, tzinfo=dt.UTC)
+        monkeypatch.setattr(lock_module, "_wall", lambda: self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+class SameRead:
+    """A store whose lock reads all wait for each other: every taker sees the same version."""
+
+    def __init__(self, store: Store, parties: int) -> None:
+        self.store = store
+        self.barrier = threading.Barrier(parties, timeout=PATIENCE)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get_versioned(self, key: str) -> Any:
+        found = self.store.get_versioned(key)
+        self.barrier.wait()
+        return found
+
+
+def test_an_expired_lease_is_taken_over_by_one_run_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = WallClock(monkeypatch)
+    dead = LakeLock(store, lease=600)
+    dead.acquire()
+    dead._stop.set()  # a killed holder: no more renewals, no release
+    clock.advance(601)
+    same_read = cast(Store, SameRead(store, 3))
+    takers = [LakeLock(same_read, lease=600) for _ in range(3)]
+    results: list[Any] = [None] * 3
+
+    def take(n: int) -> None:
+        results[n] = takers[n].try_acquire()
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [taker for taker, result in zip(takers, results, strict=True) if result is None]
+    assert len(winners) == 1, "exactly one taker wins"
+    [winner] = winners
+    assert winner.taken_over is not None and f"pid {os.getpid()}" in winner.taken_over.text
+    assert stored_lock(store)["token"] == winner.token
+    # The old holder finds out at its next renewal and writes nothing more.
+    assert not dead.renew()
+    with pytest.raises(LoaderError, match="lost the lock"):
+        dead.check()
+    dead.release()
+    assert stored_lock(store)["token"] == winner.token, "the old holder left it alone"
+    winner.check()
+    winner.release()
+    assert store.get_bytes(LOCK_KEY) is None
+
+
+def test_a_lease_not_renewed_in_time_stops_the_writes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = WallClock(monkeypatch)
+    held = LakeLock(store, lease=600)
+    held.acquire()
+    held._stop.set()
+    held.check()
+    assert held.renew()  # renewing pushes the lease forward
+    clock.advance(599)
+    held.check()
+    clock.advance(2)  # e.g. a laptop asleep: another run may hold the lake by now
+    with pytest.raises(LoaderError, match="lease could not be renewed"):
+        held.check()
+    held.release()
+
+
+def test_the_holder_renews_its_lease(store: Store) -> None:
+    held = LakeLock(store, lease=0.2)
+    held.acquire()
+    try:
+        wait_until(lambda: stored_lock(store)["renewals"] >= 3, "three renewals")
+        held.check()
+    finally:
+        held.release()
+    assert store.get_bytes(LOCK_KEY) is None
+
+
+def test_a_wait_for_the_lock_ends_when_the_holder_releases(store: Store) -> None:
+    holder = LakeLock(store)
+    holder.acquire()
+    polls: list[int] = []
+
+    def check_stop() -> None:
+        # Called at every poll of the waiting run: the holder lets go at the second.
+        polls.append(1)
+        if len(polls) == 2:
+            holder.release()
+
+    waiter = LakeLock(store)
+    waiter.acquire(wait_seconds=10 * PATIENCE, check_stop=check_stop)
+    assert len(polls) == 2 and stored_lock(store)["token"] == waiter.token
+    waiter.release()
+
+
+@pytest.mark.parametrize(("text", "ok"), [("2.5", True), ("0", False), ("x", False),
+                                          ("-1", False), ("nan", False)])
+def test_lease_from_the_environment(text: str, ok: bool) -> None:
+    if ok:
+        assert lock_module.lease_seconds({LEASE_VARIABLE: text}) == 2.5
+    else:
+        with pytest.raises(UsageError, match=LEASE_VARIABLE):
+            lock_module.lease_seconds({LEASE_VARIABLE: text})
+    assert lock_module.lease_seconds({}) == lock_module.LEASE_SECONDS
+
+
+# ------------------------------------------------------------------ manifests that merge
+
+
+def test_manifest_writes_merge_with_what_the_lake_holds(tmp_path: Path) -> None:
+    """Even without the lock, a manifest write keeps the entries another run stored."""
+    dataset = Dataset(seed=37, events_per_day=30)
+    spooler = Spooler(tmp_path, dataset)
+    lake = tmp_path / "lake"
+    # Run 1 starts (it read the manifest: empty), then run 2 writes a whole run.
+    (tmp_path / "s1").mkdir()
+    early = LakeCopy(str(lake), run_id="run1", filters=FILTERS.fingerprint(),
+                     project_timezone=None, staging=tmp_path / "s1")
+    purchases = QueryFilters(events=("Purchase",))
+    lake_load(lake, [spooler.chunk(day(5), day(6))], tmp_path / "s2")
+    sink = LakeSink(early, tmp_path / "s1", filters=FILTERS, run_id="run1")
+    sink.accept(spooler.chunk(day(0), day(0)))
+    sink.close()
+    covered = read_manifest(LocalStore(lake)).covered()
+    assert covered == {FILTERS.fingerprint(): {day(0), day(5), day(6)}}
+    # Entries of other filters survive too.
+    manifest = read_manifest(LocalStore(lake))
+    changes = LakeManifest()
+    changes.cover([day(0)], purchases.fingerprint(), "run3", dt.datetime.now(dt.UTC))
+    merged = update_manifest(LocalStore(lake), changes)
+    assert merged.covered() == {FILTERS.fingerprint(): {day(0), day(5), day(6)},
+                                purchases.fingerprint(): {day(0)}}
+    assert merged.days[day(5)].rows == manifest.days[day(5)].rows
+
+
+def test_days_are_read_back_when_written_not_from_the_listing(tmp_path: Path) -> None:
+    dataset = Dataset(seed=38, events_per_day=40)
+    spooler = Spooler(tmp_path, dataset)
+    lake = tmp_path / "lake"
+    (tmp_path / "s1").mkdir()
+    # Listed while the lake was empty...
+    early = LakeCopy(str(lake), run_id="run1", filters=FILTERS.fingerprint(),
+                     project_timezone=None, staging=tmp_path / "s1")
+    # ...then the day was written whole by another run.
+    lake_load(lake, [spooler.chunk(day(0), day(0))], tmp_path / "s2")
+    subset = dataset.lines_for_day(day(0))[:3]
+    sink = LakeSink(early, tmp_path / "s1", filters=FILTERS, run_id="run1", refresh=True)
+    sink.accept(spooler.chunk(day(0), day(0), b"".join(subset)))
+    sink.close()
+    assert_lake_holds(lake, dataset.lines_for_day(day(0)))
+
+
+def test_sync_from_is_recorded_at_once_per_filters(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    scratch = tmp_path / "s1"
+    scratch.mkdir()
+    copy = LakeCopy(str(lake), run_id="run1", filters=FILTERS.fingerprint(),
+                    project_timezone=None, staging=scratch)
+    sink = LakeSink(copy, scratch, filters=FILTERS, run_id="run1")
+    try:
+        assert sink.sync_from() is None
+        sink.record_sync_from(day(1))
+        # Stored before the run ends: a kill now keeps it.
+        stored = json.loads((lake / MANIFEST_KEY).read_bytes())
+        assert stored["sync_from"] == {FILTERS.fingerprint(): day(1).isoformat()}
+        assert sink.sync_from() == day(1)
+    finally:
+        sink.close()
+    other = QueryFilters(events=("Purchase",))
+    scratch = tmp_path / "s2"
+    scratch.mkdir()
+    copy = LakeCopy(str(lake), run_id="run2", filters=other.fingerprint(),
+                    project_timezone=None, staging=scratch)
+    sink = LakeSink(copy, scratch, filters=other, run_id="run2")
+    try:
+        assert sink.sync_from() is None, "per filters"
+        sink.record_sync_from(day(3))
+    finally:
+        sink.close()
+    manifest = read_manifest(LocalStore(lake))
+    assert manifest.sync_from == {FILTERS.fingerprint(): day(1), other.fingerprint(): day(3)}
+
+
+def test_manifests_without_sync_from_still_read() -> None:
+    old = b'{"format": 1, "written_by": "mpexport 0.9", "days": {\n "2024-03-01": ' \
+          b'{"rows":5,"filters":[{"events":[],"limit":null,"where":null}],' \
+          b'"run_id":"r","written_at":"2024-06-30T12:00:00Z"}\n}}\n'
+    manifest = LakeManifest.from_bytes(old, "here")
+    assert manifest.sync_from == {} and manifest.days[day(0)].rows == 5
+    manifest.record_sync_from(FILTERS.fingerprint(), day(0))
+    again = LakeManifest.from_bytes(manifest.to_bytes(), "here")
+    assert again.sync_from == {FILTERS.fingerprint(): day(0)} and again.days == manifest.days

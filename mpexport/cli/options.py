@@ -174,7 +174,7 @@ def database_options(function: F) -> F:
                           "one loads the same data more slowly (at least 96MB) "
                           "[default: 256MB; env MPEXPORT_MEMORY_LIMIT]."),
         click.option("--wait-lock", type=float, default=RunOptions.wait_lock, metavar="SECONDS",
-                     help="If another run holds the database, wait this long for it "
+                     help="If another run holds the database or the lake, wait this long for it "
                           "[default: exit 4 at once]."),
     ])
 

@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from mpexport.errors import LoaderError
 from mpexport.model import Chunk
 from mpexport.sinks.duckdb.rows import sql_string
 from mpexport.sinks.duckdb.schema import PARQUET_PENDING_TABLE, quote_ident
-from mpexport.sinks.lake.manifest import read_manifest, write_manifest
+from mpexport.sinks.lake.manifest import LakeManifest, read_manifest, update_manifest
 from mpexport.sinks.lake.objects import startup_error
 from mpexport.sinks.lake.store import FileInUse, LocalStore, Store, open_store
 
@@ -184,6 +185,12 @@ class ParquetCopy:
         # Days found in use are not tried again this run: each attempt costs
         # a whole day's COPY plus the retries, and the holder is still there.
         self._skip: set[dt.date] = set()
+        # This run's own records: each manifest write merges them into the
+        # stored manifest, so the entries of other runs are never dropped.
+        self.changes = LakeManifest()
+        # The loader thread writes the manifest after each chunk, the main
+        # thread when a sync records its range.
+        self.manifest_lock = threading.Lock()
         try:
             # The first requests, before anything is fetched: a missing bucket
             # or wrong credentials stop the run now, with the fix named.
@@ -218,21 +225,29 @@ class ParquetCopy:
             log.warning("warning: %s is in use by another program and was not replaced; %s",
                         path, self.in_use_note)
         now = dt.datetime.now(dt.UTC)
-        for day, rows in done.rows.items():
-            self.manifest.wrote(day, rows, self.run_id, now)
-        self.written.update(done.written)
-        # A chunk counts as held only once every file its events fall on is written.
-        if chunk is not None and not utc_days(chunk, self.project_timezone) & self._skip:
-            self.manifest.cover(day_range(chunk.from_date, chunk.to_date), self.filters,
-                                self.run_id, now)
-        if self.manifest.changed:
-            try:
-                self._guarded("writing the manifest of",
-                              lambda: write_manifest(self.store, self.manifest))
-            except FileInUse as exc:
-                # Only this run's record is lost: the next run fetches these days again.
-                log.warning("warning: %s is in use by another program and was not updated",
-                            exc.path)
+        with self.manifest_lock:
+            for day, rows in done.rows.items():
+                self.changes.wrote(day, rows, self.run_id, now)
+            self.written.update(done.written)
+            # A chunk counts as held only once every file its events fall on is written.
+            if chunk is not None and not utc_days(chunk, self.project_timezone) & self._skip:
+                self.changes.cover(day_range(chunk.from_date, chunk.to_date), self.filters,
+                                   self.run_id, now)
+            if self.changes.changed:
+                self.store_manifest()
+
+    def store_manifest(self) -> None:
+        """Merge this run's records into the stored manifest (caller holds ``manifest_lock``).
+
+        Raises LoaderError if that fails other than on a file in use.
+        """
+        try:
+            self.manifest = self._guarded("writing the manifest of",
+                                          lambda: update_manifest(self.store, self.changes))
+        except FileInUse as exc:
+            # Only this run's record is lost: the next run fetches these days again.
+            log.warning("warning: %s is in use by another program and was not updated",
+                        exc.path)
 
     def _guarded(self, what: str, action: Callable[[], Any]) -> Any:
         try:

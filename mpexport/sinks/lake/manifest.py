@@ -7,8 +7,14 @@ the run that wrote it and when. A rerun skips the days it holds with the same
 filters, and ``sync --parquet`` starts from them, as ``--db`` does from its
 table's manifest.
 
+It also records, per filters fingerprint, the first day a sync was asked to
+cover (``sync_from``): where the lake's range begins, even where its first
+days hold no events.
+
 It is written after the day files it describes, as one object, so a crash in
-between only makes the next run fetch those days again. Engines skip it:
+between only makes the next run fetch those days again. Each write reads the
+stored manifest and merges this run's records into it (under the lake's
+lock, :mod:`mpexport.sinks.lake.lock`), so no run drops another's entries. Engines skip it:
 Spark, Trino, Hive and pyarrow ignore paths starting with ``_``, and a glob of
 ``*/*.parquet`` never matches it.
 """
@@ -54,6 +60,8 @@ class LakeManifest:
 
     days: dict[dt.date, DayEntry] = field(default_factory=dict)
     changed: bool = False
+    # Per filters fingerprint: the first day a sync of the lake was asked to cover.
+    sync_from: dict[str, dt.date] = field(default_factory=dict)
 
     @classmethod
     def from_bytes(cls, data: bytes | None, where: str) -> LakeManifest:
@@ -78,9 +86,14 @@ class LakeManifest:
                 )
                 for day, entry in raw["days"].items()
             }
+            # Manifests written before sync ranges were recorded have none.
+            sync_from = {
+                _fingerprint(json.loads(key)): dt.date.fromisoformat(day)
+                for key, day in raw.get("sync_from", {}).items()
+            }
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"the manifest of {where} is damaged: {exc}", hint) from None
-        return cls(days)
+        return cls(days, sync_from=sync_from)
 
     def to_bytes(self) -> bytes:
         """The stored form: JSON with one line per day, in order (small, and readable)."""
@@ -91,6 +104,10 @@ class LakeManifest:
             for day in sorted(self.days)
         )
         body = f"{{\n{days}\n}}" if days else "{}"
+        if self.sync_from:
+            ranges = json.dumps({k: v.isoformat() for k, v in sorted(self.sync_from.items())},
+                                ensure_ascii=False)
+            head = f'{head[:-1]}, "sync_from": {ranges}}}'
         return f'{head[:-1]}, "days": {body}}}\n'.encode()
 
     def covered(self) -> dict[str, set[dt.date]]:
@@ -123,6 +140,28 @@ class LakeManifest:
             self.changed = True
 
 
+    def record_sync_from(self, fingerprint: str, day: dt.date) -> None:
+        """Record that a sync with the filters of ``fingerprint`` was asked to start at ``day``."""
+        self.sync_from[fingerprint] = day
+        self.changed = True
+
+    def absorb(self, changes: LakeManifest) -> None:
+        """Merge one run's records (``changes``) into this manifest, read from the store.
+
+        A day the run wrote takes the run's row count; the filters a day was
+        fetched whole with are the union of both; a sync's range is the run's.
+        """
+        for day, mine in changes.days.items():
+            entry = self.days.setdefault(day, DayEntry())
+            if mine.rows is not None:
+                entry.rows = mine.rows
+            entry.filters = sorted(set(entry.filters) | set(mine.filters))
+            if mine.run_id is not None:
+                entry.run_id, entry.written_at = mine.run_id, mine.written_at
+        self.sync_from.update(changes.sync_from)
+        self.changed = self.changed or changes.changed
+
+
 def _stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -136,3 +175,16 @@ def write_manifest(store: Store, manifest: LakeManifest) -> None:
     """Store the manifest as one object (replaced whole), then mark it unchanged."""
     store.put_bytes(MANIFEST_KEY, manifest.to_bytes())
     manifest.changed = False
+
+
+def update_manifest(store: Store, changes: LakeManifest) -> LakeManifest:
+    """Read the stored manifest, merge ``changes`` into it, store it; return the result.
+
+    ``changes`` holds every record of one run so far (merging it again is
+    harmless) and is marked unchanged once stored.
+    """
+    merged = read_manifest(store)
+    merged.absorb(changes)
+    write_manifest(store, merged)
+    changes.changed = False
+    return merged

@@ -10,15 +10,17 @@ them, and every message has the environment's secrets masked
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpexport.errors import CredentialsError, MpexportError, UnavailableError, UsageError
-from mpexport.sinks.lake.store import EXTRA_HINT, Location, StoreError, redact
+from mpexport.sinks.lake.store import EXTRA_HINT, Location, StoreError, Versioned, redact
 
 if TYPE_CHECKING:
+    from obstore import UpdateVersion
     from obstore.store import ClientConfig
 
 
@@ -112,6 +114,75 @@ class ObjectStore:
 
         with contextlib.suppress(FileNotFoundError):
             self._call(f"deleting {key} from", lambda: obstore.delete(self._store, key))
+
+
+    def create_bytes(self, key: str, data: bytes) -> str | None:
+        import obstore
+
+        return self._conditional(f"creating {key} in",
+                                 lambda: obstore.put(self._store, key, data, mode="create"))
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        import obstore
+
+        def read() -> Versioned:
+            result = obstore.get(self._store, key)
+            data = bytes(result.bytes())
+            meta = result.meta
+            return Versioned(data, _version(meta), meta.get("last_modified"))
+
+        try:
+            found: Versioned = self._call(f"reading {key} from", read)
+        except FileNotFoundError:
+            return None
+        return found
+
+    def replace_bytes_if(self, key: str, data: bytes, version: str) -> str | None:
+        import obstore
+
+        # Only the fields the store gave: S3 and Azure match on the ETag,
+        # GCS on the generation.
+        stored = json.loads(version)
+        mode: UpdateVersion = {}
+        if stored.get("e_tag") is not None:
+            mode["e_tag"] = stored["e_tag"]
+        if stored.get("version") is not None:
+            mode["version"] = stored["version"]
+        return self._conditional(f"replacing {key} in",
+                                 lambda: obstore.put(self._store, key, data, mode=mode))
+
+    def delete_if(self, key: str, version: str) -> bool:
+        # obstore has no conditional delete: compare, then delete. Only a
+        # holder whose lease ran out can lose the race in between, and the
+        # lock's holder never lets that happen while it runs.
+        current = self.get_versioned(key)
+        if current is None or current.version != version:
+            return False
+        self.delete(key)
+        return True
+
+    def _conditional(self, what: str, action: Callable[[], Any]) -> str | None:
+        """Run a conditional put: its new version, or None when its condition failed."""
+        from obstore.exceptions import AlreadyExistsError, NotSupportedError, PreconditionError
+
+        try:
+            result = action()
+        except (AlreadyExistsError, PreconditionError):
+            return None
+        except NotSupportedError as exc:
+            raise UsageError(f"{self.url} does not support conditional writes, which the "
+                             f"lake's lock needs: {_first_line(exc)}",
+                             "use a store with conditional PUTs (S3, GCS, Azure, MinIO, R2)"
+                             ) from None
+        except Exception as exc:  # a missing bucket is a FileNotFoundError: an error here
+            raise StoreError(f"{what} {self.url}: {_first_line(exc)}") from None
+        return _version(result)
+
+
+def _version(meta: Any) -> str:
+    """What a conditional put compares: the ETag and the version (GCS' generation)."""
+    return json.dumps({"e_tag": meta.get("e_tag"), "version": meta.get("version")},
+                      sort_keys=True)
 
 
 def startup_error(error: OSError, url: str) -> MpexportError:

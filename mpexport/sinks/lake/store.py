@@ -16,19 +16,21 @@ this module has the secrets of the environment masked. Plain ``http://`` endpoin
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import hashlib
 import os
 import re
 import shutil
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from mpexport.atomic import temp_sibling
 from mpexport.errors import UsageError
-from mpexport.filelock import held_by_another_process
+from mpexport.filelock import held_by_another_process, lock, unlock
 from mpexport.mixpanel.endpoints import is_loopback
 
 # Pauses between attempts at replacing a file that is in use: a reader that
@@ -64,6 +66,15 @@ class StoreError(OSError):
     """An object store refused or failed a request (the message has no secrets)."""
 
 
+@dataclass(frozen=True)
+class Versioned:
+    """An object's content and the version that conditional writes compare against."""
+
+    data: bytes
+    version: str  # opaque: an ETag (and generation) for object stores, a digest for files
+    modified: dt.datetime | None = None  # when it was last written, as the store says
+
+
 class Store(Protocol):
     """A flat namespace of objects under one root; keys use ``/``."""
 
@@ -95,6 +106,25 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing object is not an error."""
+        ...
+
+    # Conditional writes, for the lake's lock: each one either happens
+    # whole, on the state it was given, or not at all.
+
+    def create_bytes(self, key: str, data: bytes) -> str | None:
+        """Publish ``data`` as ``key`` only if there is no such object: its version, else None."""
+        ...
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        """The content and version of ``key``, or None when there is no such object."""
+        ...
+
+    def replace_bytes_if(self, key: str, data: bytes, version: str) -> str | None:
+        """Replace ``key`` only if it is still at ``version``: the new version, else None."""
+        ...
+
+    def delete_if(self, key: str, version: str) -> bool:
+        """Remove ``key`` if it is still at ``version``; False when it changed or is gone."""
         ...
 
 
@@ -274,3 +304,78 @@ class LocalStore:
         _patiently(lambda: final.unlink(missing_ok=True), final, self._sleep)
         with contextlib.suppress(OSError):
             final.parent.rmdir()  # the partition's folder, once empty
+
+    def create_bytes(self, key: str, data: bytes) -> str | None:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_sibling(final)
+        try:
+            temp.write_bytes(data)
+            try:
+                # A hard link appears whole and fails if the name exists:
+                # nobody ever reads a half-written object.
+                os.link(temp, final)
+            except FileExistsError:
+                return None
+            except OSError:
+                # A filesystem without hard links: create-if-absent, then write.
+                try:
+                    handle = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                     | getattr(os, "O_BINARY", 0), 0o644)
+                except FileExistsError:
+                    return None
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+        return _digest(data)
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        final = self.path(key)
+        try:
+            data = final.read_bytes()
+            modified = dt.datetime.fromtimestamp(final.stat().st_mtime, dt.UTC)
+        except FileNotFoundError:
+            return None
+        return Versioned(data, _digest(data), modified)
+
+    def replace_bytes_if(self, key: str, data: bytes, version: str) -> str | None:
+        with self._guard(key):
+            current = self.get_versioned(key)
+            if current is None or current.version != version:
+                return None
+            self.put_bytes(key, data)
+        return _digest(data)
+
+    def delete_if(self, key: str, version: str) -> bool:
+        with self._guard(key):
+            current = self.get_versioned(key)
+            if current is None or current.version != version:
+                return False
+            self.delete(key)
+        return True
+
+    @contextlib.contextmanager
+    def _guard(self, key: str) -> Iterator[None]:
+        """Compare-and-swap on ``key``: other processes' swaps wait (for milliseconds).
+
+        A folder has no conditional replace, so each one is a read, a
+        compare and a replace under an OS lock on a file beside the key (the
+        key's own file is replaced, so it cannot carry the lock). The kernel
+        drops the lock when its process dies.
+        """
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".guard"), "a+b") as handle:
+            lock(handle)
+            try:
+                yield
+            finally:
+                unlock(handle)
+
+
+def _digest(data: bytes) -> str:
+    # The lock's content names its holder and counts renewals, so equal
+    # digests mean the same write.
+    return hashlib.sha256(data).hexdigest()
