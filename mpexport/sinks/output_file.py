@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from mpexport.atomic import in_place, temp_sibling
 from mpexport.errors import Interrupted, OutputFileError, UsageError
+from mpexport.filelock import DENIED, why_refused
 
 if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard
@@ -91,10 +92,13 @@ def _replace(temporary: Path, target: Path) -> OutputFileError | None:
     try:
         os.replace(temporary, target)
     except OSError as error:
-        # Windows refuses to replace a file another program has open.
+        # Windows refuses to replace a file another program has open, and
+        # one that is read-only or not ours to write: the hint says which.
+        fix = (f"make {target.name} writable (it may be read-only)"
+               if why_refused(error, target) == DENIED else f"close what holds {target.name}")
         return OutputFileError(
             f"could not replace {target}: {error.strerror or error}",
-            f"the events are in {temporary}; close what holds {target.name} and rename it",
+            f"the events are in {temporary}; {fix} and rename it",
         )
     return None
 
