@@ -58,6 +58,21 @@ class UsageError(MpexportError):
     exit_code = ExitCode.USAGE
 
 
+class AccessDeniedError(UsageError):
+    """The system refuses this user a file: read-only, or permissions. No wait can help.
+
+    On Windows this is told apart from a file another program holds (exit 4,
+    ``--wait-lock`` waits for it): see :func:`mpexport.filelock.why_refused`.
+    """
+
+    def __init__(self, path: object, message: str | None = None) -> None:
+        super().__init__(
+            message or f"access to {path} is denied",
+            "the file may be read-only, or your account may not write it: "
+            "clear its read-only attribute or fix its permissions")
+        self.path = path
+
+
 class BadParametersError(MpexportError):
     """The API refused the query's parameters (HTTP 400): retrying cannot help."""
 

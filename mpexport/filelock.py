@@ -28,6 +28,17 @@ _WINDOWS_LOCK_OFFSET = 1 << 30
 _IN_USE_WINERRORS = frozenset({32, 33})
 _ERROR_ACCESS_DENIED = 5
 
+# What a refused open, replace or delete means (see why_refused).
+HELD = "held"  # another program has the file open: waiting can help
+DENIED = "denied"  # this user may not: read-only, or permissions
+OTHER = "other"
+
+# The probe's CreateFileW arguments (winnt.h, fileapi.h): read and write
+# access, sharing reading and writing, as the C runtime's "r+b" open asks.
+_GENERIC_READ_WRITE = 0x80000000 | 0x40000000
+_FILE_SHARE_READ_WRITE = 0x1 | 0x2
+_OPEN_EXISTING = 3
+
 if sys.platform == "win32":  # pragma: no cover - exercised by the Windows CI
     import msvcrt
 
@@ -53,6 +64,24 @@ if sys.platform == "win32":  # pragma: no cover - exercised by the Windows CI
     def _record_locked(handle: IO[bytes]) -> bool:
         # Windows enforces share modes at open time: the open already answered.
         return False
+
+    def _win32_open_error(path: Path) -> int | None:
+        """The Win32 error code of opening ``path`` for reading and writing now; None if it opens.
+
+        The same open as the C runtime's ``open(path, "r+b")``, through
+        ``CreateFileW`` itself (``_winapi``, as ``subprocess`` uses), which
+        keeps the code that the C runtime folds into a bare ``EACCES``.
+        """
+        import _winapi
+
+        try:
+            handle = _winapi.CreateFile(str(path), _GENERIC_READ_WRITE, _FILE_SHARE_READ_WRITE,
+                                        0, _OPEN_EXISTING, 0, 0)
+        except OSError as exc:
+            code = getattr(exc, "winerror", None)
+            return code if isinstance(code, int) else None
+        _winapi.CloseHandle(handle)
+        return None
 
 else:
     import fcntl
@@ -87,39 +116,78 @@ else:
         fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
         return False
 
+    def _win32_open_error(path: Path) -> int | None:
+        """No Win32 here: tests emulating Windows put the error code they need in its place."""
+        return None
 
-def held_by_another_process(error: BaseException) -> bool:
-    """True when ``error`` means another process has the file open (Windows' share modes).
 
-    Win32 calls (``os.replace``, ``os.unlink``) report a sharing or lock
-    violation as winerror 32 or 33, and replacing a file that is open
-    without delete sharing as ``ERROR_ACCESS_DENIED`` (5); the C runtime's
-    ``open()`` reports a sharing violation as a bare ``EACCES`` without a
-    winerror. On POSIX no open file stops another open, so a
-    ``PermissionError`` there is a real permission problem.
+def why_refused(error: BaseException, path: Path | None = None) -> str:
+    """Why opening, replacing or deleting ``path`` failed: HELD, DENIED or OTHER.
+
+    Win32 calls (``os.replace``, ``os.unlink``) report a file another process
+    holds as winerror 32 or 33. Two reports are ambiguous on Windows: the C
+    runtime's ``open()`` turns a sharing violation and an access denied alike
+    into a bare ``EACCES`` (no winerror), and replacing a file that is open
+    without delete sharing fails with ``ERROR_ACCESS_DENIED`` (5), as
+    replacing a read-only one does. For those the file is opened again
+    through Win32 (``CreateFileW``), whose own code says which: 5 is a
+    read-only file or a permission (no wait helps); anything else, even an
+    open that now works, keeps the old answer, "held" (retried, or waited for).
+    On POSIX no open file stops another open: a ``PermissionError`` there is
+    always a permission problem.
+
+    Verified on Linux only through emulation (tests patch the error codes);
+    the Windows workflow runs a real read-only file (tests/test_windows_only.py).
     """
     if not isinstance(error, PermissionError):
-        return False
+        return OTHER
     winerror = getattr(error, "winerror", None)
     if winerror in _IN_USE_WINERRORS:
-        return True
-    return WINDOWS and winerror in (None, _ERROR_ACCESS_DENIED)
+        return HELD
+    if not WINDOWS:
+        return DENIED
+    if winerror not in (None, _ERROR_ACCESS_DENIED):
+        return OTHER
+    probed = path if path is not None else error.filename
+    if probed is None:
+        return HELD
+    return DENIED if _win32_open_error(Path(probed)) == _ERROR_ACCESS_DENIED else HELD
+
+
+def held_by_another_process(error: BaseException, path: Path | None = None) -> bool:
+    """True when ``error`` means another process has ``path`` open (Windows' share modes).
+
+    ``path`` is the file the failed call was about (``error.filename`` if
+    not given; for ``os.replace``, pass the target). See :func:`why_refused`.
+    """
+    return why_refused(error, path) == HELD
+
+
+def writer_refused(path: Path) -> str | None:
+    """Whether a writer's open of ``path`` would be refused now, and why: HELD, DENIED or None.
+
+    HELD: another program has it open so that a writer's open fails (share
+    modes on Windows, DuckDB's ``fcntl`` lock on POSIX); waiting can help.
+    DENIED: this user may not write it (read-only, permissions); no wait
+    helps. None: a missing file, one that opens, or another error, which
+    the open that follows reports with its own message. On POSIX, call this
+    only while this process has no DuckDB connection to ``path``: closing any
+    descriptor of a file drops every ``fcntl`` lock the process holds on it.
+    """
+    try:
+        handle = path.open("r+b")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        refused = why_refused(exc, path)
+        return None if refused == OTHER else refused
+    with handle:
+        return HELD if _record_locked(handle) else None
 
 
 def in_use_elsewhere(path: Path) -> bool:
     """True when another program has ``path`` open so that a writer's open would fail now.
 
-    A missing file is not in use. Errors other than "in use" answer False:
-    the open that follows reports them with its own message. On POSIX, call
-    this only while this process has no DuckDB connection to ``path``:
-    closing any descriptor of a file drops every ``fcntl`` lock the process
-    holds on it.
+    See :func:`writer_refused` (a file this user may not write is not "in use").
     """
-    try:
-        handle = path.open("r+b")
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        return held_by_another_process(exc)
-    with handle:
-        return _record_locked(handle)
+    return writer_refused(path) == HELD

@@ -11,7 +11,11 @@ leave a thread or a file behind.
 
 The first signal asks the run to stop: the pipeline abandons downloads,
 joins its workers, deletes spool files, commits nothing partial and
-reports. A second signal exits at once.
+reports. A second signal exits at once, but first runs the undo actions
+registered with the guard (:meth:`InterruptGuard.add_undo`): an ``--append``
+file cut back to its size before the run, a new ``--output`` file's temp file
+removed. Without them, an exit at once would leave lines that running the same
+command again adds twice, or a temp file nobody removes.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from types import FrameType
 
 from mpexport.errors import ExitCode, Interrupted
@@ -34,6 +38,27 @@ if sys.platform == "win32":  # pragma: no cover - Windows only
 
 CANCELLED = "cancel"
 """The ``signal_name`` of :class:`Interrupted` when the caller's ``cancel`` event stopped it."""
+
+Undo = Callable[[], str | None]
+"""An undo action for a second signal: bounded, local, and it may return a note for stderr.
+
+It runs inside the signal handler on the main thread, wherever that thread
+was (even inside a buffered write), so it must not use Python's buffered
+streams, wait for another thread or touch the network: plain ``os`` calls on
+one file only. The note says what the file holds now.
+"""
+
+
+def _say(text: str) -> None:
+    """Write ``text`` to stderr from a signal handler: straight to the descriptor.
+
+    ``sys.stderr.write`` could be the very call the handler interrupted (a
+    reentrant call into a buffered stream raises). Failures are ignored: a
+    message is never worth a traceback at exit.
+    """
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    with suppress(OSError, LookupError):
+        os.write(2, text.encode(encoding, "backslashreplace"))
 
 
 class InterruptGuard:
@@ -49,6 +74,42 @@ class InterruptGuard:
     def __init__(self, cancel: threading.Event | None = None) -> None:
         self.pending: str | None = None
         self._cancel = cancel
+        self._undos: dict[int, Undo] = {}
+        self._next_key = 0
+
+    def add_undo(self, undo: Undo) -> int:
+        """Register what a second signal must put back before the exit; returns its key.
+
+        Only a run whose handlers are :meth:`installed` ever runs them. The
+        owner removes it (:meth:`discard_undo`) once its file is settled;
+        after a stop the CLI drops them all once the resume command is out
+        (:meth:`settle`), since the file then matches that command.
+        """
+        key = self._next_key
+        self._next_key += 1
+        self._undos[key] = undo
+        return key
+
+    def discard_undo(self, key: int) -> None:
+        """Forget an undo action: what it would put back is settled."""
+        self._undos.pop(key, None)
+
+    def settle(self) -> None:
+        """Forget every undo action: what the files hold now is what the user was told."""
+        self._undos.clear()
+
+    def _undo_all(self) -> list[str]:
+        """Run every undo action (each on its own, errors swallowed); return their notes."""
+        notes = []
+        for undo in list(self._undos.values()):
+            try:
+                note = undo()
+            except BaseException:  # the exit must come; one failure stops no other undo
+                continue
+            if note:
+                notes.append(note)
+        self._undos.clear()
+        return notes
 
     def request_stop(self, reason: str = "SIGINT") -> None:
         """Record a stop request (the first reason wins); the run raises at its next poll."""
@@ -70,12 +131,19 @@ class InterruptGuard:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = _SIGNAL_NAMES.get(signum, "SIGINT")
         if self.pending is not None:
-            # The second signal: the user means it. Leave without cleanup.
+            # The second signal: the user means it. Exit at once, after only
+            # the undo actions (a few system calls each), so that files are
+            # as the user can rerun from: no thread is joined, nothing waited for.
+            notes = self._undo_all()
+            # Only now the message, which alone could wait (on a stderr pipe
+            # nobody reads): the files are already right.
+            _say(f"mpexport: {name} again: quit at once{''.join('; ' + n for n in notes)}\n")
             code = ExitCode.TERMINATED if name == "SIGTERM" else ExitCode.INTERRUPTED
             os._exit(int(code))
         # Only record it: the main loop polls every 0.2 s and stops at a safe
         # point, with every thread joined and every spool file gone.
         self.pending = name
+        _say(f"mpexport: {name}: stopping cleanly; a second {name} quits at once\n")
 
     @contextmanager
     def installed(self) -> Iterator[InterruptGuard]:
@@ -96,6 +164,7 @@ class InterruptGuard:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self.settle()  # no handler of ours is left to run them
 
 
 WAIT_SLICE_SECONDS = 0.1

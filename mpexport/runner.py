@@ -90,7 +90,7 @@ def run(
         return _dry_run(request, credentials, notes)
     if options.db is None and options.parquet is None:
         assert credentials is not None
-        with ndjson_destination(output, options.output, options.append) as destination:
+        with ndjson_destination(output, options.output, options.append, guard) as destination:
             return _run_pipeline(request, credentials, notes, destination=destination,
                                  progress=progress,
                                  guard=guard, spool_dir=spool_dir, share_hour=share_hour)

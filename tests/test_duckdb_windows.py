@@ -30,7 +30,14 @@ import duckdb
 import pytest
 
 from mpexport import filelock
-from mpexport.errors import DatabaseLockedError, Interrupted, LoaderError, UsageError
+from mpexport.errors import (
+    AccessDeniedError,
+    DatabaseLockedError,
+    Interrupted,
+    LoaderError,
+    UsageError,
+    exit_code_for,
+)
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sinks import parquet as parquet_module
@@ -796,3 +803,130 @@ def test_the_lock_names_only_our_command_never_a_host_programs_argv(
             held = json.loads(lock_path(db).read_bytes())
         assert held["command"] == expected
         assert "abc123" not in lock_path(db).read_text()
+
+
+# -- access denied (a read-only file, an ACL) is not "held": exit 2, no wait -----------
+
+
+class WindowsDenied:
+    """A database file this user may not write, with Windows' answers (an ACL, say).
+
+    ``os.access`` sees only Windows' read-only flag, so it lets an ACL pass;
+    the C runtime's open then raises a bare ``EACCES`` exactly as for a held
+    file, and only Win32's own error code (5, not 32) tells the two apart.
+    ``reader`` adds a program reading the file, so that DuckDB's message is
+    the Restart Manager's "already open in" list although the file is denied.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, reader: bool = False) -> None:
+        self.path = path.resolve()
+        self.refused_opens = 0
+        self.probes = 0
+        monkeypatch.setattr(filelock, "WINDOWS", True)
+        real_open = Path.open
+
+        def open_(p: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if p.resolve() == self.path and any(flag in mode for flag in "wa+x"):
+                self.refused_opens += 1
+                raise crt_sharing_violation(p)  # the C runtime's EACCES: same for both
+            return real_open(p, mode, *args, **kwargs)
+
+        def win32_open_error(p: Path) -> int | None:
+            self.probes += 1
+            return 5 if p.resolve() == self.path else None
+
+        said = (f"IO Error: File is already open in \n{BI_TOOL} (PID 4242)" if reader else
+                f'IO Error: Cannot open file "{path}": Access is denied.')
+
+        def attach(p: Path, config: dict[str, Any]) -> Any:
+            if Path(p).resolve() == self.path:
+                raise duckdb.IOException(said)
+            return real_attach(p, config)
+
+        real_attach = sink_module.attach_database
+        monkeypatch.setattr(Path, "open", open_)
+        monkeypatch.setattr(filelock, "_win32_open_error", win32_open_error)
+        monkeypatch.setattr(sink_module, "attach_database", attach)
+
+
+def test_an_access_denied_file_is_bad_usage_and_never_waited_for(
+    monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
+    clock = FakeClock(monkeypatch)
+    denied = WindowsDenied(monkeypatch, db)
+    with (pytest.raises(AccessDeniedError) as info, database_lock(db, wait_seconds=600)):
+        pytest.fail("the block must not run on a file this user may not write")
+    assert exit_code_for(info.value) == 2
+    assert info.value.one_line() == (
+        f"access to {db} is denied (the file may be read-only, or your account may not "
+        "write it: clear its read-only attribute or fix its permissions)")
+    assert denied.refused_opens == 1 and denied.probes == 1
+    assert clock.sleeps == []  # --wait-lock waits for nothing
+    assert lock_is_free(db)
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["no reader", "a reader listed"])
+def test_duckdb_refusing_a_denied_file_is_bad_usage_not_locked(
+    monkeypatch: pytest.MonkeyPatch, db: Path, reader: bool
+) -> None:
+    """DuckDB's words cannot tell (the Restart Manager lists readers too): the probe does."""
+    sink = None
+    denied = WindowsDenied(monkeypatch, db, reader=reader)
+    with pytest.raises(AccessDeniedError) as info:
+        sink = DuckDBSink(db, filters=FILTERS, run_id="r")
+    assert sink is None
+    assert exit_code_for(info.value) == 2 and str(db) in info.value.one_line()
+    assert denied.probes == 1
+
+
+@pytest.mark.parametrize(("raised", "probed", "expected"), [
+    (32, None, filelock.HELD),  # Win32 says so itself
+    (33, None, filelock.HELD),
+    (None, 32, filelock.HELD),  # the C runtime's EACCES, a sharing violation underneath
+    (None, 5, filelock.DENIED),  # ... an access denied underneath
+    (5, 5, filelock.DENIED),  # a replace over a read-only file
+    (5, None, filelock.HELD),  # a replace over a file open without delete sharing
+    (None, None, filelock.HELD),  # gone by the probe: the old answer, retried or waited for
+])
+def test_windows_refusals_are_told_apart_by_win32s_own_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raised: int | None, probed: int | None,
+    expected: str,
+) -> None:
+    monkeypatch.setattr(filelock, "WINDOWS", True)
+    monkeypatch.setattr(filelock, "_win32_open_error", lambda _p: probed)
+    path = tmp_path / "f"
+    error = (crt_sharing_violation(path) if raised is None else
+             win32_sharing_violation(path, raised) if raised != 33 else
+             win32_sharing_violation(path, 32))
+    if raised == 33:
+        error.winerror = 33  # type: ignore[attr-defined]
+    assert filelock.why_refused(error, path) == expected
+    assert filelock.held_by_another_process(error, path) == (expected == filelock.HELD)
+
+
+def test_off_windows_a_permission_error_is_always_denied(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(filelock, "WINDOWS", False)
+    path = tmp_path / "f"
+    assert filelock.why_refused(crt_sharing_violation(path), path) == filelock.DENIED
+    assert filelock.why_refused(FileNotFoundError(errno.ENOENT, "gone"), path) == filelock.OTHER
+
+
+def test_a_denied_parquet_file_is_neither_retried_nor_deferred(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A read-only day file would be "in use" forever: the error says what it is at once."""
+    monkeypatch.setattr(filelock, "WINDOWS", True)
+    monkeypatch.setattr(filelock, "_win32_open_error", lambda _p: 5)
+    target = tmp_path / "data.parquet"
+    attempts: list[Path] = []
+    pauses: list[float] = []
+
+    def replace() -> None:
+        attempts.append(target)
+        raise win32_sharing_violation(target, 5)
+
+    with pytest.raises(PermissionError):
+        store_module._patiently(replace, target, pauses.append)
+    assert attempts == [target] and pauses == []

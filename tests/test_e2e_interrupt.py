@@ -10,9 +10,11 @@ at all (the wait's timeout is a guard against such a hang, not a measurement).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,142 @@ def test_signal_mid_export_to_duckdb(
     assert committed_at_least <= len(days) and max(days) < hold_from
     expected = set().union(*(mixpanel_keys(dataset.lines_for_day(d)) for d in days))
     assert set(rows) == expected and len(rows) == len(expected)
+
+
+# -- a second signal: this run's additions undone, then an exit at once ---------------
+
+# What the run prints at the first signal: a literal here, so the test also pins the text.
+FIRST_NOTICE = "mpexport: {name}: stopping cleanly; a second {name} quits at once\n"
+
+
+def _stderr_with_room_for(room: int) -> tuple[int, int, bytes]:
+    """A pipe for a run's stderr that takes exactly ``room`` more bytes, then blocks its writer.
+
+    One page of capacity (Linux ``F_SETPIPE_SZ``), filled but for ``room``
+    bytes: the first-signal notice fits exactly, and the run's next stderr
+    write (the stop report, printed before any resume command) blocks until
+    this test reads. So the second signal surely comes while the first stop
+    is being handled, however fast the machine. Returns (read end, write end,
+    the filler).
+    """
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, os.sysconf("SC_PAGE_SIZE"))
+    capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+    filler = b"." * (capacity - room)
+    assert os.write(write_end, filler) == len(filler)
+    return read_end, write_end, filler
+
+
+def _pipe_is_full(read_end: int, capacity: int) -> bool:
+    import array
+    import fcntl
+    import termios
+
+    queued = array.array("i", [0])
+    fcntl.ioctl(read_end, termios.FIONREAD, queued)
+    return queued[0] >= capacity
+
+
+def _read_to_end(read_end: int) -> bytes:
+    """Everything the run writes to the pipe until it exits (the timeout guards a hang)."""
+    import select
+
+    data = b""
+    while True:
+        ready, _, _ = select.select([read_end], [], [], PATIENCE)
+        assert ready, "the run neither wrote to stderr nor exited"
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _signal_twice(args: list[str], env: dict[str, str], dataset: HeldDataset,
+                  started: Callable[[], bool], signum: int) -> tuple[int, bytes]:
+    """Run ``args``; once ``started()`` and every worker is held, signal, then signal again.
+
+    The second signal is sent once the first one's notice is on stderr, and
+    (see :func:`_stderr_with_room_for`) before the run could print a resume
+    command. Returns the exit code and stderr after the filler.
+    """
+    name = signal.Signals(signum).name
+    notice = FIRST_NOTICE.format(name=name).encode()
+    read_end, write_end, filler = _stderr_with_room_for(len(notice))
+    proc = None
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=write_end, env=env)
+        os.close(write_end)
+        write_end = -1
+        wait_until(started, "the first days in the file", proc=proc)
+        dataset.wait_held(WORKERS)
+        proc.send_signal(signum)
+        wait_until(lambda: _pipe_is_full(read_end, len(filler) + len(notice)),
+                   "the first signal's notice on stderr", proc=proc)
+        proc.send_signal(signum)
+        stderr = _read_to_end(read_end)
+        code = proc.wait(timeout=PATIENCE)
+    finally:
+        dataset.release()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert stderr.startswith(filler + notice), stderr[len(filler):]
+    return code, stderr[len(filler) + len(notice):]
+
+
+CAN_SIZE_PIPES = sys.platform.startswith("linux")
+
+
+@pytest.mark.skipif(not CAN_SIZE_PIPES, reason="sizes a pipe with F_SETPIPE_SZ (Linux)")
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_second_signal_leaves_an_appended_file_as_it_was_before_the_run(
+    make_server: ServerFactory, tmp_path: Path, signum: int, code: int
+) -> None:
+    """No resume command is printed, so the file must suit the same command run again."""
+    dataset = HeldDataset(seed=10, events_per_day=400, hold_from=START + dt.timedelta(days=3))
+    server = make_server(dataset, **HOLD_SERVER)
+    folder, spool = tmp_path / "out", tmp_path / "tmp"
+    folder.mkdir()
+    spool.mkdir()
+    target = folder / "events.ndjson"
+    before = b"".join(dataset.lines_for_day(START - dt.timedelta(days=1)))
+    target.write_bytes(before)
+    env = clean_env({**service_account_env(), "TMPDIR": str(spool)})
+    args = export_args(server.url, "--output", str(target), "--append", "--quiet")
+    exit_code, stderr = _signal_twice(args, env, dataset,
+                                      lambda: target.stat().st_size > len(before), signum)
+    name = signal.Signals(signum).name
+    assert exit_code == code, stderr
+    assert stderr.decode() == (f"mpexport: {name} again: quit at once; {target} holds what it "
+                               "held before this run (run the same command again)\n")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == [target.name]  # no temp file
+
+
+@pytest.mark.skipif(not CAN_SIZE_PIPES, reason="sizes a pipe with F_SETPIPE_SZ (Linux)")
+def test_a_second_sigint_leaves_no_new_output_file_nor_its_temp_file(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = HeldDataset(seed=11, events_per_day=400, hold_from=START + dt.timedelta(days=3))
+    server = make_server(dataset, **HOLD_SERVER)
+    folder, spool = tmp_path / "out", tmp_path / "tmp"
+    folder.mkdir()
+    spool.mkdir()
+    target = folder / "new.ndjson"
+    env = clean_env({**service_account_env(), "TMPDIR": str(spool)})
+    args = export_args(server.url, "--output", str(target), "--quiet")
+
+    def temp_file_growing() -> bool:
+        return any(p.stat().st_size > 0 for p in folder.iterdir())
+
+    exit_code, stderr = _signal_twice(args, env, dataset, temp_file_growing, signal.SIGINT)
+    assert exit_code == 130, stderr
+    assert stderr.decode() == (f"mpexport: SIGINT again: quit at once; {target} was left as "
+                               "it was before this run (run the same command again)\n")
+    assert list(folder.iterdir()) == []  # neither the file nor its temp file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import shlex
 import subprocess
 from collections import Counter
@@ -21,7 +22,7 @@ from mpexport.mixpanel.credentials import Credentials
 from mpexport.model import Chunk, CompletedChunk
 from mpexport.sinks import ndjson as ndjson_module
 from mpexport.sinks.ndjson import NdjsonSink
-from mpexport.sinks.output_file import Destination
+from mpexport.sinks.output_file import Destination, ndjson_destination
 from tests.helpers import (
     ServerFactory,
     clean_env,
@@ -176,3 +177,104 @@ def test_a_full_disk_is_exit_1_with_one_line_not_a_bug(
         assert code == 1, stderr
         assert "No space left on device" in stderr and "Traceback" not in stderr
         assert "internal error" not in stderr
+
+
+class _Exited(BaseException):
+    """What the patched ``os._exit`` raises: the process would end here."""
+
+
+def _second_signal(guard: InterruptGuard, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Deliver SIGINT twice to ``guard``'s handler; return the code it exits with."""
+    import signal
+
+    def exit_now(code: int) -> None:
+        raise _Exited(code)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    guard._handle(signal.SIGINT, None)  # the first: a stop request only
+    with pytest.raises(_Exited) as exited:
+        guard._handle(signal.SIGINT, None)
+    code = exited.value.args[0]
+    assert isinstance(code, int)
+    return code
+
+
+def test_a_second_signal_mid_write_cuts_an_appended_file_to_its_size_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Mid-run the stream holds unflushed bytes: the undo works on the descriptor alone."""
+    guard = InterruptGuard()
+    target = tmp_path / "out.ndjson"
+    target.write_bytes(b'{"event":"old"}\n')
+    opened = ndjson_destination(None, target, append=True, guard=guard)
+    destination = opened.__enter__()
+    destination.stream.write(b'{"event":"new","properties":{}}\n')
+    destination.stream.flush()
+    destination.stream.write(b'{"event":"half')  # still in the buffer
+    assert _second_signal(guard, monkeypatch) == 130
+    # os._exit would end the process here: nothing else runs, no buffer is flushed.
+    assert target.read_bytes() == b'{"event":"old"}\n'
+    assert capfd.readouterr().err == (
+        "mpexport: SIGINT: stopping cleanly; a second SIGINT quits at once\n"
+        f"mpexport: SIGINT again: quit at once; {target} holds what it held before this run "
+        "(run the same command again)\n")
+    opened.__exit__(None, None, None)  # what a test process must still close
+
+
+def test_a_second_signal_mid_write_removes_a_new_files_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = InterruptGuard()
+    target = tmp_path / "out.ndjson"
+    target.write_bytes(b"from an earlier run\n")
+    opened = ndjson_destination(None, target, append=False, guard=guard)
+    destination = opened.__enter__()
+    destination.stream.write(b'{"event":"new"}\n')
+    destination.stream.flush()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert _second_signal(guard, monkeypatch) == 130
+    assert [p.name for p in tmp_path.iterdir()] == ["out.ndjson"]
+    assert target.read_bytes() == b"from an earlier run\n"
+    with pytest.raises(OSError):  # the undo closed the descriptor, as the exit would
+        opened.__exit__(None, None, None)
+
+
+def test_a_settled_file_is_not_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished run's file stays, and so does a stopped one's once its resume is printed."""
+    guard = InterruptGuard()
+    target = tmp_path / "out.ndjson"
+    with ndjson_destination(None, target, append=False, guard=guard) as destination:
+        destination.stream.write(b'{"event":"done"}\n')
+    stopped = tmp_path / "stopped.ndjson"
+    stopped.write_bytes(b'{"event":"old"}\n')
+    with (pytest.raises(Interrupted),
+          ndjson_destination(None, stopped, append=True, guard=guard) as destination):
+        destination.stream.write(b'{"event":"whole chunk"}\n')
+        raise Interrupted("SIGINT")
+    guard.settle()  # what the CLI does once the resume command is printed
+    _second_signal(guard, monkeypatch)
+    assert target.read_bytes() == b'{"event":"done"}\n'
+    assert stopped.read_bytes() == b'{"event":"old"}\n{"event":"whole chunk"}\n'
+
+
+def test_every_undo_runs_even_if_one_fails(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    guard = InterruptGuard()
+    ran: list[str] = []
+
+    def broken() -> str:
+        ran.append("broken")
+        raise OSError("no such file")
+
+    def fine() -> str:
+        ran.append("fine")
+        return "b.ndjson is fine"
+
+    guard.add_undo(broken)
+    guard.discard_undo(guard.add_undo(lambda: ran.append("forgotten") or "never"))
+    guard.add_undo(fine)
+    assert _second_signal(guard, monkeypatch) == 130
+    assert ran == ["broken", "fine"]
+    assert capfd.readouterr().err.endswith(
+        "mpexport: SIGINT again: quit at once; b.ndjson is fine\n")

@@ -11,6 +11,7 @@ import datetime as dt
 import errno
 import io
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,28 @@ def test_worker_joins_wait_in_slices_so_a_second_ctrl_c_is_serviced(
     assert len(worker.timeouts) >= 150
     assert max(worker.timeouts) <= WAIT_SLICE_SECONDS
     assert clock[0] == pytest.approx(1015.0)
+
+
+@pytest.mark.parametrize(("probed", "fix"), [
+    (5, "make out.ndjson writable (it may be read-only)"),
+    (32, "close what holds out.ndjson"),
+])
+def test_a_refused_output_replace_says_whether_the_file_is_read_only_or_held(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, probed: int, fix: str
+) -> None:
+    """os.replace says ERROR_ACCESS_DENIED for both on Windows; a Win32 open tells them apart."""
+    from mpexport import filelock
+    from mpexport.sinks import output_file
+
+    def refused(src: object, dst: object) -> None:
+        error = PermissionError(errno.EACCES, "Access is denied", str(src), 5, str(dst))
+        error.winerror = 5  # type: ignore[attr-defined]  # the constructor's, on Windows
+        raise error
+
+    monkeypatch.setattr(filelock, "WINDOWS", True)
+    monkeypatch.setattr(filelock, "_win32_open_error", lambda _p: probed)
+    monkeypatch.setattr(output_file.os, "replace", refused)
+    temporary, target = tmp_path / ".out.ndjson.tmp", tmp_path / "out.ndjson"
+    failure = output_file._replace(temporary, target)
+    assert failure is not None and failure.exit_code == 1
+    assert failure.hint == f"the events are in {temporary}; {fix} and rename it"

@@ -469,3 +469,39 @@ def test_printed_resume_commands_paste_into_cmd_and_powershell(
             done = _paste_into_powershell(line + suffix, env, program)
         assert done.returncode == 0, (program, done.stderr.decode("utf-8", "replace"))
         assert out.read_bytes().splitlines(keepends=True) == wanted, program
+
+
+@pytest.mark.parametrize("how", ["read-only attribute", "ACL denying writes"])
+def test_a_database_this_user_may_not_write_is_exit_2_not_a_held_file(
+    tmp_path: Path, how: str
+) -> None:
+    """Access denied is bad usage with the path (exit 2); --wait-lock has nothing to wait for."""
+    import os
+    import stat
+
+    from mpexport import filelock
+
+    db = tmp_path / "events é.duckdb"
+    duckdb.connect(str(db)).close()
+    if how == "read-only attribute":
+        os.chmod(db, stat.S_IREAD)
+        undo = ["attrib", "-R", str(db)]
+    else:
+        # os.access sees only the read-only attribute: an ACL passes it and
+        # reaches the probe, where the C runtime's EACCES is all Python gets.
+        subprocess.run(["icacls", str(db), "/deny", f"{os.environ['USERNAME']}:(W)"],
+                       check=True, capture_output=True)
+        undo = ["icacls", str(db), "/reset"]
+    try:
+        with pytest.raises(PermissionError) as refused:
+            db.open("r+b")
+        assert filelock.why_refused(refused.value, db) == filelock.DENIED
+        assert filelock.writer_refused(db) == filelock.DENIED
+        # A wait would outlast run_cli's timeout: the test fails rather than waits.
+        result = run_cli(export_args("http://127.0.0.1:9", START, START, "--db", str(db),
+                                     "--wait-lock", "3600"))
+    finally:
+        subprocess.run(undo, check=True, capture_output=True)
+    assert result.code == 2, result.stderr
+    assert str(db) in result.stderr and "read-only" in result.stderr, result.stderr
+    assert "open in another program" not in result.stderr

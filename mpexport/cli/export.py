@@ -163,14 +163,20 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
         # This run's own guard covers the lock wait and the database's close
         # too; signals only record a stop request.
         with InterruptGuard().installed() as guard:
-            result = run(command, run_opts, progress=progress, guard=guard)
+            try:
+                result = run(command, run_opts, progress=progress, guard=guard)
+            except Interrupted as stop:
+                # Still under the guard: a second signal before the resume
+                # command is out undoes the run's additions to --output (the
+                # same command run again then adds each line once); after it,
+                # the file's whole chunks match that command and stay.
+                progress.close()
+                _report_interrupted(stop, options, report)
+                guard.settle()
+                raise
     except LoaderError as error:
         progress.close()
         _report_loader_failure(error, options, report)
-        raise
-    except Interrupted as stop:
-        progress.close()
-        _report_interrupted(stop, options, report)
         raise
     except MpexportError as error:
         report.from_date, report.to_date = error.run_range or (None, None)

@@ -31,8 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mpexport.errors import EmptySnapshotError, LoaderError, MpexportError, UsageError
-from mpexport.filelock import in_use_elsewhere
+from mpexport.errors import (
+    AccessDeniedError,
+    EmptySnapshotError,
+    LoaderError,
+    MpexportError,
+    UsageError,
+)
+from mpexport.filelock import DENIED, HELD, writer_refused
 from mpexport.mixpanel.engage_doc import read_profile
 from mpexport.profile_export.model import ProfileLoad
 from mpexport.profile_export.resume import SessionState
@@ -91,7 +97,10 @@ class DuckDBProfiles:
         try:
             con = duckdb.connect(str(self.path), config=self.budget.duckdb_config(self.path))
         except (duckdb.IOException, OSError) as exc:
-            if in_use_elsewhere(self.path):
+            refused = writer_refused(self.path)
+            if refused == DENIED:  # a read-only file: no wait helps (exit 2)
+                raise AccessDeniedError(self.path) from exc
+            if refused == HELD:
                 raise open_elsewhere_error(self.path) from exc
             raise UsageError(f"cannot open the database {self.path}: {exc}") from exc
         except duckdb.Error as exc:

@@ -8,6 +8,11 @@ existing file as it was. ``--append`` adds to the file; an error undoes this
 run's additions and a stop keeps only its whole chunks, so running the
 printed command (or the same one again) never duplicates a line. A device
 or pipe (``/dev/null``, a FIFO) is written to, never replaced.
+
+A second signal exits at once (:mod:`mpexport.interrupt`), before any resume
+command is printed: so it first puts the file back as it was before the run
+(an ``--append`` file cut to its old size, a new file's temp file removed),
+and the same command run again adds every line once.
 """
 
 from __future__ import annotations
@@ -15,16 +20,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from mpexport.atomic import in_place, temp_sibling
 from mpexport.errors import Interrupted, OutputFileError, UsageError
+from mpexport.filelock import DENIED, why_refused
+
+if TYPE_CHECKING:
+    from mpexport.interrupt import InterruptGuard
 
 log = logging.getLogger(__name__)
+
+# Windows: a descriptor opened without it is in text mode (we only truncate,
+# but say so). Zero elsewhere.
+_O_BINARY: int = getattr(os, "O_BINARY", 0)
 
 
 @dataclass
@@ -79,18 +92,94 @@ def _replace(temporary: Path, target: Path) -> OutputFileError | None:
     try:
         os.replace(temporary, target)
     except OSError as error:
-        # Windows refuses to replace a file another program has open.
+        # Windows refuses to replace a file another program has open, and
+        # one that is read-only or not ours to write: the hint says which.
+        fix = (f"make {target.name} writable (it may be read-only)"
+               if why_refused(error, target) == DENIED else f"close what holds {target.name}")
         return OutputFileError(
             f"could not replace {target}: {error.strerror or error}",
-            f"the events are in {temporary}; close what holds {target.name} and rename it",
+            f"the events are in {temporary}; {fix} and rename it",
         )
     return None
 
 
+_RERUN = "(run the same command again)"
+
+
+@dataclass
+class _AppendUndo:
+    """A second signal's undo for ``--append``: the file back to its size before the run.
+
+    Not to the end of the last whole chunk: that size counts bytes still in
+    the buffered stream, which a signal handler cannot flush (it may have
+    interrupted that very stream), and truncating a file to more than it
+    holds pads it with zeros. The size before the run is on disk already, and
+    it is what the same command run again expects.
+    """
+
+    shown: Path  # as the user named it
+    start: int
+    fd: int | None  # the run's descriptor while its stream is open; then by name
+
+    def __call__(self) -> str:
+        if self.fd is not None:
+            os.ftruncate(self.fd, self.start)
+        else:
+            fd = os.open(self.shown, os.O_WRONLY | _O_BINARY)
+            try:
+                os.ftruncate(fd, self.start)
+            finally:
+                os.close(fd)
+        return f"{self.shown} holds what it held before this run {_RERUN}"
+
+
+@dataclass
+class _NewFileUndo:
+    """A second signal's undo for a new ``--output`` file: no temp file, the target as before.
+
+    After a stop the temp file is already in place (``placed``): a target
+    this run created is removed again; one that existed cannot be brought
+    back, but it then holds whole chunks only, which the same command
+    (without ``--append``) rewrites.
+    """
+
+    shown: Path
+    target: Path
+    temporary: Path
+    fd: int | None
+    created: bool  # no file was there before the run
+    placed: bool = False
+
+    def __call__(self) -> str:
+        if self.fd is not None:
+            with suppress(OSError):
+                os.close(self.fd)  # Windows deletes no open file
+        with suppress(FileNotFoundError):
+            os.unlink(self.temporary)
+        if self.placed and not self.created:
+            return f"{self.shown} holds this run's whole chunks only {_RERUN}"
+        if self.placed:
+            os.unlink(self.target)
+        return f"{self.shown} was left as it was before this run {_RERUN}"
+
+
+def _register(guard: InterruptGuard | None, undo: Callable[[], str | None]) -> Callable[[], None]:
+    """Register ``undo`` with ``guard`` (if any); return what forgets it again."""
+    if guard is None:
+        return lambda: None
+    key = guard.add_undo(undo)
+    return lambda: guard.discard_undo(key)
+
+
 @contextmanager
-def ndjson_destination(given: BinaryIO | None, path: Path | None,
-                       append: bool) -> Iterator[Destination]:
-    """Open where the run's NDJSON goes; put an ``--output`` file in place at the end."""
+def ndjson_destination(given: BinaryIO | None, path: Path | None, append: bool,
+                       guard: InterruptGuard | None = None) -> Iterator[Destination]:
+    """Open where the run's NDJSON goes; put an ``--output`` file in place at the end.
+
+    With ``guard``, what a second signal must put back is registered with it
+    while this run's file is unsettled; after a stop it stays registered (the
+    CLI settles it once the resume command is printed).
+    """
     if given is not None:
         yield Destination(given)
         return
@@ -101,34 +190,66 @@ def ndjson_destination(given: BinaryIO | None, path: Path | None,
         with _open(path, "ab" if append else "wb") as stream:
             yield Destination(stream)
         return
-    if append:
-        with _open(path, "ab") as stream:
-            start = stream.tell()
-            try:
-                yield Destination(stream, start, owned=True)
-            except Interrupted:
-                raise  # the runner kept the whole chunks; the resume appends the rest
-            except BaseException:
-                # Undo this run's lines: running the command again adds them once.
-                stream.truncate(start)
-                raise
-        return
+    with (_appending(path, guard) if append else _replacing(path, guard)) as destination:
+        yield destination
+
+
+@contextmanager
+def _appending(path: Path, guard: InterruptGuard | None) -> Iterator[Destination]:
+    stream = _open(path, "ab")
+    start = stream.tell()
+    undo = _AppendUndo(path, start, stream.fileno())
+    forget = _register(guard, undo)
+    settled = True
+    try:
+        yield Destination(stream, start, owned=True)
+    except Interrupted:
+        # The runner kept the whole chunks; the resume appends the rest. Until
+        # that command is printed, a second signal still cuts back to `start`.
+        settled = False
+        raise
+    except BaseException:
+        # Undo this run's lines: running the command again adds them once.
+        stream.truncate(start)
+        raise
+    finally:
+        if settled:
+            forget()
+        undo.fd = None  # before the close: a descriptor number reused later must never be cut
+        stream.close()
+
+
+@contextmanager
+def _replacing(path: Path, guard: InterruptGuard | None) -> Iterator[Destination]:
     target = Path(os.path.realpath(path))  # through a symlink, to the file it names
     temporary = temp_sibling(target)
+    created = not os.path.lexists(target)
     stream = _open(temporary, "xb")
+    undo = _NewFileUndo(path, target, temporary, stream.fileno(), created)
+    forget = _register(guard, undo)
     kept = False
+    settled = True
     try:
         try:
             yield Destination(stream, owned=True)
         except Interrupted:
             _close_durably(stream)
+            # After the close (Windows deletes no open file): closing a reused
+            # descriptor number just before the exit would do no harm.
+            undo.fd = None
             kept = True
             failure = _replace(temporary, target)
             if failure is not None:
                 # The stop stays the outcome (exit 130, resume commands).
                 log.error("%s (%s)", failure.message, failure.hint)
+            else:
+                # Whole chunks in place; until the resume command is printed,
+                # a second signal puts the target back as it was.
+                undo.placed = True
+                settled = False
             raise
         _close_durably(stream)
+        undo.fd = None
         kept = True
         failure = _replace(temporary, target)
         if failure is not None:
@@ -136,5 +257,8 @@ def ndjson_destination(given: BinaryIO | None, path: Path | None,
     finally:
         if not stream.closed:
             stream.close()
+        undo.fd = None
         if not kept:
             temporary.unlink(missing_ok=True)
+        if settled:
+            forget()

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from mpexport.errors import DatabaseLockedError, UsageError
-from mpexport.filelock import in_use_elsewhere, try_lock, unlock
+from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
+from mpexport.filelock import DENIED, try_lock, unlock, writer_refused
 
 POLL_SECONDS = 0.2
 # Looked up at call time, so tests drive the waits with a fake clock.
@@ -37,9 +37,15 @@ def lock_path(db_path: Path) -> Path:
 
 
 # DuckDB's words for a file another process holds: its POSIX lock error, and
-# on Windows the Restart Manager's list of holders. Its other Windows message
-# ("Cannot open file ...: " and the system's text, in the system's language)
-# is recognised by probing the file instead.
+# on Windows the Restart Manager's list of holders ("File is already open in
+# ..."). Its other Windows message, "Cannot open file ...: " and the system's
+# text in the system's language, is the same for a file held elsewhere
+# ("...being used by another process") and a read-only one ("Access is
+# denied"): it is told apart by probing the file (filelock.why_refused), and
+# a denied file is checked first (filelock.writer_refused), since the Restart
+# Manager also lists a reader of a read-only file. (From DuckDB's source,
+# src/common/local_file_system.cpp, as read; not checked against every
+# release on Windows here: the probe is what decides.)
 HELD_WORDS = ("could not set lock", "conflicting lock", "already open in")
 
 
@@ -127,8 +133,12 @@ def database_lock(
             # On Windows DuckDB's read-write open shares nothing, so a file
             # another program has open would fail our open (and even a read
             # of its header) with a sharing violation; on POSIX it fails on
-            # DuckDB's lock. Both are waited for here, under our lock.
-            while in_use_elsewhere(db_path):
+            # DuckDB's lock. Both are waited for here, under our lock. A
+            # read-only file or a permission is no holder: no wait helps, and
+            # it is bad usage (exit 2), not "locked" (exit 4).
+            while (refused := writer_refused(db_path)) is not None:
+                if refused == DENIED:
+                    raise AccessDeniedError(db_path)
                 wait_or_raise(lambda: open_elsewhere_error(db_path, waited=wait_seconds > 0))
             yield
         finally:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mpexport.dates import day_range
-from mpexport.errors import UsageError
-from mpexport.filelock import held_by_another_process
+from mpexport.errors import AccessDeniedError, UsageError
+from mpexport.filelock import DENIED, HELD, why_refused
 from mpexport.sinks.duckdb.lock import lock_path, open_elsewhere_error
 
 MANIFEST_TABLE = "_mpexport_chunks"
@@ -96,10 +96,10 @@ def check_db_path(db_path: Path, *, locked: bool = False) -> None:
             "give the path of a DuckDB file (it is created if missing)",
         )
     if not os.access(db_path, os.R_OK | os.W_OK):
-        raise UsageError(
-            f"the database file is not readable and writable: {db_path}",
-            "fix its permissions or choose another path",
-        )
+        # On Windows this sees the read-only flag only; an ACL is found by
+        # the lock's probe (filelock.writer_refused), with the same error.
+        raise AccessDeniedError(
+            db_path, f"the database file is not readable and writable: {db_path}")
     if not locked and lock_path(db_path).exists():
         # A run may be opening the file right now, and on Windows even our
         # read would make its open (which shares nothing) fail: the header
@@ -110,7 +110,11 @@ def check_db_path(db_path: Path, *, locked: bool = False) -> None:
         with db_path.open("rb") as handle:
             header = handle.read(_MAGIC_OFFSET + len(_MAGIC))
     except OSError as exc:
-        if not held_by_another_process(exc):
+        refused = why_refused(exc, db_path)
+        if refused == DENIED:  # an ACL: os.access above sees only Windows' read-only flag
+            raise AccessDeniedError(
+                db_path, f"cannot read the database file {db_path}: {exc.strerror}") from exc
+        if refused != HELD:
             raise UsageError(f"cannot read the database file {db_path}: {exc.strerror}") from exc
         if locked:
             raise open_elsewhere_error(db_path) from exc

@@ -21,8 +21,8 @@ from typing import Any
 import duckdb
 
 from mpexport.dates import day_range
-from mpexport.errors import LoaderError, MpexportError, UsageError
-from mpexport.filelock import in_use_elsewhere
+from mpexport.errors import AccessDeniedError, LoaderError, MpexportError, UsageError
+from mpexport.filelock import DENIED, HELD, writer_refused
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb.budget import LoaderBudget, attach_database, spill_directory
 from mpexport.sinks.duckdb.load import load_chunk, spill_disk_full
@@ -200,7 +200,12 @@ class DuckDBSink:
             text = str(exc).lower()
             # Probed only now that DuckDB failed: this process has no
             # connection to the file, so the probe cannot drop a lock of ours.
-            if any(words in text for words in HELD_WORDS) or in_use_elsewhere(self.db_path):
+            # Denied first: the holders DuckDB lists may only be reading a
+            # read-only file, and no wait would help.
+            refused = writer_refused(self.db_path)
+            if refused == DENIED:
+                raise AccessDeniedError(self.db_path) from exc
+            if any(words in text for words in HELD_WORDS) or refused == HELD:
                 raise open_elsewhere_error(self.db_path) from exc
             raise UsageError(f"cannot open the database {self.db_path}: {exc}") from exc
         except duckdb.Error as exc:

@@ -224,7 +224,8 @@ def _patiently(action: Callable[[], None], path: Path, sleep: Callable[[float], 
             action()
             return
         except OSError as exc:
-            if not held_by_another_process(exc):
+            # A read-only file or a permission is not retried nor deferred.
+            if not held_by_another_process(exc, path):
                 raise
             if pause is None:
                 raise FileInUse(path) from exc
