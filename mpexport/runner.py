@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mpexport.mixpanel.fetch import FetchSettings
     from mpexport.pacing.limiter import RateLimiter
     from mpexport.sinks.duckdb.sink import DuckDBSink
+    from mpexport.syncing import HoldsDays
 
 
 def run(
@@ -95,15 +96,11 @@ def run(
                                  progress=progress,
                                  guard=guard, spool_dir=spool_dir, share_hour=share_hour)
     from mpexport.database import DatabaseTarget, locked_database, stored_days
-    from mpexport.syncing import sync_request
-
     sync = command == "sync"
     if sync and options.dry_run and options.db is not None:
         # Read-only: a dry run creates, locks and writes nothing.
         target = DatabaseTarget.from_options(options, sync=True)
-        request = sync_request(request, stored_days(target, request),
-                               options.from_date is not None, options.lookback,
-                               refresh=options.refresh, record=False)
+        request = _synced(request, stored_days(target, request), options, notes, notify)
         return _dry_run(request, credentials, notes)
     opened: AbstractContextManager[DuckDBSink]
     if options.db is None:
@@ -120,9 +117,7 @@ def run(
         opened = locked_database(target, request, options.wait_lock, guard)
     with opened as database:
         if command == "sync":
-            request = sync_request(request, database, options.from_date is not None,
-                                   options.lookback, refresh=options.refresh,
-                                   record=not options.dry_run)
+            request = _synced(request, database, options, notes, notify)
             if options.dry_run:
                 return _dry_run(request, credentials, notes)
         assert credentials is not None
@@ -133,6 +128,20 @@ def run(
 
 def _ignore(_event: object) -> None:
     return None
+
+
+def _synced(request: ExportRequest, store: HoldsDays, options: RunOptions, notes: list[str],
+            notify: ProgressCallback) -> ExportRequest:
+    """The sync's request from what ``store`` holds; its notes told and kept with the run's."""
+    from mpexport.syncing import sync_request
+
+    said: list[str] = []
+    request = sync_request(request, store, options.from_date is not None, options.lookback,
+                           refresh=options.refresh, record=not options.dry_run, notes=said)
+    for note in said:
+        notify(Notice(note))
+    notes.extend(said)
+    return request
 
 
 def _check_destination(command: Command, options: RunOptions) -> None:

@@ -126,13 +126,17 @@ def sync_request(
     *,
     refresh: bool = False,
     record: bool = True,
+    notes: list[str] | None = None,
 ) -> ExportRequest:
     """The request of an incremental sync: its range from what ``store`` holds.
 
     With ``record`` (every run but a dry run) an explicit ``--from`` that
     moves the origin is recorded before anything is fetched, so a run cut
-    short leaves its range behind for the next sync.
+    short leaves its range behind for the next sync. A ``--from`` that moves
+    the start later says so in ``notes``: days before it are no longer
+    checked, and a crontab with a relative ``--from`` would move it daily.
     """
+    notes = notes if notes is not None else []
     recorded = store.sync_from()
     chosen = sync_range(
         store.covered_days(), request.to_date, lookback, recorded_from=recorded,
@@ -140,6 +144,10 @@ def sync_request(
     )
     if record and chosen.origin != recorded:
         store.record_sync_from(chosen.origin)
+    if recorded is not None and chosen.origin > recorded:
+        notes.append(
+            f"this sync's range now starts at {chosen.origin.isoformat()} (it started at "
+            f"{recorded.isoformat()}); days before it are no longer checked")
     return dataclasses.replace(
         request, from_date=chosen.start, to_date=chosen.end,
         boundaries=(chosen.complete,) if chosen.complete is not None else (),

@@ -201,3 +201,19 @@ def test_a_dry_run_plans_the_missing_days_and_records_nothing(
         assert con.execute("SELECT from_date FROM _mpexport_sync").fetchall() == [(D,)]
     assert sync(server.url, "db", db, "--to", day(4).isoformat()) == 0
     assert day(1) in fetched_days(server) and day(-2) not in fetched_days(server)
+
+
+def test_a_later_from_moves_the_start_and_says_so(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    dataset = Dataset(seed=85, events_per_day=5)
+    server = make_server(dataset)
+    db = tmp_path / "events.duckdb"
+    assert sync(server.url, "db", db, "--from", D.isoformat(), "--to", day(3).isoformat()) == 0
+    moved = run_cli(["sync", "--api-url", server.url, "--db", str(db), "--from",
+                     day(2).isoformat(), "--to", day(3).isoformat()])
+    assert moved.code == 0, moved.stderr
+    assert (f"this sync's range now starts at {day(2).isoformat()} (it started at "
+            f"{D.isoformat()})") in moved.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT from_date FROM _mpexport_sync").fetchall() == [(day(2),)]

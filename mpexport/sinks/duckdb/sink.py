@@ -158,8 +158,13 @@ class DuckDBSink:
 
     def record_sync_from(self, day: dt.date) -> None:
         """Record ``day`` as the first day of the sync range, committed before this returns."""
-        self._loader.call(
-            lambda con: write_sync_from(con, self.table, self._fingerprint, day))
+        try:
+            self._loader.call(
+                lambda con: write_sync_from(con, self.table, self._fingerprint, day))
+        except duckdb.Error as exc:
+            raise LoaderError(
+                f"recording where this sync starts in {self.db_path} failed: {exc}",
+                "nothing was fetched; fix the cause, then rerun the same command") from exc
         with self._lock:
             self._sync_from = day
 

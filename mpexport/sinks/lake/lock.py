@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from mpexport import __version__
 from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
 from mpexport.sinks.duckdb.lock import _command_name  # one rule for what a lock may quote
-from mpexport.sinks.lake.store import Store, Versioned
+from mpexport.sinks.lake.store import FileInUse, Store, Versioned
 
 LOCK_KEY = "_mpexport/lock.json"
 LEASE_VARIABLE = "MPEXPORT_LAKE_LEASE_SECONDS"
@@ -202,7 +202,10 @@ class LakeLock:
         deadline = _now() + wait_seconds
         announced = False
         while True:
-            holder = self.try_acquire()
+            try:
+                holder = self.try_acquire()
+            except FileInUse as exc:  # Windows: another run is reading the lock file
+                holder = Holder(f"another program ({exc})", _wall())
             if holder is None:
                 return
             if _now() >= deadline:
@@ -246,8 +249,9 @@ class LakeLock:
                         return False
                     assert found is not None  # a retried write of ours went through
                     version = found.version
-            except (OSError, MpexportError) as exc:
-                # A store that does not answer: try again at the next renewal;
+            except (OSError, MpexportError, FileInUse) as exc:
+                # A store that does not answer (or, on Windows, a lock file
+                # another program has open): try again at the next renewal;
                 # check() refuses writes once the lease may have run out.
                 log.debug("renewing the lake's lock failed: %s", exc)
                 return True
@@ -278,11 +282,17 @@ class LakeLock:
             version, self._version = self._version, None
             if version is None or self._lost is not None:
                 return
+            if _wall() >= self._expires:
+                # Past its lease another run may hold it now: deleting could
+                # remove that run's lock between our read and our delete.
+                log.warning("warning: the lake's lock lease ran out before this run released "
+                            "it; left for the next run to take over")
+                return
             try:
                 if not self.store.delete_if(LOCK_KEY, version):
                     log.warning("warning: the lake's lock was taken over before this run "
                                 "released it")
-            except (OSError, MpexportError) as exc:
+            except Exception as exc:  # never turn a finished run into a failure
                 # Left in place, it blocks the next run until its lease runs out.
                 log.warning("warning: could not release the lake's lock (%s); the next run "
                             "waits until its lease runs out, at most %g seconds", exc,
