@@ -124,6 +124,29 @@ def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
     return StoredDays(frozenset(covered.get(fingerprint, ())), origin)
 
 
+def stored_lake_days(location: str, request: ExportRequest) -> StoredDays:
+    """The days a lake holds for the request's filters, read without its lock or a write.
+
+    For a sync's dry run, as :func:`stored_days` for a file: a missing folder
+    is not created, and no lock object is made (a dry run beside a running
+    sync, or with read-only credentials, still plans).
+    """
+    from mpexport.sinks.lake.manifest import read_manifest
+    from mpexport.sinks.lake.objects import startup_error
+    from mpexport.sinks.lake.store import open_store, parse_location
+
+    if parse_location(location).scheme is None and not Path(location).exists():
+        return StoredDays(frozenset())
+    store = open_store(location)
+    try:
+        manifest = read_manifest(store)
+    except OSError as exc:
+        raise startup_error(exc, store.url) from None
+    fingerprint = request.filters.fingerprint()
+    return StoredDays(frozenset(manifest.covered().get(fingerprint, ())),
+                      manifest.sync_from.get(fingerprint))
+
+
 def check_replace(request: ExportRequest, replace: bool) -> None:
     """Refuse ``--replace`` with filters: it deletes whole days, a filtered fetch refills part."""
     filters = request.filters

@@ -95,12 +95,21 @@ def run(
             return _run_pipeline(request, credentials, notes, destination=destination,
                                  progress=progress,
                                  guard=guard, spool_dir=spool_dir, share_hour=share_hour)
-    from mpexport.database import DatabaseTarget, locked_database, stored_days
+    from mpexport.database import (
+        DatabaseTarget,
+        locked_database,
+        stored_days,
+        stored_lake_days,
+    )
     sync = command == "sync"
-    if sync and options.dry_run and options.db is not None:
+    if sync and options.dry_run:
         # Read-only: a dry run creates, locks and writes nothing.
-        target = DatabaseTarget.from_options(options, sync=True)
-        request = _synced(request, stored_days(target, request), options, notes, notify)
+        if options.db is not None:
+            held = stored_days(DatabaseTarget.from_options(options, sync=True), request)
+        else:
+            assert options.parquet is not None
+            held = stored_lake_days(options.parquet, request)
+        request = _synced(request, held, options, notes, notify)
         return _dry_run(request, credentials, notes)
     opened: AbstractContextManager[DuckDBSink]
     if options.db is None:

@@ -19,6 +19,8 @@ import pytest
 
 from mpexport.cli.demo import mixpanel_keys
 from mpexport.fakeserver import Dataset
+from mpexport.sinks.lake.lock import LakeLock
+from mpexport.sinks.lake.store import open_store
 from tests.helpers import (
     HOLD_SERVER,
     PATIENCE,
@@ -32,6 +34,7 @@ from tests.helpers import (
     stored_keys,
     wait_until,
 )
+from tests.s3server import S3Server
 
 D = dt.date(2024, 3, 2)  # the first --from
 
@@ -217,3 +220,48 @@ def test_a_later_from_moves_the_start_and_says_so(
             f"{D.isoformat()})") in moved.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT from_date FROM _mpexport_sync").fetchall() == [(day(2),)]
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_lake_dry_run_plans_from_the_manifest_and_writes_nothing(
+    make_server: ServerFactory, tmp_path: Path, s3_server: S3Server, where: str
+) -> None:
+    dataset = Dataset(seed=86, events_per_day=10)
+    failing = make_server(dataset, fail_dates=frozenset({day(1)}))
+    lake = str(tmp_path / "lake") if where == "folder" else s3_server.url()
+    env = s3_server.env() if where == "s3" else {}
+    first = run_cli(["sync", "--api-url", failing.url, "--parquet", lake, "--from", D.isoformat(),
+                     "--to", day(4).isoformat(), "--chunk-days", "1", "--retries", "0"], env=env)
+    assert first.code == 1, first.stderr
+
+    def snapshot() -> dict[str, bytes]:
+        return folder_files(tmp_path / "lake") if where == "folder" else s3_server.objects()
+
+    server = make_server(dataset)
+    holder = None
+    if where == "folder":
+        # A sync holds the lake meanwhile: a dry run plans all the same.
+        holder = LakeLock(open_store(lake))
+        holder.acquire()
+    try:
+        before = snapshot()
+        plan = run_cli(["sync", "--api-url", server.url, "--parquet", lake, "--to",
+                        day(4).isoformat(), "--dry-run"], env=env)
+        assert plan.code == 0, plan.stderr
+        assert snapshot() == before
+    finally:
+        if holder is not None:
+            holder.release()
+    before = snapshot()
+    assert plan.stdout.decode().count(day(1).isoformat()) >= 1
+    assert snapshot() == before and len(server.stats) == 0
+    # A new folder is not made by a dry run either.
+    missing = tmp_path / "new-lake"
+    plan = run_cli(["sync", "--api-url", server.url, "--parquet", str(missing), "--from",
+                    D.isoformat(), "--to", day(1).isoformat(), "--dry-run"])
+    assert plan.code == 0, plan.stderr
+    assert not missing.exists()
