@@ -34,11 +34,12 @@ from mpexport.mixpanel.endpoints import (
     is_retryable_status,
 )
 from mpexport.mixpanel.engage_doc import EngagePage, InvalidPage, parse_page
-from mpexport.mixpanel.fetch import FetchSettings, RetryBudget
 from mpexport.mixpanel.transport import (
+    FetchSettings,
     OpenGate,
     RequestGate,
     RetryableError,
+    RetryBudget,
     Stopped,
     fail_for_status,
     is_connection_error,

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from mpexport.mixpanel.endpoints import error_text, is_retryable_status, raise_for_fatal_status
+from mpexport.mixpanel.endpoints import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    error_text,
+    is_retryable_status,
+    raise_for_fatal_status,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -28,6 +36,21 @@ log = logging.getLogger("mpexport.http")
 ERROR_BODY_LIMIT = 64 * 1024
 ERROR_READ_BLOCK = 8 * 1024
 USER_AGENT = "mpexport"
+DEFAULT_MAX_ATTEMPTS = 6
+# 429s do not spend the retry budget, but a request refused this often fails.
+MAX_THROTTLED = 30
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How requests are made and retried: retry budget, backoff and timeouts."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    retry_after_cap: float = 3600.0
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
 
 
 class RetryableError(Exception):
@@ -85,6 +108,62 @@ class OpenGate:
 
 class Stopped(Exception):
     """The run is stopping; the attempt was abandoned."""
+
+
+def backoff_delay(attempt: int, settings: FetchSettings, rng: random.Random) -> float:
+    """Exponential backoff with full jitter for the given (1-based) failed attempt."""
+    ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** (attempt - 1)))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+class RetryBudget:
+    """One request's failed attempts: how long to wait before the next, or that it is spent.
+
+    429s wait (``Retry-After``, else backoff; every worker waits with it,
+    through the gate) without spending the budget, up to ``MAX_THROTTLED``;
+    other failures spend it, each followed by jittered backoff (at least the
+    server's ``Retry-After``). Shared by every endpoint's retry loop.
+    """
+
+    def __init__(self, settings: FetchSettings, rng: random.Random, gate: RequestGate) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.gate = gate
+        self.failures = 0
+        self.throttled = 0
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts so far, 429s included."""
+        return self.failures + self.throttled
+
+    def delay_after(self, exc: RetryableError) -> float | None:
+        """Count the failed attempt; the seconds to wait before the next, or None if spent."""
+        cap = self.settings.retry_after_cap
+        if exc.throttled:
+            self.throttled += 1
+            if self.throttled > MAX_THROTTLED:
+                return None
+            delay = exc.retry_after
+            if delay is None:
+                delay = backoff_delay(self.throttled, self.settings, self.rng)
+            delay = min(cap, delay)
+            # Everyone waits, not just this worker: the limit is per project.
+            self.gate.penalize(delay)
+            return delay
+        self.failures += 1
+        if self.failures >= self.settings.max_attempts:
+            return None
+        delay = backoff_delay(self.failures, self.settings, self.rng)
+        if exc.retry_after is not None:
+            delay = min(cap, max(delay, exc.retry_after))
+        return delay
+
+    def spent_reason(self, exc: RetryableError) -> str:
+        """Why the request failed for good, after :meth:`delay_after` said it was spent."""
+        if exc.throttled:
+            return f"rate limited {self.throttled} times: {exc.reason}"
+        return exc.reason
 
 
 def parse_retry_after(value: str | None) -> float | None:
