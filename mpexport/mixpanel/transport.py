@@ -187,8 +187,10 @@ class Succeeded(Generic[T]):
 
 @dataclass(frozen=True)
 class GaveUp:
-    """A request no longer retried: its budget is spent, or ``early`` its caller's strategy
-    ended it (``reason`` is then the last failure's)."""
+    """A request no longer retried: its budget is spent, or (``early``) its caller ended it.
+
+    An early end's ``reason`` is the last failure's, not the budget's.
+    """
 
     reason: str
     attempts: int
