@@ -27,7 +27,7 @@ from mpexport.options import (
 if TYPE_CHECKING:
     from mpexport.events import ProgressCallback
     from mpexport.mixpanel.credentials import Credentials
-    from mpexport.mixpanel.fetch import FetchSettings
+    from mpexport.mixpanel.transport import FetchSettings
     from mpexport.model import ExportResult
     from mpexport.sinks.duckdb.sink import LoadStats
 

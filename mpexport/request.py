@@ -18,7 +18,8 @@ from mpexport.mixpanel.endpoints import (
     resolve_endpoint,
     validate_filters,
 )
-from mpexport.mixpanel.fetch import FetchSettings, Query
+from mpexport.mixpanel.fetch import Query
+from mpexport.mixpanel.transport import FetchSettings
 from mpexport.model import Chunk, QueryFilters
 from mpexport.options import MAX_WORKERS, RunOptions, check_pacing
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget

@@ -39,7 +39,7 @@ from mpexport.sinks.output_file import Destination, ndjson_destination
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
-    from mpexport.mixpanel.fetch import FetchSettings
+    from mpexport.mixpanel.transport import FetchSettings
     from mpexport.pacing.limiter import RateLimiter
     from mpexport.sinks.duckdb.sink import DuckDBSink
     from mpexport.syncing import HoldsDays

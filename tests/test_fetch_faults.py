@@ -34,8 +34,9 @@ from mpexport.fakeserver.config import CUT_FAULT_KINDS
 from mpexport.fakeserver.wire import CUT_AFTER_BYTES, ERROR_PAGE_BYTES
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import Endpoint
-from mpexport.mixpanel.fetch import FetchSettings, Query, fetch_once
+from mpexport.mixpanel.fetch import Query, fetch_once
 from mpexport.mixpanel.transport import (
+    FetchSettings,
     RetryableError,
     is_connection_error,
     new_session,

@@ -14,7 +14,7 @@ from mpexport.errors import CredentialsError, UsageError
 from mpexport.events import ChunkDone, ChunkRetry, PlanReady
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
 from mpexport.mixpanel.credentials import Credentials
-from mpexport.mixpanel.fetch import FetchSettings
+from mpexport.mixpanel.transport import FetchSettings
 from tests.helpers import ServerFactory
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)

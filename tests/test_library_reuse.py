@@ -29,7 +29,7 @@ from mpexport.events import ChunkDone, ProgressEvent
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
 from mpexport.interrupt import CANCELLED, InterruptGuard
 from mpexport.mixpanel.credentials import Credentials
-from mpexport.mixpanel.fetch import FetchSettings
+from mpexport.mixpanel.transport import FetchSettings
 from tests.helpers import (
     HOLD_SERVER,
     HeldDataset,

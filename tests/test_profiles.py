@@ -24,8 +24,7 @@ from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import Endpoint, resolve_query_endpoint
 from mpexport.mixpanel.engage import ProfileQuery, SessionExpired, fetch_page, fetch_page_once
 from mpexport.mixpanel.engage_doc import InvalidPage, parse_page, read_profile
-from mpexport.mixpanel.fetch import FetchSettings
-from mpexport.mixpanel.transport import RetryableError, new_session
+from mpexport.mixpanel.transport import FetchSettings, RetryableError, new_session
 from mpexport.profile_export.duckdb import DuckDBProfiles
 from mpexport.profile_export.options import ProfileOptions
 from mpexport.profile_export.resume import PageFiles, SessionState, clear_stale, pages_for

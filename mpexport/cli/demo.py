@@ -11,7 +11,7 @@ from pathlib import Path
 from mpexport.cli.progress import BarProgress
 from mpexport.dates import utc_today
 from mpexport.mixpanel.credentials import Credentials
-from mpexport.mixpanel.fetch import FetchSettings
+from mpexport.mixpanel.transport import FetchSettings
 from mpexport.options import RunOptions
 from mpexport.request import build_request
 from mpexport.runner import run

@@ -3,58 +3,44 @@
 POSIX shells get :func:`shlex.join`. On Windows a command is pasted into
 cmd, PowerShell 7 or Windows PowerShell 5.1, which quote differently, so each
 form is printed when they differ. The program (the executable, Python) splits
-its command line by the Microsoft C runtime's rules: cmd's form is that, with
-cmd's own metacharacters escaped. PowerShell's forms single-quote each
-argument (nothing inside is expanded); 5.1 also needs the argument's double
-quotes escaped for the C runtime, because it passes them on bare (7.3+
-escapes them itself).
+its command line by the Microsoft C runtime's rules, which
+:func:`subprocess.list2cmdline` writes: cmd's form is that, with cmd's own
+metacharacters escaped. PowerShell's forms single-quote each argument
+(nothing inside is expanded); 5.1 also needs the argument's double quotes
+escaped for the C runtime, because it passes them on bare (7.3+ escapes them
+itself).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 
 # Characters cmd.exe gives a meaning to on its command line, even inside quotes (%, !)
 # or outside them (the rest); a caret makes each one literal.
 _CMD_SPECIAL = re.compile(r'([()%!^"<>&|])')
-_NEEDS_QUOTES = re.compile(r'[\s"]')
 # Arguments no shell changes: no quotes, spaces, $, %, commas (PowerShell's
 # arrays), @ (its splatting) or anything else with a meaning.
 _PLAIN = re.compile(r"^[A-Za-z0-9_\-+=.:/\\]+$")
 
+# The command line whose C-runtime split is the given arguments.
+msvcrt_join = subprocess.list2cmdline
 
-def _escape_for_msvcrt(arg: str, double_tail: bool) -> str:
-    """``arg`` with each ``"`` escaped as the C runtime reads it (backslashes before it doubled).
 
-    ``double_tail`` doubles trailing backslashes too, for an argument that
-    will be wrapped in quotes (else they would escape the closing one).
+def _for_windows_powershell(arg: str) -> str:
+    """``arg`` as Windows PowerShell 5.1 must be handed it for the C runtime to read it back.
+
+    5.1 passes double quotes on bare, and wraps an argument holding any
+    whitespace in quotes of its own: the escapes inside are ours to write.
     """
-    out, backslashes = [], 0
-    for char in arg:
-        if char == "\\":
-            backslashes += 1
-            continue
-        if char == '"':
-            out.append("\\" * (2 * backslashes + 1) + '"')
-        else:
-            out.append("\\" * backslashes + char)
-        backslashes = 0
-    return "".join(out) + "\\" * (backslashes * (2 if double_tail else 1))
-
-
-def msvcrt_quote(arg: str) -> str:
-    """One argument quoted so the C runtime's parser gives ``arg`` back unchanged."""
-    if arg and not _NEEDS_QUOTES.search(arg):
-        return arg
-    return '"' + _escape_for_msvcrt(arg, double_tail=True) + '"'
-
-
-def msvcrt_join(argv: Sequence[str]) -> str:
-    """The command line whose C-runtime split is ``argv``."""
-    return " ".join(msvcrt_quote(arg) for arg in argv)
+    if re.search(r"\s", arg):
+        # list2cmdline's quoted form without its quotes (the leading space forces
+        # them): trailing backslashes are doubled, so 5.1's closing quote stays one.
+        return msvcrt_join([" " + arg])[2:-1]
+    return msvcrt_join([arg]) if arg else arg
 
 
 def cmd_line(argv: Sequence[str]) -> str:
@@ -69,9 +55,7 @@ def powershell_line(argv: Sequence[str], legacy: bool = False) -> str:
         if _PLAIN.match(arg):
             words.append(arg)
             continue
-        # 5.1 passes double quotes on bare and wraps an argument with
-        # whitespace in quotes of its own.
-        text = _escape_for_msvcrt(arg, double_tail=bool(re.search(r"\s", arg))) if legacy else arg
+        text = _for_windows_powershell(arg) if legacy else arg
         # PowerShell reads the typographic single quotes as quotes too: each is doubled.
         words.append("'" + re.sub("(['\u2018\u2019\u201a\u201b])", r"\1\1", text) + "'")
     return " ".join(words)

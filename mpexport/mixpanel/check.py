@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from mpexport.errors import CredentialsError, MpexportError, UnavailableError
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import REGION_HOSTS, Endpoint, resolve_endpoint
-from mpexport.mixpanel.fetch import FetchSettings, Query, fetch_once
-from mpexport.mixpanel.transport import RetryableError, new_session
+from mpexport.mixpanel.fetch import Query, fetch_once
+from mpexport.mixpanel.transport import FetchSettings, RetryableError, new_session
 from mpexport.model import Chunk, QueryFilters
 
 

@@ -137,8 +137,11 @@ def error_text(body: bytes, limit: int = 300) -> str:
     return text[:limit] if text else "(empty body)"
 
 
-def raise_for_fatal_status(status: int, body: bytes) -> None:
-    """Raise the error for statuses that retrying cannot fix (400, 401, 402, 403)."""
+def raise_for_fatal_status(status: int, body: bytes, api: str) -> None:
+    """Raise the error for statuses that retrying cannot fix (400, 401, 402, 403, 404...).
+
+    ``api`` names the endpoint ("export", "profiles") in a wrong address's message.
+    """
     message = error_text(body)
     if status in (401, 402, 403) or (status == 400 and "authenticate" in message.lower()):
         hints = {
@@ -155,7 +158,7 @@ def raise_for_fatal_status(status: int, body: bytes) -> None:
     if 400 <= status < 500 and not is_retryable_status(status):
         # 404, 405...: no retry turns a wrong address into a right one.
         raise BadParametersError(
-            f"the export endpoint answered HTTP {status}: {message}",
+            f"the {api} endpoint answered HTTP {status}: {message}",
             "check --api-url and --region",
         )
 

@@ -10,12 +10,14 @@ the same parameters was accepted), a 400 on page 0 is bad parameters,
 401/403 are credentials, 429 waits (``Retry-After``), 5xx and broken
 connections are retried with backoff.
 
-The backoff, ``Retry-After`` and session helpers are the export fetcher's
-(:mod:`mpexport.mixpanel.fetch`), so both APIs are retried alike.
+The retry loop, the backoff, ``Retry-After`` and the sending and reading of
+an attempt are the transport's (:mod:`mpexport.mixpanel.transport`), shared
+with the export, so both APIs are retried alike.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -23,34 +25,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from mpexport.errors import BadParametersError
 from mpexport.mixpanel.credentials import Credentials
-from mpexport.mixpanel.endpoints import (
-    ENGAGE_PATH,
-    Endpoint,
-    error_text,
-    is_retryable_status,
-)
+from mpexport.mixpanel.endpoints import ENGAGE_PATH, Endpoint, error_text
 from mpexport.mixpanel.engage_doc import EngagePage, InvalidPage, parse_page
-from mpexport.mixpanel.fetch import FetchSettings, RetryBudget
 from mpexport.mixpanel.transport import (
-    OpenGate,
+    FetchSettings,
+    GaveUp,
     RequestGate,
     RetryableError,
-    Stopped,
     fail_for_status,
-    is_connection_error,
-    read_error_body,
+    read_blocks,
+    read_error,
+    send,
+    with_retries,
 )
 
 if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger("mpexport.http")
-
-READ_BLOCK = 256 * 1024
 
 
 class SessionExpired(Exception):
@@ -112,51 +107,17 @@ class PageFailure:
 def _fail_for_status(response: requests.Response, status: int, with_session: bool) -> NoReturn:
     """Raise what a non-200 answer stands for; the status decides, the body words it.
 
-    Only what is particular to engage is read here (a 400 on a page sent
-    with a session: the session expired; a wrong address); the rest is every
-    endpoint's rule, page 0's 400 (bad parameters) included.
+    Only a 400 on a page sent with a session is particular to engage: the
+    session expired. The rest is every endpoint's rule, page 0's 400 (bad
+    parameters) and a wrong address included.
     """
-    wrong_address = (400 < status < 500 and status not in (401, 402, 403)
-                     and not is_retryable_status(status))
-    if (status == 400 and with_session) or wrong_address:
-        body, cut = read_error_body(response.raw)
-        message = error_text(body)
-        if cut is not None:
-            message = f"(body cut short: {cut}) {message}"
-        if status == 400:
-            # Page 0 with the same parameters was accepted, so a 400 on a
-            # page of its session can only be about the session; Mixpanel's
-            # wording is not specified, so none is required. A wrong
-            # verdict costs one restart (the runner bounds how many).
-            raise SessionExpired(message)
-        # 404, 405...: no retry turns a wrong address into a right one.
-        raise BadParametersError(f"the profiles endpoint answered HTTP {status}: {message}",
-                                 "check --api-url and --region")
-    fail_for_status(response, status)
-
-
-def _read_body(response: requests.Response, stop: threading.Event,
-               on_bytes: Callable[[int], None]) -> bytes:
-    """The whole (decoded) body; a broken connection is a :class:`RetryableError`."""
-    raw: Any = response.raw
-    parts: list[bytes] = []
-    while True:
-        if stop.is_set():
-            raise Stopped()
-        try:
-            block = raw.read(READ_BLOCK, decode_content=True)
-        except Exception as exc:
-            if not is_connection_error(exc):
-                raise
-            raise RetryableError(f"connection broke mid-body: {type(exc).__name__}") from None
-        if not block:
-            break
-        on_bytes(len(block))
-        parts.append(block)
-    remaining = getattr(raw, "length_remaining", None)
-    if isinstance(remaining, int) and remaining > 0:
-        raise RetryableError(f"connection ended {remaining} bytes before the Content-Length")
-    return b"".join(parts)
+    if status == 400 and with_session:
+        # Page 0 with the same parameters was accepted, so a 400 on a page of
+        # its session can only be about the session; Mixpanel's wording is not
+        # specified, so none is required. A wrong verdict costs one restart
+        # (the runner bounds how many).
+        raise SessionExpired(error_text(read_error(response, status)))
+    fail_for_status(response, status, "profiles")
 
 
 def fetch_page_once(
@@ -172,32 +133,16 @@ def fetch_page_once(
 
     Raises :class:`RetryableError` for what another attempt may fix,
     :class:`SessionExpired`, the library's fatal errors (400, 401, 403) and
-    :class:`~mpexport.mixpanel.fetch.Stopped` when ``stop`` is set.
+    :class:`~mpexport.mixpanel.transport.Stopped` when ``stop`` is set.
     """
-    import requests
-
     started = time.monotonic()
     target = f"POST {query.endpoint.host}{ENGAGE_PATH} page {page}"
-    try:
-        response = session.post(
-            query.endpoint.engage_url,
-            params=query.params(),
-            data=query.form(page, session_id),
-            auth=query.credentials.basic_auth(),
-            stream=True,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-        )
-    except requests.Timeout as exc:
-        raise RetryableError(f"request timed out: {type(exc).__name__}") from None
-    except requests.RequestException as exc:
-        raise RetryableError(f"request failed: {type(exc).__name__}") from None
-    with response:
-        status = response.status_code
-        # -v logs each request; never headers (Authorization lives there).
-        log.info("%s -> %d, first byte after %.2fs", target, status, time.monotonic() - started)
-        if status != 200:
-            _fail_for_status(response, status, session_id is not None)
-        body = _read_body(response, stop, on_bytes)
+    fail = functools.partial(_fail_for_status, with_session=session_id is not None)
+    with send(session, "POST", query.endpoint.engage_url, target=target, settings=settings,
+              fail=fail, params=query.params(), data=query.form(page, session_id),
+              auth=query.credentials.basic_auth()) as response:
+        # One page is small: read whole, then parsed whole.
+        body = b"".join(read_blocks(response, stop, on_bytes, decode=True))
     try:
         verified = parse_page(body)
     except InvalidPage as exc:
@@ -228,25 +173,11 @@ def fetch_page(
     shared with every worker through the gate) without spending the budget.
     ``on_retry(page, attempt, reason, delay)`` hears of every failed attempt.
     """
-    gate = gate or OpenGate()
-    started = time.monotonic()
-    budget = RetryBudget(settings, rng, gate)
-    while True:
-        if not gate.acquire(stop):
-            raise Stopped()
-        try:
-            verified = fetch_page_once(session, query, page, session_id, settings, stop,
-                                       on_bytes)
-        except RetryableError as exc:
-            if stop.is_set():
-                raise Stopped() from None  # most likely the stopping run cut the connection
-            delay = budget.delay_after(exc)
-            if delay is None:
-                return PageFailure(page, budget.spent_reason(exc), budget.attempts)
-            on_retry(page, budget.attempts, exc.reason, delay)
-            if stop.wait(delay):
-                raise Stopped() from None
-            continue
-        finally:
-            gate.release()
-        return FetchedPage(verified, budget.attempts + 1, time.monotonic() - started)
+    outcome = with_retries(
+        lambda: fetch_page_once(session, query, page, session_id, settings, stop, on_bytes),
+        settings=settings, rng=rng, gate=gate, stop=stop,
+        on_retry=functools.partial(on_retry, page),
+    )
+    if isinstance(outcome, GaveUp):
+        return PageFailure(page, outcome.reason, outcome.attempts)
+    return FetchedPage(outcome.value, outcome.attempts, outcome.seconds)

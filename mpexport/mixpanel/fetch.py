@@ -1,14 +1,17 @@
-"""Download one chunk into a spool file, verified complete, retried whole.
+"""Download one chunk into a spool file, verified complete, retried whole or split.
 
 Each attempt streams the raw (still compressed) bytes from the socket,
 decodes and checks them with :class:`~mpexport.verify.BodyVerifier`, and
 writes the decoded body to a fresh spool file. Any failure deletes that file;
 the next attempt starts the chunk from scratch, because the export is
-unsorted and so has no safe offset to resume from.
+unsorted and so has no safe offset to resume from. The retries are the
+transport's (:func:`~mpexport.mixpanel.transport.with_retries`); what is the
+events' own is the split of a chunk that looks too big to come whole.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -18,23 +21,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import (
-    CONNECT_TIMEOUT,
     EXPORT_PATH,
-    READ_TIMEOUT,
     Endpoint,
     query_params,
 )
+
+# Re-exported (``X as X``) until pipeline.py and profile_export/pool.py import
+# it from the transport module, where it lives.
+from mpexport.mixpanel.transport import FetchSettings as FetchSettings
 from mpexport.mixpanel.transport import (
-    OpenGate,
+    GaveUp,
     RequestGate,
     RetryableError,
-    Stopped,
     fail_for_status,
-    is_connection_error,
+    read_blocks,
+    send,
+    with_retries,
 )
 from mpexport.mixpanel.verify import BodyVerifier, IncompleteBody, VerifiedBody
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
@@ -45,10 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mpexport.http")
 
-READ_BLOCK = 256 * 1024
-DEFAULT_MAX_ATTEMPTS = 6
-# 429s do not spend the retry budget, but a chunk refused this often fails.
-MAX_THROTTLED = 30
 # Consecutive size-related failures after which a multi-day chunk is halved.
 SPLIT_AFTER = 2
 
@@ -62,18 +64,6 @@ class ChunkSplit:
 
 
 @dataclass(frozen=True)
-class FetchSettings:
-    """How chunks are fetched: retry budget, backoff, timeouts and spool place."""
-
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff_base: float = 1.0
-    backoff_cap: float = 60.0
-    retry_after_cap: float = 3600.0
-    connect_timeout: float = CONNECT_TIMEOUT
-    read_timeout: float = READ_TIMEOUT
-
-
-@dataclass(frozen=True)
 class Query:
     """Everything that defines the requests of an export, except the chunk."""
 
@@ -82,72 +72,22 @@ class Query:
     filters: QueryFilters
 
 
-def backoff_delay(attempt: int, settings: FetchSettings, rng: random.Random) -> float:
-    """Exponential backoff with full jitter for the given (1-based) failed attempt."""
-    ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** (attempt - 1)))
-    return rng.uniform(ceiling / 2, ceiling)
+class TooBig:
+    """The events' split: ``SPLIT_AFTER`` size-related failures in a row mean "halve the chunk".
 
-
-class RetryBudget:
-    """One request's failed attempts: how long to wait before the next, or that it is spent.
-
-    429s wait (``Retry-After``, else backoff; every worker waits with it,
-    through the gate) without spending the budget, up to ``MAX_THROTTLED``;
-    other failures spend it, each followed by jittered backoff (at least the
-    server's ``Retry-After``). Shared by every endpoint's retry loop.
+    429s say nothing about the chunk's size: they neither count nor break the
+    run. Any other failure breaks it.
     """
 
-    def __init__(self, settings: FetchSettings, rng: random.Random, gate: RequestGate) -> None:
-        self.settings = settings
-        self.rng = rng
-        self.gate = gate
-        self.failures = 0
-        self.throttled = 0
+    def __init__(self) -> None:
+        self.in_a_row = 0
 
-    @property
-    def attempts(self) -> int:
-        """Failed attempts so far, 429s included."""
-        return self.failures + self.throttled
-
-    def delay_after(self, exc: RetryableError) -> float | None:
-        """Count the failed attempt; the seconds to wait before the next, or None if spent."""
-        cap = self.settings.retry_after_cap
+    def __call__(self, exc: RetryableError) -> bool:
+        """Count the failed attempt; True once the chunk should be split instead of retried."""
         if exc.throttled:
-            self.throttled += 1
-            if self.throttled > MAX_THROTTLED:
-                return None
-            delay = exc.retry_after
-            if delay is None:
-                delay = backoff_delay(self.throttled, self.settings, self.rng)
-            delay = min(cap, delay)
-            # Everyone waits, not just this worker: the limit is per project.
-            self.gate.penalize(delay)
-            return delay
-        self.failures += 1
-        if self.failures >= self.settings.max_attempts:
-            return None
-        delay = backoff_delay(self.failures, self.settings, self.rng)
-        if exc.retry_after is not None:
-            delay = min(cap, max(delay, exc.retry_after))
-        return delay
-
-    def spent_reason(self, exc: RetryableError) -> str:
-        """Why the request failed for good, after :meth:`delay_after` said it was spent."""
-        if exc.throttled:
-            return f"rate limited {self.throttled} times: {exc.reason}"
-        return exc.reason
-
-
-def _read_block(raw: Any) -> bytes:
-    """The next block of a 200 body as received (still compressed); b"" at its end."""
-    try:
-        return raw.read(READ_BLOCK, decode_content=False) or b""
-    except Exception as exc:
-        if not is_connection_error(exc):
-            raise
-        raise RetryableError(
-            f"connection broke mid-body: {type(exc).__name__}", size_related=True
-        ) from None
+            return False
+        self.in_a_row = self.in_a_row + 1 if exc.size_related else 0
+        return self.in_a_row >= SPLIT_AFTER
 
 
 def _spool_body(
@@ -182,24 +122,11 @@ def _spool_body(
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as spool:
-            while True:
-                if stop.is_set():
-                    raise Stopped()
-                block = _read_block(response.raw)
-                if not block:
-                    break
-                on_bytes(len(block))
+            # Still compressed: the verifier decodes, and so checks gzip's own end.
+            for block in read_blocks(response, stop, on_bytes, decode=False):
                 data = verifier.feed(block)
                 if data:
                     spool.write(data)
-        # urllib3 2 raises on a body shorter than its Content-Length; urllib3 1
-        # by default returns it as if whole.
-        remaining = getattr(response.raw, "length_remaining", None)
-        if isinstance(remaining, int) and remaining > 0:
-            raise RetryableError(
-                f"connection ended {remaining} bytes before the Content-Length",
-                size_related=True,
-            )
         return path, verifier.finish()
     except IncompleteBody as exc:
         path.unlink(missing_ok=True)
@@ -232,34 +159,12 @@ def fetch_once(
     for 400/401/403, and :class:`Stopped` when ``stop`` is set mid-download.
     No spool file is left behind unless the attempt succeeds.
     """
-    import requests
-
     params = query_params(chunk, query.filters, query.credentials)
     started = time.monotonic()
     target = f"GET {query.endpoint.host}{EXPORT_PATH} {params}"
-    try:
-        response = session.get(
-            query.endpoint.export_url,
-            params=params,
-            auth=query.credentials.basic_auth(),
-            stream=True,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-        )
-    except requests.Timeout as exc:
-        raise RetryableError(f"request timed out: {type(exc).__name__}",
-                             size_related=True) from None
-    except requests.RequestException as exc:
-        # Up to the end of the headers requests wraps every error of the
-        # connection (socket, urllib3, http.client) in one of its own. What it
-        # lets through unwrapped is set-up trouble (a missing CA bundle is a
-        # bare OSError) that no retry fixes, so is_connection_error is not used.
-        raise RetryableError(f"request failed: {type(exc).__name__}") from None
-    with response:
-        status = response.status_code
-        # -v logs each request; never headers (Authorization lives there).
-        log.info("%s -> %d, first byte after %.2fs", target, status, time.monotonic() - started)
-        if status != 200:
-            fail_for_status(response, status)
+    with send(session, "GET", query.endpoint.export_url, target=target, settings=settings,
+              fail=functools.partial(fail_for_status, api="export"), params=params,
+              auth=query.credentials.basic_auth()) as response:
         path, verified = _spool_body(response, chunk, spool_dir, stop, on_bytes)
     log.info("%s -> complete: %d lines, %d bytes in %.2fs", target, verified.lines,
              verified.bytes, time.monotonic() - started)
@@ -285,34 +190,16 @@ def fetch_chunk(
     chunk give a :class:`ChunkSplit`. 429s wait (``Retry-After`` or backoff,
     shared with every worker through the gate) without spending the budget.
     """
-    gate = gate or OpenGate()
-    started = time.monotonic()
-    budget = RetryBudget(settings, rng, gate)
-    size_failures = 0
-    while True:
-        if not gate.acquire(stop):
-            raise Stopped()
-        try:
-            path, lines, size, digest = fetch_once(
-                session, query, chunk, spool_dir, settings, stop, on_bytes
-            )
-        except RetryableError as exc:
-            if stop.is_set():
-                # Most likely the stopping run cut the connection: not the
-                # chunk's fault, and no retry, split or failure to report.
-                raise Stopped() from None
-            delay = budget.delay_after(exc)
-            if not exc.throttled:
-                size_failures = size_failures + 1 if exc.size_related else 0
-                if size_failures >= SPLIT_AFTER and chunk.days > 1:
-                    return ChunkSplit(chunk, exc.reason)
-            if delay is None:
-                return ChunkFailure(chunk, budget.spent_reason(exc), budget.attempts)
-            on_retry(chunk, budget.attempts, exc.reason, delay)
-            if stop.wait(delay):
-                raise Stopped() from None
-            continue
-        finally:
-            gate.release()
-        return CompletedChunk(chunk, path, lines, size, digest, budget.attempts + 1,
-                              time.monotonic() - started)
+    outcome = with_retries(
+        lambda: fetch_once(session, query, chunk, spool_dir, settings, stop, on_bytes),
+        settings=settings, rng=rng, gate=gate, stop=stop,
+        on_retry=functools.partial(on_retry, chunk),
+        # A one-day chunk cannot be split: it only retries.
+        give_up_early=TooBig() if chunk.days > 1 else None,
+    )
+    if isinstance(outcome, GaveUp):
+        if outcome.early:
+            return ChunkSplit(chunk, outcome.reason)
+        return ChunkFailure(chunk, outcome.reason, outcome.attempts)
+    path, lines, size, digest = outcome.value
+    return CompletedChunk(chunk, path, lines, size, digest, outcome.attempts, outcome.seconds)

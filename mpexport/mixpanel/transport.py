@@ -1,21 +1,34 @@
-"""The HTTP side of a request to Mixpanel: sessions, the gate, and how failures are read.
+"""The HTTP side of a request to Mixpanel: sessions, the gate, retries, how failures are read.
 
 What every endpoint shares (export's chunks, engage's pages): a session per
-worker, the rate-limit gate each request start passes, and the rules that
-turn a broken connection or a non-200 answer into a retry or a fatal error.
+worker, the rate-limit gate each request start passes, the one retry loop
+(:func:`with_retries`, paced by :class:`RetryBudget`), the sending and
+reading of one attempt, and the rules that turn a broken connection or a
+non-200 answer into a retry or a fatal error. What an endpoint adds (the
+events' split, engage's expired session) it passes in.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
-from mpexport.mixpanel.endpoints import error_text, is_retryable_status, raise_for_fatal_status
+from mpexport.mixpanel.endpoints import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    error_text,
+    is_retryable_status,
+    raise_for_fatal_status,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -27,7 +40,24 @@ log = logging.getLogger("mpexport.http")
 # Error bodies only word a message: read this much at most, in small reads.
 ERROR_BODY_LIMIT = 64 * 1024
 ERROR_READ_BLOCK = 8 * 1024
+# A 200 body is read in blocks this big: few calls, bounded memory.
+READ_BLOCK = 256 * 1024
 USER_AGENT = "mpexport"
+DEFAULT_MAX_ATTEMPTS = 6
+# 429s do not spend the retry budget, but a request refused this often fails.
+MAX_THROTTLED = 30
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How requests are made and retried: retry budget, backoff and timeouts."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    retry_after_cap: float = 3600.0
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
 
 
 class RetryableError(Exception):
@@ -85,6 +115,131 @@ class OpenGate:
 
 class Stopped(Exception):
     """The run is stopping; the attempt was abandoned."""
+
+
+def backoff_delay(attempt: int, settings: FetchSettings, rng: random.Random) -> float:
+    """Exponential backoff with full jitter for the given (1-based) failed attempt."""
+    ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** (attempt - 1)))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+class RetryBudget:
+    """One request's failed attempts: how long to wait before the next, or that it is spent.
+
+    429s wait (``Retry-After``, else backoff; every worker waits with it,
+    through the gate) without spending the budget, up to ``MAX_THROTTLED``;
+    other failures spend it, each followed by jittered backoff (at least the
+    server's ``Retry-After``). Shared by every endpoint's retry loop.
+    """
+
+    def __init__(self, settings: FetchSettings, rng: random.Random, gate: RequestGate) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.gate = gate
+        self.failures = 0
+        self.throttled = 0
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts so far, 429s included."""
+        return self.failures + self.throttled
+
+    def delay_after(self, exc: RetryableError) -> float | None:
+        """Count the failed attempt; the seconds to wait before the next, or None if spent."""
+        cap = self.settings.retry_after_cap
+        if exc.throttled:
+            self.throttled += 1
+            if self.throttled > MAX_THROTTLED:
+                return None
+            delay = exc.retry_after
+            if delay is None:
+                delay = backoff_delay(self.throttled, self.settings, self.rng)
+            delay = min(cap, delay)
+            # Everyone waits, not just this worker: the limit is per project.
+            self.gate.penalize(delay)
+            return delay
+        self.failures += 1
+        if self.failures >= self.settings.max_attempts:
+            return None
+        delay = backoff_delay(self.failures, self.settings, self.rng)
+        if exc.retry_after is not None:
+            delay = min(cap, max(delay, exc.retry_after))
+        return delay
+
+    def spent_reason(self, exc: RetryableError) -> str:
+        """Why the request failed for good, after :meth:`delay_after` said it was spent."""
+        if exc.throttled:
+            return f"rate limited {self.throttled} times: {exc.reason}"
+        return exc.reason
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Succeeded(Generic[T]):
+    """What the successful attempt returned, after how many attempts (it included) and seconds."""
+
+    value: T
+    attempts: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A request no longer retried: its budget is spent, or (``early``) its caller ended it.
+
+    An early end's ``reason`` is the last failure's, not the budget's.
+    """
+
+    reason: str
+    attempts: int
+    early: bool = False
+
+
+def with_retries(
+    attempt: Callable[[], T],
+    *,
+    settings: FetchSettings,
+    rng: random.Random,
+    gate: RequestGate | None,
+    stop: threading.Event,
+    on_retry: Callable[[int, str, float], None],
+    give_up_early: Callable[[RetryableError], bool] | None = None,
+) -> Succeeded[T] | GaveUp:
+    """Make ``attempt`` until it succeeds, each start through ``gate``, waiting as the budget says.
+
+    Fatal errors propagate, and :class:`Stopped` when ``stop`` is set. Each
+    :class:`RetryableError` is counted by a :class:`RetryBudget`; then
+    ``give_up_early`` (if any) may end the retries before the budget is
+    spent (the events split a chunk that way), else ``on_retry(attempts,
+    reason, delay)`` hears of it before the wait.
+    """
+    gate = gate or OpenGate()
+    started = time.monotonic()
+    budget = RetryBudget(settings, rng, gate)
+    while True:
+        if not gate.acquire(stop):
+            raise Stopped()
+        try:
+            value = attempt()
+        except RetryableError as exc:
+            if stop.is_set():
+                # Most likely the stopping run cut the connection: not the
+                # request's fault, and no retry, split or failure to report.
+                raise Stopped() from None
+            delay = budget.delay_after(exc)
+            if give_up_early is not None and give_up_early(exc):
+                return GaveUp(exc.reason, budget.attempts, early=True)
+            if delay is None:
+                return GaveUp(budget.spent_reason(exc), budget.attempts)
+            on_retry(budget.attempts, exc.reason, delay)
+            if stop.wait(delay):
+                raise Stopped() from None
+            continue
+        finally:
+            gate.release()
+        return Succeeded(value, budget.attempts + 1, time.monotonic() - started)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -145,6 +300,84 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
+@contextmanager
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    target: str,
+    settings: FetchSettings,
+    fail: Callable[[requests.Response, int], NoReturn],
+    **request: Any,
+) -> Iterator[requests.Response]:
+    """One attempt's request: its 200 response, streamed and closed on leaving.
+
+    Up to the end of the headers every error of the connection is a
+    :class:`RetryableError` (a timeout a size-related one: a smaller query
+    may answer sooner); a non-200 answer goes to ``fail``. ``target`` names
+    the request in the log.
+    """
+    import requests
+
+    started = time.monotonic()
+    try:
+        response = session.request(
+            method,
+            url,
+            stream=True,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            **request,
+        )
+    except requests.Timeout as exc:
+        raise RetryableError(f"request timed out: {type(exc).__name__}",
+                             size_related=True) from None
+    except requests.RequestException as exc:
+        # Up to the end of the headers requests wraps every error of the
+        # connection (socket, urllib3, http.client) in one of its own. What it
+        # lets through unwrapped is set-up trouble (a missing CA bundle is a
+        # bare OSError) that no retry fixes, so is_connection_error is not used.
+        raise RetryableError(f"request failed: {type(exc).__name__}") from None
+    with response:
+        status = response.status_code
+        # -v logs each request; never headers (Authorization lives there).
+        log.info("%s -> %d, first byte after %.2fs", target, status, time.monotonic() - started)
+        if status != 200:
+            fail(response, status)
+        yield response
+
+
+def read_blocks(response: requests.Response, stop: threading.Event,
+                on_bytes: Callable[[int], None], *, decode: bool) -> Iterator[bytes]:
+    """The blocks of a 200 body as they arrive (``decode``: gunzipped), each told to ``on_bytes``.
+
+    A connection that breaks, or ends before the Content-Length, is a
+    size-related :class:`RetryableError` (a smaller query may get through);
+    ``stop`` ends the read with :class:`Stopped`.
+    """
+    raw: Any = response.raw
+    while True:
+        if stop.is_set():
+            raise Stopped()
+        try:
+            block = raw.read(READ_BLOCK, decode_content=decode) or b""
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            raise RetryableError(f"connection broke mid-body: {type(exc).__name__}",
+                                 size_related=True) from None
+        if not block:
+            break
+        on_bytes(len(block))
+        yield block
+    # urllib3 2 raises on a body shorter than its Content-Length; urllib3 1
+    # by default returns it as if whole.
+    remaining = getattr(raw, "length_remaining", None)
+    if isinstance(remaining, int) and remaining > 0:
+        raise RetryableError(f"connection ended {remaining} bytes before the Content-Length",
+                             size_related=True)
+
+
 def read_error_body(raw: Any, limit: int = ERROR_BODY_LIMIT) -> tuple[bytes, str | None]:
     """Read up to ``limit`` decoded bytes of a non-200 body, as far as the connection allows.
 
@@ -171,19 +404,25 @@ def read_error_body(raw: Any, limit: int = ERROR_BODY_LIMIT) -> tuple[bytes, str
     return b"".join(parts), None
 
 
-def fail_for_status(response: requests.Response, status: int) -> NoReturn:
-    """Raise what a non-200 response stands for: fatal, or a RetryableError.
-
-    The status line decides, the body only words the message: a 401 whose body
-    was cut is still a 401 (fatal), a 502 whose body was cut still a 502.
-    """
+def read_error(response: requests.Response, status: int) -> bytes:
+    """The body of a non-200 response, to word a message; one cut short says so in front."""
     body, cut = read_error_body(response.raw)
     if cut is not None:
         log.info("HTTP %d: its body was cut short (%s) after %d bytes", status, cut, len(body))
         # Extract the message first (a cut JSON body no longer parses), then
         # say it is partial, in front, where the length limits cannot drop it.
         body = f"(body cut short: {cut}) {error_text(body)}".encode()
-    raise_for_fatal_status(status, body)
+    return body
+
+
+def fail_for_status(response: requests.Response, status: int, api: str) -> NoReturn:
+    """Raise what a non-200 response of the ``api`` endpoint stands for: fatal, or a RetryableError.
+
+    The status line decides, the body only words the message: a 401 whose body
+    was cut is still a 401 (fatal), a 502 whose body was cut still a 502.
+    """
+    body = read_error(response, status)
+    raise_for_fatal_status(status, body, api)
     reason = f"HTTP {status}: {error_text(body, 120)}"
     retry_after = None
     if is_retryable_status(status):

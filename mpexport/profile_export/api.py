@@ -18,7 +18,7 @@ from mpexport.profile_export.options import ProfileOptions
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
-    from mpexport.mixpanel.fetch import FetchSettings
+    from mpexport.mixpanel.transport import FetchSettings
     from mpexport.profile_export.model import ProfileProgress, ProfileResult
 
 _D = ProfileOptions()  # the defaults, defined once in ProfileOptions

@@ -13,7 +13,7 @@ from mpexport.errors import UsageError
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import DEFAULT_REGION, Endpoint, resolve_query_endpoint
 from mpexport.mixpanel.engage import ProfileQuery
-from mpexport.mixpanel.fetch import FetchSettings
+from mpexport.mixpanel.transport import FetchSettings
 from mpexport.options import check_pacing
 from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, MAX_PAGE_WORKERS, ProfileOptions
 from mpexport.profile_export.resume import SessionState, account_key, fingerprint, pages_for

@@ -30,7 +30,7 @@ from mpexport.profile_export.resume import SessionState, session_from_page0
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
-    from mpexport.mixpanel.fetch import FetchSettings
+    from mpexport.mixpanel.transport import FetchSettings
     from mpexport.pacing.limiter import RateLimiter
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.ndjson import NdjsonProfiles
