@@ -10,6 +10,7 @@ parses, prints and maps errors to exit codes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -23,7 +24,7 @@ from mpexport.errors import (
     MpexportError,
     UsageError,
 )
-from mpexport.events import Notice, ProgressCallback, WaitingForBudget
+from mpexport.events import Notice, ProgressCallback
 from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ExportResult
 from mpexport.options import Command, RunOptions
@@ -258,36 +259,44 @@ def _run_pipeline(
     pipeline = Pipeline(chunks, request.query(credentials), sink, workers=request.workers,
                         settings=request.settings, progress=progress, spool_dir=spool_dir,
                         guard=guard, gate=limiter)
-    limiter.set_on_wait(lambda seconds, reason: pipeline.notify(WaitingForBudget(seconds, reason)))
     span = (request.from_date, request.to_date)
     try:
-        result = pipeline.run()
+        fetched = pipeline.run()
     except MpexportError as error:
         error.run_range = span
         if isinstance(error, Interrupted):
+            if isinstance(error.result, ExportResult):
+                error.result = _assemble(error.result, request, notes, database, stopped=True)
             _explain_stop(error, chunks, sink, database, destination)
         elif isinstance(error, LoaderError) and database is not None:
             _explain_loader_failure(error, request, database)
         raise
-    result.from_date, result.to_date = span
-    result.notes = notes
+    return _assemble(fetched, request, notes, database, stopped=False)
+
+
+def _assemble(fetched: ExportResult, request: ExportRequest, notes: list[str],
+              database: DuckDBSink | None, *, stopped: bool) -> ExportResult:
+    """The run's result: what the pipeline fetched, with the range, the notes and the load.
+
+    Chunks DuckDB refused to read were fetched but not stored: once the run
+    is over they count as failed. A stopped run reports them as fetched.
+    """
+    completed, failed, load = fetched.completed, fetched.failed, None
     if database is not None:
-        # Chunks DuckDB refused to read were fetched but not stored.
-        refused = {f.chunk for f in database.failed_chunks}
-        result.failed.extend(database.failed_chunks)
-        result.completed = [c for c in result.completed if c.chunk not in refused]
-        result.load = database.stats
-    return result
+        load = database.stats
+        if not stopped:
+            refused = {f.chunk for f in database.failed_chunks}
+            completed = [c for c in completed if c.chunk not in refused]
+            failed = [*failed, *database.failed_chunks]
+    return dataclasses.replace(fetched, completed=completed, failed=failed, load=load,
+                               from_date=request.from_date, to_date=request.to_date,
+                               notes=notes)
 
 
 def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
                   database: DuckDBSink | None, destination: Destination | None) -> None:
     from mpexport.sinks.ndjson import NdjsonSink
 
-    if isinstance(stop.result, ExportResult):
-        stop.result.from_date, stop.result.to_date = stop.run_range or (None, None)
-        if database is not None:
-            stop.result.load = database.stats
     if database is not None:
         stop.load = database.stats
     if isinstance(sink, NdjsonSink):

@@ -29,11 +29,8 @@ from mpexport.mixpanel.endpoints import (
     Endpoint,
     query_params,
 )
-
-# Re-exported (``X as X``) until pipeline.py and profile_export/pool.py import
-# it from the transport module, where it lives.
-from mpexport.mixpanel.transport import FetchSettings as FetchSettings
 from mpexport.mixpanel.transport import (
+    FetchSettings,
     GaveUp,
     RequestGate,
     RetryableError,

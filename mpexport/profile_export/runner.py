@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.config.resolve import credentials_for_run
 from mpexport.errors import Interrupted, UnavailableError
-from mpexport.events import Notice, WaitingForBudget
+from mpexport.events import Notice
 from mpexport.interrupt import InterruptGuard
 from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
 from mpexport.profile_export.options import ProfileOptions
@@ -200,7 +200,6 @@ def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
     pool = PagePool(request.query(credentials), spool_dir=sink.spool_dir,
                     workers=request.options.workers, settings=request.settings,
                     gate=limiter, guard=guard, progress=_counting(notify, result))
-    limiter.set_on_wait(lambda seconds, why: pool.notify(WaitingForBudget(seconds, why)))
 
     def stored(spooled: SpooledPage) -> None:
         page = spooled.fetched.page
