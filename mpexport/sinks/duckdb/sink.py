@@ -14,7 +14,6 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import duckdb
 from mpexport.dates import day_range
 from mpexport.errors import AccessDeniedError, LoaderError, MpexportError, UsageError
 from mpexport.filelock import DENIED, HELD, writer_refused
-from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, LoadStats, QueryFilters
 from mpexport.sinks.duckdb.budget import LoaderBudget, attach_database, spill_directory
 from mpexport.sinks.duckdb.load import load_chunk, spill_disk_full
 from mpexport.sinks.duckdb.loader import LoaderThread, Stopped
@@ -47,22 +46,6 @@ QUEUE_SIZE = 4
 
 def _no_stop() -> None:
     """The default ``check_stop``: nothing ever asks the run to stop."""
-
-
-@dataclass
-class LoadStats:
-    """What the sink stored, summed over the chunks it committed."""
-
-    chunks: int = 0
-    rows_inserted: int = 0
-    duplicates_skipped: int = 0
-    rows_replaced: int = 0
-    bytes: int = 0
-    late_rows: int = 0  # inserted into days that were already loaded before this run
-    # Events DuckDB's parser refused (cut UTF-8, lone surrogates), stored
-    # with U+FFFD in their place; stdout keeps them byte-exact.
-    repaired: int = 0
-    parquet_days: int = 0  # UTC days whose Parquet file this run wrote (or removed)
 
 
 class DuckDBSink:
