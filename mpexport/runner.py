@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.fetch import FetchSettings
     from mpexport.pacing.limiter import RateLimiter
-    from mpexport.sinks.duckdb.sink import DuckDBSink
+    from mpexport.sinks.base import DatabaseSink
 
 
 def run(
@@ -94,7 +94,7 @@ def run(
             return _run_pipeline(request, credentials, notes, destination=destination,
                                  progress=progress,
                                  guard=guard, spool_dir=spool_dir, share_hour=share_hour)
-    from mpexport.database import DatabaseTarget, locked_database, stored_days
+    from mpexport.database import DatabaseTarget, locked_database, open_lake, stored_days
     from mpexport.syncing import sync_request
 
     sync = command == "sync"
@@ -105,10 +105,8 @@ def run(
                                options.from_date is not None, options.lookback,
                                refresh=options.refresh, record=False)
         return _dry_run(request, credentials, notes)
-    opened: AbstractContextManager[DuckDBSink]
+    opened: AbstractContextManager[DatabaseSink]
     if options.db is None:
-        from mpexport.sinks.lake.sink import open_lake
-
         # The lake alone: a scratch database in the temp folder feeds it. As
         # with --db, a sync re-reads whole days and never replaces them.
         assert options.parquet is not None
@@ -213,7 +211,7 @@ def _run_pipeline(
     notes: list[str],
     *,
     destination: Destination | None = None,
-    database: DuckDBSink | None = None,
+    database: DatabaseSink | None = None,
     progress: ProgressCallback | None,
     guard: InterruptGuard,
     spool_dir: Path | None,
@@ -224,7 +222,7 @@ def _run_pipeline(
     from mpexport.sinks.ndjson import NdjsonSink
 
     limiter = new_limiter(request, credentials, persist=share_hour)
-    sink: NdjsonSink | DuckDBSink
+    sink: NdjsonSink | DatabaseSink
     if database is not None:
         sink = database
         skip = set(request.skip_days) if database.refresh else database.covered_days()
@@ -263,7 +261,7 @@ def _run_pipeline(
 
 
 def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
-                  database: DuckDBSink | None, destination: Destination | None) -> None:
+                  database: DatabaseSink | None, destination: Destination | None) -> None:
     from mpexport.sinks.ndjson import NdjsonSink
 
     if isinstance(stop.result, ExportResult):
@@ -282,7 +280,7 @@ def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
 
 
 def _explain_loader_failure(error: LoaderError, request: ExportRequest,
-                            database: DuckDBSink) -> None:
+                            database: DatabaseSink) -> None:
     from mpexport.plan import merge_ranges
 
     done = database.loaded_days
