@@ -210,6 +210,19 @@ def test_the_imports_follow_the_layers() -> None:
     assert problems(modules) == []
 
 
+def test_architecture_md_states_the_same_rules() -> None:
+    """The table in ARCHITECTURE.md is this one: the rules people read are the ones checked."""
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    stated = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in LAYERS:
+            allowed = cells[2]
+            none = allowed in ("nothing", "each other only")
+            stated[cells[0]] = frozenset() if none else frozenset(allowed.split(", "))
+    assert stated == ALLOWED
+
+
 # ------------------------------------------------- the check itself, on made-up modules
 
 
