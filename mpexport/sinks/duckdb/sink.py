@@ -65,9 +65,9 @@ class DuckDBSink:
     those an earlier run left pending). ``held`` is given when the database
     is a scratch one (the lake alone): what is held, for skipping and
     planning, is then its record, and a chunk counts as loaded only once
-    ``days`` wrote it. ``check_stop`` is called while the sink waits for its loader
-    (opening, ``accept``, ``close``) and raises to stop the run (a run's
-    :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
+    ``days`` wrote it. ``check_stop`` is called while the sink waits for
+    its loader (opening, ``accept``, ``close``) and raises to stop the run
+    (a run's :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
     The loader thread has ended when ``close()`` or ``abort()`` returns,
     and when the constructor raises.
     """
