@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     from mpexport.events import ProgressCallback
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.transport import FetchSettings
-    from mpexport.model import ExportResult
-    from mpexport.sinks.duckdb.sink import LoadStats
+    from mpexport.model import ExportResult, LoadStats
 
 _D = RunOptions()  # the defaults, defined once in RunOptions
 
@@ -186,7 +185,7 @@ def sync(
     :func:`export`'s. Returns the export result and the load statistics
     (``late_rows`` counts late events added; empty for a dry run).
     """
-    from mpexport.sinks.duckdb.sink import LoadStats
+    from mpexport.model import LoadStats
 
     options = RunOptions(
         from_date=from_date, to_date=to_date, lookback=lookback, events=tuple(events),

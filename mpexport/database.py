@@ -1,4 +1,8 @@
-"""The DuckDB side of a run: which file and table, taking its lock, opening the sink."""
+"""The storage side of a run: which file, table or lake, taking its lock, opening the sink.
+
+Here the run's options become sinks (:mod:`mpexport.sinks`), which take
+plain values: a sink knows no request, no options and no stop guard.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard
     from mpexport.request import ExportRequest
     from mpexport.sinks.duckdb.sink import DuckDBSink
+    from mpexport.sinks.lake.sink import LakeSink
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,10 @@ def open_database(
 
     ``guard`` is the run's: the sink's waits for its loader look for its stop request.
     """
-    from mpexport.sinks.duckdb.sink import DuckDBSink
+    from mpexport.sinks.lake.sink import database_sink
 
     check_replace(request, target.replace)
-    return DuckDBSink(
+    return database_sink(
         target.path,
         table=target.table,
         filters=request.filters,
@@ -207,3 +212,56 @@ def _lake_lock(location: str | None, wait_lock: float,
     with lake_lock(store, wait_lock, check_stop,
                    on_error=lambda exc: startup_error(exc, store.url)):
         yield
+
+
+@contextmanager
+def open_lake(
+    location: str,
+    request: ExportRequest,
+    *,
+    run_id: str | None = None,
+    replace: bool = False,
+    refresh: bool = False,
+    memory_limit: str | None = None,
+    guard: InterruptGuard | None = None,
+    spool_dir: Path | None = None,
+    wait_lock: float = 0.0,
+) -> Iterator[LakeSink]:
+    """Take the lake's lock, open the lake and its scratch database; undo all on the way out.
+
+    One writer per lake: another run's lock raises
+    :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock``
+    seconds). Fails before anything is fetched when the lake cannot be
+    reached or read. The loader thread has ended, the lock is released and
+    the scratch folder is gone when the block is left.
+    """
+    from mpexport.sinks.lake.lock import lake_lock
+    from mpexport.sinks.lake.objects import startup_error
+    from mpexport.sinks.lake.sink import LakeCopy, LakeSink
+    from mpexport.sinks.lake.store import open_store
+    from mpexport.spool import spool_folder
+
+    check_replace(request, replace)
+    run_id = run_id or uuid.uuid4().hex
+    check_stop: Callable[[], None] | None = guard.raise_if_requested if guard else None
+    # A spool folder: locked while the run lives, removed by a later run if
+    # this one is killed.
+    with spool_folder(spool_dir) as scratch:
+        store = open_store(location, staging=scratch)
+        # The lock is the run's first request: a missing bucket or wrong
+        # credentials are reported as at any other start.
+        with lake_lock(store, wait_lock, check_stop,
+                       on_error=lambda exc: startup_error(exc, store.url)) as lock:
+            lake = LakeCopy(store, run_id=run_id, filters=request.filters.fingerprint(),
+                            project_timezone=request.project_timezone, staging=scratch,
+                            lock=lock)
+            sink = LakeSink(lake, scratch, filters=request.filters, run_id=run_id,
+                            replace=replace, refresh=refresh or replace,
+                            project_timezone=request.project_timezone,
+                            memory_limit=memory_limit, check_stop=check_stop)
+            try:
+                if check_stop is not None:
+                    check_stop()
+                yield sink
+            finally:
+                sink.abort()  # a no-op once the run closed it

@@ -6,10 +6,6 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mpexport.sinks.duckdb.sink import LoadStats
 
 
 @dataclass(frozen=True, order=True)
@@ -87,6 +83,26 @@ class ChunkFailure:
     chunk: Chunk
     reason: str
     attempts: int
+
+
+@dataclass
+class LoadStats:
+    """What a database sink stored, summed over the chunks it committed.
+
+    Here, not in the DuckDB sink, because results and errors carry it up to
+    the front, which must not import a sink to name it.
+    """
+
+    chunks: int = 0
+    rows_inserted: int = 0
+    duplicates_skipped: int = 0
+    rows_replaced: int = 0
+    bytes: int = 0
+    late_rows: int = 0  # inserted into days that were already loaded before this run
+    # Events DuckDB's parser refused (cut UTF-8, lone surrogates), stored
+    # with U+FFFD in their place; stdout keeps them byte-exact.
+    repaired: int = 0
+    parquet_days: int = 0  # UTC days whose Parquet file this run wrote (or removed)
 
 
 @dataclass

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.transport import FetchSettings
     from mpexport.pacing.limiter import RateLimiter
-    from mpexport.sinks.duckdb.sink import DuckDBSink
+    from mpexport.sinks.base import DatabaseSink
     from mpexport.syncing import HoldsDays
 
 
@@ -99,9 +99,11 @@ def run(
     from mpexport.database import (
         DatabaseTarget,
         locked_database,
+        open_lake,
         stored_days,
         stored_lake_days,
     )
+
     sync = command == "sync"
     if sync and options.dry_run:
         # Read-only: a dry run creates, locks and writes nothing.
@@ -112,10 +114,8 @@ def run(
             held = stored_lake_days(options.parquet, request)
         request = _synced(request, held, options, notes, notify)
         return _dry_run(request, credentials, notes)
-    opened: AbstractContextManager[DuckDBSink]
+    opened: AbstractContextManager[DatabaseSink]
     if options.db is None:
-        from mpexport.sinks.lake.sink import open_lake
-
         # The lake alone: a scratch database in the temp folder feeds it. As
         # with --db, a sync re-reads whole days and never replaces them.
         assert options.parquet is not None
@@ -232,7 +232,7 @@ def _run_pipeline(
     notes: list[str],
     *,
     destination: Destination | None = None,
-    database: DuckDBSink | None = None,
+    database: DatabaseSink | None = None,
     progress: ProgressCallback | None,
     guard: InterruptGuard,
     spool_dir: Path | None,
@@ -243,7 +243,7 @@ def _run_pipeline(
     from mpexport.sinks.ndjson import NdjsonSink
 
     limiter = new_limiter(request, credentials, persist=share_hour)
-    sink: NdjsonSink | DuckDBSink
+    sink: NdjsonSink | DatabaseSink
     if database is not None:
         sink = database
         skip = set(request.skip_days) if database.refresh else database.covered_days()
@@ -275,7 +275,7 @@ def _run_pipeline(
 
 
 def _assemble(fetched: ExportResult, request: ExportRequest, notes: list[str],
-              database: DuckDBSink | None, *, stopped: bool) -> ExportResult:
+              database: DatabaseSink | None, *, stopped: bool) -> ExportResult:
     """The run's result: what the pipeline fetched, with the range, the notes and the load.
 
     Chunks DuckDB refused to read were fetched but not stored: once the run
@@ -294,7 +294,7 @@ def _assemble(fetched: ExportResult, request: ExportRequest, notes: list[str],
 
 
 def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
-                  database: DuckDBSink | None, destination: Destination | None) -> None:
+                  database: DatabaseSink | None, destination: Destination | None) -> None:
     from mpexport.sinks.ndjson import NdjsonSink
 
     if database is not None:
@@ -309,7 +309,7 @@ def _explain_stop(stop: Interrupted, chunks: list[Chunk], sink: object,
 
 
 def _explain_loader_failure(error: LoaderError, request: ExportRequest,
-                            database: DuckDBSink) -> None:
+                            database: DatabaseSink) -> None:
     from mpexport.plan import merge_ranges
 
     done = database.loaded_days

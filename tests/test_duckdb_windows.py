@@ -40,14 +40,15 @@ from mpexport.errors import (
 )
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
-from mpexport.sinks import parquet as parquet_module
 from mpexport.sinks.duckdb import loader as loader_module
 from mpexport.sinks.duckdb import lock as lock_module
 from mpexport.sinks.duckdb import sink as sink_module
 from mpexport.sinks.duckdb.lock import database_lock, lock_path
 from mpexport.sinks.duckdb.schema import check_db_path
 from mpexport.sinks.duckdb.sink import DuckDBSink
+from mpexport.sinks.lake import parquet as parquet_module
 from mpexport.sinks.lake import store as store_module
+from mpexport.sinks.lake.sink import database_sink
 from tests.helpers import UNPACED, ServerFactory, service_account_env
 
 D0 = dt.date(2024, 3, 1)
@@ -538,7 +539,7 @@ def test_a_parquet_file_in_use_stays_pending_and_the_next_run_writes_it(
     in_use = InUse(monkeypatch, held, winerror=winerror)
     caplog.set_level(logging.WARNING, logger="mpexport")
 
-    sink = DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
+    sink = database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
     sink.accept(spooler.chunk(day(0), day(2)))
     sink.accept(spooler.chunk(day(1), day(1)))  # the held day again: not tried again this run
     sink.close()  # no exception: the Parquet copy is secondary
@@ -558,7 +559,7 @@ def test_a_parquet_file_in_use_stays_pending_and_the_next_run_writes_it(
     assert str(held) in warnings[0] and "next run writes" in warnings[0]
 
     in_use.release()
-    DuckDBSink(db_path, filters=FILTERS, run_id="r2", parquet_dir=out).close()
+    database_sink(db_path, filters=FILTERS, run_id="r2", parquet_dir=out).close()
     assert held.exists()
     assert pending_days(db_path) == []
     assert parquet_matches_table(db_path, out)
@@ -570,7 +571,7 @@ def test_an_old_file_in_use_is_left_whole_until_the_next_run(
     dataset = Dataset(seed=9, events_per_day=40)
     spooler = Spooler(tmp_path, dataset)
     db_path, out = tmp_path / "events.duckdb", tmp_path / "parquet"
-    sink = DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
+    sink = database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
     sink.accept(spooler.chunk(day(0), day(0)))
     sink.close()
     held = out / f"date={day(0)}" / "data.parquet"
@@ -578,7 +579,7 @@ def test_an_old_file_in_use_is_left_whole_until_the_next_run(
 
     dataset.add_late_events(day(0), 5)
     in_use = InUse(monkeypatch, held)
-    sink = DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out, refresh=True)
+    sink = database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out, refresh=True)
     sink.accept(spooler.chunk(day(0), day(0)))
     sink.close()
     assert sink.stats.rows_inserted == 5 and in_use.refused
@@ -587,7 +588,7 @@ def test_an_old_file_in_use_is_left_whole_until_the_next_run(
     assert pending_days(db_path) == [day(0)]
 
     in_use.release()
-    DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out).close()
+    database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out).close()
     assert held.read_bytes() != before
     assert parquet_matches_table(db_path, out)
 
@@ -598,7 +599,7 @@ def test_a_day_left_empty_whose_file_is_in_use_is_deleted_by_the_next_run(
     """--replace with a day that has no events any more: its file must go, but it is open."""
     spooler = Spooler(tmp_path, Dataset(seed=14, events_per_day=30))
     db_path, out = tmp_path / "events.duckdb", tmp_path / "parquet"
-    sink = DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
+    sink = database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
     sink.accept(spooler.chunk(day(0), day(0)))
     sink.close()
     held = out / f"date={day(0)}" / "data.parquet"
@@ -606,7 +607,7 @@ def test_a_day_left_empty_whose_file_is_in_use_is_deleted_by_the_next_run(
     empty = spooler.chunk(day(0), day(0))
     empty.path.write_bytes(b"")
     empty = CompletedChunk(empty.chunk, empty.path, 0, 0, "0" * 64, 1, 0.0)
-    sink = DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out,
+    sink = database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out,
                       replace=True, refresh=True)
     sink.accept(empty)
     sink.close()
@@ -614,7 +615,7 @@ def test_a_day_left_empty_whose_file_is_in_use_is_deleted_by_the_next_run(
     assert held.exists() and pending_days(db_path) == [day(0)]
 
     in_use.release()
-    DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out).close()
+    database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out).close()
     assert not held.exists() and not held.parent.exists()
     assert pending_days(db_path) == []
 
@@ -624,7 +625,7 @@ def test_retries_then_gives_up_with_the_backoff(tmp_path: Path,
     """The pauses come from the injected sleep: one per failed attempt but the last."""
     spooler = Spooler(tmp_path, Dataset(seed=10, events_per_day=30))
     db_path, out = tmp_path / "events.duckdb", tmp_path / "parquet"
-    sink = DuckDBSink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
+    sink = database_sink(db_path, filters=FILTERS, run_id="r", parquet_dir=out)
     sink.accept(spooler.chunk(day(0), day(0)))
     sink.close()
     held = out / f"date={day(0)}" / "data.parquet"
@@ -664,8 +665,8 @@ def test_other_parquet_failures_still_stop_the_loader(
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
     monkeypatch.setattr(store_module.os, "replace", disk_full)
-    sink = DuckDBSink(tmp_path / "events.duckdb", filters=FILTERS, run_id="r",
-                      parquet_dir=tmp_path / "parquet")
+    sink = database_sink(tmp_path / "events.duckdb", filters=FILTERS, run_id="r",
+                         parquet_dir=tmp_path / "parquet")
     sink.accept(spooler.chunk(day(0), day(0)))
     with pytest.raises(LoaderError, match="No space left"):
         sink.close()

@@ -30,6 +30,7 @@ from mpexport.sinks.lake.manifest import (
     update_manifest,
 )
 from mpexport.sinks.lake.objects import ObjectStore, startup_error
+from mpexport.sinks.lake.parquet import ParquetCopy, day_key, utc_days
 from mpexport.sinks.lake.sink import LakeCopy, LakeSink
 from mpexport.sinks.lake.store import (
     LocalStore,
@@ -38,7 +39,6 @@ from mpexport.sinks.lake.store import (
     parse_location,
     redact,
 )
-from mpexport.sinks.parquet import ParquetCopy, day_key, utc_days
 from tests.helpers import PATIENCE, wait_until
 from tests.s3server import SECRET_KEY, S3Server, day_partitions, running_s3_server
 

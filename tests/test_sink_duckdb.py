@@ -22,13 +22,14 @@ from hypothesis import strategies as st
 
 from mpexport.errors import UsageError
 from mpexport.fakeserver import Dataset
-from mpexport.model import Chunk, CompletedChunk, QueryFilters
+from mpexport.model import Chunk, CompletedChunk, LoadStats, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
 from mpexport.sinks.duckdb import sink as sink_module
 from mpexport.sinks.duckdb.budget import ROW_GROUP_ROWS, LoaderBudget
 from mpexport.sinks.duckdb.rows import RowReader, first_per_key
 from mpexport.sinks.duckdb.schema import create_schema
-from mpexport.sinks.duckdb.sink import DuckDBSink, LoadStats
+from mpexport.sinks.duckdb.sink import DuckDBSink
+from mpexport.sinks.lake.sink import database_sink
 
 D0 = dt.date(2024, 3, 1)
 FILTERS = QueryFilters()
@@ -91,7 +92,7 @@ def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
 def load(db: Path, chunks: Sequence[CompletedChunk], **kwargs: Any) -> DuckDBSink:
     kwargs.setdefault("filters", FILTERS)
     kwargs.setdefault("run_id", "test-run")
-    sink = DuckDBSink(db, **kwargs)
+    sink = database_sink(db, **kwargs)  # with parquet_dir, the pair of --db --parquet
     for completed in chunks:
         if not sink.already_done(completed.chunk):
             sink.accept(completed)

@@ -16,8 +16,7 @@ from mpexport.atomic import write_atomically
 from mpexport.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from mpexport.model import ExportResult
-    from mpexport.sinks.duckdb.sink import LoadStats
+    from mpexport.model import ExportResult, LoadStats
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import urllib.parse
 from dataclasses import dataclass
 
 from mpexport.errors import BadParametersError, CredentialsError, UsageError
+from mpexport.loopback import is_loopback
 from mpexport.mixpanel.credentials import Credentials
 
 # Re-exported (``X as X``): endpoint users read the regions from here too.
@@ -25,16 +25,6 @@ MAX_LIMIT = 100_000
 # can think for minutes before its first byte, so reads wait long.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

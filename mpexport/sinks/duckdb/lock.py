@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
-from mpexport.filelock import DENIED, try_lock, unlock, writer_refused
+from mpexport.filelock import DENIED, command_name, try_lock, unlock, writer_refused
 
 POLL_SECONDS = 0.2
 # Looked up at call time, so tests drive the waits with a fake clock.
@@ -67,22 +66,12 @@ def holder_text(handle: IO[bytes]) -> str:
         return "another mpexport run"
 
 
-# Other runs' messages quote the holder's command: only a command name of
-# ours, never whatever a host program (the library's caller) has in argv.
-_COMMANDS = frozenset({"export", "sync", "profiles", "demo"})
-
-
-def _command_name() -> str:
-    word = sys.argv[1] if len(sys.argv) > 1 else ""
-    return f"mpexport {word}" if word in _COMMANDS else "mpexport (library)"
-
-
 def _write_holder(handle: IO[bytes]) -> None:
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": _command_name(),
+        "command": command_name(),
     }
     handle.seek(0)
     handle.truncate()

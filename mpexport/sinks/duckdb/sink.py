@@ -6,6 +6,10 @@ time from a bounded queue, so a slow disk pushes back on the downloads
 instead of piling spool files up. The thread, its queue and the main
 thread's (interruptible) waits are :mod:`mpexport.sinks.duckdb.loader`'s;
 what opening and loading do is here.
+
+What is published of the committed days (a Parquet copy, the lake) is a
+:class:`~mpexport.sinks.duckdb.publish.DayWriter` handed in by whoever pairs
+the two (:mod:`mpexport.sinks.lake.sink`): the loader knows only that interface.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,12 @@ import duckdb
 from mpexport.dates import day_range
 from mpexport.errors import AccessDeniedError, LoaderError, MpexportError, UsageError
 from mpexport.filelock import DENIED, HELD, writer_refused
-from mpexport.model import Chunk, ChunkFailure, CompletedChunk, QueryFilters
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, LoadStats, QueryFilters
 from mpexport.sinks.duckdb.budget import LoaderBudget, attach_database, spill_directory
-from mpexport.sinks.duckdb.load import load_chunk, spill_disk_full
+from mpexport.sinks.duckdb.load import ChunkLoad, load_chunk, spill_disk_full
 from mpexport.sinks.duckdb.loader import LoaderThread, Stopped
 from mpexport.sinks.duckdb.lock import HELD_WORDS, open_elsewhere_error
+from mpexport.sinks.duckdb.publish import DayWriter, HeldDays
 from mpexport.sinks.duckdb.rows import RefusedLines, RowReader
 from mpexport.sinks.duckdb.schema import (
     check_db_path,
@@ -38,7 +42,6 @@ from mpexport.sinks.duckdb.schema import (
     read_sync_from,
     write_sync_from,
 )
-from mpexport.sinks.parquet import ParquetCopy
 
 # Verified chunks waiting for the loader (each one a spool file on disk).
 # Read when a sink is created: tests raise it to queue a whole run at once.
@@ -47,22 +50,6 @@ QUEUE_SIZE = 4
 
 def _no_stop() -> None:
     """The default ``check_stop``: nothing ever asks the run to stop."""
-
-
-@dataclass
-class LoadStats:
-    """What the sink stored, summed over the chunks it committed."""
-
-    chunks: int = 0
-    rows_inserted: int = 0
-    duplicates_skipped: int = 0
-    rows_replaced: int = 0
-    bytes: int = 0
-    late_rows: int = 0  # inserted into days that were already loaded before this run
-    # Events DuckDB's parser refused (cut UTF-8, lone surrogates), stored
-    # with U+FFFD in their place; stdout keeps them byte-exact.
-    repaired: int = 0
-    parquet_days: int = 0  # UTC days whose Parquet file this run wrote (or removed)
 
 
 class DuckDBSink:
@@ -74,9 +61,13 @@ class DuckDBSink:
     ``failed_chunks`` lists chunks whose data DuckDB refused (not loaded, no
     manifest row, so a rerun fetches them again); ``parquet_deferred`` the
     Parquet files left for the next run because another program had them
-    open. ``check_stop`` is called while the sink waits for its loader
-    (opening, ``accept``, ``close``) and raises to stop the run (a run's
-    :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
+    open. ``days`` publishes the days of each commit (and, once opened,
+    those an earlier run left pending). ``held`` is given when the database
+    is a scratch one (the lake alone): what is held, for skipping and
+    planning, is then its record, and a chunk counts as loaded only once
+    ``days`` wrote it. ``check_stop`` is called while the sink waits for
+    its loader (opening, ``accept``, ``close``) and raises to stop the run
+    (a run's :meth:`~mpexport.interrupt.InterruptGuard.raise_if_requested`).
     The loader thread has ended when ``close()`` or ``abort()`` returns,
     and when the constructor raises.
     """
@@ -90,8 +81,8 @@ class DuckDBSink:
         run_id: str,
         replace: bool = False,
         refresh: bool = False,
-        parquet_dir: Path | str | None = None,
-        parquet: ParquetCopy | None = None,
+        days: DayWriter | None = None,
+        held: HeldDays | None = None,
         memory_limit: str | None = None,
         project_timezone: str | None = None,
         check_stop: Callable[[], None] | None = None,
@@ -101,14 +92,8 @@ class DuckDBSink:
         # The caller holds the file's lock by now (api.locked_database), so
         # a file held by another program is an error here, not a skip.
         check_db_path(db_path, locked=True)
-        # A folder or an object-store URL, or a ready copy (the lake sink's).
-        self.parquet_dir = parquet_dir
-        self._parquet = parquet
-        if parquet is None and parquet_dir is not None:
-            self._parquet = ParquetCopy(parquet_dir, table, run_id=run_id,
-                                        filters=filters.fingerprint(),
-                                        project_timezone=project_timezone,
-                                        staging=db_path.parent)
+        self._days = days
+        self._held = held
         self.db_path = db_path
         self.table = table
         self.filters = filters
@@ -141,7 +126,7 @@ class DuckDBSink:
     @property
     def parquet_deferred(self) -> list[Path]:
         """Parquet files that were in use and stay pending for the next run."""
-        return list(self._parquet.deferred) if self._parquet is not None else []
+        return list(self._days.deferred) if self._days is not None else []
 
     # ----------------------------------------------------------- main thread
 
@@ -245,23 +230,29 @@ class DuckDBSink:
             con.execute("BEGIN TRANSACTION")
             create_schema(con, self.table)
             con.execute("COMMIT")
-            covered = read_manifest(con, self.table)
-            volumes = read_day_volumes(con, self.table)
+            if self._days is not None and not self._loader.stopping:
+                # Days an earlier run committed but did not write (a crash,
+                # a file in use) are written before anything else.
+                self._days.flush(con)
+                self.stats.parquet_days = len(self._days.written)
+            held = self._held
+            covered = held.covered() if held is not None else read_manifest(con, self.table)
+            volumes = (held.day_volumes() if held is not None
+                       else read_day_volumes(con, self.table))
             sync_from = read_sync_from(con, self.table, self._fingerprint)
             with self._lock:
                 self._sync_from = sync_from
                 self._covered = covered
                 self._covered_at_open = frozenset(covered.get(self._fingerprint, ()))
                 self.day_volumes = volumes
-            if self._parquet is not None and not self._loader.stopping:
-                self._parquet.flush(con)
-                self.stats.parquet_days = len(self._parquet.written)
         except BaseException:
             con.close()
             raise
         return con
 
     def _load(self, con: Any, completed: CompletedChunk) -> None:
+        if self._days is not None and not self._loader.stopping:
+            self._days.prepare(con, completed.chunk)
         try:
             done = load_chunk(
                 con,
@@ -271,7 +262,7 @@ class DuckDBSink:
                 run_id=self.run_id,
                 replace=self.replace,
                 reader=self._reader,
-                track_days=self._parquet is not None,
+                track_days=self._days is not None,
                 check_stop=self._loader.check_stopping,
             )
         except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.DataError,
@@ -298,6 +289,12 @@ class DuckDBSink:
                 f"loading {completed.chunk.label()} into {self.db_path} failed: {exc}",
                 "nothing of this chunk was stored; rerun the same command to resume",
             ) from exc
+        self._count(completed, done)
+        if self._days is not None:
+            self._publish(con, self._days, completed.chunk)
+
+    def _count(self, completed: CompletedChunk, done: ChunkLoad) -> None:
+        """Add a committed chunk to the statistics and to the days held."""
         self.stats.chunks += 1
         chunk = completed.chunk
         if all(d in self._covered_at_open for d in day_range(chunk.from_date, chunk.to_date)):
@@ -312,8 +309,18 @@ class DuckDBSink:
             days = self._covered.setdefault(self._fingerprint, set())
             days.update(day_range(chunk.from_date, chunk.to_date))
             self.loaded_days.update(day_range(chunk.from_date, chunk.to_date))
-        if self._parquet is not None:
-            # The chunk is committed; days not written stay recorded as
-            # pending, so a later flush or the next start writes them.
-            self._parquet.flush(con, chunk)
-            self.stats.parquet_days = len(self._parquet.written)
+
+    def _publish(self, con: Any, days: DayWriter, chunk: Chunk) -> None:
+        """Write the committed chunk's days; days not written stay pending for a later flush."""
+        try:
+            days.flush(con, chunk)
+        except BaseException:
+            if self._held is not None:
+                # Committed to a scratch table only, not to the lake that
+                # keeps the rows: a resume must fetch it again.
+                self.stats.chunks -= 1
+                with self._lock:
+                    self.loaded_days.difference_update(
+                        day_range(chunk.from_date, chunk.to_date))
+            raise
+        self.stats.parquet_days = len(days.written)

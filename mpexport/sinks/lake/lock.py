@@ -36,10 +36,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from mpexport import __version__
 from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
-from mpexport.sinks.duckdb.lock import _command_name  # one rule for what a lock may quote
+from mpexport.filelock import command_name  # one rule for what a lock may quote
 from mpexport.sinks.lake.store import FileInUse, Store, Versioned
+from mpexport.version import __version__
 
 LOCK_KEY = "_mpexport/lock.json"
 LEASE_VARIABLE = "MPEXPORT_LAKE_LEASE_SECONDS"
@@ -141,7 +141,7 @@ class LakeLock:
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "command": _command_name(),
+            "command": command_name(),
             "started": _stamp(self._started),
             "renewed": _stamp(now),
             "expires": _stamp(expires),

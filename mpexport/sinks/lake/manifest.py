@@ -27,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpexport import __version__
 from mpexport.errors import UsageError
 from mpexport.sinks.lake.store import Store
+from mpexport.version import __version__
 
 MANIFEST_KEY = "_mpexport/manifest.json"
 FORMAT = 1

@@ -1,15 +1,14 @@
-"""The lake as the sink: ``--parquet DIR|URL`` without ``--db``.
+"""The pairs that feed Parquet: a DuckDB loader and a day writer, composed.
 
-Each chunk goes through the DuckDB sink's machinery into a scratch database
-in a temp folder (deleted when the run ends), so deduplication, typing,
-repairs and the memory budget are those of ``--db``. After each commit the
-UTC days the chunk touched are written to the lake from the scratch table,
-each day's file whole, then the lake's manifest records them
-(:class:`~mpexport.sinks.parquet.ParquetCopy`).
-
-The run holds the lake's lock (:mod:`mpexport.sinks.lake.lock`) from before
-its first look at the lake to its end, so what it lists and reads back is
-what it replaces: no other run writes in between.
+The loader (:class:`~mpexport.sinks.duckdb.sink.DuckDBSink`) loads each
+chunk into a DuckDB database; a day writer publishes the UTC days it
+committed. ``--db`` with ``--parquet`` pairs the user's database with a
+:class:`~mpexport.sinks.lake.parquet.ParquetCopy` (:func:`database_sink`).
+``--parquet`` alone is the lake: a scratch database in a temp folder
+(deleted when the run ends), so deduplication, typing, repairs and the
+memory budget are those of ``--db``, paired with a :class:`LakeCopy`
+(:class:`LakeSink`). Each day's file is written whole, then the lake's
+manifest records it.
 
 The scratch table holds only this run's events, so before a day already in
 the lake is written, its file is read back into the table (deduplicated on
@@ -18,26 +17,34 @@ Mixpanel's key): the new file is the old one plus what this run added, as
 back before it loads, so the counts of new and duplicate events mean what
 they mean with ``--db``; every other day is read back when it is written,
 whatever the listing at the start said, so nothing the lake held is ever lost.
+
+The run holds the lake's lock (:mod:`mpexport.sinks.lake.lock`) from before
+its first look at the lake to its end, so what it lists and reads back is
+what it replaces: no other run writes in between. The lock is taken by the
+run (:func:`mpexport.database.open_lake`); the copy checks it still holds it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mpexport.model import CompletedChunk
+from mpexport.model import Chunk, ChunkFailure, CompletedChunk, LoadStats, QueryFilters
 from mpexport.sinks.duckdb.rows import key_match, sql_string
-from mpexport.sinks.duckdb.schema import quote_ident
+from mpexport.sinks.duckdb.schema import check_db_path, check_table_name, quote_ident
 from mpexport.sinks.duckdb.sink import DuckDBSink
-from mpexport.sinks.parquet import ParquetCopy, day_key, day_window, pending_days, utc_days
+from mpexport.sinks.lake.parquet import (
+    ParquetCopy,
+    day_key,
+    day_window,
+    guarded,
+    pending_days,
+    utc_days,
+)
 
 if TYPE_CHECKING:
-    from mpexport.interrupt import InterruptGuard
-    from mpexport.request import ExportRequest
     from mpexport.sinks.lake.lock import LakeLock
     from mpexport.sinks.lake.store import Store
 
@@ -45,23 +52,67 @@ SCRATCH_NAME = "lake.duckdb"
 TABLE = "events"
 
 
-class LakeCopy(ParquetCopy):
-    """A Parquet copy whose table is a scratch one: days the lake holds are read back first."""
+def database_sink(db_path: Path, *, parquet_dir: Path | str | None = None,
+                  table: str = TABLE, filters: QueryFilters, run_id: str,
+                  project_timezone: str | None = None, **kwargs: Any) -> DuckDBSink:
+    """The sink of ``--db``: the user's database and, with ``parquet_dir``, its Parquet copy.
 
-    failure_hint = ("the days written so far are in the lake; "
-                    "rerun the same command to fetch the rest")
-    in_use_note = ("the lake keeps the old file whole; rerun to write it "
-                   "(with --refresh if the lake held that day before)")
+    ``parquet_dir`` is a folder or an object-store URL; the other arguments
+    are :class:`DuckDBSink`'s.
+    """
+    days = None
+    if parquet_dir is not None:
+        db_path = Path(db_path)
+        # The database's own checks first: a bad table name or path fails
+        # before the lake is listed, as it would without a copy.
+        check_table_name(table)
+        check_db_path(db_path, locked=True)
+        days = ParquetCopy(parquet_dir, table, run_id=run_id, filters=filters.fingerprint(),
+                           project_timezone=project_timezone, staging=db_path.parent)
+    return DuckDBSink(db_path, table=table, filters=filters, run_id=run_id,
+                      project_timezone=project_timezone, days=days, **kwargs)
+
+
+class LakeCopy:
+    """The lake's day writer over a scratch table: days the lake holds are read back first.
+
+    Its manifest is also the record of what the lake holds (the
+    :class:`~mpexport.sinks.duckdb.publish.HeldDays` of the loader) and of
+    where a sync's range begins.
+    """
 
     def __init__(self, location: str | Store, *, run_id: str, filters: str,
                  project_timezone: str | None, staging: Path,
                  lock: LakeLock | None = None) -> None:
-        # The lock first: the listing and the manifest are read under it.
         self.lock = lock
-        super().__init__(location, TABLE, run_id=run_id, filters=filters,
-                         project_timezone=project_timezone, staging=staging)
+        self.copy = ParquetCopy(
+            location, TABLE, run_id=run_id, filters=filters,
+            project_timezone=project_timezone, staging=staging,
+            failure_hint=("the days written so far are in the lake; "
+                          "rerun the same command to fetch the rest"),
+            in_use_note=("the lake keeps the old file whole; rerun to write it "
+                         "(with --refresh if the lake held that day before)"),
+        )
         self.staging = staging
         self.seeded: set[dt.date] = set()
+
+    @property
+    def written(self) -> set[dt.date]:
+        """The days whose file this run wrote (or removed)."""
+        return self.copy.written
+
+    @property
+    def deferred(self) -> list[Path]:
+        """Files that were in use and stay pending for the next run."""
+        return self.copy.deferred
+
+    def covered(self) -> dict[str, set[dt.date]]:
+        """Days the lake holds whole, per filters fingerprint (its manifest's)."""
+        return self.copy.manifest.covered()
+
+    def day_volumes(self) -> dict[dt.date, int]:
+        """Events per day the lake holds, for planning."""
+        return self.copy.manifest.day_volumes()
 
     def check_lock(self) -> None:
         """Raise LoaderError if this run no longer holds the lake's lock."""
@@ -76,16 +127,16 @@ class LakeCopy(ParquetCopy):
         """
         todo = set(days) - self.seeded
         if listed_only:
-            todo &= self.held
+            todo &= self.copy.held
         if todo:
             self._guarded("reading Parquet files from", lambda: self._seed(con, sorted(todo)))
 
     def _seed(self, con: Any, days: list[dt.date]) -> None:
-        target = quote_ident(self.table)
+        target = quote_ident(TABLE)
         for day in days:
             path = self.staging / f"seed-{day.isoformat()}.parquet"
             try:
-                if self.store.get_file(day_key(day), path):
+                if self.copy.store.get_file(day_key(day), path):
                     window = day_window(day)
                     # Files of older versions hold properties as JSON, newer
                     # ones as text: the cast reads both.
@@ -100,7 +151,12 @@ class LakeCopy(ParquetCopy):
                 path.unlink(missing_ok=True)
             self.seeded.add(day)
 
-    def flush(self, con: Any, chunk: Any = None) -> None:
+    def prepare(self, con: Any, chunk: Chunk) -> None:
+        """Read back the held days the chunk's events fall on, so its counts mean ``--db``'s."""
+        self.seed(con, utc_days(chunk, self.copy.project_timezone))
+
+    def flush(self, con: Any, chunk: Chunk | None = None) -> None:
+        """Read back every pending day, then write the days and the manifest (under the lock)."""
         # Every pending day is read back now, right before its file is
         # replaced, not from the listing: a row outside its chunk's days
         # (odd data) makes a day pending that was not read back before.
@@ -108,30 +164,89 @@ class LakeCopy(ParquetCopy):
         self.check_lock()
         self.seed(con, days, listed_only=False)
         self.check_lock()
-        super().flush(con, chunk)
+        self.copy.flush(con, chunk)
+
+    def _guarded(self, what: str, action: Callable[[], Any]) -> Any:
+        return guarded(what, self.copy.store.url, self.copy.failure_hint, action)
+
+    def sync_from(self) -> dt.date | None:
+        """The first day a sync of this run's filters was asked to cover, from the manifest."""
+        with self.copy.manifest_lock:
+            return self.copy.manifest.sync_from.get(self.copy.filters)
 
     def record_sync_from(self, day: dt.date) -> None:
         """Store at once that a sync of this run's filters was asked to start at ``day``."""
-        with self.manifest_lock:
+        with self.copy.manifest_lock:
             self.check_lock()
-            self.changes.record_sync_from(self.filters, day)
-            self.store_manifest()
+            self.copy.changes.record_sync_from(self.copy.filters, day)
+            self.copy.store_manifest()
 
 
-class LakeSink(DuckDBSink):
-    """A DuckDB sink over a scratch file whose days go to the lake after each commit.
+class LakeSink:
+    """The lake as a sink: a loader over a scratch database, paired with a :class:`LakeCopy`.
 
-    What is held, for skipping and for a sync's range, is the lake's manifest's.
+    What is held, for skipping and for a sync's range, is the lake's
+    manifest's; a chunk counts as stored once its days are in the lake.
     """
 
     def __init__(self, lake: LakeCopy, scratch: Path, **kwargs: Any) -> None:
         self.lake = lake
-        super().__init__(scratch / SCRATCH_NAME, table=TABLE, parquet=lake, **kwargs)
+        self.loader = DuckDBSink(scratch / SCRATCH_NAME, table=TABLE, days=lake, held=lake,
+                                 **kwargs)
+
+    # What a run reads of its database (sinks.base.DatabaseSink): the loader's.
+    @property
+    def refresh(self) -> bool:
+        """True when held days are read again rather than skipped."""
+        return self.loader.refresh
+
+    @property
+    def day_volumes(self) -> dict[dt.date, int]:
+        """Events per day the lake holds, for planning."""
+        return self.loader.day_volumes
+
+    @property
+    def stats(self) -> LoadStats:
+        """What was stored, summed over the chunks whose days reached the lake."""
+        return self.loader.stats
+
+    @property
+    def failed_chunks(self) -> list[ChunkFailure]:
+        """Chunks DuckDB refused to read (not stored)."""
+        return self.loader.failed_chunks
+
+    @property
+    def loaded_days(self) -> set[dt.date]:
+        """The days this run stored in the lake."""
+        return self.loader.loaded_days
+
+    def covered_days(self) -> set[dt.date]:
+        """The days the lake holds whole with this run's filters."""
+        return self.loader.covered_days()
+
+    def already_done(self, chunk: Chunk) -> bool:
+        """True when the lake holds every day of the chunk (and no refresh)."""
+        return self.loader.already_done(chunk)
+
+    def accept(self, completed: CompletedChunk) -> None:
+        """Queue a chunk for loading; blocks while the queue is full."""
+        self.loader.accept(completed)
+
+    def chunk_failed(self, chunk: Chunk) -> None:
+        """Nothing to do: days are written as their chunks commit, in any order."""
+        self.loader.chunk_failed(chunk)
+
+    def close(self) -> None:
+        """Load and write everything queued, then stop; re-raise the loader's error."""
+        self.loader.close()
+
+    def abort(self) -> None:
+        """Stop fast: what is in the lake stays whole, the rest is fetched again."""
+        self.loader.abort()
 
     def sync_from(self) -> dt.date | None:
         """The first day a sync of this run's filters was asked to cover, from the manifest."""
-        with self.lake.manifest_lock:
-            return self.lake.manifest.sync_from.get(self._fingerprint)
+        return self.lake.sync_from()
 
     def record_sync_from(self, day: dt.date) -> None:
         """Record in the lake's manifest, at once, that a sync of these filters starts at ``day``.
@@ -140,82 +255,3 @@ class LakeSink(DuckDBSink):
         it survives a run that is killed afterwards.
         """
         self.lake.record_sync_from(day)
-
-    def _open(self) -> Any:
-        con = super()._open()
-        covered = self.lake.manifest.covered()
-        with self._lock:
-            self._covered = covered
-            self._covered_at_open = frozenset(covered.get(self._fingerprint, ()))
-            self.day_volumes = self.lake.manifest.day_volumes()
-        return con
-
-    def _load(self, con: Any, completed: CompletedChunk) -> None:
-        chunk = completed.chunk
-        if not self._loader.stopping:
-            self.lake.seed(con, utc_days(chunk, self.lake.project_timezone))
-        before = self.stats.chunks
-        try:
-            super()._load(con, completed)
-        except BaseException:
-            if self.stats.chunks > before:
-                # Committed to the scratch table, not written to the lake:
-                # a resume must fetch it again.
-                self.stats.chunks -= 1
-                with self._lock:
-                    self.loaded_days.difference_update(
-                        chunk.from_date + dt.timedelta(days=n) for n in range(chunk.days))
-            raise
-
-
-@contextmanager
-def open_lake(
-    location: str,
-    request: ExportRequest,
-    *,
-    run_id: str | None = None,
-    replace: bool = False,
-    refresh: bool = False,
-    memory_limit: str | None = None,
-    guard: InterruptGuard | None = None,
-    spool_dir: Path | None = None,
-    wait_lock: float = 0.0,
-) -> Iterator[LakeSink]:
-    """Take the lake's lock, open the lake and its scratch database; undo all on the way out.
-
-    One writer per lake: another run's lock raises
-    :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock``
-    seconds). Fails before anything is fetched when the lake cannot be
-    reached or read. The loader thread has ended, the lock is released and
-    the scratch folder is gone when the block is left.
-    """
-    from mpexport.database import check_replace
-    from mpexport.sinks.lake.lock import lake_lock
-    from mpexport.sinks.lake.objects import startup_error
-    from mpexport.sinks.lake.store import open_store
-    from mpexport.spool import spool_folder
-
-    check_replace(request, replace)
-    run_id = run_id or uuid.uuid4().hex
-    check_stop: Callable[[], None] | None = guard.raise_if_requested if guard else None
-    # A spool folder: locked while the run lives, removed by a later run if
-    # this one is killed.
-    with spool_folder(spool_dir) as scratch:
-        store = open_store(location, staging=scratch)
-        # The lock is the run's first request: a missing bucket or wrong
-        # credentials are reported as at any other start.
-        with lake_lock(store, wait_lock, check_stop,
-                       on_error=lambda exc: startup_error(exc, store.url)) as lock:
-            lake = LakeCopy(store, run_id=run_id, filters=request.filters.fingerprint(),
-                            project_timezone=request.project_timezone, staging=scratch,
-                            lock=lock)
-            sink = LakeSink(lake, scratch, filters=request.filters, run_id=run_id,
-                            replace=replace, refresh=refresh or replace,
-                            project_timezone=request.project_timezone,
-                            memory_limit=memory_limit, check_stop=check_stop)
-            try:
-                if check_stop is not None:
-                    check_stop()
-                yield sink
-            finally:
-                sink.abort()  # a no-op once the run closed it

@@ -31,7 +31,7 @@ from typing import Protocol
 from mpexport.atomic import temp_sibling
 from mpexport.errors import UsageError
 from mpexport.filelock import held_by_another_process, lock, unlock
-from mpexport.mixpanel.endpoints import is_loopback
+from mpexport.loopback import is_loopback
 
 # Pauses between attempts at replacing a file that is in use: a reader that
 # only glanced at it (a preview, a virus scan) is gone within a second.

@@ -1,11 +1,16 @@
-"""Hive-partitioned Parquet copy of the events table: ``date=YYYY-MM-DD/data.parquet``.
+"""The day writer: a table's UTC days as Parquet files, ``date=YYYY-MM-DD/data.parquet``.
 
 A day's file always holds every stored row of that UTC day, rewritten whole
 after each chunk that touched the day, so reruns and overlapping loads stay
-exact. The files go to a folder or an object store (:mod:`mpexport.sinks.lake.store`),
+exact. The files go to a folder or an object store (:mod:`~mpexport.sinks.lake.store`),
 each one replaced whole, so readers see the old file or the new one, never a
-part. After the files, the lake's manifest (:mod:`mpexport.sinks.lake.manifest`)
+part. After the files, the lake's manifest (:mod:`~mpexport.sinks.lake.manifest`)
 records the days they hold.
+
+The DuckDB loader calls :class:`ParquetCopy` after each commit through its
+:class:`~mpexport.sinks.duckdb.publish.DayWriter` interface and knows nothing
+else of it: ``--db`` with ``--parquet`` pairs the user's database with a copy,
+the lake alone a scratch database with :class:`~mpexport.sinks.lake.sink.LakeCopy`.
 
 Every column reads with its natural type in any engine: ``properties`` is
 written as a UTF-8 string (Parquet's JSON annotation made polars read it as
@@ -52,7 +57,7 @@ _DAY_KEY = re.compile(r"date=(\d{4}-\d{2}-\d{2})/" + re.escape(FILE_NAME))
 log = logging.getLogger("mpexport.parquet")
 
 __all__ = ["FILE_NAME", "FileInUse", "Flushed", "ParquetCopy", "day_key", "flush_pending",
-           "utc_days", "write_day"]
+           "guarded", "utc_days", "write_day"]
 
 
 def day_key(day: dt.date) -> str:
@@ -158,6 +163,19 @@ def flush_pending(con: Any, table: str, store: Store | Path, *,
     return done
 
 
+# What a failure and a file in use mean beside a database (the lake alone says its own).
+FAILURE_HINT = "the database is complete; rerun to rewrite the Parquet files"
+IN_USE_NOTE = "the database is complete and the next run writes this file"
+
+
+def guarded(what: str, url: str, hint: str, action: Callable[[], Any]) -> Any:
+    """Run ``action``; its OS or DuckDB error becomes a LoaderError naming ``what`` and ``url``."""
+    try:
+        return action()
+    except (OSError, duckdb.Error) as exc:
+        raise LoaderError(f"{what} {url} failed: {exc}", hint) from exc
+
+
 class ParquetCopy:
     """The Parquet copy of one table, kept by the loader thread after each commit.
 
@@ -167,14 +185,16 @@ class ParquetCopy:
     next run; each is reported once, as one warning line. ``written`` holds
     the days written by this run. ``run_id``, ``filters`` (a fingerprint) and
     ``project_timezone`` are the run's, for the lake's manifest.
+    ``failure_hint`` and ``in_use_note`` end the messages of a failed write
+    and of a file in use: what the user has, and what a rerun does.
     """
-
-    failure_hint = "the database is complete; rerun to rewrite the Parquet files"
-    in_use_note = "the database is complete and the next run writes this file"
 
     def __init__(self, location: str | Path | Store, table: str, *, run_id: str = "",
                  filters: str = "", project_timezone: str | None = None,
-                 staging: Path | None = None) -> None:
+                 staging: Path | None = None, failure_hint: str = FAILURE_HINT,
+                 in_use_note: str = IN_USE_NOTE) -> None:
+        self.failure_hint = failure_hint
+        self.in_use_note = in_use_note
         self.store = open_store(location, staging=staging)
         self.table = table
         self.run_id = run_id
@@ -207,6 +227,9 @@ class ParquetCopy:
             if match:
                 days.add(dt.date.fromisoformat(match.group(1)))
         return days
+
+    def prepare(self, con: Any, chunk: Chunk) -> None:
+        """Nothing to do before a chunk loads: the table holds every stored row already."""
 
     def flush(self, con: Any, chunk: Chunk | None = None) -> None:
         """Write the pending days, then record them (and ``chunk``'s days) in the manifest.
@@ -250,7 +273,4 @@ class ParquetCopy:
                         exc.path)
 
     def _guarded(self, what: str, action: Callable[[], Any]) -> Any:
-        try:
-            return action()
-        except (OSError, duckdb.Error) as exc:
-            raise LoaderError(f"{what} {self.store.url} failed: {exc}", self.failure_hint) from exc
+        return guarded(what, self.store.url, self.failure_hint, action)
