@@ -45,11 +45,13 @@ class DatabaseTarget:
 
 
 def open_database(
-    target: DatabaseTarget, request: ExportRequest, guard: InterruptGuard | None = None
+    target: DatabaseTarget, request: ExportRequest, guard: InterruptGuard | None = None,
+    lake_check: Callable[[], None] | None = None,
 ) -> DuckDBSink:
     """Validate and open the DuckDB sink (fails before anything is fetched).
 
-    ``guard`` is the run's: the sink's waits for its loader look for its stop request.
+    ``guard`` is the run's: the sink's waits for its loader look for its stop
+    request. ``lake_check`` raises once the ``--parquet`` lake's lock is lost.
     """
     from mpexport.sinks.lake.sink import database_sink
 
@@ -66,6 +68,7 @@ def open_database(
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
         check_stop=guard.raise_if_requested if guard is not None else None,
+        lake_check=lake_check,
     )
 
 
@@ -183,8 +186,8 @@ def locked_database(
     check_db_path(target.path)  # a clear message before a lock file is created
     check_stop = guard.raise_if_requested if guard is not None else None
     with database_lock(target.path, wait_lock, check_stop), \
-            _lake_lock(target.parquet, wait_lock, check_stop):
-        database = open_database(target, request, guard)
+            _lake_lock(target.parquet, wait_lock, check_stop) as lake_check:
+        database = open_database(target, request, guard, lake_check)
         try:
             if check_stop is not None:
                 check_stop()
@@ -195,14 +198,15 @@ def locked_database(
 
 @contextmanager
 def _lake_lock(location: str | None, wait_lock: float,
-               check_stop: Callable[[], None] | None) -> Iterator[None]:
+               check_stop: Callable[[], None] | None) -> Iterator[Callable[[], None] | None]:
     """Hold the lock of the ``--parquet`` lake beside the database, if there is one.
 
     The database rewrites whole days of the lake: a run writing the same
-    lake alone must not do so at the same time.
+    lake alone must not do so at the same time. Yields the lock's check
+    (raises once the lease is lost), for every write to the lake.
     """
     if location is None:
-        yield
+        yield None
         return
     from mpexport.sinks.lake.lock import lake_lock
     from mpexport.sinks.lake.objects import startup_error
@@ -210,8 +214,8 @@ def _lake_lock(location: str | None, wait_lock: float,
 
     store = open_store(location)
     with lake_lock(store, wait_lock, check_stop,
-                   on_error=lambda exc: startup_error(exc, store.url)):
-        yield
+                   on_error=lambda exc: startup_error(exc, store.url)) as held:
+        yield held.check
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpexport.errors import UsageError
+from mpexport.errors import LoaderError, UsageError
 from mpexport.fakeserver import Dataset
 from mpexport.model import Chunk, CompletedChunk, LoadStats, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
@@ -626,3 +626,26 @@ def test_fast_path_drops_copies_within_the_chunk(tmp_path: Path, spooler: Spoole
     keys = stored_keys(db)
     assert len(keys) == len(set(keys)) == len(expected_keys(lines))
     assert sink.stats.duplicates_skipped == len(lines) + 50 - len(keys)
+
+
+def test_a_lost_lake_lock_stops_the_parquet_writes_of_a_database(
+    tmp_path: Path, spooler: Spooler
+) -> None:
+    """--db --parquet: every day file and manifest write first checks the lake's lock."""
+    db, out = tmp_path / "out.duckdb", tmp_path / "lake"
+    lost = threading.Event()
+    checks: list[int] = []
+
+    def lake_check() -> None:
+        checks.append(1)
+        if lost.is_set():
+            raise LoaderError("this run lost the lock of the lake", "rerun")
+
+    load(db, [spooler.chunk(day(0), day(1))], parquet_dir=out, lake_check=lake_check)
+    written = {p.parent.name: p.read_bytes() for p in out.glob("*/*.parquet")}
+    assert len(written) == 2 and checks  # each day file and the manifest were checked first
+
+    lost.set()  # another run took the lake over (a lapsed lease)
+    with pytest.raises(LoaderError, match="lost the lock"):
+        load(db, [spooler.chunk(day(1), day(2))], parquet_dir=out, lake_check=lake_check)
+    assert {p.parent.name: p.read_bytes() for p in out.glob("*/*.parquet")} == written

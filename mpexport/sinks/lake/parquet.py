@@ -137,18 +137,23 @@ def pending_days(con: Any, table: str) -> list[dt.date]:
 
 def flush_pending(con: Any, table: str, store: Store | Path, *,
                   skip: frozenset[dt.date] = frozenset(),
-                  sleep: Callable[[float], None] = time.sleep) -> Flushed:
+                  sleep: Callable[[float], None] = time.sleep,
+                  before_write: Callable[[], None] | None = None) -> Flushed:
     """Write every day recorded as pending for ``table``, then clear the records of those written.
 
     Called after each chunk's commit and once at start-up, which repairs days
     whose write was cut off by a crash. A day whose file is in use, and the
     days in ``skip``, stay pending for the next flush (the next run's start).
+    ``before_write`` runs before each day's write and raises to stop them
+    (a lake whose lock this run lost).
     """
     store = open_store(store, sleep=sleep)
     done = Flushed()
     for day in pending_days(con, table):
         if day in skip:
             continue
+        if before_write is not None:
+            before_write()
         try:
             done.rows[day] = write_day(con, table, store, day)
         except FileInUse as exc:
@@ -187,13 +192,17 @@ class ParquetCopy:
     ``project_timezone`` are the run's, for the lake's manifest.
     ``failure_hint`` and ``in_use_note`` end the messages of a failed write
     and of a file in use: what the user has, and what a rerun does.
+    ``before_write`` (a lake lock's check) runs before every file and
+    manifest write, and raises once the lake is no longer this run's to write.
     """
 
     def __init__(self, location: str | Path | Store, table: str, *, run_id: str = "",
                  filters: str = "", project_timezone: str | None = None,
                  staging: Path | None = None, failure_hint: str = FAILURE_HINT,
-                 in_use_note: str = IN_USE_NOTE) -> None:
+                 in_use_note: str = IN_USE_NOTE,
+                 before_write: Callable[[], None] | None = None) -> None:
         self.failure_hint = failure_hint
+        self.before_write = before_write
         self.in_use_note = in_use_note
         self.store = open_store(location, staging=staging)
         self.table = table
@@ -241,7 +250,8 @@ class ParquetCopy:
         # Committed chunks stay committed and their days stay recorded as
         # pending, so the next start rewrites them.
         done = self._guarded("writing Parquet files to", lambda: flush_pending(
-            con, self.table, self.store, skip=frozenset(self._skip)))
+            con, self.table, self.store, skip=frozenset(self._skip),
+            before_write=self.before_write))
         for day, path in done.in_use.items():
             self._skip.add(day)
             self.deferred.append(path)
@@ -259,15 +269,22 @@ class ParquetCopy:
             if self.changes.changed:
                 self.store_manifest()
 
-    def store_manifest(self) -> None:
+    def store_manifest(self, *, required: bool = False) -> None:
         """Merge this run's records into the stored manifest (caller holds ``manifest_lock``).
 
-        Raises LoaderError if that fails other than on a file in use.
+        Raises LoaderError if that fails; a manifest another program has open
+        (Windows) only warns unless ``required``.
         """
+        if self.before_write is not None:
+            self.before_write()
         try:
             self.manifest = self._guarded("writing the manifest of",
                                           lambda: update_manifest(self.store, self.changes))
         except FileInUse as exc:
+            if required:
+                raise LoaderError(f"{exc}: the lake's manifest could not be updated",
+                                  "close the program that has it open, then rerun the "
+                                  "same command; nothing was fetched") from exc
             # Only this run's record is lost: the next run fetches these days again.
             log.warning("warning: %s is in use by another program and was not updated",
                         exc.path)

@@ -54,11 +54,13 @@ TABLE = "events"
 
 def database_sink(db_path: Path, *, parquet_dir: Path | str | None = None,
                   table: str = TABLE, filters: QueryFilters, run_id: str,
-                  project_timezone: str | None = None, **kwargs: Any) -> DuckDBSink:
+                  project_timezone: str | None = None,
+                  lake_check: Callable[[], None] | None = None, **kwargs: Any) -> DuckDBSink:
     """The sink of ``--db``: the user's database and, with ``parquet_dir``, its Parquet copy.
 
-    ``parquet_dir`` is a folder or an object-store URL; the other arguments
-    are :class:`DuckDBSink`'s.
+    ``parquet_dir`` is a folder or an object-store URL; ``lake_check`` (the
+    lake lock's) runs before each write to it; the other arguments are
+    :class:`DuckDBSink`'s.
     """
     days = None
     if parquet_dir is not None:
@@ -68,7 +70,8 @@ def database_sink(db_path: Path, *, parquet_dir: Path | str | None = None,
         check_table_name(table)
         check_db_path(db_path, locked=True)
         days = ParquetCopy(parquet_dir, table, run_id=run_id, filters=filters.fingerprint(),
-                           project_timezone=project_timezone, staging=db_path.parent)
+                           project_timezone=project_timezone, staging=db_path.parent,
+                           before_write=lake_check)
     return DuckDBSink(db_path, table=table, filters=filters, run_id=run_id,
                       project_timezone=project_timezone, days=days, **kwargs)
 
@@ -92,6 +95,7 @@ class LakeCopy:
                           "rerun the same command to fetch the rest"),
             in_use_note=("the lake keeps the old file whole; rerun to write it "
                          "(with --refresh if the lake held that day before)"),
+            before_write=self.check_lock,
         )
         self.staging = staging
         self.seeded: set[dt.date] = set()
@@ -163,8 +167,7 @@ class LakeCopy:
         days = self._guarded("reading the pending days of", lambda: pending_days(con, TABLE))
         self.check_lock()
         self.seed(con, days, listed_only=False)
-        self.check_lock()
-        self.copy.flush(con, chunk)
+        self.copy.flush(con, chunk)  # checks the lock before each write
 
     def _guarded(self, what: str, action: Callable[[], Any]) -> Any:
         return guarded(what, self.copy.store.url, self.copy.failure_hint, action)
@@ -177,9 +180,10 @@ class LakeCopy:
     def record_sync_from(self, day: dt.date) -> None:
         """Store at once that a sync of this run's filters was asked to start at ``day``."""
         with self.copy.manifest_lock:
-            self.check_lock()
             self.copy.changes.record_sync_from(self.copy.filters, day)
-            self.copy.store_manifest()
+            # Not a warning like other manifest writes: without this record a
+            # first sync cut short would lose its first days for good.
+            self.copy.store_manifest(required=True)
 
 
 class LakeSink:
