@@ -227,25 +227,6 @@ def test_typed_columns(tmp_path: Path, spooler: Spooler) -> None:
     assert instant == dt.datetime(2024, 1, 1, 10, 1, 51, tzinfo=dt.UTC)
 
 
-def test_time_in_ms(tmp_path: Path, dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reader's millisecond mode (Mixpanel's time_in_ms), which no option exposes yet."""
-
-    def reader_in_ms(budget: Any, **kwargs: Any) -> RowReader:
-        return RowReader(budget, time_in_ms=True, **kwargs)
-
-    monkeypatch.setattr(sink_module, "RowReader", reader_in_ms)
-    spooler = Spooler(tmp_path, dataset, time_in_ms=True)
-    db = tmp_path / "out.duckdb"
-    load(db, [spooler.chunk(day(0), day(0))])
-    assert query(db, "SELECT DISTINCT time_in_ms FROM _mpexport_chunks") == [(True,)]
-    assert set(stored_keys(db)) == expected_keys(spooler.lines(day(0), day(0)), time_in_ms=True)
-    (sub_second,) = query(db, "SELECT count(*) FROM events WHERE epoch_us(time) % 1000000 <> 0")[0]
-    assert sub_second > 0
-    (wrong_day,) = query(db, f"SELECT count(*) FROM events WHERE CAST(time AT TIME ZONE 'UTC' "
-                             f"AS DATE) <> DATE '{day(0)}'")[0]
-    assert wrong_day == 0
-
-
 def test_replace_swaps_the_chunk_days(tmp_path: Path, spooler: Spooler) -> None:
     db = tmp_path / "out.duckdb"
     load(db, [spooler.chunk(day(0), day(2))])

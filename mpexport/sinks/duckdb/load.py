@@ -329,7 +329,7 @@ def _load_once(
             [
                 table, chunk.from_date, chunk.to_date, filters, result.received,
                 result.inserted, result.duplicates, result.replaced, completed.bytes,
-                completed.sha256, run_id, reader.time_in_ms,
+                completed.sha256, run_id, False,
             ],
         )
         con.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")

@@ -41,7 +41,7 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _time_micros_sql(raw: str, time_in_ms: bool) -> str:
+def _time_micros_sql(raw: str) -> str:
     """SQL turning the JSON text of ``time`` into exact epoch microseconds.
 
     DECIMAL first: it parses integers and fractions exactly (a BIGINT cast
@@ -52,12 +52,14 @@ def _time_micros_sql(raw: str, time_in_ms: bool) -> str:
     TRY_CAST catches), and instants near the BIGINT limit overflowed in the
     time zone conversion, so the range is checked on a DOUBLE first.
     """
-    unit = 1_000 if time_in_ms else 1_000_000
-    seconds = f"(TRY_CAST({raw} AS DOUBLE) / {1000 if time_in_ms else 1})"
+    # Mixpanel's `time` is in seconds: its time_in_ms export parameter is
+    # never sent, so a table never mixes units (the manifest's time_in_ms
+    # column, kept for older files, is always false).
+    seconds = f"TRY_CAST({raw} AS DOUBLE)"
     return (
         f"CASE WHEN {seconds} BETWEEN {_MIN_SECONDS} AND {_MAX_SECONDS} THEN "
-        f"coalesce(TRY_CAST(TRY_CAST({raw} AS DECIMAL(38, 6)) * {unit} AS BIGINT), "
-        f"TRY_CAST(round(TRY_CAST({raw} AS DOUBLE) * {unit}) AS BIGINT)) END"
+        f"coalesce(TRY_CAST(TRY_CAST({raw} AS DECIMAL(38, 6)) * 1000000 AS BIGINT), "
+        f"TRY_CAST(round({seconds} * 1000000) AS BIGINT)) END"
     )
 
 
@@ -95,14 +97,14 @@ def reader_sql(path: str) -> str:
     )
 
 
-def rows_sql(source: str, time_in_ms: bool, project_timezone: str | None = None) -> str:
+def rows_sql(source: str, project_timezone: str | None = None) -> str:
     """A SELECT of ``source``'s (event, properties) rows in the table's columns.
 
     ``source`` is a reader (:func:`reader_sql`) or a table of raw rows.
     """
     # json_extract_string with a list of paths parses each properties value
     # once for all four fields, instead of once per ->> operator.
-    micros = _time_micros_sql("p[1]", time_in_ms)
+    micros = _time_micros_sql("p[1]")
     mp_ms = "p[4]"
     return f"""
         SELECT event,
@@ -125,10 +127,9 @@ def rows_sql(source: str, time_in_ms: bool, project_timezone: str | None = None)
 
 @dataclass(frozen=True)
 class RowReader:
-    """How the loader turns a spool file into rows: the budget and the time settings."""
+    """How the loader turns a spool file into rows: the budget and the project time zone."""
 
     budget: LoaderBudget
-    time_in_ms: bool = False
     project_timezone: str | None = None
 
     def in_two_steps(self) -> RowReader:
@@ -146,13 +147,13 @@ class RowReader:
         reader = reader_sql(path)
         if not self.budget.two_step:
             (count,) = con.execute(
-                f"{into} {shape(rows_sql(reader, self.time_in_ms, self.project_timezone))}"
+                f"{into} {shape(rows_sql(reader, self.project_timezone))}"
             ).fetchone()
             return int(count)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {RAW_TABLE} AS SELECT * FROM {reader}")
         try:
             (count,) = con.execute(
-                f"{into} {shape(rows_sql(RAW_TABLE, self.time_in_ms, self.project_timezone))}"
+                f"{into} {shape(rows_sql(RAW_TABLE, self.project_timezone))}"
             ).fetchone()
         except BaseException:
             # A failed statement aborted the transaction: the DROP would fail

@@ -89,7 +89,7 @@ class DuckDBSink:
     ) -> None:
         check_table_name(table)
         db_path = Path(db_path)
-        # The caller holds the file's lock by now (api.locked_database), so
+        # The caller holds the file's lock by now (database.locked_database), so
         # a file held by another program is an error here, not a skip.
         check_db_path(db_path, locked=True)
         self._days = days
