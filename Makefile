@@ -32,8 +32,13 @@ unit: $(STAMP_DEV)
 
 test: lint typecheck unit
 
+# The benchmark (scripts/bench.py; its docstring lists the scenarios). Arguments
+# go through BENCH_ARGS, e.g. an A/B run against the commit before, pair by pair:
+#   make bench BENCH_ARGS="--against HEAD~1 --only overhead,scale"
+# (= .venv/bin/python scripts/bench.py --against HEAD~1 --only overhead,scale)
+BENCH_ARGS ?=
 bench: $(STAMP_DEV)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # The standalone executable (onedir and onefile) in dist/, built in a clean venv.
 exe:

@@ -16,9 +16,20 @@ with the way everyone else exports and with bare pipelines:
 Writes a Markdown report to stdout and to scripts/BENCH.md (``--out``).
 Progress goes to stderr.
 
+With ``--against REV`` (a git revision) every CLI run is made twice, A then
+B, pair after pair: A with the working tree's mpexport, B with REV's, checked
+out into a temporary ``git worktree add --detach`` (removed at the end, also
+on errors and Ctrl-C). Both run with this interpreter, ``PYTHONPATH`` set to
+their tree's root and a cwd outside both trees; which ``mpexport`` each side
+imports is checked once at the start. The report then has a section "A/B
+against REV": per scenario and measurement the medians of A and of B and the
+median (min-max) of the pair-by-pair ratios A/B, with a verdict. The dedupe
+scenario runs in-process (working tree only) and is not compared.
+
     .venv/bin/python scripts/bench.py                # default, ~10 minutes
     .venv/bin/python scripts/bench.py --quick        # smoke test, small volumes
     .venv/bin/python scripts/bench.py --only yardstick,startup --repeats 5
+    .venv/bin/python scripts/bench.py --against HEAD~1 --only overhead,scale
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -60,6 +72,8 @@ PACING_LIFTED = {"MPEXPORT_QPS_LIMIT": "1000", "MPEXPORT_HOURLY_LIMIT": "100000"
 HEAVY_MODULES = ("duckdb", "requests", "tqdm", "urllib3", "obstore")
 # Average foreign CPU load (cores) above which a scenario's numbers are flagged.
 NOISY_CORES = 0.2
+# --against: a median A/B ratio this close to 1.0 is "within noise" (see ab_verdict).
+AB_NOISE = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,8 @@ class Run:
     requests: int = 0
     http429: int = 0
     checked: str = ""
+    # Core-seconds of the harness (the built-in server, the result checks) during the run.
+    server_cpu_s: float = 0.0
 
 
 def _self_cpu() -> float:
@@ -129,8 +145,8 @@ def log(text: str) -> None:
 
 
 def run_child(label: str, argv: Sequence[str], env: dict[str, str], stdout: Path | None,
-              work: Path, launcher: bool = True) -> Run:
-    """Run ``argv`` to completion; stdout to ``stdout`` (or /dev/null).
+              work: Path, launcher: bool = True, cwd: Path | None = None) -> Run:
+    """Run ``argv`` to completion (in ``cwd``, default ours); stdout to ``stdout`` (or /dev/null).
 
     With ``launcher`` the command runs under scripts/bench_rss.py, which
     times it and takes its rusage with ``os.wait4`` (this child only, unlike
@@ -144,7 +160,7 @@ def run_child(label: str, argv: Sequence[str], env: dict[str, str], stdout: Path
     if launcher:
         result = work / "rusage.json"
         subprocess.run([sys.executable, str(RSS), str(result), out_target, str(err_path), "--",
-                        *argv], env=env, check=True)
+                        *argv], env=env, cwd=cwd, check=True)
         data = json.loads(result.read_text())
         result.unlink()
         seconds, rc = float(data["seconds"]), int(data["rc"])
@@ -152,7 +168,7 @@ def run_child(label: str, argv: Sequence[str], env: dict[str, str], stdout: Path
     else:
         with open(out_target, "wb") as out, open(err_path, "wb") as err:
             started = time.perf_counter()
-            proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env)
+            proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env, cwd=cwd)
             _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - started
         rc = os.waitstatus_to_exitcode(status)
@@ -279,6 +295,176 @@ def median(values: Sequence[float]) -> float:
 def fmt_samples(runs: Sequence[Run]) -> str:
     """``1.23, 1.25, 1.31`` (wall seconds of each repeat)."""
     return ", ".join(f"{r.seconds:.2f}" for r in runs)
+
+
+# ------------------------------------------------------------------------ A/B
+
+
+@dataclass(frozen=True)
+class Side:
+    """One version of mpexport the CLI runs are made with.
+
+    ``root`` None (no --against): the environment and cwd as inherited,
+    i.e. the harness's behaviour before A/B existed. Otherwise the CLI runs
+    with ``PYTHONPATH`` = ``root`` (nothing else) in ``cwd``, a directory
+    outside every tree, so ``python -m mpexport`` imports ``root``'s package.
+    """
+
+    name: str
+    root: Path | None = None
+    cwd: Path | None = None
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with this side's PYTHONPATH."""
+        if self.root is None:
+            return env
+        return {**env, "PYTHONPATH": str(self.root)}
+
+    def label(self, label: str, paired: bool) -> str:
+        """``label``, tagged with the side's name when runs come in pairs."""
+        return f"{label} [{self.name}]" if paired else label
+
+
+def check_side(side: Side, env: dict[str, str]) -> str:
+    """Fail unless this side's interpreter imports mpexport from ``side.root``; its version."""
+    if side.root is None:
+        raise BenchError(f"side {side.name} has no tree")
+    expected = (side.root / "mpexport" / "__init__.py").resolve()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mpexport; print(mpexport.__file__); "
+         "print(mpexport.__version__)"],
+        env=side.env(env), cwd=side.cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"side {side.name}: importing mpexport failed: "
+                         f"{proc.stderr.strip()[-400:]}")
+    found, _, version = proc.stdout.strip().partition("\n")
+    if Path(found).resolve() != expected:
+        raise BenchError(f"side {side.name}: `python -m mpexport` would import {found}, "
+                         f"not {expected} (PYTHONPATH={side.root}, cwd={side.cwd})")
+    return version.strip()
+
+
+def ab_verdict(ratio: float, low: float, high: float) -> str:
+    """'within noise', 'slower' or 'faster' for a median A/B ratio and its min-max."""
+    if low <= 1.0 <= high or 1.0 - AB_NOISE <= ratio <= 1.0 + AB_NOISE:
+        return "within noise"
+    return "slower" if ratio > 1.0 else "faster"
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """Medians of A and B and of the pair-by-pair ratios A/B."""
+
+    a: float
+    b: float
+    ratio: float
+    low: float
+    high: float
+    pairs: int
+
+    @property
+    def verdict(self) -> str:
+        """See ab_verdict."""
+        return ab_verdict(self.ratio, self.low, self.high)
+
+
+def pair_stats(pairs: Sequence[tuple[float, float]]) -> PairStats:
+    """PairStats of (A, B) values measured one pair at a time."""
+    if not pairs:
+        raise ValueError("no pairs")
+    ratios = [a / b for a, b in pairs]
+    return PairStats(median([a for a, _ in pairs]), median([b for _, b in pairs]),
+                     median(ratios), min(ratios), max(ratios), len(pairs))
+
+
+@dataclass
+class ABRecord:
+    """The (A, B) run pairs of one measurement of one scenario."""
+
+    scenario: str
+    what: str
+    rss: bool  # the scenario measures peak RSS (runs through scripts/bench_rss.py)
+    pairs: list[tuple[Run, Run]] = field(default_factory=list)
+
+
+def render_ab(records: Sequence[ABRecord], rev: str, sha: str, versions: tuple[str, str],
+              dedupe_ran: bool) -> list[str]:
+    """The report's "A/B against REV" section."""
+    lines = [
+        f"## A/B against {rev} ({sha})",
+        "",
+        f"A = the working tree (mpexport {versions[0]}, {git_head()}), B = {rev} = {sha} "
+        f"(mpexport {versions[1]}), checked out into a temporary detached git worktree. "
+        "Both run with the same interpreter, `PYTHONPATH` set to their tree's root, from a "
+        "directory outside both trees (checked at the start: each side imports its own "
+        "`mpexport/__init__.py`). Every CLI run of a scenario is made for A, then for B, "
+        "pair after pair; the server runs in the harness from the working tree for both.",
+        "",
+        "Ratio = A / B per pair (below 1: A is faster or smaller); the table shows its "
+        "median and min-max over the pairs. Verdict: **within noise** when the ratios' "
+        f"min-max includes 1.0 or the median ratio is within {AB_NOISE:.0%} of 1.0 "
+        f"({1 - AB_NOISE:.2f}-{1 + AB_NOISE:.2f}); otherwise **slower** (median > 1) or "
+        "**faster** (median < 1). Peak RSS is shown where the scenario measures it.",
+        "",
+        "| scenario | measurement | metric | A (median) | B (median) | A/B (median) | "
+        "A/B min-max | pairs | verdict |",
+        "|---|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for record in records:
+        metrics: list[tuple[str, Callable[[Run], float], str]] = [
+            ("wall s", lambda r: r.seconds, "{:.3f}")]
+        if record.rss:
+            metrics.append(("peak RSS MB", lambda r: r.maxrss_mb, "{:.0f}"))
+        for metric, value, fmt in metrics:
+            st = pair_stats([(value(a), value(b)) for a, b in record.pairs])
+            lines.append(
+                f"| {record.scenario} | {record.what} | {metric} | {fmt.format(st.a)} | "
+                f"{fmt.format(st.b)} | {st.ratio:.3f} | {st.low:.3f}-{st.high:.3f} | "
+                f"{st.pairs} | {st.verdict} |")
+    if any(len(record.pairs) < 3 for record in records):
+        lines += ["", "With fewer than 3 pairs a min-max says little: use `--repeats` "
+                  "(and a quiet machine) before calling anything slower or faster."]
+    if dedupe_ran:
+        lines += ["", "dedupe loads in-process with the working tree's sink: not compared."]
+    return [*lines, ""]
+
+
+class Worktree:
+    """A temporary detached git worktree of a revision, removed by ``remove``."""
+
+    def __init__(self, rev: str, parent: Path) -> None:
+        self.repo = HERE.parent
+        self.rev = rev
+        out = self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        if out.returncode != 0:
+            raise BenchError(f"not a commit in {self.repo}")
+        self.sha = out.stdout.strip()
+        self.short = self._git("rev-parse", "--short", self.sha).stdout.strip() or self.sha[:9]
+        self.path = parent / f"against-{self.short}"
+        self.added = False
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True,
+                              text=True, check=False)
+
+    def add(self) -> Path:
+        """Check the revision out; its root."""
+        self.added = True  # from here on remove() cleans up, even if add fails half way
+        out = self._git("worktree", "add", "--detach", str(self.path), self.sha)
+        if out.returncode != 0:
+            raise BenchError(f"git worktree add {self.sha}: {out.stderr.strip()[-400:]}")
+        return self.path
+
+    def remove(self) -> None:
+        """Remove the worktree and git's record of it (best effort, idempotent)."""
+        if not self.added:
+            return
+        self.added = False
+        out = self._git("worktree", "remove", "--force", str(self.path))
+        if out.returncode != 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._git("worktree", "prune")
+        log(f"removed worktree {self.path}")
 
 
 # --------------------------------------------------------------------- report
@@ -408,6 +594,20 @@ class Bench:
         self.bare_runs: dict[tuple[str, int], list[Run]] = {}
         # Scenario -> average CPU cores used by other processes meanwhile.
         self.interference: dict[str, float | None] = {}
+        # The versions every CLI run is made with: A alone, or A and B (--against).
+        self.sides: list[Side] = [Side("A")]
+        self.ab: dict[tuple[str, str], ABRecord] = {}
+
+    @property
+    def paired(self) -> bool:
+        """Whether CLI runs come in A/B pairs (--against)."""
+        return len(self.sides) > 1
+
+    def record_ab(self, scenario: str, what: str, runs: Sequence[Run], rss: bool) -> None:
+        """Keep one (A, B) pair of a measurement for the A/B section."""
+        if len(runs) == 2:
+            record = self.ab.setdefault((scenario, what), ABRecord(scenario, what, rss))
+            record.pairs.append((runs[0], runs[1]))
 
     def verdict(self, bench: str, what: str, measured: str, baseline: str, value: str,
                 target: str, met: bool | None) -> None:
@@ -420,10 +620,31 @@ class Bench:
         """A fresh output path in the work dir."""
         return Path(tempfile.mktemp(prefix=f"{name}-", suffix=".out", dir=self.work))
 
+    def mp(self, scenario: str, label: str, server: FakeMixpanelServer, first: dt.date,
+           last: dt.date, extra: Sequence[str], pacing: dict[str, str], expected: int,
+           to_db: bool = False, exact_rows: int | None = None, rss: bool = False,
+           what: str | None = None) -> Run:
+        """One export per side (A, then B with --against), recorded as a pair; A's run.
+
+        The pair is recorded under ``what`` (default ``label``); ``server_cpu_s``
+        of each run: the harness's CPU during its cli_run.
+        """
+        runs = []
+        for side in self.sides:
+            before = _self_cpu()
+            run = self.cli_run(side.label(label, self.paired), server, first, last, extra,
+                               pacing, expected, to_db, exact_rows, side)
+            run.server_cpu_s = _self_cpu() - before
+            runs.append(run)
+        self.record_ab(scenario, what or label, runs, rss)
+        return runs[0]
+
     def cli_run(self, label: str, server: FakeMixpanelServer, first: dt.date, last: dt.date,
                 extra: Sequence[str], pacing: dict[str, str], expected: int,
-                to_db: bool = False, exact_rows: int | None = None) -> Run:
+                to_db: bool = False, exact_rows: int | None = None,
+                side: Side | None = None) -> Run:
         """Run one export, check its result, count the server's requests and 429s."""
+        side = side or self.sides[0]
         server.stats.clear()
         out = self.out_file(label)
         args = list(extra)
@@ -432,7 +653,8 @@ class Bench:
             db = self.out_file(label).with_suffix(".duckdb")
             args += ["--db", str(db)]
         run = run_child(label, mpexport_argv(server.url, first, last, *args),
-                        base_env(self.work, pacing), None if to_db else out, self.work)
+                        side.env(base_env(self.work, pacing)), None if to_db else out,
+                        self.work, cwd=side.cwd)
         run.requests = len(server.stats)
         run.http429 = server.stats.count(status=429)
         try:
@@ -480,13 +702,21 @@ class Bench:
             "mpexport export --help": [sys.executable, "-m", "mpexport", "export", "--help"],
         }
         env = base_env(self.work, {})
+        a = self.sides[0]
         samples: dict[str, list[Run]] = {name: [] for name in cases}
         for _ in range(self.p.startup_repeats):
             for name, argv in cases.items():
-                run = run_child(name, argv, env, None, self.work, launcher=False)
-                if run.rc != 0:
-                    raise BenchError(f"{name}: exit {run.rc}: {run.stderr[-400:]}")
-                samples[name].append(run)
+                # python -c pass runs once (A's env); the mpexport commands once per side.
+                sides = [a] if name == "python -c pass" else self.sides
+                runs = []
+                for side in sides:
+                    run = run_child(side.label(name, self.paired), argv, side.env(env), None,
+                                    self.work, launcher=False, cwd=side.cwd)
+                    if run.rc != 0:
+                        raise BenchError(f"{run.label}: exit {run.rc}: {run.stderr[-400:]}")
+                    runs.append(run)
+                samples[name].append(runs[0])
+                self.record_ab("startup", f"`{name}`", runs, rss=False)
         base = median([r.seconds for r in samples["python -c pass"]])
         lines = ["| command | median s | over `python -c pass` | samples |",
                  "|---|---:|---:|---|"]
@@ -500,7 +730,8 @@ class Bench:
         for name in ("mpexport --help", "mpexport export --help"):
             argv = cases[name]
             proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]],
-                                  capture_output=True, text=True, env=env, check=False)
+                                  capture_output=True, text=True, env=a.env(env), cwd=a.cwd,
+                                  check=False)
             found = []
             for row in proc.stderr.splitlines():
                 parts = row.split("|")
@@ -536,11 +767,11 @@ class Bench:
         with FakeMixpanelServer(config) as server:
             for i in range(self.repeats):
                 log(f"yardstick repeat {i + 1}/{self.repeats}")
-                default.append(self.cli_run("default pacing", server, first, last, [],
-                                            PACING_DEFAULT, expected))
-                single.append(self.cli_run("one request", server, first, last,
-                                           ["--chunk-days", str(p.yard_days), "--workers", "1"],
-                                           PACING_DEFAULT, expected))
+                default.append(self.mp("yardstick", "default pacing", server, first, last,
+                                       [], PACING_DEFAULT, expected))
+                single.append(self.mp("yardstick", "one request", server, first, last,
+                                      ["--chunk-days", str(p.yard_days), "--workers", "1"],
+                                      PACING_DEFAULT, expected))
                 wire = server.stats.total_bytes()
         s, d = median([r.seconds for r in single]), median([r.seconds for r in default])
         ratio = s / d
@@ -581,8 +812,8 @@ class Bench:
             for i in range(self.repeats):
                 log(f"parallel repeat {i + 1}/{self.repeats}")
                 for workers in runs:
-                    runs[workers].append(self.cli_run(
-                        f"--workers {workers}", server, first, last,
+                    runs[workers].append(self.mp(
+                        "parallel", f"--workers {workers}", server, first, last,
                         ["--chunk-days", str(p.par_chunk_days), "--workers", str(workers)],
                         PACING_LIFTED, expected))
                 wire = server.stats.total_bytes()
@@ -623,10 +854,11 @@ class Bench:
         log(f"  {total} events in {time.perf_counter() - began:.1f}s")
         return self.big_ds, total
 
-    def _mp_big(self, server: FakeMixpanelServer, days: int, expected: int, sink: str) -> Run:
+    def _mp_big(self, scenario: str, server: FakeMixpanelServer, days: int, expected: int,
+                sink: str) -> Run:
         last = START + dt.timedelta(days=days - 1)
-        run = self.cli_run(f"mpexport {sink} {days}d", server, START, last, [], PACING_LIFTED,
-                           expected, to_db=sink == "db")
+        run = self.mp(scenario, f"mpexport {sink} {days}d", server, START, last, [],
+                      PACING_LIFTED, expected, to_db=sink == "db", rss=True)
         self.mp_runs.setdefault((sink, days), []).append(run)
         return run
 
@@ -638,11 +870,11 @@ class Bench:
         with FakeMixpanelServer(ServerConfig(dataset=dataset)) as server:
             for i in range(self.repeats):
                 log(f"overhead repeat {i + 1}/{self.repeats}")
-                self._mp_big(server, days, expected, "db")
+                self._mp_big("overhead", server, days, expected, "db")
                 self.bare_runs.setdefault(("db", days), []).append(
                     self.bare_run("bare download + read_json", server, START, last, expected,
                                   to_db=True))
-                self._mp_big(server, days, expected, "stdout")
+                self._mp_big("overhead", server, days, expected, "stdout")
                 self.bare_runs.setdefault(("stdout", days), []).append(
                     self.bare_run("bare download", server, START, last, expected,
                                   to_db=False))
@@ -689,7 +921,7 @@ class Bench:
                     have = len(self.mp_runs.get((sink, days), []))
                     for i in range(have, self.repeats):
                         log(f"memory {sink} {totals[days]} events, repeat {i + 1}")
-                        self._mp_big(server, days, totals[days], sink)
+                        self._mp_big("memory", server, days, totals[days], sink)
         lines = [
             "Peak RSS (`ru_maxrss` from `os.wait4` of each CLI process, started through "
             "`scripts/bench_rss.py` so the harness's own RSS does not leak in), median over "
@@ -817,15 +1049,15 @@ class Bench:
             with FakeMixpanelServer(ServerConfig(dataset=dataset)) as server:
                 for i in range(self.repeats):
                     log(f"scale {name}, repeat {i + 1}/{self.repeats}")
-                    before = _self_cpu()
-                    runs["stdout"].append(self.cli_run(
-                        "stdout", server, START, last, extra, PACING_LIFTED, expected))
-                    server_cpu["stdout"].append(_self_cpu() - before)
-                    before = _self_cpu()
-                    runs["db"].append(self.cli_run(
-                        "--db", server, START, last, extra, PACING_LIFTED, expected,
-                        to_db=True, exact_rows=unique))
-                    server_cpu["db"].append(_self_cpu() - before)
+                    runs["stdout"].append(self.mp(
+                        "scale", "stdout", server, START, last, extra, PACING_LIFTED,
+                        expected, rss=True, what=f"{name}: stdout"))
+                    server_cpu["stdout"].append(runs["stdout"][-1].server_cpu_s)
+                    runs["db"].append(self.mp(
+                        "scale", "--db", server, START, last, extra, PACING_LIFTED,
+                        expected, to_db=True, exact_rows=unique, rss=True,
+                        what=f"{name}: `--db`"))
+                    server_cpu["db"].append(runs["db"][-1].server_cpu_s)
                     # The floor: one download, then one lenient read_json, no limits.
                     before = _self_cpu()
                     runs["bare"].append(self.bare_run(
@@ -859,7 +1091,7 @@ class Bench:
 
 
 def render(bench: Bench, started: float, ran: Sequence[str], errors: dict[str, str],
-           argv: Sequence[str], digests: tuple[str, str]) -> str:
+           argv: Sequence[str], digests: tuple[str, str], ab: list[str] | None = None) -> str:
     """The Markdown report."""
     import duckdb
 
@@ -903,6 +1135,8 @@ def render(bench: Bench, started: float, ran: Sequence[str], errors: dict[str, s
                      f"{v.target} | {verdict} |")
     for name, error in errors.items():
         lines.append(f"| {name} | failed: {error.splitlines()[0][:200]} | | | | | **ERROR** |")
+    if ab:
+        lines += ["", *ab]
     lines += ["", "## Details", "", *bench.report.details]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -922,6 +1156,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="Markdown report path (default scripts/BENCH.md)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="parent of the work directory (default: system temp)")
+    parser.add_argument("--against", metavar="REV",
+                        help="also run every CLI measurement with REV's mpexport (a git "
+                             "revision, checked out into a temporary worktree), A B A B ..., "
+                             "and report the A/B ratios")
     args = parser.parse_args(argv)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
 
@@ -942,7 +1180,36 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     digest_before = source_digest()
     errors: dict[str, str] = {}
+    worktree: Worktree | None = None
+    versions = ("?", "?")
+    if args.against:
+        # A clean exit on SIGTERM too, so the worktree is removed (Ctrl-C: KeyboardInterrupt).
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
+        if args.against:
+            try:
+                worktree = Worktree(args.against, work)
+                log(f"A/B: adding a worktree of {args.against} ({worktree.short}) at "
+                    f"{worktree.path}")
+                root_b = worktree.add()
+                # Not HERE.parent or root_b: `-m` puts the cwd first on sys.path.
+                cwd = work / "cwd"
+                cwd.mkdir()
+                bench.sides = [Side("A", HERE.parent, cwd), Side("B", root_b, cwd)]
+                env = base_env(work, {})
+                versions = (check_side(bench.sides[0], env), check_side(bench.sides[1], env))
+                for side, root in zip(bench.sides, (HERE.parent, root_b), strict=True):
+                    # B is a fresh checkout: without this its first runs would pay for
+                    # compiling every module to bytecode, A's (cached) would not.
+                    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                                    str(root / "mpexport")], env=side.env(env),
+                                   cwd=side.cwd, stdout=subprocess.DEVNULL, check=False)
+            except BenchError as exc:
+                log(f"--against {args.against}: {exc}")
+                print(f"bench.py: error: --against {args.against}: {exc}", file=sys.stderr)
+                return 2
+            for side in bench.sides:
+                log(f"side {side.name}: mpexport from {side.root}")
         for name in selected:
             began = time.perf_counter()
             watch = Interference()
@@ -956,8 +1223,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name} done in {time.perf_counter() - began:.0f}s"
                 + ("" if other is None else f"; other processes used {other:.2f} cores"))
     finally:
+        if worktree is not None:
+            worktree.remove()
         shutil.rmtree(work, ignore_errors=True)
-    text = render(bench, started, selected, errors, raw_argv, (digest_before, source_digest()))
+    ab = None
+    if worktree is not None:
+        ab = render_ab(list(bench.ab.values()), args.against, worktree.short, versions,
+                       "dedupe" in selected)
+    text = render(bench, started, selected, errors, raw_argv, (digest_before, source_digest()),
+                  ab)
     sys.stdout.write(text)
     args.out.write_text(text)
     log(f"wrote {args.out}")
