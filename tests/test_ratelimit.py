@@ -371,6 +371,7 @@ class SignallingClock(SystemClock):
     """The real clock, telling the test when a thread starts sleeping on it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sleeping = threading.Event()
 
     def sleep_until(self, deadline: float, stop: threading.Event) -> bool:

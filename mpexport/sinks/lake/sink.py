@@ -52,13 +52,14 @@ SCRATCH_NAME = "lake.duckdb"
 TABLE = "events"
 
 
-def database_sink(db_path: Path, *, parquet_dir: Path | str | None = None,
+def database_sink(db_path: Path, *, parquet_dir: Path | str | Store | None = None,
                   table: str = TABLE, filters: QueryFilters, run_id: str,
                   project_timezone: str | None = None, **kwargs: Any) -> DuckDBSink:
     """The sink of ``--db``: the user's database and, with ``parquet_dir``, its Parquet copy.
 
-    ``parquet_dir`` is a folder or an object-store URL; the other arguments
-    are :class:`DuckDBSink`'s.
+    ``parquet_dir`` is a folder or an object store (opened by the run with its
+    environment, staging beside the database); the other arguments are
+    :class:`DuckDBSink`'s.
     """
     days = None
     if parquet_dir is not None:
