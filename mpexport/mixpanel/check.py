@@ -31,7 +31,8 @@ def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date,
     # One day, at most one event: the cheapest query the API answers.
     query = Query(endpoint, credentials, QueryFilters(limit=1))
     settings = FetchSettings(read_timeout=120.0)
-    with tempfile.TemporaryDirectory(prefix="mpexport-check-") as spool, new_session(ca_file=ca_file) as session:
+    with tempfile.TemporaryDirectory(prefix="mpexport-check-") as spool, \
+            new_session(ca_file=ca_file) as session:
         path, lines, _size, _digest = fetch_once(
             session, query, Chunk(0, day, day), Path(spool), settings, threading.Event(),
             lambda _n: None,

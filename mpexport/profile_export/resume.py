@@ -153,7 +153,7 @@ class PageFiles:
 
     @classmethod
     def for_fingerprint(cls, key: str, parent: Path) -> PageFiles:
-        """The directory in ``parent`` (:func:`profiles_dir`) of the session of fingerprint ``key``."""
+        """The folder in ``parent`` (:func:`profiles_dir`) of the session of fingerprint ``key``."""
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         return cls(parent / digest)
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
 from mpexport.environment import LIBRARY_COMMAND
+from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
 from mpexport.filelock import DENIED, try_lock, unlock, writer_refused
 
 POLL_SECONDS = 0.2

@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
 from mpexport.environment import LIBRARY_COMMAND
+from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
 from mpexport.sinks.lake.store import FileInUse, Store, Versioned
 from mpexport.version import __version__
 
@@ -63,7 +63,7 @@ log = logging.getLogger("mpexport.lake")
 
 
 def lease_seconds(environ: Mapping[str, str]) -> float:
-    """The lease of a run's lock: ``MPEXPORT_LAKE_LEASE_SECONDS`` of ``environ``, else 60 seconds."""
+    """The lease of a run's lock: ``$MPEXPORT_LAKE_LEASE_SECONDS`` of ``environ``, else 60 s."""
     text = environ.get(LEASE_VARIABLE)
     if not text:
         return LEASE_SECONDS

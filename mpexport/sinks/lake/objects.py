@@ -40,7 +40,8 @@ class ObjectStore:
         try:
             self._store: Any = from_url(location.text, client_options=options)
         except Exception as exc:
-            raise UsageError(f"cannot use --parquet {self.url}: {_first_line(exc, self.masked)}",
+            raise UsageError(f"cannot use --parquet {self.url}: "
+                             f"{_first_line(exc, self.masked)}",
                              "check the URL and the AWS_*/GOOGLE_*/AZURE_* variables") from None
 
     def staging_path(self, key: str) -> Path:
@@ -63,7 +64,8 @@ class ObjectStore:
         try:
             self._call(f"uploading {key} to", lambda: obstore.put(self._store, key, path))
         except FileNotFoundError as exc:  # the bucket is missing
-            raise StoreError(f"uploading {key} to {self.url}: {_first_line(exc, self.masked)}") from None
+            raise StoreError(f"uploading {key} to {self.url}: "
+                             f"{_first_line(exc, self.masked)}") from None
         finally:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
@@ -74,7 +76,8 @@ class ObjectStore:
         try:
             self._call(f"uploading {key} to", lambda: obstore.put(self._store, key, data))
         except FileNotFoundError as exc:
-            raise StoreError(f"uploading {key} to {self.url}: {_first_line(exc, self.masked)}") from None
+            raise StoreError(f"uploading {key} to {self.url}: "
+                             f"{_first_line(exc, self.masked)}") from None
 
     def get_bytes(self, key: str) -> bytes | None:
         import obstore
