@@ -15,7 +15,6 @@ of its own).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -90,11 +89,13 @@ class Environment:
                    command_name=command_name(sys.argv))
 
     @classmethod
-    def of(cls, environ: Mapping[str, str], **fields: object) -> Environment:
-        """An environment of ``environ`` (its state folder from it), other fields as given.
+    def of(cls, environ: Mapping[str, str], *, stdout: BinaryIO | None = None,
+           stderr: TextIO | None = None, command_name: str = LIBRARY_COMMAND) -> Environment:
+        """An environment of the variables ``environ``, its state folder read from them.
 
         For library callers and tests: ``Environment.of({"MP_API_SECRET": ...},
-        stdout=buffer)`` runs without touching the process's variables.
+        stdout=buffer)`` runs without touching the process's variables (other
+        clocks: :func:`dataclasses.replace`).
         """
-        built = cls(environ=environ, state_dir=state_dir(environ))
-        return dataclasses.replace(built, **fields)  # type: ignore[arg-type]
+        return cls(environ=environ, state_dir=state_dir(environ), stdout=stdout, stderr=stderr,
+                   command_name=command_name)
