@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport import runner
+from mpexport.environment import Environment
 from mpexport.interrupt import InterruptGuard
 from mpexport.options import (
     HOURLY_LIMIT_ENV,
@@ -33,16 +34,16 @@ if TYPE_CHECKING:
 _D = RunOptions()  # the defaults, defined once in RunOptions
 
 
-def _qps(given: float | None) -> float:
-    return from_environment(QPS_LIMIT_ENV, given, _D.qps_limit, float)
+def _qps(given: float | None, environ: Mapping[str, str]) -> float:
+    return from_environment(QPS_LIMIT_ENV, given, _D.qps_limit, float, environ)
 
 
-def _hourly(given: int | None) -> int:
-    return from_environment(HOURLY_LIMIT_ENV, given, _D.hourly_limit, int)
+def _hourly(given: int | None, environ: Mapping[str, str]) -> int:
+    return from_environment(HOURLY_LIMIT_ENV, given, _D.hourly_limit, int, environ)
 
 
-def _timezone(given: str | None) -> str | None:
-    return from_environment(PROJECT_TIMEZONE_ENV, given, "", str) or None
+def _timezone(given: str | None, environ: Mapping[str, str]) -> str | None:
+    return from_environment(PROJECT_TIMEZONE_ENV, given, "", str, environ) or None
 
 
 def _path(value: Path | str | None) -> Path | None:
@@ -86,6 +87,7 @@ def export(
     memory_limit: str | None = _D.memory_limit,
     dry_run: bool = _D.dry_run,
     cancel: threading.Event | None = None,
+    environment: Environment | None = None,
 ) -> ExportResult:
     """Export raw events for ``from_date..to_date`` (inclusive) as NDJSON or into DuckDB.
 
@@ -122,13 +124,22 @@ def export(
     NDJSON, ``remaining`` (the date ranges still to fetch). Whatever way it
     ends, the call leaves no thread running and no spool file behind, so it
     can be called again and again in one process (a notebook, a worker).
+
+    ``environment`` (an :class:`~mpexport.environment.Environment`) is what
+    the call takes from its process: the variables read for credentials,
+    limits and object stores, the stdout NDJSON goes to by default, the
+    state folder of the hourly budget, the clocks. By default it is this
+    process's (:meth:`Environment.from_process`); pass your own to run with
+    other variables or another state folder without touching ``os.environ``.
     """
+    environment = environment if environment is not None else Environment.from_process()
+    environ = environment.environ
     stream = None if output is None or isinstance(output, (str, Path)) else output
     options = RunOptions(
         from_date=from_date, to_date=to_date, events=tuple(events), where=where, limit=limit,
-        project_timezone=_timezone(project_timezone), workers=workers,
-        chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit),
-        hourly_limit=_hourly(hourly_limit), region=region,
+        project_timezone=_timezone(project_timezone, environ), workers=workers,
+        chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit, environ),
+        hourly_limit=_hourly(hourly_limit, environ), region=region,
         api_url=api_url, project_id=project_id, profile=profile,
         output=_path(output) if isinstance(output, (str, Path)) else None, append=append,
         db=_path(db), table=table, refresh=refresh, replace=replace, parquet=_lake(parquet),
@@ -136,8 +147,8 @@ def export(
     )
     # This run's own guard: a stop never outlives its run.
     return runner.run("export", options, credentials=credentials, output=stream,
-                      progress=progress, guard=InterruptGuard(cancel), settings=settings,
-                      spool_dir=spool_dir)
+                      progress=progress, guard=InterruptGuard(cancel, environment.stderr),
+                      settings=settings, spool_dir=spool_dir, environment=environment)
 
 
 def sync(
@@ -170,6 +181,7 @@ def sync(
     refresh: bool = _D.refresh,
     dry_run: bool = _D.dry_run,
     cancel: threading.Event | None = None,
+    environment: Environment | None = None,
 ) -> tuple[ExportResult, LoadStats]:
     """Bring a DuckDB file (``db``) or a lake (``parquet`` alone) up to ``to_date``.
 
@@ -182,20 +194,24 @@ def sync(
     lake's) lock for the run
     (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
     after waiting ``wait_lock`` seconds). The other arguments are
-    :func:`export`'s. Returns the export result and the load statistics
-    (``late_rows`` counts late events added; empty for a dry run).
+    :func:`export`'s (``environment`` too). Returns the export result and the
+    load statistics (``late_rows`` counts late events added; empty for a dry run).
     """
     from mpexport.model import LoadStats
 
+    environment = environment if environment is not None else Environment.from_process()
+    environ = environment.environ
     options = RunOptions(
         from_date=from_date, to_date=to_date, lookback=lookback, events=tuple(events),
-        where=where, limit=limit, project_timezone=_timezone(project_timezone),
-        workers=workers, chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit),
-        hourly_limit=_hourly(hourly_limit), region=region, api_url=api_url,
+        where=where, limit=limit, project_timezone=_timezone(project_timezone, environ),
+        workers=workers, chunk_days=chunk_days, retries=retries,
+        qps_limit=_qps(qps_limit, environ),
+        hourly_limit=_hourly(hourly_limit, environ), region=region, api_url=api_url,
         project_id=project_id,
         profile=profile, db=_path(db), table=table, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, refresh=refresh, dry_run=dry_run,
     )
     result = runner.run("sync", options, credentials=credentials, progress=progress,
-                        guard=InterruptGuard(cancel), settings=settings, spool_dir=spool_dir)
+                        guard=InterruptGuard(cancel, environment.stderr), settings=settings,
+                        spool_dir=spool_dir, environment=environment)
     return result, result.load if result.load is not None else LoadStats()

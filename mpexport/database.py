@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from mpexport.errors import UsageError
 from mpexport.options import DEFAULT_TABLE, RunOptions
 
 if TYPE_CHECKING:
+    from mpexport.environment import Environment
     from mpexport.interrupt import InterruptGuard
     from mpexport.request import ExportRequest
     from mpexport.sinks.duckdb.sink import DuckDBSink
@@ -47,15 +48,23 @@ class DatabaseTarget:
 def open_database(
     target: DatabaseTarget, request: ExportRequest, guard: InterruptGuard | None = None,
     lake_check: Callable[[], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> DuckDBSink:
     """Validate and open the DuckDB sink (fails before anything is fetched).
 
     ``guard`` is the run's: the sink's waits for its loader look for its stop
     request. ``lake_check`` raises once the ``--parquet`` lake's lock is lost.
+    ``environ`` is the run's variables, which an object-store ``--parquet``
+    URL needs (see :func:`mpexport.sinks.lake.store.open_store`).
     """
     from mpexport.sinks.lake.sink import database_sink
+    from mpexport.sinks.lake.store import Store, open_store
 
     check_replace(request, target.replace)
+    parquet: str | Store | None = target.parquet
+    if parquet is not None:
+        # Staged beside the database, as the sink would (same disk, same permissions).
+        parquet = open_store(parquet, staging=target.path.parent, environ=environ)
     return database_sink(
         target.path,
         table=target.table,
@@ -64,7 +73,7 @@ def open_database(
         replace=target.replace,
         # Replacing stored days means fetching them again.
         refresh=target.refresh or target.replace,
-        parquet_dir=target.parquet,
+        parquet_dir=parquet,
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
         check_stop=guard.raise_if_requested if guard is not None else None,
@@ -132,24 +141,25 @@ def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
     return StoredDays(frozenset(covered.get(fingerprint, ())), origin)
 
 
-def stored_lake_days(location: str, request: ExportRequest) -> StoredDays:
+def stored_lake_days(location: str, request: ExportRequest,
+                     environ: Mapping[str, str]) -> StoredDays:
     """The days a lake holds for the request's filters, read without its lock or a write.
 
     For a sync's dry run, as :func:`stored_days` for a file: a missing folder
     is not created, and no lock object is made (a dry run beside a running
-    sync, or with read-only credentials, still plans).
+    sync, or with read-only credentials, still plans). ``environ``: the run's variables.
     """
     from mpexport.sinks.lake.manifest import read_manifest
     from mpexport.sinks.lake.objects import startup_error
     from mpexport.sinks.lake.store import open_store, parse_location
 
-    if parse_location(location).scheme is None and not Path(location).exists():
+    if parse_location(location, environ).scheme is None and not Path(location).exists():
         return StoredDays(frozenset())
-    store = open_store(location)
+    store = open_store(location, environ=environ)
     try:
         manifest = read_manifest(store)
     except OSError as exc:
-        raise startup_error(exc, store.url) from None
+        raise startup_error(exc, store.url, environ) from None
     fingerprint = request.filters.fingerprint()
     return StoredDays(frozenset(manifest.covered().get(fingerprint, ())),
                       manifest.sync_from.get(fingerprint))
@@ -171,8 +181,13 @@ def locked_database(
     request: ExportRequest,
     wait_lock: float = 0.0,
     guard: InterruptGuard | None = None,
+    *,
+    environment: Environment,
 ) -> Iterator[DuckDBSink]:
     """Take the file's lock, open the sink, and abort it on the way out unless closed.
+
+    The locks name ``environment``'s command; its variables reach the
+    ``--parquet`` lake's store and lease.
 
     One writer per file: another run's lock raises
     :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock`` seconds).
@@ -185,9 +200,10 @@ def locked_database(
 
     check_db_path(target.path)  # a clear message before a lock file is created
     check_stop = guard.raise_if_requested if guard is not None else None
-    with database_lock(target.path, wait_lock, check_stop), \
-            _lake_lock(target.parquet, wait_lock, check_stop) as lake_check:
-        database = open_database(target, request, guard, lake_check)
+    command, environ = environment.command_name, environment.environ
+    with database_lock(target.path, wait_lock, check_stop, command=command), \
+            _lake_lock(target.parquet, wait_lock, check_stop, environ, command) as lake_check:
+        database = open_database(target, request, guard, lake_check, environ)
         try:
             if check_stop is not None:
                 check_stop()
@@ -198,7 +214,8 @@ def locked_database(
 
 @contextmanager
 def _lake_lock(location: str | None, wait_lock: float,
-               check_stop: Callable[[], None] | None) -> Iterator[Callable[[], None] | None]:
+               check_stop: Callable[[], None] | None, environ: Mapping[str, str],
+               command: str) -> Iterator[Callable[[], None] | None]:
     """Hold the lock of the ``--parquet`` lake beside the database, if there is one.
 
     The database rewrites whole days of the lake: a run writing the same
@@ -208,13 +225,14 @@ def _lake_lock(location: str | None, wait_lock: float,
     if location is None:
         yield None
         return
-    from mpexport.sinks.lake.lock import lake_lock
+    from mpexport.sinks.lake.lock import lake_lock, lease_seconds
     from mpexport.sinks.lake.objects import startup_error
     from mpexport.sinks.lake.store import open_store
 
-    store = open_store(location)
+    store = open_store(location, environ=environ)
     with lake_lock(store, wait_lock, check_stop,
-                   on_error=lambda exc: startup_error(exc, store.url)) as held:
+                   on_error=lambda exc: startup_error(exc, store.url, environ),
+                   lease=lease_seconds(environ), command=command) as held:
         yield held.check
 
 
@@ -230,6 +248,7 @@ def open_lake(
     guard: InterruptGuard | None = None,
     spool_dir: Path | None = None,
     wait_lock: float = 0.0,
+    environment: Environment,
 ) -> Iterator[LakeSink]:
     """Take the lake's lock, open the lake and its scratch database; undo all on the way out.
 
@@ -237,9 +256,10 @@ def open_lake(
     :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock``
     seconds). Fails before anything is fetched when the lake cannot be
     reached or read. The loader thread has ended, the lock is released and
-    the scratch folder is gone when the block is left.
+    the scratch folder is gone when the block is left. ``environment`` is as
+    for :func:`locked_database`.
     """
-    from mpexport.sinks.lake.lock import lake_lock
+    from mpexport.sinks.lake.lock import lake_lock, lease_seconds
     from mpexport.sinks.lake.objects import startup_error
     from mpexport.sinks.lake.sink import LakeCopy, LakeSink
     from mpexport.sinks.lake.store import open_store
@@ -248,14 +268,16 @@ def open_lake(
     check_replace(request, replace)
     run_id = run_id or uuid.uuid4().hex
     check_stop: Callable[[], None] | None = guard.raise_if_requested if guard else None
+    command, environ = environment.command_name, environment.environ
     # A spool folder: locked while the run lives, removed by a later run if
     # this one is killed.
     with spool_folder(spool_dir) as scratch:
-        store = open_store(location, staging=scratch)
+        store = open_store(location, staging=scratch, environ=environ)
         # The lock is the run's first request: a missing bucket or wrong
         # credentials are reported as at any other start.
         with lake_lock(store, wait_lock, check_stop,
-                       on_error=lambda exc: startup_error(exc, store.url)) as lock:
+                       on_error=lambda exc: startup_error(exc, store.url, environ),
+                       lease=lease_seconds(environ), command=command) as lock:
             lake = LakeCopy(store, run_id=run_id, filters=request.filters.fingerprint(),
                             project_timezone=request.project_timezone, staging=scratch,
                             lock=lock)

@@ -33,18 +33,6 @@ HELD = "held"  # another program has the file open: waiting can help
 DENIED = "denied"  # this user may not: read-only, or permissions
 OTHER = "other"
 
-# Other runs' messages quote a lock holder's command: only a command name of
-# ours, never whatever a host program (the library's caller) has in argv.
-# One rule for every lock that names its holder (a database's, a lake's).
-_COMMANDS = frozenset({"export", "sync", "profiles", "demo"})
-
-
-def command_name() -> str:
-    """The holder's command for a lock's details: ``mpexport sync``, or ``mpexport (library)``."""
-    word = sys.argv[1] if len(sys.argv) > 1 else ""
-    return f"mpexport {word}" if word in _COMMANDS else "mpexport (library)"
-
-
 # The probe's CreateFileW arguments (winnt.h, fileapi.h): read and write
 # access, sharing reading and writing, as the C runtime's "r+b" open asks.
 _GENERIC_READ_WRITE = 0x80000000 | 0x40000000

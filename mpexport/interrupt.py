@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
+from typing import TextIO
 
 from mpexport.errors import ExitCode, Interrupted
 
@@ -49,16 +50,30 @@ one file only. The note says what the file holds now.
 """
 
 
-def _say(text: str) -> None:
-    """Write ``text`` to stderr from a signal handler: straight to the descriptor.
+STDERR_FD = 2
 
-    ``sys.stderr.write`` could be the very call the handler interrupted (a
+
+def _descriptor(stream: TextIO | None) -> int:
+    """The descriptor under ``stream``; stderr's (2) when it has none of its own.
+
+    A stream that is not a file (a test's capture, a host's wrapper) has no
+    descriptor: the notes then go where stderr always went, to descriptor 2.
+    """
+    try:
+        return stream.fileno() if stream is not None else STDERR_FD
+    except (AttributeError, OSError, ValueError):
+        return STDERR_FD
+
+
+def _say(text: str, fd: int, encoding: str) -> None:
+    """Write ``text`` to descriptor ``fd`` from a signal handler: no buffered stream.
+
+    The stream's ``write`` could be the very call the handler interrupted (a
     reentrant call into a buffered stream raises). Failures are ignored: a
     message is never worth a traceback at exit.
     """
-    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     with suppress(OSError, LookupError):
-        os.write(2, text.encode(encoding, "backslashreplace"))
+        os.write(fd, text.encode(encoding, "backslashreplace"))
 
 
 class InterruptGuard:
@@ -71,8 +86,16 @@ class InterruptGuard:
     outlives the run it stopped.
     """
 
-    def __init__(self, cancel: threading.Event | None = None) -> None:
+    def __init__(self, cancel: threading.Event | None = None,
+                 stderr: TextIO | None = None) -> None:
+        """A guard stopped by ``cancel``; its signal handlers tell ``stderr`` (the environment's).
+
+        Only the descriptor under ``stderr`` and its encoding are used, once
+        a handler runs (see :func:`_say`).
+        """
         self.pending: str | None = None
+        self._fd = _descriptor(stderr)
+        self._encoding = getattr(stderr, "encoding", None) or "utf-8"
         self._cancel = cancel
         self._undos: dict[int, Undo] = {}
         self._next_key = 0
@@ -137,13 +160,15 @@ class InterruptGuard:
             notes = self._undo_all()
             # Only now the message, which alone could wait (on a stderr pipe
             # nobody reads): the files are already right.
-            _say(f"mpexport: {name} again: quit at once{''.join('; ' + n for n in notes)}\n")
+            _say(f"mpexport: {name} again: quit at once{''.join('; ' + n for n in notes)}\n",
+                 self._fd, self._encoding)
             code = ExitCode.TERMINATED if name == "SIGTERM" else ExitCode.INTERRUPTED
             os._exit(int(code))
         # Only record it: the main loop polls every 0.2 s and stops at a safe
         # point, with every thread joined and every spool file gone.
         self.pending = name
-        _say(f"mpexport: {name}: stopping cleanly; a second {name} quits at once\n")
+        _say(f"mpexport: {name}: stopping cleanly; a second {name} quits at once\n",
+             self._fd, self._encoding)
 
     @contextmanager
     def installed(self) -> Iterator[InterruptGuard]:

@@ -8,7 +8,7 @@ keep it free of heavy imports.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -36,13 +36,17 @@ PROJECT_TIMEZONE_ENV = "MPEXPORT_PROJECT_TIMEZONE"
 
 
 def from_environment(name: str, given: T | None, default: T,
-                     convert: Callable[[str], T]) -> T:
-    """``given`` if set, else ``$name`` converted, else ``default`` (for the library's calls)."""
+                     convert: Callable[[str], T],
+                     environ: Mapping[str, str] | None = None) -> T:
+    """``given`` if set, else ``$name`` converted, else ``default`` (for the library's calls).
+
+    ``environ`` is the call's environment's variables (the process's by default).
+    """
     import os
 
     if given is not None:
         return given
-    text = os.environ.get(name)
+    text = (os.environ if environ is None else environ).get(name)
     if not text:
         return default
     try:

@@ -141,7 +141,8 @@ class Pipeline:
             pool: WorkerPool[Chunk, ProgressEvent] = WorkerPool(
                 functools.partial(self._fetch, spool_dir), name="mpexport-worker",
                 workers=self.workers, guard=self.guard,
-                connect_timeout=self.settings.connect_timeout, retry=ChunkRetry,
+                connect_timeout=self.settings.connect_timeout,
+                ca_file=self.settings.ca_file, retry=ChunkRetry,
                 discard=_discard, gate=self.gate)
             try:
                 pool.run(_SpoolSlots(todo, self._slots), functools.partial(self._handle, result))

@@ -11,13 +11,13 @@ parses, prints and maps errors to exit codes.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.config.resolve import credentials_for_run
+from mpexport.environment import Environment
 from mpexport.errors import (
     Interrupted,
     LoaderError,
@@ -58,12 +58,16 @@ def run(
     spool_dir: Path | None = None,
     share_hour: bool = True,
     environ: Mapping[str, str] | None = None,
+    environment: Environment | None = None,
 ) -> ExportResult:
     """Run an export or a sync described by ``options``; return what it did.
 
-    ``credentials`` default to those the environment or ``options.profile``
-    name (``environ`` defaults to ``os.environ``). NDJSON goes to ``output``,
-    else ``options.output``, else stdout. ``progress`` receives
+    ``environment`` is what the run takes from its process (variables,
+    stdout, state folder, lock command name, clocks), by default this
+    process's (:meth:`Environment.from_process`); ``environ`` replaces only
+    its variables. ``credentials`` default to those the environment or
+    ``options.profile`` name. NDJSON goes to ``output``, else
+    ``options.output``, else the environment's stdout. ``progress`` receives
     :mod:`mpexport.events` events on this thread, notes first. ``guard`` is
     the run's stop request (the CLI's signal handling; by default a fresh
     one). ``settings`` tunes fetching (timeouts, backoff); ``share_hour``
@@ -72,9 +76,15 @@ def run(
     :class:`~mpexport.errors.Interrupted` with what was done and what is
     left. Every thread the run started has ended when this returns or raises.
     """
-    environ = os.environ if environ is None else environ
+    from mpexport.mixpanel.transport import with_ca_file
+
+    environment = environment if environment is not None else Environment.from_process()
+    if environ is not None:
+        environment = dataclasses.replace(environment, environ=environ)
+    environ = environment.environ
+    settings = with_ca_file(settings, environ)
     notify = progress or _ignore
-    _check_destination(command, options)
+    _check_destination(command, options, environ)
     if output is not None and (options.db is not None or options.parquet is not None):
         raise UsageError("an NDJSON output stream cannot be used with db or parquet",
                          "export to the database, or to the stream, in two calls")
@@ -89,13 +99,14 @@ def run(
         notify(Notice(note))
     guard = guard if guard is not None else InterruptGuard()
     if options.dry_run and command == "export":
-        return _dry_run(request, credentials, notes)
+        return _dry_run(request, credentials, notes, environment)
     if options.db is None and options.parquet is None:
         assert credentials is not None
-        with ndjson_destination(output, options.output, options.append, guard) as destination:
+        with ndjson_destination(output, options.output, options.append, guard,
+                                environment.stdout) as destination:
             return _run_pipeline(request, credentials, notes, destination=destination,
-                                 progress=progress,
-                                 guard=guard, spool_dir=spool_dir, share_hour=share_hour)
+                                 progress=progress, guard=guard, spool_dir=spool_dir,
+                                 share_hour=share_hour, environment=environment)
     from mpexport.database import (
         DatabaseTarget,
         locked_database,
@@ -103,7 +114,11 @@ def run(
         stored_days,
         stored_lake_days,
     )
+    from mpexport.sinks.duckdb.budget import chosen_memory_limit
 
+    # Only now: $MPEXPORT_MEMORY_LIMIT is for the loader, never an NDJSON run's error.
+    options = dataclasses.replace(
+        options, memory_limit=chosen_memory_limit(options.memory_limit, environ))
     sync = command == "sync"
     if sync and options.dry_run:
         # Read-only: a dry run creates, locks and writes nothing.
@@ -111,9 +126,9 @@ def run(
             held = stored_days(DatabaseTarget.from_options(options, sync=True), request)
         else:
             assert options.parquet is not None
-            held = stored_lake_days(options.parquet, request)
+            held = stored_lake_days(options.parquet, request, environ)
         request = _synced(request, held, options, notes, notify)
-        return _dry_run(request, credentials, notes)
+        return _dry_run(request, credentials, notes, environment)
     opened: AbstractContextManager[DatabaseSink]
     if options.db is None:
         # The lake alone: a scratch database in the temp folder feeds it. As
@@ -121,19 +136,21 @@ def run(
         assert options.parquet is not None
         opened = open_lake(options.parquet, request, replace=options.replace and not sync,
                            refresh=options.refresh or sync, memory_limit=options.memory_limit,
-                           guard=guard, spool_dir=spool_dir, wait_lock=options.wait_lock)
+                           guard=guard, spool_dir=spool_dir, wait_lock=options.wait_lock,
+                           environment=environment)
     else:
         target = DatabaseTarget.from_options(options, sync=sync)
-        opened = locked_database(target, request, options.wait_lock, guard)
+        opened = locked_database(target, request, options.wait_lock, guard,
+                                 environment=environment)
     with opened as database:
         if command == "sync":
             request = _synced(request, database, options, notes, notify)
             if options.dry_run:
-                return _dry_run(request, credentials, notes)
+                return _dry_run(request, credentials, notes, environment)
         assert credentials is not None
         return _run_pipeline(request, credentials, notes, database=database,
                              progress=progress, guard=guard, spool_dir=spool_dir,
-                             share_hour=share_hour)
+                             share_hour=share_hour, environment=environment)
 
 
 def _ignore(_event: object) -> None:
@@ -154,12 +171,13 @@ def _synced(request: ExportRequest, store: HoldsDays, options: RunOptions, notes
     return request
 
 
-def _check_destination(command: Command, options: RunOptions) -> None:
+def _check_destination(command: Command, options: RunOptions,
+                       environ: Mapping[str, str]) -> None:
     """Refuse options that do not fit where the run writes: NDJSON, ``--db`` or the lake."""
     if options.parquet is not None:
         from mpexport.sinks.lake.store import parse_location
 
-        parse_location(options.parquet)  # no network: a dry run checks it too
+        parse_location(options.parquet, environ)  # no network: a dry run checks it too
     if options.db is not None:
         # One output per run: NDJSON beside a database would be a second
         # copy whose chunks (skipped when loaded) could never match it.
@@ -198,11 +216,12 @@ def _check_ndjson_options(options: RunOptions) -> None:
 
 
 def _dry_run(request: ExportRequest, credentials: Credentials | None,
-             notes: list[str]) -> ExportResult:
+             notes: list[str], environment: Environment) -> ExportResult:
     from mpexport.pacing.limiter import HourlyState
 
     project = credentials.project_id if credentials is not None else None
-    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    used = HourlyState.for_project(request.endpoint.base_url, project,
+                                   environment.state_dir).load(environment.wall())
     chunks = request.plan(used_this_hour=len(used))
     if request.skip_days:
         chunks = without_days(chunks, request.skip_days)
@@ -212,18 +231,25 @@ def _dry_run(request: ExportRequest, credentials: Credentials | None,
 
 
 def new_limiter(
-    request: ExportRequest, credentials: Credentials | None, *, persist: bool = True
+    request: ExportRequest, credentials: Credentials | None, environment: Environment, *,
+    persist: bool = True
 ) -> RateLimiter:
-    """The run's shared limiter; with ``persist`` it shares the hour with earlier runs."""
+    """The run's shared limiter, on ``environment``'s clocks.
+
+    With ``persist`` it shares the hour with earlier runs, through the
+    environment's state folder.
+    """
     from mpexport.options import MAX_WORKERS
-    from mpexport.pacing.limiter import HourlyState, RateLimiter
+    from mpexport.pacing.limiter import HourlyState, RateLimiter, SystemClock
 
     state = None
     if persist:
         project = credentials.project_id if credentials is not None else None
-        state = HourlyState.for_project(request.endpoint.base_url, project)
+        state = HourlyState.for_project(request.endpoint.base_url, project,
+                                        environment.state_dir)
     return RateLimiter(qps=request.qps_limit, hourly=request.hourly_limit,
-                       concurrency=min(request.workers, MAX_WORKERS), state=state)
+                       concurrency=min(request.workers, MAX_WORKERS), state=state,
+                       clock=SystemClock(environment.monotonic, environment.wall))
 
 
 def _run_pipeline(
@@ -237,12 +263,13 @@ def _run_pipeline(
     guard: InterruptGuard,
     spool_dir: Path | None,
     share_hour: bool,
+    environment: Environment,
 ) -> ExportResult:
     """Plan the chunks, fetch them into the sink, and say what happened."""
     from mpexport.pipeline import Pipeline
     from mpexport.sinks.ndjson import NdjsonSink
 
-    limiter = new_limiter(request, credentials, persist=share_hour)
+    limiter = new_limiter(request, credentials, environment, persist=share_hour)
     sink: NdjsonSink | DatabaseSink
     if database is not None:
         sink = database

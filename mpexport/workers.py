@@ -101,7 +101,8 @@ class WorkerPool(Generic[U, M]):
     ends the thread quietly, anything else ends the run (it is raised on the
     main thread). ``retry`` makes the message for a failed attempt (the
     unit, attempt, reason, delay); ``discard`` deletes what a message left
-    on disk when it arrives after the end.
+    on disk when it arrives after the end. ``ca_file`` is the CA bundle the
+    sessions verify with (the run's ``FetchSettings.ca_file``).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class WorkerPool(Generic[U, M]):
         workers: int,
         guard: InterruptGuard,
         connect_timeout: float,
+        ca_file: str | None = None,
         retry: Callable[[U, int, str, float], M],
         discard: Callable[[M | BytesReceived | WaitingForBudget], None],
         gate: PacedGate | None = None,
@@ -122,6 +124,7 @@ class WorkerPool(Generic[U, M]):
         self._workers = workers
         self._guard = guard
         self._connect_timeout = connect_timeout
+        self._ca_file = ca_file
         self._retry = retry
         self._discard = discard
         self._gate = gate
@@ -197,7 +200,7 @@ class WorkerPool(Generic[U, M]):
                 self._discard(message)
 
     def _worker(self, units: UnitQueue[U]) -> None:
-        session = new_session(self._cutter)
+        session = new_session(self._cutter, self._ca_file)
         post = self._messages.put
 
         def on_bytes(count: int) -> None:

@@ -282,10 +282,14 @@ def test_budget_shapes_threads_and_steps() -> None:
         LoaderBudget.from_text("64MB")
 
 
-def test_budget_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MPEXPORT_MEMORY_LIMIT", "1GiB")
-    assert LoaderBudget.from_text(None).memory_bytes == 1024 * MIB
-    assert LoaderBudget.from_text("512MiB").memory_bytes == 512 * MIB  # the option wins
+def test_budget_from_environment() -> None:
+    from mpexport.sinks.duckdb.budget import chosen_memory_limit
+
+    environ = {"MPEXPORT_MEMORY_LIMIT": "1GiB"}  # the run's environment, not the process's
+    assert LoaderBudget.from_text(chosen_memory_limit(None, environ)).memory_bytes == 1024 * MIB
+    chosen = chosen_memory_limit("512MiB", environ)
+    assert LoaderBudget.from_text(chosen).memory_bytes == 512 * MIB  # the option wins
+    assert chosen_memory_limit(None, {}) is None  # the default, then
 
 
 # ------------------------------------------------------------------ repair

@@ -787,20 +787,18 @@ def _no_leftover_loaders() -> Iterator[None]:
     assert all(not t.is_alive() for t in loader_threads())
 
 
-def test_the_lock_names_only_our_command_never_a_host_programs_argv(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_lock_names_only_our_command_never_a_host_programs_argv(tmp_path: Path) -> None:
     """A library caller's argv (a script's token, say) never reaches the lock file."""
     import json
-    import sys as system
 
+    from mpexport.environment import command_name
     from mpexport.sinks.duckdb.lock import database_lock, lock_path
 
     db = tmp_path / "events.duckdb"
     for argv, expected in ((["job.py", "--token=abc123"], "mpexport (library)"),
                            (["mpexport", "sync", "--db", str(db)], "mpexport sync")):
-        monkeypatch.setattr(system, "argv", argv)
-        with database_lock(db):
+        # What the front derives from argv is all the lock is given.
+        with database_lock(db, command=command_name(argv)):
             held = json.loads(lock_path(db).read_bytes())
         assert held["command"] == expected
         assert "abc123" not in lock_path(db).read_text()

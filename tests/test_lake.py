@@ -112,7 +112,7 @@ def test_redact_masks_the_secrets_of_the_environment() -> None:
 def test_without_obstore_a_url_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "obstore.store", None)  # import raises ImportError
     with pytest.raises(UsageError) as caught:
-        open_store("s3://bucket/events")
+        open_store("s3://bucket/events", environ={})
     assert "mpexport[lake]" in caught.value.one_line()
 
 
@@ -169,7 +169,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path,
     with running_s3_server() as server:
         for name, value in server.env().items():
             monkeypatch.setenv(name, value)
-        yield open_store(server.url("prefix/lake"), staging=tmp_path)
+        # obstore reads the process's variables itself: the run passes the same ones.
+        yield open_store(server.url("prefix/lake"), staging=tmp_path, environ=os.environ)
 
 
 def test_store_contract(store: Store, tmp_path: Path) -> None:
@@ -206,7 +207,8 @@ def test_a_missing_bucket_stops_before_anything_is_fetched(
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     with pytest.raises(UsageError, match="bucket does not exist") as caught:
-        ParquetCopy("s3://no-such-bucket/events", "events", staging=tmp_path)
+        ParquetCopy(open_store("s3://no-such-bucket/events", staging=tmp_path,
+                               environ=os.environ), "events")
     assert SECRET_KEY not in caught.value.one_line()
 
 
@@ -241,7 +243,8 @@ def lake_load(lake: Path | str, chunks: Sequence[CompletedChunk], scratch: Path,
               **kwargs: Any) -> LakeSink:
     """Load chunks through a lake sink, skipping those the lake holds, as the pipeline does."""
     scratch.mkdir()
-    copy = LakeCopy(str(lake), run_id=scratch.name, filters=FILTERS.fingerprint(),
+    store = open_store(str(lake), staging=scratch, environ=os.environ)  # as the run opens it
+    copy = LakeCopy(store, run_id=scratch.name, filters=FILTERS.fingerprint(),
                     project_timezone=None, staging=scratch)
     sink = LakeSink(copy, scratch, filters=FILTERS, run_id=scratch.name, **kwargs)
     for completed in chunks:
@@ -422,7 +425,7 @@ def test_gcs_and_azure_stores_open_without_a_request(
 ) -> None:
     """Same library, same code path as S3; no GCS or Azure server here, so no request."""
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "account")
-    store = open_store(url, staging=tmp_path)
+    store = open_store(url, staging=tmp_path, environ=os.environ)
     assert isinstance(store, ObjectStore) and store.url == url
 
 

@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mpexport"
 LAYERS: dict[str, tuple[str, ...]] = {
     # Values, errors and small tools everything shares; they import only each other.
     "foundation": ("errors", "atomic", "filelock", "dates", "model", "events", "interrupt",
-                   "options", "spool", "loopback", "version"),
+                   "options", "spool", "loopback", "version", "environment"),
     "mixpanel": ("mixpanel.*",),  # the API: HTTP, verifying bodies
     "pacing": ("pacing.*",),  # the rate limits
     "config": ("config.*",),  # credentials from the config file and the environment

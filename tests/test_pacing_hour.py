@@ -17,7 +17,8 @@ import platformdirs
 import platformdirs.windows
 import pytest
 
-from mpexport.pacing.hour import STATE_DIR_ENV, HourlyState, state_dir
+from mpexport.environment import STATE_DIR_ENV, state_dir
+from mpexport.pacing.hour import HourlyState
 
 HOST = "https://data.mixpanel.com"
 PROJECT = 12345
@@ -37,17 +38,15 @@ def test_windows_state_dir_has_no_author_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local = tmp_path / "AppData" / "Local"
-    monkeypatch.delenv(STATE_DIR_ENV)
     monkeypatch.setattr(platformdirs, "PlatformDirs", platformdirs.windows.Windows)
     monkeypatch.setattr(platformdirs.windows, "get_win_folder", lambda _csidl: str(local))
     # The emulation works: platformdirs' own default would nest mpexport twice.
     assert platformdirs.user_state_path("mpexport") == local / "mpexport" / "mpexport"
-    assert state_dir() == local / "mpexport"
+    assert state_dir({}) == local / "mpexport"
 
 
-def test_state_dir_env_still_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "elsewhere"))
-    assert state_dir() == tmp_path / "elsewhere"
+def test_state_dir_env_still_wins(tmp_path: Path) -> None:
+    assert state_dir({STATE_DIR_ENV: str(tmp_path / "elsewhere")}) == tmp_path / "elsewhere"
 
 
 # ------------------------------------------------------------------ a failed save
@@ -65,9 +64,9 @@ class RefusingReplace:
 
 
 def test_a_failed_replace_says_what_where_and_what_it_costs_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = HourlyState.for_project(HOST, PROJECT)
+    state = HourlyState.for_project(HOST, PROJECT, tmp_path)
     refusing = RefusingReplace()
     monkeypatch.setattr(os, "replace", refusing)
     caplog.set_level(logging.WARNING)
@@ -87,12 +86,12 @@ def test_a_failed_replace_says_what_where_and_what_it_costs_once(
 
 
 def test_each_run_warns_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(os, "replace", RefusingReplace())
     caplog.set_level(logging.WARNING)
     for run in range(2):
-        state = HourlyState.for_project(HOST, PROJECT)  # what each run makes
+        state = HourlyState.for_project(HOST, PROJECT, tmp_path)  # what each run makes
         state.record(WALL + run)
         state.record(WALL + run + 0.5)
     assert len(budget_warnings(caplog)) == 2
@@ -112,9 +111,9 @@ def test_an_unwritable_directory_is_named(
 
 
 def test_a_failed_write_of_the_temp_file_is_named(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = HourlyState.for_project(HOST, PROJECT)
+    state = HourlyState.for_project(HOST, PROJECT, tmp_path)
     real_open = os.open
 
     def full_disk(path: Any, flags: int, mode: int = 0o777) -> int:
@@ -130,9 +129,9 @@ def test_a_failed_write_of_the_temp_file_is_named(
 
 
 def test_an_unreadable_state_file_says_this_run_is_affected(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = HourlyState.for_project(HOST, PROJECT)
+    state = HourlyState.for_project(HOST, PROJECT, tmp_path)
     real_read_bytes = Path.read_bytes
 
     def refusing_read(self: Path) -> bytes:

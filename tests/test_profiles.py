@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mpexport.environment import STATE_DIR_ENV, Environment
 from mpexport.errors import BadParametersError, CredentialsError, DatabaseLockedError, UsageError
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME
 from mpexport.fakeserver.profiles import ProfileDataset
@@ -27,7 +28,13 @@ from mpexport.mixpanel.engage_doc import InvalidPage, parse_page, read_profile
 from mpexport.mixpanel.transport import FetchSettings, RetryableError, new_session
 from mpexport.profile_export.duckdb import DuckDBProfiles
 from mpexport.profile_export.options import ProfileOptions
-from mpexport.profile_export.resume import PageFiles, SessionState, clear_stale, pages_for
+from mpexport.profile_export.resume import (
+    PageFiles,
+    SessionState,
+    clear_stale,
+    pages_for,
+    profiles_dir,
+)
 from tests.helpers import ServerFactory
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
@@ -564,14 +571,17 @@ def test_the_session_key_names_the_account_but_never_its_secret() -> None:
         assert secret not in keys
 
 
-def test_a_stored_session_older_than_a_day_is_not_resumed(make_server: ServerFactory) -> None:
+def test_a_stored_session_older_than_a_day_is_not_resumed(make_server: ServerFactory,
+                                                            tmp_path: Path) -> None:
     from mpexport.profile_export.api import profiles
     from mpexport.profile_export.request import build_profile_request
 
     dataset = ProfileDataset(seed=1, count=5)
     server = make_server(profiles=dataset)
+    # The run's state folder is the environment's, not the process's.
+    environment = Environment.of({STATE_DIR_ENV: str(tmp_path / "state")})
     key = build_profile_request(ProfileOptions(api_url=server.url)).fingerprint(CREDS)
-    files = PageFiles.for_fingerprint(key)
+    files = PageFiles.for_fingerprint(key, profiles_dir(environment.state_dir))
     files.open()
     try:  # a whole session, fetched two days ago and never written out
         files.begin(SessionState("s-old", 1, 1000, key, time.time() - 2 * 86400))
@@ -579,7 +589,8 @@ def test_a_stored_session_older_than_a_day_is_not_resumed(make_server: ServerFac
     finally:
         files.close()
     out = io.BytesIO()
-    result = profiles(output=out, credentials=CREDS, api_url=server.url)
+    result = profiles(output=out, credentials=CREDS, api_url=server.url,
+                      environment=environment)
     assert result.ok and result.pages_resumed == 0 and result.pages_fetched == 1
     assert [json.loads(line) for line in out.getvalue().splitlines()] == dataset.users()
 

@@ -23,12 +23,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpexport.environment import state_dir
 from mpexport.pacing.hour import (
     DEFAULT_RETENTION,
-    STATE_DIR_ENV,
     HourlyState,
     default_path,
-    state_dir,
 )
 from mpexport.pacing.limiter import (
     DEFAULT_MARGIN,
@@ -48,11 +47,9 @@ EPS = 1e-6
 
 
 @pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No test may touch the user's real state dir."""
-    path = tmp_path / "state"
-    monkeypatch.setenv(STATE_DIR_ENV, str(path))
-    yield path
+def _state_dir(tmp_path: Path) -> Iterator[Path]:
+    """The state folder the tests' budget files go to (a run's Environment.state_dir)."""
+    yield tmp_path / "state"
 
 
 # -- fakes -----------------------------------------------------------------
@@ -371,6 +368,7 @@ class SignallingClock(SystemClock):
     """The real clock, telling the test when a thread starts sleeping on it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sleeping = threading.Event()
 
     def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
@@ -496,27 +494,30 @@ def test_system_clock_sleep_until() -> None:
 # -- persisted hourly state ------------------------------------------------
 
 
-def test_state_carries_the_hour_into_the_next_run() -> None:
+def test_state_carries_the_hour_into_the_next_run(_state_dir: Path) -> None:
     stop = threading.Event()
     first_clock = FakeClock(start=50.0, wall_offset=WALL_BASE)
-    first = RateLimiter(hourly=3, clock=first_clock, state=HourlyState.for_project(HOST, PROJECT))
+    first = RateLimiter(hourly=3, clock=first_clock,
+                        state=HourlyState.for_project(HOST, PROJECT, _state_dir))
     for _ in range(3):
         assert first.acquire(stop)
         first.release()
     # A new process: another monotonic origin, the wall clock 100 s later.
     second_clock = FakeClock(start=7.0, wall_offset=WALL_BASE + 50.0 + 100.0 - 7.0)
-    second = RateLimiter(hourly=3, clock=second_clock, state=HourlyState.for_project(HOST, PROJECT))
+    second = RateLimiter(hourly=3, clock=second_clock,
+                         state=HourlyState.for_project(HOST, PROJECT, _state_dir))
     assert second.hourly_used == 3
     assert second.next_start_delay() == pytest.approx(3610 - 100, abs=1e-3)
     assert second.acquire(stop)
     assert second_clock.wall() == pytest.approx(WALL_BASE + 50 + 3610, abs=1e-3)
     # Another project has its own budget.
-    other = RateLimiter(hourly=3, clock=second_clock, state=HourlyState.for_project(HOST, 999))
+    other = RateLimiter(hourly=3, clock=second_clock,
+                        state=HourlyState.for_project(HOST, 999, _state_dir))
     assert other.hourly_used == 0
 
 
 def test_entries_older_than_the_hour_expire(_state_dir: Path) -> None:
-    path = default_path(HOST, PROJECT)
+    path = default_path(HOST, PROJECT, _state_dir)
     path.parent.mkdir(parents=True)
     now = WALL_BASE
     old, recent = now - 2 * 3600, now - 600
@@ -546,8 +547,8 @@ def test_entries_older_than_the_hour_expire(_state_dir: Path) -> None:
         b'{"version": 1, "starts": [1719000000.0',
     ],
 )
-def test_corrupt_state_is_ignored_and_replaced(content: bytes) -> None:
-    path = default_path(HOST, PROJECT)
+def test_corrupt_state_is_ignored_and_replaced(content: bytes, _state_dir: Path) -> None:
+    path = default_path(HOST, PROJECT, _state_dir)
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     clock = FakeClock(start=0.0, wall_offset=WALL_BASE)
@@ -573,13 +574,13 @@ def test_unwritable_state_does_not_break_the_limiter(
 
 
 def test_state_file_names_host_and_project_and_nothing_secret(_state_dir: Path) -> None:
-    path = default_path(HOST + "/", PROJECT)
-    assert path == default_path(HOST, str(PROJECT))
-    assert path != default_path("https://data-eu.mixpanel.com", PROJECT)
-    assert path.parent == _state_dir == state_dir()
+    path = default_path(HOST + "/", PROJECT, _state_dir)
+    assert path == default_path(HOST, str(PROJECT), _state_dir)
+    assert path != default_path("https://data-eu.mixpanel.com", PROJECT, _state_dir)
+    assert path.parent == _state_dir
     assert path.name.startswith("ratelimit-") and path.suffix == ".json"
     assert len(path.stem) == len("ratelimit-") + 16
-    HourlyState.for_project(HOST, PROJECT).record(WALL_BASE)
+    HourlyState.for_project(HOST, PROJECT, _state_dir).record(WALL_BASE)
     data = json.loads(path.read_text())
     assert set(data) == {"version", "host", "project", "starts"}
     assert data["host"] == HOST and data["project"] == str(PROJECT)
@@ -589,17 +590,18 @@ def test_state_file_names_host_and_project_and_nothing_secret(_state_dir: Path) 
         assert marker not in text
 
 
-def test_default_state_dir_is_platformdirs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_state_dir_is_platformdirs() -> None:
     import platformdirs
 
-    monkeypatch.delenv(STATE_DIR_ENV)
-    assert state_dir() == platformdirs.user_state_path("mpexport", appauthor=False)
+    assert state_dir({}) == platformdirs.user_state_path("mpexport", appauthor=False)
 
 
-def test_two_runs_at_once_learn_of_each_others_starts() -> None:
+def test_two_runs_at_once_learn_of_each_others_starts(_state_dir: Path) -> None:
     clock = FakeClock(start=0.0, wall_offset=WALL_BASE)
-    a = RateLimiter(hourly=3, clock=clock, state=HourlyState.for_project(HOST, PROJECT))
-    b = RateLimiter(hourly=3, clock=clock, state=HourlyState.for_project(HOST, PROJECT))
+    a = RateLimiter(hourly=3, clock=clock,
+                    state=HourlyState.for_project(HOST, PROJECT, _state_dir))
+    b = RateLimiter(hourly=3, clock=clock,
+                    state=HourlyState.for_project(HOST, PROJECT, _state_dir))
     stop = threading.Event()
     assert a.acquire(stop)
     clock.advance(5)
@@ -608,12 +610,12 @@ def test_two_runs_at_once_learn_of_each_others_starts() -> None:
     clock.advance(5)
     assert a.acquire(stop)
     assert a.hourly_used == 3
-    on_disk = json.loads(default_path(HOST, PROJECT).read_text())["starts"]
+    on_disk = json.loads(default_path(HOST, PROJECT, _state_dir).read_text())["starts"]
     assert on_disk == [WALL_BASE, WALL_BASE + 5, WALL_BASE + 10]
 
 
-def test_threads_recording_at_once_lose_nothing() -> None:
-    path = default_path(HOST, PROJECT)
+def test_threads_recording_at_once_lose_nothing(_state_dir: Path) -> None:
+    path = default_path(HOST, PROJECT, _state_dir)
 
     def writer(k: int) -> None:
         state = HourlyState(path)  # one instance per thread, like separate processes
@@ -635,8 +637,8 @@ def _record_many(path: str, base: float) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses fork for speed")
-def test_processes_recording_at_once_lose_nothing() -> None:
-    path = default_path(HOST, PROJECT)
+def test_processes_recording_at_once_lose_nothing(_state_dir: Path) -> None:
+    path = default_path(HOST, PROJECT, _state_dir)
     path.parent.mkdir(parents=True)
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_record_many, args=(str(path), WALL_BASE + k)) for k in range(3)]
@@ -799,12 +801,12 @@ def assert_within(starts: Sequence[float], limit: int, window: float, tol: float
         assert s[i + limit] - s[i] >= window - tol, (i, s[i], s[i + limit])
 
 
-def test_a_second_run_waits_for_the_first_runs_burst() -> None:
+def test_a_second_run_waits_for_the_first_runs_burst(_state_dir: Path) -> None:
     shared = SharedTime()
     clocks = [ProcessClock(shared, 100.0), ProcessClock(shared, 7.0)]
     # Both exist before either starts anything: loading the file told them nothing.
     a, b = (RateLimiter(qps=3, hourly=100, margin=0.25, clock=c,
-                        state=HourlyState.for_project(HOST, PROJECT)) for c in clocks)
+                        state=HourlyState.for_project(HOST, PROJECT, _state_dir)) for c in clocks)
     stop = threading.Event()
     for _ in range(3):
         assert a.acquire(stop)
@@ -821,7 +823,7 @@ def test_a_second_run_waits_for_the_first_runs_burst() -> None:
     assert (a.hourly_used, b.hourly_used) == (7, 4)
 
 
-def test_without_state_each_process_paces_alone() -> None:
+def test_without_state_each_process_paces_alone(_state_dir: Path) -> None:
     # share_hour=False: no state, so two runs know nothing of each other.
     shared = SharedTime()
     a, b = (RateLimiter(qps=3, hourly=100, clock=ProcessClock(shared, 0.0)) for _ in range(2))
@@ -829,7 +831,7 @@ def test_without_state_each_process_paces_alone() -> None:
     for limiter in (a, b, a, b, a, b):
         assert limiter.acquire(stop)
     assert shared.t == 0
-    assert not default_path(HOST, PROJECT).parent.exists()
+    assert not default_path(HOST, PROJECT, _state_dir).parent.exists()
 
 
 @given(
@@ -912,13 +914,13 @@ class LoggedState(HourlyState):
         return ts
 
 
-def test_threads_of_two_processes_never_exceed_the_limits_together() -> None:
+def test_threads_of_two_processes_never_exceed_the_limits_together(_state_dir: Path) -> None:
     # One fake clock for all (wall == monotonic, so no rounding), 2 "processes"
     # of 4 threads each. A sleeping thread's deadline never lies past a start
     # being granted (it was computed from fewer starts), so a sleeper moving
     # the clock cannot shift a grant's recorded time.
     clock = FakeClock(start=WALL_BASE)
-    path = default_path(HOST, PROJECT)
+    path = default_path(HOST, PROJECT, _state_dir)
     granted: list[float] = []
     limiters = [
         RateLimiter(qps=3, hourly=25, concurrency=4, margin=0.25, clock=clock,

@@ -134,7 +134,8 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
     for warning in resolved.warnings:
         echo_err(f"mpexport: warning: {warning}")
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    outcome = check_credentials(resolved.credentials, resolved.region, api_url, day)
+    outcome = check_credentials(resolved.credentials, resolved.region, api_url, day,
+                                os.environ.get("SSL_CERT_FILE"))
     kind = ("service account " + (resolved.credentials.username or "")
             if resolved.credentials.is_service_account else "legacy project secret")
     project = resolved.credentials.project_id

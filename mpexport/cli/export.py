@@ -151,6 +151,7 @@ def _execute(command: Command, options: dict[str, Any]) -> int:
 
 
 def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
+    from mpexport.environment import Environment
     from mpexport.interrupt import InterruptGuard
     from mpexport.runner import run
 
@@ -162,9 +163,11 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
     try:
         # This run's own guard covers the lock wait and the database's close
         # too; signals only record a stop request.
-        with InterruptGuard().installed() as guard:
+        environment = Environment.from_process()
+        with InterruptGuard(stderr=environment.stderr).installed() as guard:
             try:
-                result = run(command, run_opts, progress=progress, guard=guard)
+                result = run(command, run_opts, progress=progress, guard=guard,
+                             environment=environment)
             except Interrupted as stop:
                 # Still under the guard: a second signal before the resume
                 # command is out undoes the run's additions to --output (the

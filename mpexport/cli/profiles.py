@@ -141,6 +141,7 @@ def _execute(options: dict[str, Any]) -> int:
 
 
 def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileReport) -> int:
+    from mpexport.environment import Environment
     from mpexport.interrupt import InterruptGuard
     from mpexport.profile_export.runner import run_profiles
 
@@ -149,8 +150,10 @@ def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileRepor
 
     progress = PageProgress(sys.stderr, mode=progress_mode(options))
     try:
-        with InterruptGuard().installed() as guard:
-            result = run_profiles(run_opts, progress=progress, guard=guard)
+        environment = Environment.from_process()
+        with InterruptGuard(stderr=environment.stderr).installed() as guard:
+            result = run_profiles(run_opts, progress=progress, guard=guard,
+                                  environment=environment)
     except Interrupted as stop:
         progress.close()
         _report_interrupted(stop, run_opts, report)

@@ -22,7 +22,8 @@ class CheckOutcome:
     events: int
 
 
-def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date) -> int:
+def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date,
+           ca_file: str | None) -> int:
     import tempfile
     import threading
     from pathlib import Path
@@ -30,7 +31,8 @@ def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date) -> int:
     # One day, at most one event: the cheapest query the API answers.
     query = Query(endpoint, credentials, QueryFilters(limit=1))
     settings = FetchSettings(read_timeout=120.0)
-    with tempfile.TemporaryDirectory(prefix="mpexport-check-") as spool, new_session() as session:
+    with tempfile.TemporaryDirectory(prefix="mpexport-check-") as spool, \
+            new_session(ca_file=ca_file) as session:
         path, lines, _size, _digest = fetch_once(
             session, query, Chunk(0, day, day), Path(spool), settings, threading.Event(),
             lambda _n: None,
@@ -40,16 +42,19 @@ def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date) -> int:
 
 
 def check_credentials(
-    credentials: Credentials, region: str, api_url: str | None, day: dt.date
+    credentials: Credentials, region: str, api_url: str | None, day: dt.date,
+    ca_file: str | None = None,
 ) -> CheckOutcome:
     """Ask for one event of ``day``; on a credentials error, try the other regions.
+
+    ``ca_file`` is the CA bundle to verify Mixpanel with (``$SSL_CERT_FILE``).
 
     Raises :class:`CredentialsError` naming the region that does answer (if
     one does), or the original error.
     """
     endpoint = resolve_endpoint(region, api_url)
     try:
-        events = _probe(endpoint, credentials, day)
+        events = _probe(endpoint, credentials, day, ca_file)
     except RetryableError as exc:
         raise UnavailableError(f"Mixpanel did not answer the check: {exc.reason}",
                                "try again in a minute") from None
@@ -58,7 +63,7 @@ def check_credentials(
             raise
         for other in sorted(set(REGION_HOSTS) - {region}):
             try:
-                _probe(resolve_endpoint(other), credentials, day)
+                _probe(resolve_endpoint(other), credentials, day, ca_file)
             except (MpexportError, RetryableError):
                 continue
             raise CredentialsError(

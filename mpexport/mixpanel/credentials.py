@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -59,9 +58,9 @@ def parse_project_id(text: str, source: str) -> int:
 
 
 def credentials_from_env(
-    env: Mapping[str, str] | None = None, project_id: int | None = None
+    env: Mapping[str, str], project_id: int | None = None
 ) -> Credentials:
-    """Read credentials from the environment, preferring a service account.
+    """Read credentials from the environment ``env`` (the run's), preferring a service account.
 
     ``project_id`` (from ``--project-id``) overrides ``MP_PROJECT_ID``.
     Raises :class:`~mpexport.errors.CredentialsError` naming the variables to
@@ -69,7 +68,6 @@ def credentials_from_env(
     """
     from mpexport.errors import CredentialsError
 
-    env = os.environ if env is None else env
     username = env.get(ENV_USERNAME) or None
     secret = env.get(ENV_SECRET) or None
     api_secret = env.get(ENV_API_SECRET) or None

@@ -10,13 +10,13 @@ events' split, engage's expired session) it passes in.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import random
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -58,6 +58,20 @@ class FetchSettings:
     retry_after_cap: float = 3600.0
     connect_timeout: float = CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
+    # The CA bundle to verify servers with: the run's $SSL_CERT_FILE (see new_session).
+    ca_file: str | None = None
+
+
+def with_ca_file(settings: FetchSettings | None, environ: Mapping[str, str]) -> FetchSettings:
+    """``settings`` (or the defaults) verifying with ``environ``'s ``SSL_CERT_FILE``, if set.
+
+    A bundle the settings already name wins: the caller chose it.
+    """
+    settings = settings or FetchSettings()
+    ca_file = environ.get("SSL_CERT_FILE")
+    if settings.ca_file is not None or not ca_file:
+        return settings
+    return dataclasses.replace(settings, ca_file=ca_file)
 
 
 class RetryableError(Exception):
@@ -258,8 +272,12 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def new_session(cutter: ConnectionCutter | None = None) -> requests.Session:
-    """A requests session for one worker; ``cutter`` can end its blocked reads from outside."""
+def new_session(cutter: ConnectionCutter | None = None,
+                ca_file: str | None = None) -> requests.Session:
+    """A requests session for one worker; ``cutter`` can end its blocked reads from outside.
+
+    ``ca_file`` is the CA bundle to verify servers with (``FetchSettings.ca_file``).
+    """
     import requests
 
     session = requests.Session()
@@ -269,7 +287,6 @@ def new_session(cutter: ConnectionCutter | None = None) -> requests.Session:
     session.headers["Accept-Encoding"] = "gzip"
     # requests reads REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE itself (they still
     # win) but ignores OpenSSL's SSL_CERT_FILE, using certifi's bundle instead.
-    ca_file = os.environ.get("SSL_CERT_FILE")
     if ca_file:
         session.verify = ca_file
     return session

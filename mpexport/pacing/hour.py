@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections import Counter
@@ -44,12 +43,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from mpexport.atomic import write_atomically
 from mpexport.filelock import lock, unlock
 
-STATE_DIR_ENV = "MPEXPORT_STATE_DIR"
 FORMAT_VERSION = 1
 HOUR = 3600.0
 # Kept a little longer than the hour so a limiter using an hourly safety margin
@@ -69,15 +65,6 @@ _NOT_READ = (
 )
 
 
-def state_dir() -> Path:
-    """The directory for mpexport's state: ``$MPEXPORT_STATE_DIR`` or the platform default."""
-    override = os.environ.get(STATE_DIR_ENV)
-    if override:
-        return Path(override)
-    # appauthor=False: %LOCALAPPDATA%\mpexport on Windows, not ...\mpexport\mpexport.
-    return platformdirs.user_state_path("mpexport", appauthor=False)
-
-
 def _normalize_host(host: str) -> str:
     # "https://data.mixpanel.com/" and "HTTPS://data.mixpanel.com" are the same
     # budget; only the trailing slash and case of the URL prefix can differ.
@@ -88,8 +75,11 @@ def _project_text(project: str | int | None) -> str:
     return "" if project is None else str(project).strip()
 
 
-def default_path(host: str, project: str | int | None) -> Path:
-    """Where the budget file of ``project`` on API ``host`` lives.
+def default_path(host: str, project: str | int | None, folder: Path) -> Path:
+    """Where the budget file of ``project`` on API ``host`` lives in the state ``folder``.
+
+    ``folder`` is the run's state folder
+    (:attr:`mpexport.environment.Environment.state_dir`).
 
     The name is a hash of host and project, so it is a safe file name whatever
     the host looks like. ``project`` is None with a legacy project secret:
@@ -98,7 +88,7 @@ def default_path(host: str, project: str | int | None) -> Path:
     """
     key = f"{_normalize_host(host)}|{_project_text(project)}"
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return state_dir() / f"ratelimit-{digest}.json"
+    return folder / f"ratelimit-{digest}.json"
 
 
 @contextlib.contextmanager
@@ -162,9 +152,9 @@ class HourlyState:
         self._warned = False
 
     @classmethod
-    def for_project(cls, host: str, project: str | int | None) -> HourlyState:
-        """The state of ``project`` on API ``host`` at its default path."""
-        return cls(default_path(host, project), host=host, project=project)
+    def for_project(cls, host: str, project: str | int | None, folder: Path) -> HourlyState:
+        """The state of ``project`` on API ``host`` at its default path in ``folder``."""
+        return cls(default_path(host, project, folder), host=host, project=project)
 
     def _fresh(self, starts: list[float], now: float) -> list[float]:
         # Entries far in the future come from a clock that was set back a lot;

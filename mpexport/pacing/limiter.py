@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from mpexport.pacing.hour import HOUR, HourlyState, default_path, state_dir
+from mpexport.pacing.hour import HOUR, HourlyState, default_path
 from mpexport.pacing.windows import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HOURLY,
@@ -78,7 +78,6 @@ __all__ = [
     "SystemClock",
     "budget_wait",
     "default_path",
-    "state_dir",
 ]
 
 

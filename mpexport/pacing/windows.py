@@ -57,19 +57,29 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks: ``time.monotonic`` and ``time.time``; waits on the stop event."""
+    """The real clocks (``time.monotonic`` and ``time.time`` unless given); waits on the stop event.
+
+    A run passes its environment's clocks
+    (:class:`~mpexport.environment.Environment`), so the one that built the
+    run decides what time it is.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self._monotonic = monotonic
+        self._wall = wall
 
     def now(self) -> float:
         """Monotonic seconds."""
-        return time.monotonic()
+        return self._monotonic()
 
     def wall(self) -> float:
         """Wall-clock seconds since the epoch."""
-        return time.time()
+        return self._wall()
 
     def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
         """Wait on ``stop`` (so Ctrl-C handlers that set it end the wait at once)."""
-        remaining = deadline - time.monotonic()
+        remaining = deadline - self._monotonic()
         if remaining <= 0:
             return stop.is_set()
         return stop.wait(min(remaining, threading.TIMEOUT_MAX))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from mpexport.environment import Environment
 from mpexport.interrupt import InterruptGuard
 from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV, from_environment
 from mpexport.profile_export import runner
@@ -50,6 +51,7 @@ def profiles(
     settings: FetchSettings | None = None,
     spool_dir: Path | None = None,
     cancel: threading.Event | None = None,
+    environment: Environment | None = None,
 ) -> ProfileResult:
     """Export Mixpanel user profiles (or ``group_id``'s group profiles) as NDJSON or into DuckDB.
 
@@ -79,14 +81,18 @@ def profiles(
     environment variables or the saved ``profile``. Returns a
     :class:`~mpexport.profile_export.model.ProfileResult`; raises
     :class:`~mpexport.errors.MpexportError` subclasses (a stop raises
-    :class:`~mpexport.errors.Interrupted`).
+    :class:`~mpexport.errors.Interrupted`). ``environment`` is what the call
+    takes from its process, this process's by default (see :func:`mpexport.export`).
     """
+    environment = environment if environment is not None else Environment.from_process()
+    environ = environment.environ
     stream = None if output is None or isinstance(output, (str, Path)) else output
     options = ProfileOptions(
         where=where, cohort_id=cohort_id, group_id=group_id, properties=tuple(properties),
         workers=workers, retries=retries,
-        qps_limit=from_environment(QPS_LIMIT_ENV, qps_limit, _D.qps_limit, float),
-        hourly_limit=from_environment(HOURLY_LIMIT_ENV, hourly_limit, _D.hourly_limit, int),
+        qps_limit=from_environment(QPS_LIMIT_ENV, qps_limit, _D.qps_limit, float, environ),
+        hourly_limit=from_environment(HOURLY_LIMIT_ENV, hourly_limit, _D.hourly_limit, int,
+                                      environ),
         region=region, api_url=api_url, project_id=project_id, profile=profile,
         output=Path(output) if isinstance(output, (str, Path)) else None,
         db=Path(db) if db is not None else None, table=table, memory_limit=memory_limit,
@@ -94,5 +100,6 @@ def profiles(
     )
     # This run's own guard: a stop never outlives its run.
     return runner.run_profiles(options, credentials=credentials, output=stream,
-                               progress=progress, guard=InterruptGuard(cancel),
-                               settings=settings, spool_dir=spool_dir)
+                               progress=progress,
+                               guard=InterruptGuard(cancel, environment.stderr),
+                               settings=settings, spool_dir=spool_dir, environment=environment)

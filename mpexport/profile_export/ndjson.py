@@ -12,11 +12,10 @@ resumable (its pages stay) and leaves stdout empty until the export is whole.
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.errors import OutputClosed, OutputFileError, reader_gone
+from mpexport.errors import OutputClosed, OutputFileError, UsageError, reader_gone
 from mpexport.profile_export.resume import PageFiles, SessionState
 
 if TYPE_CHECKING:
@@ -27,7 +26,8 @@ class NdjsonProfiles:
     """The NDJSON sink: keeps pages in ``files``, writes them to ``stream`` or ``output``.
 
     ``output`` (a path) is written beside its final name and put in place
-    whole; otherwise ``stream`` (default stdout) receives the lines.
+    whole; otherwise ``stream`` (the run's stdout, from its environment)
+    receives the lines.
     ``written_pages`` counts the pages written out so far; ``duplicates`` the
     profiles :meth:`finish` skipped as listed before in the session.
     """
@@ -91,7 +91,10 @@ class NdjsonProfiles:
                     "the profiles are kept; fix the cause and run the same command again",
                 ) from None
         else:
-            stream = self._stream if self._stream is not None else sys.stdout.buffer
+            stream = self._stream
+            if stream is None:
+                raise UsageError("there is no binary stdout to write the profiles to",
+                                 "give an output file or stream")
             try:
                 count = self._write(state, stream)
                 stream.flush()

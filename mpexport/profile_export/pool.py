@@ -114,7 +114,8 @@ class PagePool:
         pool: WorkerPool[int, _Message] = WorkerPool(
             functools.partial(self._fetch, session_id), name="mpexport-page-worker",
             workers=self.workers, guard=self.guard,
-            connect_timeout=self.settings.connect_timeout, retry=PageRetry, discard=_discard,
+            connect_timeout=self.settings.connect_timeout, ca_file=self.settings.ca_file,
+            retry=PageRetry, discard=_discard,
             gate=self.gate)
         try:
             pool.run(UnitQueue(pages), handle)

@@ -134,11 +134,9 @@ def _page_number(name: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def profiles_dir() -> Path:
-    """Where NDJSON runs keep their sessions: ``profiles/`` in mpexport's state dir."""
-    from mpexport.pacing.hour import state_dir
-
-    return state_dir() / "profiles"
+def profiles_dir(state_dir: Path) -> Path:
+    """Where NDJSON runs keep their sessions: ``profiles/`` in the run's state folder."""
+    return state_dir / "profiles"
 
 
 class PageFiles:
@@ -154,10 +152,10 @@ class PageFiles:
         self._lock: IO[bytes] | None = None
 
     @classmethod
-    def for_fingerprint(cls, key: str, parent: Path | None = None) -> PageFiles:
-        """The directory of the session that options with fingerprint ``key`` use."""
+    def for_fingerprint(cls, key: str, parent: Path) -> PageFiles:
+        """The folder in ``parent`` (:func:`profiles_dir`) of the session of fingerprint ``key``."""
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-        return cls((parent if parent is not None else profiles_dir()) / digest)
+        return cls(parent / digest)
 
     def open(self) -> None:
         """Create and lock the directory (private: it holds profiles); drop temp files.

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.config.resolve import credentials_for_run
+from mpexport.environment import Environment
 from mpexport.errors import Interrupted, UnavailableError
 from mpexport.events import Notice
 from mpexport.interrupt import InterruptGuard
 from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
 from mpexport.profile_export.options import ProfileOptions
 from mpexport.profile_export.request import ProfileRequest, build_profile_request, describe_plan
-from mpexport.profile_export.resume import SessionState, session_from_page0
+from mpexport.profile_export.resume import SessionState, profiles_dir, session_from_page0
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
@@ -58,13 +58,14 @@ def run_profiles(
     settings: FetchSettings | None = None,
     spool_dir: Path | None = None,
     share_hour: bool = True,
-    environ: Mapping[str, str] | None = None,
+    environment: Environment,
 ) -> ProfileResult:
     """Export the profiles ``options`` describe; return what the run did.
 
-    ``credentials`` default to those the environment or ``options.profile``
-    name (``environ`` defaults to ``os.environ``). NDJSON goes to ``output``,
-    else ``options.output``, else stdout, once every page is in. ``progress``
+    ``environment`` is what the run takes from its process (the front builds
+    it). ``credentials`` default to those its variables or
+    ``options.profile`` name. NDJSON goes to ``output``, else
+    ``options.output``, else its stdout, once every page is in. ``progress``
     receives :mod:`mpexport.profile_export.model` events on this thread. ``guard``
     is the run's stop request. ``spool_dir`` is where a database run's pages
     wait (the temp dir by default); ``share_hour`` counts queries against the
@@ -72,7 +73,10 @@ def run_profiles(
     Raises :class:`~mpexport.errors.MpexportError` subclasses; a stop raises
     :class:`~mpexport.errors.Interrupted` whose ``result`` is what was done.
     """
-    environ = os.environ if environ is None else environ
+    from mpexport.mixpanel.transport import with_ca_file
+
+    environ = environment.environ
+    settings = with_ca_file(settings, environ)
     notify = progress or _ignore
     # Bad input is reported before missing credentials: it is the first thing to fix.
     build_profile_request(options, settings=settings)
@@ -84,14 +88,14 @@ def run_profiles(
         notify(Notice(note))
     if options.dry_run:
         # Before any sink is opened: a dry run locks, creates and changes nothing.
-        return _dry_run(request, credentials, warnings, notify)
+        return _dry_run(request, credentials, warnings, notify, environment)
     guard = guard if guard is not None else InterruptGuard()
-    with _sink(request, credentials, output, guard, spool_dir) as sink:
+    with _sink(request, credentials, output, guard, spool_dir, environment) as sink:
         assert credentials is not None
         result = ProfileResult(notes=list(warnings))
         started = time.monotonic()
         try:
-            _export(request, credentials, sink, result, notify, guard, share_hour)
+            _export(request, credentials, sink, result, notify, guard, share_hour, environment)
         except Interrupted as stop:
             result.interrupted = True
             stop.result = result
@@ -105,15 +109,18 @@ def run_profiles(
 
 @contextlib.contextmanager
 def _sink(request: ProfileRequest, credentials: Credentials | None, output: BinaryIO | None,
-          guard: InterruptGuard, spool_dir: Path | None) -> Iterator[Sink]:
+          guard: InterruptGuard, spool_dir: Path | None,
+          environment: Environment) -> Iterator[Sink]:
     """The run's sink, opened: the locked database, or the session's page directory."""
     options = request.options
     if options.db is None:
         from mpexport.profile_export.ndjson import NdjsonProfiles
         from mpexport.profile_export.resume import PageFiles
 
-        files = PageFiles.for_fingerprint(request.fingerprint(credentials))
-        ndjson = NdjsonProfiles(files, stream=output, output=options.output, guard=guard)
+        files = PageFiles.for_fingerprint(request.fingerprint(credentials),
+                                          profiles_dir(environment.state_dir))
+        stream = output if output is not None else environment.stdout
+        ndjson = NdjsonProfiles(files, stream=stream, output=options.output, guard=guard)
         ndjson.open()
         try:
             yield ndjson
@@ -121,17 +128,20 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
             ndjson.close()
         return
     from mpexport.profile_export.duckdb import DuckDBProfiles
+    from mpexport.sinks.duckdb.budget import chosen_memory_limit
     from mpexport.sinks.duckdb.lock import database_lock
     from mpexport.sinks.duckdb.schema import check_db_path
     from mpexport.spool import spool_folder
 
     path = Path(options.db)
     check_db_path(path)  # a clear message before a lock file is created
-    with database_lock(path, options.wait_lock, guard.raise_if_requested), \
+    with database_lock(path, options.wait_lock, guard.raise_if_requested,
+                       command=environment.command_name), \
             spool_folder(spool_dir) as spool:
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
-                                  memory_limit=options.memory_limit,
+                                  memory_limit=chosen_memory_limit(options.memory_limit,
+                                                                   environment.environ),
                                   allow_empty=options.allow_empty)
         database.open()
         try:
@@ -142,27 +152,31 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
 
 
 def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: list[str],
-             notify: ProfileProgress) -> ProfileResult:
+             notify: ProfileProgress, environment: Environment) -> ProfileResult:
     """The plan, from what is stored read-only: no lock, no spool, no table, no file."""
     from mpexport.pacing.limiter import HourlyState
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.resume import PageFiles
+    from mpexport.sinks.duckdb.budget import chosen_memory_limit
     from mpexport.sinks.duckdb.schema import check_db_path
 
     o = request.options
     project = credentials.project_id if credentials is not None else None
-    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    used = HourlyState.for_project(request.endpoint.base_url, project,
+                                   environment.state_dir).load(environment.wall())
     key = request.fingerprint(credentials)
     state, done, stored = None, set[int](), None
     if o.db is None:
-        state, done = PageFiles.for_fingerprint(key).resume(key)  # reads files only
+        sessions = profiles_dir(environment.state_dir)
+        state, done = PageFiles.for_fingerprint(key, sessions).resume(key)  # reads files only
     else:
         path = Path(o.db)
         check_db_path(path)  # reads a few bytes: the message a real run would give
         if path.exists():
             database = DuckDBProfiles(path, table=o.table_name, group_key=o.group_id,
                                       filtered=o.filtered, spool_dir=path.parent,
-                                      memory_limit=o.memory_limit)
+                                      memory_limit=chosen_memory_limit(o.memory_limit,
+                                                                       environment.environ))
             if database.open_read_only():
                 try:
                     state, done = database.resume(key)
@@ -181,7 +195,7 @@ def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: li
 
 def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
             result: ProfileResult, notify: ProfileProgress, guard: InterruptGuard,
-            share_hour: bool) -> None:
+            share_hour: bool, environment: Environment) -> None:
     """Fetch every page of one session into ``sink``, then have it write them out."""
     from mpexport.mixpanel.engage import SessionExpired
     from mpexport.profile_export.pool import PagePool
@@ -196,7 +210,7 @@ def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
         notify(Notice(f"resuming the session opened {_ago(age)} ago: {len(done)} of "
                       f"{state.pages} pages already stored"))
         result.pages_resumed = result.pages_stored = len(done)
-    limiter = _limiter(request, credentials, share_hour)
+    limiter = _limiter(request, credentials, share_hour, environment)
     pool = PagePool(request.query(credentials), spool_dir=sink.spool_dir,
                     workers=request.options.workers, settings=request.settings,
                     gate=limiter, guard=guard, progress=_counting(notify, result))
@@ -294,15 +308,20 @@ def _counting(notify: ProfileProgress, result: ProfileResult) -> ProfileProgress
     return counted
 
 
-def _limiter(request: ProfileRequest, credentials: Credentials, persist: bool) -> RateLimiter:
-    """The run's limiter; with ``persist`` it shares the hour of this Query API and project."""
-    from mpexport.pacing.limiter import HourlyState, RateLimiter
+def _limiter(request: ProfileRequest, credentials: Credentials, persist: bool,
+             environment: Environment) -> RateLimiter:
+    """The run's limiter, on ``environment``'s clocks.
+
+    With ``persist`` it shares the hour of this Query API and project, in the
+    environment's state folder.
+    """
+    from mpexport.pacing.limiter import HourlyState, RateLimiter, SystemClock
 
     o = request.options
-    state = (HourlyState.for_project(request.endpoint.base_url, credentials.project_id)
-             if persist else None)
+    state = (HourlyState.for_project(request.endpoint.base_url, credentials.project_id,
+                                     environment.state_dir) if persist else None)
     return RateLimiter(qps=o.qps_limit, hourly=o.hourly_limit, concurrency=o.workers,
-                       state=state)
+                       state=state, clock=SystemClock(environment.monotonic, environment.wall))
 
 
 def _ago(seconds: float) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -173,18 +172,23 @@ def _register(guard: InterruptGuard | None, undo: Callable[[], str | None]) -> C
 
 @contextmanager
 def ndjson_destination(given: BinaryIO | None, path: Path | None, append: bool,
-                       guard: InterruptGuard | None = None) -> Iterator[Destination]:
+                       guard: InterruptGuard | None = None,
+                       stdout: BinaryIO | None = None) -> Iterator[Destination]:
     """Open where the run's NDJSON goes; put an ``--output`` file in place at the end.
 
-    With ``guard``, what a second signal must put back is registered with it
-    while this run's file is unsettled; after a stop it stays registered (the
-    CLI settles it once the resume command is printed).
+    ``given`` (a stream), else ``path`` (a file), else ``stdout`` (the run's
+    environment's). With ``guard``, what a second signal must put back is
+    registered with it while this run's file is unsettled; after a stop it
+    stays registered (the CLI settles it once the resume command is printed).
     """
     if given is not None:
         yield Destination(given)
         return
     if path is None:
-        yield Destination(sys.stdout.buffer)
+        if stdout is None:
+            raise UsageError("there is no binary stdout to write NDJSON to",
+                             "give an output file or stream")
+        yield Destination(stdout)
         return
     if in_place(path):
         with _open(path, "ab" if append else "wb") as stream:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,15 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def chosen_memory_limit(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """The loader's budget as text: ``given``, else ``$MPEXPORT_MEMORY_LIMIT`` of ``environ``.
+
+    None leaves the default. The run applies it (with its environment) when
+    it opens a database, so that the variable never counts against NDJSON.
+    """
+    return given or environ.get(MEMORY_LIMIT_ENV) or None
+
+
 @dataclass(frozen=True)
 class LoaderBudget:
     """How the DuckDB loader spends its memory."""
@@ -77,8 +87,8 @@ class LoaderBudget:
 
     @classmethod
     def from_text(cls, text: str | None = None, cpus: int | None = None) -> LoaderBudget:
-        """The budget for ``text``, else ``$MPEXPORT_MEMORY_LIMIT``, else the default."""
-        text = text or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+        """The budget for ``text``, else the default (see :func:`chosen_memory_limit`)."""
+        text = text or DEFAULT_MEMORY_LIMIT
         memory = parse_size(text)
         if memory < MIN_BUDGET:
             raise UsageError(

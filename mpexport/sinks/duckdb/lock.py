@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from mpexport.environment import LIBRARY_COMMAND
 from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
-from mpexport.filelock import DENIED, command_name, try_lock, unlock, writer_refused
+from mpexport.filelock import DENIED, try_lock, unlock, writer_refused
 
 POLL_SECONDS = 0.2
 # Looked up at call time, so tests drive the waits with a fake clock.
@@ -66,12 +67,12 @@ def holder_text(handle: IO[bytes]) -> str:
         return "another mpexport run"
 
 
-def _write_holder(handle: IO[bytes]) -> None:
+def _write_holder(handle: IO[bytes], command: str) -> None:
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": command_name(),
+        "command": command,
     }
     handle.seek(0)
     handle.truncate()
@@ -81,9 +82,13 @@ def _write_holder(handle: IO[bytes]) -> None:
 
 @contextmanager
 def database_lock(
-    db_path: Path, wait_seconds: float = 0.0, check_stop: Callable[[], None] | None = None
+    db_path: Path, wait_seconds: float = 0.0, check_stop: Callable[[], None] | None = None,
+    *, command: str = LIBRARY_COMMAND,
 ) -> Iterator[None]:
     """Hold the database's lock for the block; raise :class:`DatabaseLockedError` if taken.
+
+    ``command`` is what the lock file says holds it, for another run's
+    message: the run's :attr:`~mpexport.environment.Environment.command_name`.
 
     The lock is held only once no other program has the database file open
     either. With ``wait_seconds`` > 0, wait that long for both, calling
@@ -118,7 +123,7 @@ def database_lock(
         while not try_lock(handle):
             wait_or_raise(lambda: taken(handle))
         try:
-            _write_holder(handle)
+            _write_holder(handle, command)
             # On Windows DuckDB's read-write open shares nothing, so a file
             # another program has open would fail our open (and even a read
             # of its header) with a sharing violation; on POSIX it fails on

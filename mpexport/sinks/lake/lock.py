@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from mpexport.environment import LIBRARY_COMMAND
 from mpexport.errors import DatabaseLockedError, LoaderError, MpexportError, UsageError
-from mpexport.filelock import command_name  # one rule for what a lock may quote
 from mpexport.sinks.lake.store import FileInUse, Store, Versioned
 from mpexport.version import __version__
 
@@ -62,9 +62,8 @@ def _wall() -> dt.datetime:
 log = logging.getLogger("mpexport.lake")
 
 
-def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
-    """The lease of this run's lock: ``MPEXPORT_LAKE_LEASE_SECONDS``, else 60 seconds."""
-    environ = os.environ if environ is None else environ
+def lease_seconds(environ: Mapping[str, str]) -> float:
+    """The lease of a run's lock: ``$MPEXPORT_LAKE_LEASE_SECONDS`` of ``environ``, else 60 s."""
     text = environ.get(LEASE_VARIABLE)
     if not text:
         return LEASE_SECONDS
@@ -116,9 +115,16 @@ class LakeLock:
     the lock is lost, so that nothing more is written to the lake.
     """
 
-    def __init__(self, store: Store, *, lease: float | None = None) -> None:
+    def __init__(self, store: Store, *, lease: float = LEASE_SECONDS,
+                 command: str = LIBRARY_COMMAND) -> None:
+        """The lock of ``store``'s lake, held for ``lease`` seconds per renewal.
+
+        ``command`` is what the lock object says holds it (the run's
+        :attr:`~mpexport.environment.Environment.command_name`).
+        """
         self.store = store
-        self.lease = lease_seconds() if lease is None else lease
+        self.lease = lease
+        self.command = command
         self.token = secrets.token_hex(16)
         self.taken_over: Holder | None = None  # the dead holder this run took the lock from
         self._started = _wall()
@@ -141,7 +147,7 @@ class LakeLock:
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "command": command_name(),
+            "command": self.command,
             "started": _stamp(self._started),
             "renewed": _stamp(now),
             "expires": _stamp(expires),
@@ -302,13 +308,16 @@ class LakeLock:
 @contextmanager
 def lake_lock(store: Store, wait_seconds: float = 0.0,
               check_stop: Callable[[], None] | None = None,
-              on_error: Callable[[OSError], BaseException] | None = None) -> Iterator[LakeLock]:
+              on_error: Callable[[OSError], BaseException] | None = None, *,
+              lease: float = LEASE_SECONDS,
+              command: str = LIBRARY_COMMAND) -> Iterator[LakeLock]:
     """Hold the lake's lock for the block; raise :class:`DatabaseLockedError` if another holds it.
 
     ``on_error`` turns a store's failure while taking the lock (the run's
     first request: a missing bucket, wrong credentials) into the error to raise.
+    ``lease`` and ``command`` are :class:`LakeLock`'s.
     """
-    held = LakeLock(store)
+    held = LakeLock(store, lease=lease, command=command)
     try:
         held.acquire(wait_seconds, check_stop)
     except OSError as exc:

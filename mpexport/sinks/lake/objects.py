@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +34,14 @@ class ObjectStore:
             raise UsageError(f"--parquet {location.scheme}:// URLs need the obstore package",
                              EXTRA_HINT) from None
         self.url = location.text
+        self.masked = location.masked  # what every message of this store masks
         self._staging = staging
         options: ClientConfig = {"allow_http": True} if location.allow_http else {}
         try:
             self._store: Any = from_url(location.text, client_options=options)
         except Exception as exc:
-            raise UsageError(f"cannot use --parquet {self.url}: {_first_line(exc)}",
+            raise UsageError(f"cannot use --parquet {self.url}: "
+                             f"{_first_line(exc, self.masked)}",
                              "check the URL and the AWS_*/GOOGLE_*/AZURE_* variables") from None
 
     def staging_path(self, key: str) -> Path:
@@ -54,7 +56,7 @@ class ObjectStore:
         except FileNotFoundError:
             raise
         except Exception as exc:
-            raise StoreError(f"{what} {self.url}: {_first_line(exc)}") from None
+            raise StoreError(f"{what} {self.url}: {_first_line(exc, self.masked)}") from None
 
     def put_file(self, key: str, path: Path) -> None:
         import obstore
@@ -62,7 +64,8 @@ class ObjectStore:
         try:
             self._call(f"uploading {key} to", lambda: obstore.put(self._store, key, path))
         except FileNotFoundError as exc:  # the bucket is missing
-            raise StoreError(f"uploading {key} to {self.url}: {_first_line(exc)}") from None
+            raise StoreError(f"uploading {key} to {self.url}: "
+                             f"{_first_line(exc, self.masked)}") from None
         finally:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
@@ -73,7 +76,8 @@ class ObjectStore:
         try:
             self._call(f"uploading {key} to", lambda: obstore.put(self._store, key, data))
         except FileNotFoundError as exc:
-            raise StoreError(f"uploading {key} to {self.url}: {_first_line(exc)}") from None
+            raise StoreError(f"uploading {key} to {self.url}: "
+                             f"{_first_line(exc, self.masked)}") from None
 
     def get_bytes(self, key: str) -> bytes | None:
         import obstore
@@ -106,7 +110,7 @@ class ObjectStore:
         try:
             found: list[str] = self._call("listing", listing)
         except FileNotFoundError as exc:  # the bucket is missing
-            raise StoreError(f"listing {self.url}: {_first_line(exc)}") from None
+            raise StoreError(f"listing {self.url}: {_first_line(exc, self.masked)}") from None
         return found
 
     def delete(self, key: str) -> None:
@@ -171,11 +175,11 @@ class ObjectStore:
             return None
         except NotSupportedError as exc:
             raise UsageError(f"{self.url} does not support conditional writes, which the "
-                             f"lake's lock needs: {_first_line(exc)}",
+                             f"lake's lock needs: {_first_line(exc, self.masked)}",
                              "use a store with conditional PUTs (S3, GCS, Azure, MinIO, R2)"
                              ) from None
         except Exception as exc:  # a missing bucket is a FileNotFoundError: an error here
-            raise StoreError(f"{what} {self.url}: {_first_line(exc)}") from None
+            raise StoreError(f"{what} {self.url}: {_first_line(exc, self.masked)}") from None
         return _version(result)
 
 
@@ -185,13 +189,16 @@ def _version(meta: Any) -> str:
                       sort_keys=True)
 
 
-def startup_error(error: OSError, url: str) -> MpexportError:
+def startup_error(error: OSError, url: str,
+                  masked: Mapping[str, str] | None = None) -> MpexportError:
     """The error a user can act on, for a store that failed before anything was fetched.
 
     A missing bucket or wrong credentials so stop the run at once (exit 2 or
-    3) instead of after the first chunk was fetched.
+    3) instead of after the first chunk was fetched. ``masked``: the
+    environment's secrets (the store's :attr:`ObjectStore.masked`), masked in
+    the message.
     """
-    text = redact(str(error))
+    text = redact(str(error), masked or {})
     lowered = text.lower()
     if isinstance(error, PermissionError) and not isinstance(error, StoreError):
         return UsageError(f"cannot read the Parquet output {url}: {text}",
@@ -209,10 +216,10 @@ def startup_error(error: OSError, url: str) -> MpexportError:
                             "check the endpoint and the network, then rerun")
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, masked: Mapping[str, str]) -> str:
     """obstore's message without its debug dump, on one line, secrets masked."""
     text = str(error).split("\n\nDebug source:")[0]
     text = " ".join(text.split())
     if len(text) > 500:
         text = text[:500] + "…"
-    return redact(text) or type(error).__name__
+    return redact(text, masked) or type(error).__name__

@@ -184,8 +184,9 @@ def guarded(what: str, url: str, hint: str, action: Callable[[], Any]) -> Any:
 class ParquetCopy:
     """The Parquet copy of one table, kept by the loader thread after each commit.
 
-    ``location`` is a folder, a URL or a store; ``staging`` the local folder
-    where files for an object store are written before their upload.
+    ``location`` is a folder or a store (a URL is opened by the run, with its
+    environment, see :func:`~mpexport.sinks.lake.store.open_store`); ``staging``
+    the local folder where files for an object store are written before their upload.
     ``deferred`` lists the files that were in use and stay pending for the
     next run; each is reported once, as one warning line. ``written`` holds
     the days written by this run. ``run_id``, ``filters`` (a fingerprint) and
@@ -226,7 +227,8 @@ class ParquetCopy:
             self.held = self._held_files()
             self.manifest = read_manifest(self.store)
         except OSError as exc:
-            raise startup_error(exc, self.store.url) from None
+            # An object store masks the environment's secrets (a folder has none).
+            raise startup_error(exc, self.store.url, getattr(self.store, "masked", None)) from None
 
     def _held_files(self) -> set[dt.date]:
         """The days that have a file in the dataset (listed, so also checked it is reachable)."""

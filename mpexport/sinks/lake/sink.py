@@ -52,14 +52,15 @@ SCRATCH_NAME = "lake.duckdb"
 TABLE = "events"
 
 
-def database_sink(db_path: Path, *, parquet_dir: Path | str | None = None,
+def database_sink(db_path: Path, *, parquet_dir: Path | str | Store | None = None,
                   table: str = TABLE, filters: QueryFilters, run_id: str,
                   project_timezone: str | None = None,
                   lake_check: Callable[[], None] | None = None, **kwargs: Any) -> DuckDBSink:
     """The sink of ``--db``: the user's database and, with ``parquet_dir``, its Parquet copy.
 
-    ``parquet_dir`` is a folder or an object-store URL; ``lake_check`` (the
-    lake lock's) runs before each write to it; the other arguments are
+    ``parquet_dir`` is a folder or an object store (opened by the run with its
+    environment, staging beside the database); ``lake_check`` (the lake
+    lock's) runs before each write to it; the other arguments are
     :class:`DuckDBSink`'s.
     """
     days = None

@@ -24,7 +24,7 @@ import shutil
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -133,9 +133,8 @@ def is_url(text: str) -> bool:
     return _URL.match(text) is not None
 
 
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """``text`` with the values of the environment's secret variables masked."""
-    environ = os.environ if environ is None else environ
+def redact(text: str, environ: Mapping[str, str]) -> str:
+    """``text`` with the values of ``environ``'s secret variables masked."""
     for name in SECRET_VARIABLES:
         value = environ.get(name)
         if value and len(value) >= 4:  # a short value would mask ordinary words
@@ -150,6 +149,8 @@ class Location:
     text: str
     scheme: str | None = None  # None: a local folder
     allow_http: bool = False  # the endpoint is plain HTTP on loopback
+    # The environment's secret variables, for masking messages: never shown.
+    masked: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -157,12 +158,13 @@ class Location:
         return Path(self.text)
 
 
-def parse_location(text: str, environ: Mapping[str, str] | None = None) -> Location:
+def parse_location(text: str, environ: Mapping[str, str]) -> Location:
     """Check a ``--parquet`` value; raise :class:`UsageError` with the fix when it is wrong.
 
+    ``environ`` is the run's environment: its endpoint variables say whether
+    plain HTTP is allowed, its secrets are masked in the store's messages.
     Touches no network and no file: a dry run checks it too.
     """
-    environ = os.environ if environ is None else environ
     if not text:
         raise UsageError("--parquet needs a folder or a URL", "e.g. --parquet s3://bucket/events")
     if not is_url(text):
@@ -197,19 +199,28 @@ def parse_location(text: str, environ: Mapping[str, str] | None = None) -> Locat
             allow_http = True
         elif address.scheme != "https":
             raise UsageError(f"{name} is not an http(s) URL", "e.g. https://minio.example.com")
-    return Location(text, scheme, allow_http)
+    masked = {name: environ[name] for name in SECRET_VARIABLES if environ.get(name)}
+    return Location(text, scheme, allow_http, masked)
 
 
 def open_store(location: str | os.PathLike[str] | Store, *, staging: Path | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> Store:
+               sleep: Callable[[float], None] = time.sleep,
+               environ: Mapping[str, str] | None = None) -> Store:
     """The store of a ``--parquet`` value (a store is returned as it is).
 
     ``staging`` is the local folder where an object store's files are written
-    before their upload (default: the system's temp folder).
+    before their upload (default: the system's temp folder). A URL needs the
+    run's ``environ`` (see :func:`parse_location`): the run opens its store
+    with it and hands the store down, so deeper layers only ever open folders.
     """
     if not isinstance(location, (str, os.PathLike)):
         return location
-    checked = parse_location(os.fspath(location))
+    text = os.fspath(location)
+    if environ is None:
+        if is_url(text):
+            raise ValueError(f"opening {text} needs the run's environment (environ=)")
+        environ = {}  # a folder needs nothing of it
+    checked = parse_location(text, environ)
     if checked.scheme is None:
         return LocalStore(checked.path, sleep=sleep)
     from mpexport.sinks.lake.objects import ObjectStore
