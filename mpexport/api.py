@@ -104,7 +104,8 @@ def export(
     Parquet dataset there. With ``parquet`` and no ``db`` the dataset is the
     output (the lake): each UTC day one file, written whole and deduplicated,
     days it holds skipped as a database's are. ``memory_limit`` is the
-    loader's budget (``"256MB"`` by default, or ``$MPEXPORT_MEMORY_LIMIT``).
+    loader's budget (``$MPEXPORT_MEMORY_LIMIT``, else the machine's: ``"256MB"``
+    on two cores, more with more cores, see ``sinks.duckdb.budget.default_budget``).
     Requests stay within ``qps_limit`` per second and ``hourly_limit`` per
     rolling hour (Mixpanel's 3 and 60 by default), shared across runs; a
     failing chunk is tried ``retries`` more times. ``progress`` is called on

@@ -49,13 +49,15 @@ def open_database(
     target: DatabaseTarget, request: ExportRequest, guard: InterruptGuard | None = None,
     lake_check: Callable[[], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    cpus: int | None = None,
 ) -> DuckDBSink:
     """Validate and open the DuckDB sink (fails before anything is fetched).
 
     ``guard`` is the run's: the sink's waits for its loader look for its stop
     request. ``lake_check`` raises once the ``--parquet`` lake's lock is lost.
     ``environ`` is the run's variables, which an object-store ``--parquet``
-    URL needs (see :func:`mpexport.sinks.lake.store.open_store`).
+    URL needs (see :func:`mpexport.sinks.lake.store.open_store`); ``cpus``
+    its machine's cores, which cap the loader's threads.
     """
     from mpexport.sinks.lake.sink import database_sink
     from mpexport.sinks.lake.store import Store, open_store
@@ -76,6 +78,7 @@ def open_database(
         parquet_dir=parquet,
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
+        cpus=cpus,
         check_stop=guard.raise_if_requested if guard is not None else None,
         lake_check=lake_check,
     )
@@ -203,7 +206,8 @@ def locked_database(
     command, environ = environment.command_name, environment.environ
     with database_lock(target.path, wait_lock, check_stop, command=command), \
             _lake_lock(target.parquet, wait_lock, check_stop, environ, command) as lake_check:
-        database = open_database(target, request, guard, lake_check, environ)
+        database = open_database(target, request, guard, lake_check, environ,
+                                 environment.cpus)
         try:
             if check_stop is not None:
                 check_stop()
@@ -284,7 +288,8 @@ def open_lake(
             sink = LakeSink(lake, scratch, filters=request.filters, run_id=run_id,
                             replace=replace, refresh=refresh or replace,
                             project_timezone=request.project_timezone,
-                            memory_limit=memory_limit, check_stop=check_stop)
+                            memory_limit=memory_limit, cpus=environment.cpus,
+                            check_stop=check_stop)
             try:
                 if check_stop is not None:
                     check_stop()

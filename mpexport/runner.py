@@ -118,7 +118,7 @@ def run(
 
     # Only now: $MPEXPORT_MEMORY_LIMIT is for the loader, never an NDJSON run's error.
     options = dataclasses.replace(
-        options, memory_limit=chosen_memory_limit(options.memory_limit, environ))
+        options, memory_limit=chosen_memory_limit(options.memory_limit, environment))
     sync = command == "sync"
     if sync and options.dry_run:
         # Read-only: a dry run creates, locks and writes nothing.

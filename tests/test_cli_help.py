@@ -38,8 +38,25 @@ def test_export_help_lists_exit_codes_and_env() -> None:
 def test_version_names_python_duckdb_and_requests() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
-    for text in ("mpexport 0.", "Python 3.", "duckdb ", "requests "):
+    for text in ("mpexport 0.", "Python 3.", "duckdb ", "requests ", "loader budget "):
         assert text in result.stdout
+    assert len(result.stdout.splitlines()) == 1  # scripts and the frozen build's test read one line
+
+
+def test_version_says_the_budget_and_threads_of_the_machine() -> None:
+    import dataclasses
+
+    from mpexport.cli.main import version_text
+    from mpexport.environment import Environment
+
+    cron_vm = Environment.of({}, cpus=2, memory_bytes=4 * 1024**3)
+    assert version_text(cron_vm).endswith(
+        "; loader budget 256MB, 1 thread: the default for 2 cores and 4.0 GiB)")
+    big = dataclasses.replace(cron_vm, cpus=16, memory_bytes=64 * 1024**3)
+    assert "loader budget 2135MB, 15 threads: the default for 16 cores and 64.0 GiB" in (
+        version_text(big))
+    variable = Environment.of({"MPEXPORT_MEMORY_LIMIT": "1GB"}, cpus=16, memory_bytes=1)
+    assert "loader budget 1GB, 7 threads: set by MPEXPORT_MEMORY_LIMIT" in version_text(variable)
 
 
 def test_shell_completion_script() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -12,11 +13,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpexport.environment import Environment
 from mpexport.errors import LoaderError, UsageError
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
 from mpexport.sinks.duckdb import repair as duckdb_repair
-from mpexport.sinks.duckdb.budget import MIB, LoaderBudget, parse_size
+from mpexport.sinks.duckdb.budget import (
+    DEFAULT_MEMORY_LIMIT,
+    MIB,
+    LoaderBudget,
+    choose_budget,
+    default_budget,
+    parse_size,
+)
 from mpexport.sinks.duckdb.repair import refused_line_numbers, repair_line, write_repairs
 from mpexport.sinks.duckdb.rows import reader_sql
 from mpexport.sinks.duckdb.sink import DuckDBSink
@@ -282,14 +291,77 @@ def test_budget_shapes_threads_and_steps() -> None:
         LoaderBudget.from_text("64MB")
 
 
+GIB = 1024 * MIB
+
+
+def machine(cores: int | None, memory: int | None, **environ: str) -> Environment:
+    """A machine's environment: ``cores``, ``memory`` (None: unknown) and ``environ``."""
+    # Environment.of reads this machine's for None; replace() keeps them unknown.
+    return dataclasses.replace(Environment.of(environ), cpus=cores, memory_bytes=memory)
+
+
 def test_budget_from_environment() -> None:
     from mpexport.sinks.duckdb.budget import chosen_memory_limit
 
-    environ = {"MPEXPORT_MEMORY_LIMIT": "1GiB"}  # the run's environment, not the process's
-    assert LoaderBudget.from_text(chosen_memory_limit(None, environ)).memory_bytes == 1024 * MIB
-    chosen = chosen_memory_limit("512MiB", environ)
+    # The run's environment, not the process's; a big machine, whose default would be bigger.
+    environment = machine(16, 64 * GIB, MPEXPORT_MEMORY_LIMIT="1GiB")
+    chosen = chosen_memory_limit(None, environment)
+    assert LoaderBudget.from_text(chosen).memory_bytes == 1024 * MIB  # the variable wins
+    chosen = chosen_memory_limit("512MiB", environment)
     assert LoaderBudget.from_text(chosen).memory_bytes == 512 * MIB  # the option wins
-    assert chosen_memory_limit(None, {}) is None  # the default, then
+    assert chosen_memory_limit(None, machine(2, 24 * GIB)) == "256MB"  # the default, then
+    assert chosen_memory_limit(None, machine(16, 64 * GIB)) == default_budget(16, 64 * GIB)
+
+
+@pytest.mark.parametrize(("cores", "memory", "text", "threads"), [
+    (2, 24 * GIB, "256MB", 1),  # today's default, today's one thread: a 2-core cron VM
+    (1, 2 * GIB, "256MB", 1),
+    (3, 8 * GIB, "390MB", 2),  # 256MB + 128 MiB: one thread more
+    (16, 64 * GIB, "2135MB", 15),  # a thread per core (but one for fetching)
+    (16, 2 * GIB, "536MB", 3),  # a quarter of 2 GiB
+    (16, 512 * MIB, "256MB", 1),  # a quarter would be 128 MiB: never under 256MB
+    (64, 1024 * GIB, "8577MB", 63),  # far under a quarter: the cores bound it
+    (None, 64 * GIB, "256MB", 1),  # unknown cores or memory: today's default
+    (16, None, "256MB", 1),
+])
+def test_default_budget_follows_the_machine(cores: int | None, memory: int | None, text: str,
+                                            threads: int) -> None:
+    assert default_budget(cores, memory) == text
+    budget = LoaderBudget.from_text(text, cpus=cores)
+    assert budget.threads == threads and not budget.two_step
+    assert budget.memory_bytes >= parse_size("256MB")
+    if cores is not None and memory is not None and budget.memory_bytes > parse_size("256MB"):
+        assert budget.memory_bytes <= memory // 4 and budget.threads < cores
+
+
+def test_today_default_is_kept_on_two_cores_whatever_the_memory() -> None:
+    for memory in (1 * GIB, 4 * GIB, 24 * GIB, 1024 * GIB):
+        assert default_budget(2, memory) == DEFAULT_MEMORY_LIMIT
+    assert LoaderBudget.from_text(DEFAULT_MEMORY_LIMIT, cpus=2).threads == 1
+
+
+def test_the_budget_says_where_it_came_from() -> None:
+    big = machine(16, 64 * GIB)
+    assert choose_budget(None, big).describe() == (
+        "2135MB, 15 threads: the default for 16 cores and 64.0 GiB")
+    assert choose_budget("1GB", big).describe() == "1GB, 7 threads: set by --memory-limit"
+    variable = machine(16, 64 * GIB, MPEXPORT_MEMORY_LIMIT="512MB")
+    assert choose_budget(None, variable).describe() == (
+        "512MB, 3 threads: set by MPEXPORT_MEMORY_LIMIT")
+    # The CLI's option reads the variable itself: the same text is the variable's.
+    assert choose_budget("512MB", variable).source == "MPEXPORT_MEMORY_LIMIT"
+    assert choose_budget(None, machine(None, None)).describe() == (
+        "256MB, 1 thread: the default for unknown cores and unknown memory")
+    assert "is invalid" in choose_budget("lots", big).describe()
+
+
+def test_the_sink_caps_threads_at_the_cores_it_is_given(tmp_path: Path) -> None:
+    sink = DuckDBSink(tmp_path / "out.duckdb", filters=QueryFilters(), run_id="t",
+                      memory_limit="2GB", cpus=3)
+    try:
+        assert sink.budget.threads == 3
+    finally:
+        sink.close()
 
 
 # ------------------------------------------------------------------ repair

@@ -116,6 +116,41 @@ def test_of_takes_the_state_folder_from_the_given_variables(tmp_path: Path) -> N
     assert environment.stdout is None  # nothing of the process unless given
 
 
+def test_the_machine_is_read_at_the_front_and_can_be_given() -> None:
+    import os
+
+    environment = Environment.from_process()
+    assert environment.cpus is not None and 1 <= environment.cpus <= (os.cpu_count() or 1)
+    assert environment.memory_bytes is not None and environment.memory_bytes > 64 * 1024**2
+    assert Environment.of({}).cpus == environment.cpus  # a library call runs on this machine
+    given = Environment.of({}, cpus=16, memory_bytes=64 * 1024**3)
+    assert (given.cpus, given.memory_bytes) == (16, 64 * 1024**3)
+
+
+@pytest.mark.parametrize(("environ", "memory_limit", "said"), [
+    ({}, None, "loader budget 2135MB, 15 threads: the default for 16 cores and 64.0 GiB"),
+    ({"MPEXPORT_MEMORY_LIMIT": "512MB"}, None,
+     "loader budget 512MB, 3 threads: set by MPEXPORT_MEMORY_LIMIT"),
+    ({"MPEXPORT_MEMORY_LIMIT": "512MB"}, "1GB",
+     "loader budget 1GB, 7 threads: set by --memory-limit"),
+])
+def test_a_database_run_chooses_its_budget_for_its_machine_once(
+    make_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    environ: dict[str, str], memory_limit: str | None, said: str,
+) -> None:
+    """The environment's machine sets the default; the variable and the option still win."""
+    server = make_server(Dataset(seed=5, events_per_day=5))
+    environment = Environment.of({**service_account_env(), STATE_DIR_ENV: str(tmp_path / "s"),
+                                  "MPEXPORT_QPS_LIMIT": "100", **environ},
+                                 cpus=16, memory_bytes=64 * 1024**3)
+    with caplog.at_level("INFO", logger="mpexport"):
+        result = mpexport.export("2024-04-01", "2024-04-01", api_url=server.url,
+                                 db=tmp_path / "e.duckdb", memory_limit=memory_limit,
+                                 environment=environment)
+    assert result.ok
+    assert [r.getMessage() for r in caplog.records if "loader budget" in r.getMessage()] == [said]
+
+
 # ------------------------------------------------------------------ a run steered by it
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 import click
 
@@ -27,12 +28,24 @@ from mpexport.errors import (
     reader_gone,
 )
 
+if TYPE_CHECKING:
+    from mpexport.environment import Environment
 
-def version_text() -> str:
-    """``mpexport X (Python Y, duckdb Z, requests W)``: what a bug report needs."""
+
+def version_text(environment: Environment | None = None) -> str:
+    """``mpexport X (Python Y, duckdb Z, requests W; loader budget ...)``: what a bug report needs.
+
+    One line (scripts and the frozen build's tests read it so). The loader
+    budget is the one a run on this machine (``environment``, the process's
+    by default) chooses without ``--memory-limit``: the variable's or the
+    machine's default, with its threads.
+    """
     import importlib
     import platform
     from importlib.metadata import PackageNotFoundError, version
+
+    from mpexport.environment import Environment
+    from mpexport.sinks.duckdb.budget import choose_budget
 
     parts = [f"Python {platform.python_version()}"]
     for package in ("duckdb", "requests"):
@@ -42,7 +55,9 @@ def version_text() -> str:
             # A frozen build may carry the module without its metadata.
             module = importlib.import_module(package)
             parts.append(f"{package} {getattr(module, '__version__', 'unknown')}")
-    return f"mpexport {__version__} ({', '.join(parts)})"
+    environment = environment or Environment.from_process()
+    budget = choose_budget(None, environment).describe()
+    return f"mpexport {__version__} ({', '.join(parts)}; loader budget {budget})"
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -54,7 +69,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version,
-              help="Show the version (and Python's, duckdb's, requests') and exit.")
+              help="Show the version (and Python's, duckdb's, requests', the loader's "
+                   "memory budget on this machine) and exit.")
 @debug_option
 def cli() -> None:
     """Export raw events from Mixpanel, fast and exactly once.

@@ -172,7 +172,8 @@ def database_options(function: F) -> F:
         click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
                      help="Memory budget of the DuckDB loader, e.g. 512MB or 2GB; a smaller "
                           "one loads the same data more slowly (at least 96MB) "
-                          "[default: 256MB; env MPEXPORT_MEMORY_LIMIT]."),
+                          "[default: 256MB on 2 cores, more with more cores and memory "
+                          "(mpexport --version says); env MPEXPORT_MEMORY_LIMIT]."),
         click.option("--wait-lock", type=float, default=RunOptions.wait_lock, metavar="SECONDS",
                      help="If another run holds the database or the lake, wait this long for it "
                           "[default: exit 4 at once]."),

@@ -70,8 +70,8 @@ _D = ProfileOptions()
               help="With --db: the table [default: profiles, or group_profiles with "
                    "--group-id].")
 @click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
-              help="With --db: the loader's memory budget [default: 256MB; env "
-                   "MPEXPORT_MEMORY_LIMIT].")
+              help="With --db: the loader's memory budget [default: 256MB on 2 cores, "
+                   "more with more cores; env MPEXPORT_MEMORY_LIMIT].")
 @click.option("--wait-lock", type=float, default=_D.wait_lock, metavar="SECONDS",
               help="With --db: wait this long for another run holding the database "
                    "[default: exit 4 at once].")

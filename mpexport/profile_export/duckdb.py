@@ -71,7 +71,7 @@ class DuckDBProfiles:
 
     def __init__(self, path: Path, *, table: str, group_key: str | None, filtered: bool,
                  spool_dir: Path, memory_limit: str | None = None,
-                 allow_empty: bool = False) -> None:
+                 allow_empty: bool = False, cpus: int | None = None) -> None:
         check_table_name(table)
         self.path = Path(path)
         self.table = table
@@ -79,7 +79,7 @@ class DuckDBProfiles:
         self.filtered = filtered
         self.allow_empty = allow_empty
         self.spool_dir = spool_dir
-        self.budget = LoaderBudget.from_text(memory_limit)
+        self.budget = LoaderBudget.from_text(memory_limit, cpus)  # cpus: the run's machine
         # One staged session per table and group key.
         self.stage = json.dumps([table, group_key])
         self.load = ProfileLoad(table, "upsert" if filtered else "replace")

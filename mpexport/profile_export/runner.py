@@ -141,7 +141,8 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
                                   memory_limit=chosen_memory_limit(options.memory_limit,
-                                                                   environment.environ),
+                                                                   environment),
+                                  cpus=environment.cpus,
                                   allow_empty=options.allow_empty)
         database.open()
         try:
@@ -176,7 +177,8 @@ def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: li
             database = DuckDBProfiles(path, table=o.table_name, group_key=o.group_id,
                                       filtered=o.filtered, spool_dir=path.parent,
                                       memory_limit=chosen_memory_limit(o.memory_limit,
-                                                                       environment.environ))
+                                                                       environment),
+                                      cpus=environment.cpus)
             if database.open_read_only():
                 try:
                     state, done = database.resume(key)

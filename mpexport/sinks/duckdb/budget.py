@@ -10,18 +10,26 @@ DuckDB 2.0 decide how a budget is spent:
 - below about 192 MiB even one thread cannot read and extract in one
   statement, so small budgets stage the raw lines first (a temp table that
   spills to disk) and extract from that in a second statement.
+
+Without ``--memory-limit`` or ``$MPEXPORT_MEMORY_LIMIT`` the budget follows
+the machine (:func:`default_budget`): 256MB on two cores, a thread's worth
+more for each further core, within a quarter of the memory.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpexport.errors import UsageError
+
+if TYPE_CHECKING:
+    from mpexport.environment import Environment
+
+log = logging.getLogger(__name__)
 
 MEMORY_LIMIT_ENV = "MPEXPORT_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -30,6 +38,9 @@ MIB = 1024 * 1024
 # do not fit: measured failing at 64 MB, loading at 96 MB, on realistic rows.
 MIN_BUDGET = 96 * 1000 * 1000  # "96MB", as DuckDB reads it
 _PER_THREAD = 128 * MIB
+# When the cores are unknown the thread count is capped as on the two-core
+# machine the default budget was sized for.
+_UNKNOWN_CORES = 2
 _ONE_STATEMENT_FLOOR = 192 * MIB
 # Rows per row group written by the loader (DuckDB's default is 122,880).
 # An insert buffers a whole row group before compressing it to disk: at 1-2
@@ -65,13 +76,83 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def chosen_memory_limit(given: str | None, environ: Mapping[str, str]) -> str | None:
-    """The loader's budget as text: ``given``, else ``$MPEXPORT_MEMORY_LIMIT`` of ``environ``.
+def default_budget(cores: int | None, memory_bytes: int | None) -> str:
+    """The loader's budget when none is given, as text (``256MB``, ``2135MB``) for ``cores``.
 
-    None leaves the default. The run applies it (with its environment) when
-    it opens a database, so that the variable never counts against NDJSON.
+    The rule: **256MB, plus 128 MiB for each core beyond the second, at most
+    a quarter of ``memory_bytes``, never under 256MB.** Either value unknown
+    (None) gives 256MB. Decimal megabytes, rounded down, as the 256MB
+    default has always been written.
+
+    256MB is today's default and stays exactly that on one or two cores: a
+    2-core cron VM loads as it always did, with one thread (256MB is 244 MiB,
+    one 128 MiB thread with room for DuckDB's own caches). Each further core
+    adds the ~128 MiB one more loader thread needs (the per-thread figure
+    measured above), so the loader gets one thread per core but one, leaving
+    a core to the fetch workers' decompression and verification. A quarter
+    of the memory bounds it on a machine with many cores and little memory
+    (the rest is the system's, the spool's page cache and other programs'),
+    and the thread count never exceeds the cores (:meth:`LoaderBudget.from_text`).
     """
-    return given or environ.get(MEMORY_LIMIT_ENV) or None
+    if not cores or not memory_bytes:
+        return DEFAULT_MEMORY_LIMIT
+    base = parse_size(DEFAULT_MEMORY_LIMIT)
+    wanted = base + max(0, cores - 2) * _PER_THREAD
+    budget = max(base, min(wanted, memory_bytes // 4))
+    return f"{budget // 1000**2}MB"
+
+
+@dataclass(frozen=True)
+class BudgetChoice:
+    """The loader's budget for a run, and why it is that one (for ``--version`` and ``-v``)."""
+
+    text: str
+    # "--memory-limit", "MPEXPORT_MEMORY_LIMIT" or "default".
+    source: str
+    cpus: int | None = None
+    memory_bytes: int | None = None
+
+    def describe(self) -> str:
+        """``256MB, 1 thread: the default for 2 cores and 23.5 GiB``, or why the text is invalid."""
+        try:
+            threads = LoaderBudget.from_text(self.text, self.cpus).threads
+        except UsageError as exc:
+            return f"{self.text} from {self.source} is invalid: {exc}"
+        budget = f"{self.text}, {threads} thread{'s' if threads != 1 else ''}"
+        if self.source != "default":
+            return f"{budget}: set by {self.source}"
+        cores = f"{self.cpus} core{'s' if self.cpus != 1 else ''}" if self.cpus else "unknown cores"
+        memory = (f"{self.memory_bytes / 1024**3:.1f} GiB" if self.memory_bytes
+                  else "unknown memory")
+        return f"{budget}: the default for {cores} and {memory}"
+
+
+def choose_budget(given: str | None, environment: Environment) -> BudgetChoice:
+    """The loader's budget: ``given``, else ``$MPEXPORT_MEMORY_LIMIT``, else the machine's default.
+
+    The default follows ``environment``'s cores and memory (:func:`default_budget`).
+    """
+    variable = environment.environ.get(MEMORY_LIMIT_ENV) or None
+    machine = {"cpus": environment.cpus, "memory_bytes": environment.memory_bytes}
+    if given:
+        # The CLI's option reads the variable itself: the same text is the variable's.
+        source = MEMORY_LIMIT_ENV if given == variable else "--memory-limit"
+        return BudgetChoice(given, source, **machine)
+    if variable:
+        return BudgetChoice(variable, MEMORY_LIMIT_ENV, **machine)
+    return BudgetChoice(default_budget(environment.cpus, environment.memory_bytes), "default",
+                        **machine)
+
+
+def chosen_memory_limit(given: str | None, environment: Environment) -> str:
+    """The loader's budget as text (see :func:`choose_budget`); logged (``-v``) with its threads.
+
+    The run calls it when it opens a database, once, so that the variable
+    never counts against NDJSON and the log says the budget once per run.
+    """
+    choice = choose_budget(given, environment)
+    log.info("loader budget %s", choice.describe())
+    return choice.text
 
 
 @dataclass(frozen=True)
@@ -87,7 +168,11 @@ class LoaderBudget:
 
     @classmethod
     def from_text(cls, text: str | None = None, cpus: int | None = None) -> LoaderBudget:
-        """The budget for ``text``, else the default (see :func:`chosen_memory_limit`)."""
+        """The budget for ``text`` (else 256MB) on ``cpus`` cores (the run's, from its environment).
+
+        A thread per 128 MiB, at most one per core: a run chooses its text
+        with :func:`chosen_memory_limit`. Unknown cores count as two.
+        """
         text = text or DEFAULT_MEMORY_LIMIT
         memory = parse_size(text)
         if memory < MIN_BUDGET:
@@ -95,7 +180,7 @@ class LoaderBudget:
                 f"memory limit {text} is below the smallest that loads: 96MB",
                 "give --memory-limit 96MB or more",
             )
-        cores = cpus or os.cpu_count() or 1
+        cores = cpus or _UNKNOWN_CORES
         threads = max(1, min(cores, memory // _PER_THREAD))
         two_step = memory < _ONE_STATEMENT_FLOOR
         return cls(memory, 1 if two_step else threads, two_step, text.strip())

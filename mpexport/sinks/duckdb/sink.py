@@ -84,6 +84,7 @@ class DuckDBSink:
         days: DayWriter | None = None,
         held: HeldDays | None = None,
         memory_limit: str | None = None,
+        cpus: int | None = None,
         project_timezone: str | None = None,
         check_stop: Callable[[], None] | None = None,
     ) -> None:
@@ -108,7 +109,7 @@ class DuckDBSink:
         # Left to itself DuckDB caches up to 80% of RAM and fails a load that
         # needs more than its limit; the budget bounds it and sets threads and
         # spilling so that a smaller budget is slower, never a failure.
-        self.budget = LoaderBudget.from_text(memory_limit)
+        self.budget = LoaderBudget.from_text(memory_limit, cpus)
         self._config = self.budget.duckdb_config(db_path)
         self._reader = RowReader(self.budget, project_timezone=project_timezone)
         self._lock = threading.Lock()  # guards _covered between loader and main thread
