@@ -296,3 +296,14 @@ def open_lake(
                 yield sink
             finally:
                 sink.abort()  # a no-op once the run closed it
+
+
+def loader_budget(environment: Environment) -> str:
+    """The loader's budget a run on ``environment`` takes without ``--memory-limit``, and why.
+
+    ``2135MB, 15 threads: the default for 16 cores and 64.0 GiB``, for
+    ``mpexport --version`` (the CLI reaches the sinks only through here).
+    """
+    from mpexport.sinks.duckdb.budget import choose_budget
+
+    return choose_budget(None, environment).describe()

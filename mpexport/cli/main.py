@@ -44,8 +44,8 @@ def version_text(environment: Environment | None = None) -> str:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
+    from mpexport.database import loader_budget
     from mpexport.environment import Environment
-    from mpexport.sinks.duckdb.budget import choose_budget
 
     parts = [f"Python {platform.python_version()}"]
     for package in ("duckdb", "requests"):
@@ -56,7 +56,7 @@ def version_text(environment: Environment | None = None) -> str:
             module = importlib.import_module(package)
             parts.append(f"{package} {getattr(module, '__version__', 'unknown')}")
     environment = environment or Environment.from_process()
-    budget = choose_budget(None, environment).describe()
+    budget = loader_budget(environment)
     return f"mpexport {__version__} ({', '.join(parts)}; loader budget {budget})"
 
 
