@@ -84,9 +84,9 @@ def default_budget(cores: int | None, memory_bytes: int | None) -> str:
     (None) gives 256MB. Decimal megabytes, rounded down, as the 256MB
     default has always been written.
 
-    256MB is today's default and stays exactly that on one or two cores: a
-    2-core cron VM loads as it always did, with one thread (256MB is 244 MiB,
-    one 128 MiB thread with room for DuckDB's own caches). Each further core
+    256MB, the default before the machine counted, stays exactly that on one
+    or two cores: a 2-core cron VM loads as it always did, with one thread
+    (256MB is 244 MiB: one 128 MiB thread with room for DuckDB's own caches). Each further core
     adds the ~128 MiB one more loader thread needs (the per-thread figure
     measured above), so the loader gets one thread per core but one, leaving
     a core to the fetch workers' decompression and verification. A quarter
