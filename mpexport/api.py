@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from mpexport import runner
 from mpexport.interrupt import InterruptGuard
 from mpexport.options import (
-    HOURLY_LIMIT_ENV,
     PROJECT_TIMEZONE_ENV,
-    QPS_LIMIT_ENV,
     RunOptions,
     from_environment,
+    limits_from_environment,
+    split_output,
 )
 
 if TYPE_CHECKING:
@@ -32,14 +32,6 @@ if TYPE_CHECKING:
     from mpexport.sinks.duckdb.sink import LoadStats
 
 _D = RunOptions()  # the defaults, defined once in RunOptions
-
-
-def _qps(given: float | None) -> float:
-    return from_environment(QPS_LIMIT_ENV, given, _D.qps_limit, float)
-
-
-def _hourly(given: int | None) -> int:
-    return from_environment(HOURLY_LIMIT_ENV, given, _D.hourly_limit, int)
 
 
 def _timezone(given: str | None) -> str | None:
@@ -124,14 +116,14 @@ def export(
     ends, the call leaves no thread running and no spool file behind, so it
     can be called again and again in one process (a notebook, a worker).
     """
-    stream = None if output is None or isinstance(output, (str, Path)) else output
+    stream, path = split_output(output)
+    qps_limit, hourly_limit = limits_from_environment(qps_limit, hourly_limit)
     options = RunOptions(
         from_date=from_date, to_date=to_date, events=tuple(events), where=where, limit=limit,
         project_timezone=_timezone(project_timezone), workers=workers,
-        chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit),
-        hourly_limit=_hourly(hourly_limit), region=region,
-        api_url=api_url, project_id=project_id, profile=profile,
-        output=_path(output) if isinstance(output, (str, Path)) else None, append=append,
+        chunk_days=chunk_days, retries=retries, qps_limit=qps_limit,
+        hourly_limit=hourly_limit, region=region,
+        api_url=api_url, project_id=project_id, profile=profile, output=path, append=append,
         db=_path(db), table=table, refresh=refresh, replace=replace, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, dry_run=dry_run,
     )
@@ -188,11 +180,12 @@ def sync(
     """
     from mpexport.sinks.duckdb.sink import LoadStats
 
+    qps_limit, hourly_limit = limits_from_environment(qps_limit, hourly_limit)
     options = RunOptions(
         from_date=from_date, to_date=to_date, lookback=lookback, events=tuple(events),
         where=where, limit=limit, project_timezone=_timezone(project_timezone),
-        workers=workers, chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit),
-        hourly_limit=_hourly(hourly_limit), region=region, api_url=api_url,
+        workers=workers, chunk_days=chunk_days, retries=retries, qps_limit=qps_limit,
+        hourly_limit=hourly_limit, region=region, api_url=api_url,
         project_id=project_id,
         profile=profile, db=_path(db), table=table, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, refresh=refresh, dry_run=dry_run,

@@ -175,8 +175,7 @@ def build_request(
     _check_limits(options)
     filters = QueryFilters(tuple(options.events), options.where or None, options.limit)
     validate_filters(filters)
-    settings = dataclasses.replace(settings or FetchSettings(),
-                                   max_attempts=options.retries + 1)
+    settings = options.fetch_settings(settings)
     return ExportRequest(
         from_date=start,
         to_date=end,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -80,8 +79,7 @@ def build_profile_request(options: ProfileOptions, *, region: str | None = None,
         from mpexport.sinks.duckdb.schema import check_table_name
 
         check_table_name(options.table_name)
-    settings = dataclasses.replace(settings or FetchSettings(),
-                                   max_attempts=options.retries + 1)
+    settings = options.fetch_settings(settings)
     endpoint = resolve_query_endpoint(region or options.region or DEFAULT_REGION,
                                       options.api_url)
     return ProfileRequest(options, endpoint, settings)
