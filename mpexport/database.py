@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpexport.errors import UsageError
+from mpexport.front import database_locked, stop_check
 from mpexport.options import DEFAULT_TABLE, RunOptions
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def open_database(
         parquet_dir=target.parquet,
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
-        check_stop=guard.raise_if_requested if guard is not None else None,
+        check_stop=stop_check(guard),
     )
 
 
@@ -172,12 +173,8 @@ def locked_database(
     the database opened (which cannot be cut) takes effect right after it.
     The loader thread has ended when the block is left.
     """
-    from mpexport.sinks.duckdb.lock import database_lock
-    from mpexport.sinks.duckdb.schema import check_db_path
-
-    check_db_path(target.path)  # a clear message before a lock file is created
-    check_stop = guard.raise_if_requested if guard is not None else None
-    with database_lock(target.path, wait_lock, check_stop), \
+    check_stop = stop_check(guard)
+    with database_locked(target.path, wait_lock, guard), \
             _lake_lock(target.parquet, wait_lock, check_stop):
         database = open_database(target, request, guard)
         try:

@@ -11,20 +11,19 @@ parses, prints and maps errors to exit codes.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.config.resolve import credentials_for_run
 from mpexport.errors import (
     Interrupted,
     LoaderError,
     MpexportError,
     UsageError,
 )
-from mpexport.events import Notice, ProgressCallback
+from mpexport.events import ProgressCallback
+from mpexport.front import hour_used, ignore, new_limiter, resolve, tell
 from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ExportResult
 from mpexport.options import Command, RunOptions
@@ -41,7 +40,6 @@ from mpexport.sinks.output_file import Destination, ndjson_destination
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.transport import FetchSettings
-    from mpexport.pacing.limiter import RateLimiter
     from mpexport.sinks.duckdb.sink import DuckDBSink
     from mpexport.syncing import HoldsDays
 
@@ -72,21 +70,16 @@ def run(
     :class:`~mpexport.errors.Interrupted` with what was done and what is
     left. Every thread the run started has ended when this returns or raises.
     """
-    environ = os.environ if environ is None else environ
-    notify = progress or _ignore
+    notify = progress or ignore
     _check_destination(command, options)
     if output is not None and (options.db is not None or options.parquet is not None):
         raise UsageError("an NDJSON output stream cannot be used with db or parquet",
                          "export to the database, or to the stream, in two calls")
-    # Bad input is reported before missing credentials: it is the first thing to fix.
-    build_request(options, settings=settings)
-    credentials, region, warnings = credentials_for_run(
-        credentials, environ, profile=options.profile, project_id=options.project_id,
-        region=options.region, dry_run=options.dry_run)
-    request = build_request(options, region=region, settings=settings)
+    request, credentials, warnings = resolve(
+        options, lambda region: build_request(options, region=region, settings=settings),
+        credentials, environ)
     notes = [*warnings, *request.notes]
-    for note in notes:
-        notify(Notice(note))
+    tell(notify, notes)
     guard = guard if guard is not None else InterruptGuard()
     if options.dry_run and command == "export":
         return _dry_run(request, credentials, notes)
@@ -136,10 +129,6 @@ def run(
                              share_hour=share_hour)
 
 
-def _ignore(_event: object) -> None:
-    return None
-
-
 def _synced(request: ExportRequest, store: HoldsDays, options: RunOptions, notes: list[str],
             notify: ProgressCallback) -> ExportRequest:
     """The sync's request from what ``store`` holds; its notes told and kept with the run's."""
@@ -148,8 +137,7 @@ def _synced(request: ExportRequest, store: HoldsDays, options: RunOptions, notes
     said: list[str] = []
     request = sync_request(request, store, options.from_date is not None, options.lookback,
                            refresh=options.refresh, record=not options.dry_run, notes=said)
-    for note in said:
-        notify(Notice(note))
+    tell(notify, said)
     notes.extend(said)
     return request
 
@@ -199,31 +187,13 @@ def _check_ndjson_options(options: RunOptions) -> None:
 
 def _dry_run(request: ExportRequest, credentials: Credentials | None,
              notes: list[str]) -> ExportResult:
-    from mpexport.pacing.limiter import HourlyState
-
-    project = credentials.project_id if credentials is not None else None
-    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    used = hour_used(request.endpoint.base_url, credentials)
     chunks = request.plan(used_this_hour=len(used))
     if request.skip_days:
         chunks = without_days(chunks, request.skip_days)
     return ExportResult(chunks_total=len(chunks), from_date=request.from_date,
                         to_date=request.to_date, notes=notes,
                         plan=describe_plan(request, chunks, credentials, used))
-
-
-def new_limiter(
-    request: ExportRequest, credentials: Credentials | None, *, persist: bool = True
-) -> RateLimiter:
-    """The run's shared limiter; with ``persist`` it shares the hour with earlier runs."""
-    from mpexport.options import MAX_WORKERS
-    from mpexport.pacing.limiter import HourlyState, RateLimiter
-
-    state = None
-    if persist:
-        project = credentials.project_id if credentials is not None else None
-        state = HourlyState.for_project(request.endpoint.base_url, project)
-    return RateLimiter(qps=request.qps_limit, hourly=request.hourly_limit,
-                       concurrency=min(request.workers, MAX_WORKERS), state=state)
 
 
 def _run_pipeline(
@@ -242,7 +212,9 @@ def _run_pipeline(
     from mpexport.pipeline import Pipeline
     from mpexport.sinks.ndjson import NdjsonSink
 
-    limiter = new_limiter(request, credentials, persist=share_hour)
+    limiter = new_limiter(request.endpoint.base_url, credentials, qps=request.qps_limit,
+                          hourly=request.hourly_limit, workers=request.workers,
+                          persist=share_hour)
     sink: NdjsonSink | DuckDBSink
     if database is not None:
         sink = database

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.config.resolve import credentials_for_run
 from mpexport.errors import Interrupted, UnavailableError
 from mpexport.events import Notice
+from mpexport.front import database_locked, hour_used, ignore, new_limiter, resolve, tell
 from mpexport.interrupt import InterruptGuard
 from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
 from mpexport.profile_export.options import ProfileOptions
@@ -31,7 +30,6 @@ from mpexport.profile_export.resume import SessionState, session_from_page0
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.transport import FetchSettings
-    from mpexport.pacing.limiter import RateLimiter
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.ndjson import NdjsonProfiles
     from mpexport.profile_export.pool import PagePool, SpooledPage
@@ -42,10 +40,6 @@ if TYPE_CHECKING:
 # session that cannot outlive the export would otherwise spend the hour forever.
 MAX_SESSION_RESTARTS = 3
 SESSION_EXPIRED = "the session expired; starting again from page 0"
-
-
-def _ignore(_event: object) -> None:
-    return None
 
 
 def run_profiles(
@@ -72,16 +66,11 @@ def run_profiles(
     Raises :class:`~mpexport.errors.MpexportError` subclasses; a stop raises
     :class:`~mpexport.errors.Interrupted` whose ``result`` is what was done.
     """
-    environ = os.environ if environ is None else environ
-    notify = progress or _ignore
-    # Bad input is reported before missing credentials: it is the first thing to fix.
-    build_profile_request(options, settings=settings)
-    credentials, region, warnings = credentials_for_run(
-        credentials, environ, profile=options.profile, project_id=options.project_id,
-        region=options.region, dry_run=options.dry_run)
-    request = build_profile_request(options, region=region, settings=settings)
-    for note in warnings:
-        notify(Notice(note))
+    notify = progress or ignore
+    request, credentials, warnings = resolve(
+        options, lambda region: build_profile_request(options, region=region, settings=settings),
+        credentials, environ)
+    tell(notify, warnings)
     if options.dry_run:
         # Before any sink is opened: a dry run locks, creates and changes nothing.
         return _dry_run(request, credentials, warnings, notify)
@@ -121,14 +110,10 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
             ndjson.close()
         return
     from mpexport.profile_export.duckdb import DuckDBProfiles
-    from mpexport.sinks.duckdb.lock import database_lock
-    from mpexport.sinks.duckdb.schema import check_db_path
     from mpexport.spool import spool_folder
 
     path = Path(options.db)
-    check_db_path(path)  # a clear message before a lock file is created
-    with database_lock(path, options.wait_lock, guard.raise_if_requested), \
-            spool_folder(spool_dir) as spool:
+    with database_locked(path, options.wait_lock, guard), spool_folder(spool_dir) as spool:
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
                                   memory_limit=options.memory_limit,
@@ -144,14 +129,12 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
 def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: list[str],
              notify: ProfileProgress) -> ProfileResult:
     """The plan, from what is stored read-only: no lock, no spool, no table, no file."""
-    from mpexport.pacing.limiter import HourlyState
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.resume import PageFiles
     from mpexport.sinks.duckdb.schema import check_db_path
 
     o = request.options
-    project = credentials.project_id if credentials is not None else None
-    used = HourlyState.for_project(request.endpoint.base_url, project).load()
+    used = hour_used(request.endpoint.base_url, credentials)
     key = request.fingerprint(credentials)
     state, done, stored = None, set[int](), None
     if o.db is None:
@@ -196,9 +179,11 @@ def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
         notify(Notice(f"resuming the session opened {_ago(age)} ago: {len(done)} of "
                       f"{state.pages} pages already stored"))
         result.pages_resumed = result.pages_stored = len(done)
-    limiter = _limiter(request, credentials, share_hour)
+    o = request.options
+    limiter = new_limiter(request.endpoint.base_url, credentials, qps=o.qps_limit,
+                          hourly=o.hourly_limit, workers=o.workers, persist=share_hour)
     pool = PagePool(request.query(credentials), spool_dir=sink.spool_dir,
-                    workers=request.options.workers, settings=request.settings,
+                    workers=o.workers, settings=request.settings,
                     gate=limiter, guard=guard, progress=_counting(notify, result))
 
     def stored(spooled: SpooledPage) -> None:
@@ -292,17 +277,6 @@ def _counting(notify: ProfileProgress, result: ProfileResult) -> ProfileProgress
         notify(event)  # type: ignore[arg-type]
 
     return counted
-
-
-def _limiter(request: ProfileRequest, credentials: Credentials, persist: bool) -> RateLimiter:
-    """The run's limiter; with ``persist`` it shares the hour of this Query API and project."""
-    from mpexport.pacing.limiter import HourlyState, RateLimiter
-
-    o = request.options
-    state = (HourlyState.for_project(request.endpoint.base_url, credentials.project_id)
-             if persist else None)
-    return RateLimiter(qps=o.qps_limit, hourly=o.hourly_limit, concurrency=o.workers,
-                       state=state)
 
 
 def _ago(seconds: float) -> str:

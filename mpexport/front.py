@@ -1,0 +1,100 @@
+"""How every run starts, events or profiles: checked options, credentials, pacing, the lock.
+
+Both runners (:mod:`mpexport.runner` and :mod:`mpexport.profile_export.runner`)
+validate their options before anything else, resolve the credentials and
+region the same way, pace their requests with one limiter that shares the
+hour with earlier runs of the same API and project, and write a DuckDB file
+only under its lock. What differs (the request, the sinks) they pass in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from mpexport.config.resolve import credentials_for_run
+from mpexport.events import Notice
+
+if TYPE_CHECKING:
+    from mpexport.interrupt import InterruptGuard
+    from mpexport.mixpanel.credentials import Credentials
+    from mpexport.options import FetchOptions
+    from mpexport.pacing.limiter import RateLimiter
+
+R = TypeVar("R")
+
+
+def ignore(_event: object) -> None:
+    """The progress callback of a run nobody watches."""
+    return None
+
+
+def resolve(
+    options: FetchOptions,
+    build: Callable[[str | None], R],
+    credentials: Credentials | None,
+    environ: Mapping[str, str] | None,
+) -> tuple[R, Credentials | None, list[str]]:
+    """The run's request (``build`` for the resolved region), credentials and warnings.
+
+    ``build`` runs once before the credentials are looked up: bad input is
+    reported before missing credentials, as it is the first thing to fix.
+    ``environ`` defaults to ``os.environ``.
+    """
+    build(None)
+    credentials, region, warnings = credentials_for_run(
+        credentials, os.environ if environ is None else environ, profile=options.profile,
+        project_id=options.project_id, region=options.region, dry_run=options.dry_run)
+    return build(region), credentials, warnings
+
+
+def tell(notify: Callable[[Notice], None], notes: Iterable[str]) -> None:
+    """Pass each note to the run's progress callback."""
+    for note in notes:
+        notify(Notice(note))
+
+
+def hour_used(base_url: str, credentials: Credentials | None) -> list[float]:
+    """The request starts of the last hour recorded for this API and project (for a dry run)."""
+    from mpexport.pacing.limiter import HourlyState
+
+    project = credentials.project_id if credentials is not None else None
+    return HourlyState.for_project(base_url, project).load()
+
+
+def new_limiter(base_url: str, credentials: Credentials | None, *, qps: float, hourly: int,
+                workers: int, persist: bool = True) -> RateLimiter:
+    """The run's limiter; with ``persist`` it shares the hour of this API and project."""
+    from mpexport.options import MAX_WORKERS
+    from mpexport.pacing.limiter import HourlyState, RateLimiter
+
+    state = None
+    if persist:
+        project = credentials.project_id if credentials is not None else None
+        state = HourlyState.for_project(base_url, project)
+    return RateLimiter(qps=qps, hourly=hourly, concurrency=min(workers, MAX_WORKERS),
+                       state=state)
+
+
+def stop_check(guard: InterruptGuard | None) -> Callable[[], None] | None:
+    """What raises the stop ``guard`` was asked for (None without a guard)."""
+    return guard.raise_if_requested if guard is not None else None
+
+
+@contextmanager
+def database_locked(path: Path, wait_lock: float,
+                    guard: InterruptGuard | None) -> Iterator[None]:
+    """Hold the DuckDB file's lock: one writer per file, whatever it writes.
+
+    Another run's lock raises :class:`~mpexport.errors.DatabaseLockedError`
+    after ``wait_lock`` seconds; a stop request of ``guard`` ends the wait.
+    """
+    from mpexport.sinks.duckdb.lock import database_lock
+    from mpexport.sinks.duckdb.schema import check_db_path
+
+    check_db_path(path)  # a clear message before a lock file is created
+    with database_lock(path, wait_lock, stop_check(guard)):
+        yield
