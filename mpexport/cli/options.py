@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,6 +15,9 @@ from mpexport.options import (
     QPS_LIMIT_ENV,
     RunOptions,
 )
+
+if TYPE_CHECKING:
+    from mpexport.cli.summary import Report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -224,24 +227,14 @@ def print_plan(lines: Iterable[str]) -> None:
         raise
 
 
-class SummaryReport(Protocol):
-    """What a command's report offers for ``--summary-json``."""
-
-    error: str | None
-
-    def write_json(self, target: str, code: int) -> None:
-        """Write the summary for exit ``code`` to ``target`` (a path, or - for stderr)."""
-        ...
-
-
-def run_reporting(report: SummaryReport, summary_json: str | None,
+def run_reporting(report: Report[Any], summary_json: str | None,
                   body: Callable[[], int]) -> int:
     """Run ``body``; write the summary JSON whatever happens; return the exit code.
 
     The code comes from :func:`~mpexport.errors.exit_code_for`, as the
     process's does, so the two cannot disagree.
     """
-    from mpexport.cli.report import check_summary_target
+    from mpexport.cli.summary import check_summary_target
     from mpexport.errors import ExitCode, MpexportError, exit_code_for
 
     if summary_json:

@@ -8,9 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Never, TextIO
 
-from mpexport import __version__
-from mpexport.cli.report import write_summary_json
-from mpexport.errors import ExitCode
+from mpexport.cli.summary import Report
 from mpexport.events import BytesReceived
 from mpexport.profile_export.model import (
     PageDone,
@@ -109,33 +107,18 @@ class PageProgress:
 
 
 @dataclass
-class ProfileReport:
+class ProfileReport(Report[ProfileResult]):
     """What the CLI knows of a profiles run, for the summary line and JSON."""
 
     output: str  # the database file, the --output file, or "stdout"
     table: str | None = None
-    result: ProfileResult | None = None
-    error: str | None = None
-
-    def status(self, code: int) -> str:
-        """``complete``, ``partial``, ``interrupted`` or ``failed``, from the exit code."""
-        if code == ExitCode.OK:
-            return "complete"
-        if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-            return "interrupted"
-        if code == ExitCode.PARTIAL and self.result is not None and self.error is None:
-            return "partial"
-        return "failed"
 
     def to_json(self, code: int) -> dict[str, Any]:
         """The machine-readable summary (``--summary-json``)."""
         r = self.result or ProfileResult()
         load = r.load
         return {
-            "status": self.status(code),
-            "exit_code": code,
-            "command": "profiles",
-            "version": __version__,
+            **self.head(code, "profiles"),
             "output": self.output,
             "table": self.table,
             "pages": {
@@ -158,10 +141,6 @@ class ProfileReport:
             "session_restarts": r.session_restarts,
             "error": self.error,
         }
-
-    def write_json(self, target: str, code: int) -> None:
-        """Write the summary JSON to a file (atomically) or, for ``-``, to stderr."""
-        write_summary_json(target, self.to_json(code))
 
     def summary_line(self) -> str:
         """The one-line human summary of a finished run."""
