@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Never, TextIO
+from typing import Any, TextIO
 
+from mpexport.cli.progress import StderrProgress
+from mpexport.cli.progress import describe as describe_shared
 from mpexport.cli.summary import Report
 from mpexport.events import BytesReceived
 from mpexport.profile_export.model import (
@@ -19,14 +19,9 @@ from mpexport.profile_export.model import (
     ProfileResult,
 )
 
-if TYPE_CHECKING:
-    from tqdm import tqdm
-
 
 def describe(event: ProfileEvent) -> str | None:
     """The one-line note an event deserves on stderr, if any."""
-    from mpexport.cli.progress import describe as describe_shared
-
     if isinstance(event, PageRetry):
         return (f"page {event.page}: attempt {event.attempt} failed ({event.reason}); "
                 f"retrying in {event.delay:.1f}s")
@@ -38,19 +33,13 @@ def describe(event: ProfileEvent) -> str | None:
     return describe_shared(event)  # notes and budget waits read as for events
 
 
-class PageProgress:
-    """Progress of the pages on stderr: a tqdm bar, a status line every few seconds, or nothing."""
+class PageProgress(StderrProgress):
+    """Progress of a profiles export's pages: one bar, or a line of pages and profiles."""
 
     def __init__(self, stream: TextIO | None = None, mode: str = "bars",
                  interval: float = 5.0) -> None:
-        self.stream = stream or sys.stderr
-        self.mode = mode
-        self.interval = interval
-        self._bar: tqdm[Never] | None = None
+        super().__init__(stream, mode, interval)
         self._pages = self._done = self._profiles = 0
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
 
     def __call__(self, event: ProfileEvent) -> None:
         """Update the display (and print a note) for one event."""
@@ -60,50 +49,21 @@ class PageProgress:
         elif isinstance(event, PageDone):
             self._done += 1
             self._profiles += event.profiles
-            if self._bar is not None:
-                self._bar.update(1)
-        note = describe(event)
-        if note and self.mode != "quiet":
-            if self._bar is not None:
-                from tqdm import tqdm
-
-                tqdm.write(note, file=self.stream)
-            else:
-                print(note, file=self.stream, flush=True)
+            for bar in self._bars:
+                bar.update(1)
+        self._note(describe(event))
 
     def _open(self, pages: int, done: int) -> None:
-        if self.mode == "lines" and self._ticker is None:
-            self._ticker = threading.Thread(target=self._tick, name="mpexport-progress",
-                                            daemon=True)
-            self._ticker.start()
-        if self.mode != "bars":
+        if not self._begin():
             return
-        from tqdm import tqdm
-
-        if self._bar is not None:  # a new session: the pages start again
-            self._bar.close()
-        self._bar = tqdm(total=pages, initial=done, desc="pages", unit="page",
-                         file=self.stream, dynamic_ncols=True, mininterval=0.2)
+        self._close_bars()  # a new session: the pages start again
+        self._bars = [self._bar(total=pages, initial=done, desc="pages", unit="page")]
 
     def status_line(self) -> str:
         """``mpexport: 12/40 pages, 12000 profiles, 90s``: the lines mode's line."""
         elapsed = time.monotonic() - self._started
         return (f"mpexport: {self._done}/{self._pages} pages, {self._profiles} profiles, "
                 f"{elapsed:.0f}s")
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
-            print(self.status_line(), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        """Stop the status lines and close the bar, so the summary prints below it."""
-        self._stop.set()
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None and ticker is not threading.current_thread():
-            ticker.join()
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 @dataclass
