@@ -12,19 +12,48 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from mpexport.config.resolve import credentials_for_run
 from mpexport.events import Notice
+from mpexport.interrupt import InterruptGuard
 
 if TYPE_CHECKING:
-    from mpexport.interrupt import InterruptGuard
     from mpexport.mixpanel.credentials import Credentials
+    from mpexport.mixpanel.transport import FetchSettings
     from mpexport.options import FetchOptions
     from mpexport.pacing.limiter import RateLimiter
 
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """How a run is carried out, beside what it exports: what every runner is given.
+
+    ``credentials`` default to those the environment (``environ``, by default
+    ``os.environ``) or the options' ``profile`` name. NDJSON goes to
+    ``output``, else the options' ``output``, else stdout. ``guard`` is the
+    run's stop request (the CLI's signal handling; by default a fresh one).
+    ``settings`` tunes fetching (timeouts, backoff); ``spool_dir`` is where
+    fetched data waits (the temp dir by default); ``share_hour`` counts
+    queries against the hour earlier runs on this machine used, per API and
+    project.
+    """
+
+    credentials: Credentials | None = None
+    output: BinaryIO | None = None
+    guard: InterruptGuard | None = None
+    settings: FetchSettings | None = None
+    spool_dir: Path | None = None
+    share_hour: bool = True
+    environ: Mapping[str, str] | None = None
+
+    def stop_request(self) -> InterruptGuard:
+        """The run's stop request: ``guard``, or a fresh one of its own."""
+        return self.guard if self.guard is not None else InterruptGuard()
 
 
 def ignore(_event: object) -> None:
@@ -35,19 +64,18 @@ def ignore(_event: object) -> None:
 def resolve(
     options: FetchOptions,
     build: Callable[[str | None], R],
-    credentials: Credentials | None,
-    environ: Mapping[str, str] | None,
+    setup: RunSetup,
 ) -> tuple[R, Credentials | None, list[str]]:
     """The run's request (``build`` for the resolved region), credentials and warnings.
 
     ``build`` runs once before the credentials are looked up: bad input is
     reported before missing credentials, as it is the first thing to fix.
-    ``environ`` defaults to ``os.environ``.
     """
     build(None)
+    environ = os.environ if setup.environ is None else setup.environ
     credentials, region, warnings = credentials_for_run(
-        credentials, os.environ if environ is None else environ, profile=options.profile,
-        project_id=options.project_id, region=options.region, dry_run=options.dry_run)
+        setup.credentials, environ, profile=options.profile, project_id=options.project_id,
+        region=options.region, dry_run=options.dry_run)
     return build(region), credentials, warnings
 
 

@@ -23,7 +23,7 @@ from mpexport.errors import (
     UsageError,
 )
 from mpexport.events import ProgressCallback
-from mpexport.front import hour_used, ignore, new_limiter, resolve, tell
+from mpexport.front import RunSetup, hour_used, ignore, new_limiter, resolve, tell
 from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ExportResult
 from mpexport.options import Command, RunOptions
@@ -75,12 +75,12 @@ def run(
     if output is not None and (options.db is not None or options.parquet is not None):
         raise UsageError("an NDJSON output stream cannot be used with db or parquet",
                          "export to the database, or to the stream, in two calls")
+    setup = RunSetup(credentials, output, guard, settings, spool_dir, share_hour, environ)
     request, credentials, warnings = resolve(
-        options, lambda region: build_request(options, region=region, settings=settings),
-        credentials, environ)
+        options, lambda region: build_request(options, region=region, settings=settings), setup)
     notes = [*warnings, *request.notes]
     tell(notify, notes)
-    guard = guard if guard is not None else InterruptGuard()
+    guard = setup.stop_request()
     if options.dry_run and command == "export":
         return _dry_run(request, credentials, notes)
     if options.db is None and options.parquet is None:

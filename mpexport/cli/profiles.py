@@ -122,13 +122,14 @@ def _execute(options: dict[str, Any]) -> int:
 
 def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileReport) -> int:
     from mpexport.cli.profiles_report import PageProgress
+    from mpexport.front import RunSetup
     from mpexport.interrupt import InterruptGuard
     from mpexport.profile_export.runner import run_profiles
 
     with progress_shown(options, PageProgress) as progress:
         try:
             with InterruptGuard().installed() as guard:
-                result = run_profiles(run_opts, progress=progress, guard=guard)
+                result = run_profiles(run_opts, progress=progress, setup=RunSetup(guard=guard))
         except Interrupted as stop:
             progress.close()
             _report_interrupted(stop, run_opts, report)

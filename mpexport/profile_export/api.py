@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from mpexport.front import RunSetup
 from mpexport.interrupt import InterruptGuard
 from mpexport.options import limits_from_environment, split_output
 from mpexport.profile_export import runner
@@ -91,6 +92,6 @@ def profiles(
         wait_lock=wait_lock, allow_empty=allow_empty, dry_run=dry_run,
     )
     # This run's own guard: a stop never outlives its run.
-    return runner.run_profiles(options, credentials=credentials, output=stream,
-                               progress=progress, guard=InterruptGuard(cancel),
-                               settings=settings, spool_dir=spool_dir)
+    setup = RunSetup(credentials=credentials, output=stream, guard=InterruptGuard(cancel),
+                     settings=settings, spool_dir=spool_dir)
+    return runner.run_profiles(options, progress=progress, setup=setup)

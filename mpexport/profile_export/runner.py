@@ -14,13 +14,21 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.errors import Interrupted, UnavailableError
 from mpexport.events import Notice
-from mpexport.front import database_locked, hour_used, ignore, new_limiter, resolve, tell
+from mpexport.front import (
+    RunSetup,
+    database_locked,
+    hour_used,
+    ignore,
+    new_limiter,
+    resolve,
+    tell,
+)
 from mpexport.interrupt import InterruptGuard
 from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
 from mpexport.profile_export.options import ProfileOptions
@@ -29,7 +37,6 @@ from mpexport.profile_export.resume import SessionState, session_from_page0
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
-    from mpexport.mixpanel.transport import FetchSettings
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.ndjson import NdjsonProfiles
     from mpexport.profile_export.pool import PagePool, SpooledPage
@@ -42,45 +49,33 @@ MAX_SESSION_RESTARTS = 3
 SESSION_EXPIRED = "the session expired; starting again from page 0"
 
 
-def run_profiles(
-    options: ProfileOptions,
-    *,
-    credentials: Credentials | None = None,
-    output: BinaryIO | None = None,
-    progress: ProfileProgress | None = None,
-    guard: InterruptGuard | None = None,
-    settings: FetchSettings | None = None,
-    spool_dir: Path | None = None,
-    share_hour: bool = True,
-    environ: Mapping[str, str] | None = None,
-) -> ProfileResult:
-    """Export the profiles ``options`` describe; return what the run did.
+def run_profiles(options: ProfileOptions, *, progress: ProfileProgress | None = None,
+                 setup: RunSetup | None = None) -> ProfileResult:
+    """Export the profiles ``options`` describe, as ``setup`` says; return what the run did.
 
-    ``credentials`` default to those the environment or ``options.profile``
-    name (``environ`` defaults to ``os.environ``). NDJSON goes to ``output``,
-    else ``options.output``, else stdout, once every page is in. ``progress``
-    receives :mod:`mpexport.profile_export.model` events on this thread. ``guard``
-    is the run's stop request. ``spool_dir`` is where a database run's pages
-    wait (the temp dir by default); ``share_hour`` counts queries against the
-    hour earlier runs on this machine used (per Query API and project).
+    NDJSON is written once every page is in. ``progress`` receives
+    :mod:`mpexport.profile_export.model` events on this thread. A database
+    run's pages wait in ``setup.spool_dir``.
     Raises :class:`~mpexport.errors.MpexportError` subclasses; a stop raises
     :class:`~mpexport.errors.Interrupted` whose ``result`` is what was done.
     """
     notify = progress or ignore
+    setup = setup if setup is not None else RunSetup()
+    settings = setup.settings
     request, credentials, warnings = resolve(
         options, lambda region: build_profile_request(options, region=region, settings=settings),
-        credentials, environ)
+        setup)
     tell(notify, warnings)
     if options.dry_run:
         # Before any sink is opened: a dry run locks, creates and changes nothing.
         return _dry_run(request, credentials, warnings, notify)
-    guard = guard if guard is not None else InterruptGuard()
-    with _sink(request, credentials, output, guard, spool_dir) as sink:
+    guard = setup.stop_request()
+    with _sink(request, credentials, setup.output, guard, setup.spool_dir) as sink:
         assert credentials is not None
         result = ProfileResult(notes=list(warnings))
         started = time.monotonic()
         try:
-            _export(request, credentials, sink, result, notify, guard, share_hour)
+            _export(request, credentials, sink, result, notify, guard, setup.share_hour)
         except Interrupted as stop:
             result.interrupted = True
             stop.result = result
