@@ -142,6 +142,12 @@ class RunOptions(FetchOptions):
     lookback: int = DEFAULT_LOOKBACK
 
 
+def check_workers(workers: int, hint: str) -> None:
+    """Raise UsageError for a number of parallel requests Mixpanel would refuse."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}", hint)
+
+
 def check_pacing(retries: int, qps_limit: float, hourly_limit: int) -> None:
     """Raise UsageError for retries, a rate or an hourly limit no fetching command accepts."""
     if not 0 <= retries <= MAX_RETRIES:

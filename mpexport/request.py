@@ -21,7 +21,7 @@ from mpexport.mixpanel.endpoints import (
 from mpexport.mixpanel.fetch import Query
 from mpexport.mixpanel.transport import FetchSettings
 from mpexport.model import Chunk, QueryFilters
-from mpexport.options import MAX_WORKERS, RunOptions, check_pacing
+from mpexport.options import RunOptions, check_pacing, check_workers
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
 
 
@@ -192,11 +192,7 @@ def build_request(
 
 
 def _check_limits(options: RunOptions) -> None:
-    if not 1 <= options.workers <= MAX_WORKERS:
-        raise UsageError(
-            f"--workers must be between 1 and {MAX_WORKERS}, not {options.workers}",
-            "Mixpanel allows at most 100 concurrent queries per project",
-        )
+    check_workers(options.workers, "Mixpanel allows at most 100 concurrent queries per project")
     if options.chunk_days is not None and options.chunk_days < 1:
         raise UsageError(f"--chunk-days must be at least 1, not {options.chunk_days}")
     check_pacing(options.retries, options.qps_limit, options.hourly_limit)

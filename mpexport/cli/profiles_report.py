@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mpexport.cli.progress import StderrProgress
+from mpexport.cli.progress import StderrProgress, failed_note, retry_note
 from mpexport.cli.progress import describe as describe_shared
-from mpexport.cli.summary import Report
+from mpexport.cli.summary import Report, loaded_line, traffic
 from mpexport.events import BytesReceived
 from mpexport.profile_export.model import (
     PageDone,
@@ -23,11 +23,10 @@ from mpexport.profile_export.model import (
 def describe(event: ProfileEvent) -> str | None:
     """The one-line note an event deserves on stderr, if any."""
     if isinstance(event, PageRetry):
-        return (f"page {event.page}: attempt {event.attempt} failed ({event.reason}); "
-                f"retrying in {event.delay:.1f}s")
+        return retry_note(f"page {event.page}", event.attempt, event.reason, event.delay)
     if isinstance(event, PageFailed):
         failure = event.failure
-        return f"page {failure.page} failed after {failure.attempts} attempts: {failure.reason}"
+        return failed_note(f"page {failure.page}", failure.attempts, failure.reason)
     if isinstance(event, (PagesPlanned, PageDone, BytesReceived)):
         return None
     return describe_shared(event)  # notes and budget waits read as for events
@@ -109,7 +108,7 @@ class ProfileReport(Report[ProfileResult]):
         pages = f"{r.pages_stored}/{r.pages_total} pages"
         if r.pages_resumed:
             pages += f" ({r.pages_resumed} stored by an earlier run)"
-        tail = f"{pages}, {r.bytes / 1e6:.1f} MB, {r.seconds:.1f}s, {r.retries} retries"
+        tail = f"{pages}, {traffic(r.bytes, r.seconds)}, {r.retries} retries"
         if r.session_restarts:
             tail += f", {r.session_restarts} session restarts"
         if r.load is None:
@@ -125,5 +124,4 @@ class ProfileReport(Report[ProfileResult]):
             extras.append(f"{load.duplicates} listed twice, kept once")
         if load.repaired:
             extras.append(f"{load.repaired} repaired")
-        return (f"mpexport: loaded {load.rows} profiles into {self.output} table "
-                f"{load.table} ({', '.join(extras)}); {tail}")
+        return loaded_line(load.rows, "profiles", self.output, load.table, extras, tail)

@@ -23,17 +23,26 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 
+def retry_note(what: str, attempt: int, reason: str, delay: float) -> str:
+    """The note of a failed attempt at ``what`` (a chunk, a page) that is tried again."""
+    return f"{what}: attempt {attempt} failed ({reason}); retrying in {delay:.1f}s"
+
+
+def failed_note(what: str, attempts: int, reason: str) -> str:
+    """The note of ``what`` (a chunk, a page) failing after its whole retry budget."""
+    return f"{what} failed after {attempts} attempts: {reason}"
+
+
 def describe(event: ProgressEvent) -> str | None:
     """The one-line note an event deserves on stderr, if any."""
     if isinstance(event, Notice):
         return f"mpexport: note: {event.text}"
     if isinstance(event, ChunkRetry):
-        return (f"chunk {event.chunk.label()}: attempt {event.attempt} failed "
-                f"({event.reason}); retrying in {event.delay:.1f}s")
+        return retry_note(f"chunk {event.chunk.label()}", event.attempt, event.reason,
+                          event.delay)
     if isinstance(event, ChunkFailed):
         failure = event.failure
-        return (f"chunk {failure.chunk.label()} failed after {failure.attempts} "
-                f"attempts: {failure.reason}")
+        return failed_note(f"chunk {failure.chunk.label()}", failure.attempts, failure.reason)
     if isinstance(event, ChunkSplitInTwo):
         left, right = event.halves
         return (f"chunk {event.chunk.label()} keeps failing ({event.reason}); "

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mpexport.cli.summary import Report
+from mpexport.cli.summary import Report, loaded_line, traffic
 from mpexport.model import ExportResult
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def summary_line(report: RunReport) -> str:
     done = f"{len(result.completed)}/{result.chunks_total} chunks"
     if result.skipped:
         done += f", {len(result.skipped)} already loaded"
-    size = f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s"
+    size = traffic(result.bytes, result.seconds)
     if load is None:
         return f"mpexport: {result.events} events in {done}, {size}{span}"
     extras = [f"{load.duplicates_skipped} duplicates skipped"]
@@ -95,5 +95,5 @@ def summary_line(report: RunReport) -> str:
     if report.database is None:
         return (f"mpexport: wrote {load.rows_inserted} new events to {report.lake} "
                 f"({', '.join(extras)}); {done}, {size}{span}")
-    return (f"mpexport: loaded {load.rows_inserted} events into {report.database} table "
-            f"{report.table} ({', '.join(extras)}); {done}, {size}{span}")
+    return loaded_line(load.rows_inserted, "events", report.database, str(report.table), extras,
+                       f"{done}, {size}{span}")

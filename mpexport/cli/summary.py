@@ -51,6 +51,18 @@ class Report(Generic[R]):
         write_summary_json(target, self.to_json(code))
 
 
+def traffic(bytes_received: int, seconds: float) -> str:
+    """``1.2 MB, 3.4s``: what a run received, and how long it took (for its summary line)."""
+    return f"{bytes_received / 1e6:.1f} MB, {seconds:.1f}s"
+
+
+def loaded_line(rows: int, what: str, database: object, table: str, extras: list[str],
+                tail: str) -> str:
+    """The summary line of a run that loaded ``rows`` of ``what`` into a DuckDB table."""
+    return (f"mpexport: loaded {rows} {what} into {database} table {table} "
+            f"({', '.join(extras)}); {tail}")
+
+
 def check_summary_target(target: str) -> None:
     """Refuse a summary JSON path that cannot be written, before anything is fetched.
 

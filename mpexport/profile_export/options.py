@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from mpexport.options import FetchOptions
 
 # The Query API allows 5 concurrent queries and, as the export API, 60 per
-# rolling hour per project (FetchOptions' hourly_limit).
+# rolling hour per project (FetchOptions' hourly_limit). --workers is checked
+# against the same MAX_WORKERS as an events run's (options.check_workers).
 DEFAULT_PAGE_WORKERS = 5
-MAX_PAGE_WORKERS = 100
 # Profiles per page as Mixpanel serves them; only estimates use it (--dry-run),
 # a run reads the real size from page 0.
 EXPECTED_PAGE_SIZE = 1000
