@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpexport.errors import UsageError
-from mpexport.front import database_locked, stop_check
 from mpexport.options import DEFAULT_TABLE, RunOptions
+from mpexport.startup import database_locked, stop_check
 
 if TYPE_CHECKING:
     from mpexport.interrupt import InterruptGuard

@@ -11,12 +11,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal, TypeVar
+from typing import BinaryIO, Literal, TypeVar
 
 from mpexport.errors import UsageError
-
-if TYPE_CHECKING:
-    from mpexport.mixpanel.transport import FetchSettings
 
 Command = Literal["export", "sync"]
 T = TypeVar("T")
@@ -98,14 +95,6 @@ class FetchOptions:
     wait_lock: float = 0.0
     # Only describe the plan.
     dry_run: bool = False
-
-    def fetch_settings(self, settings: FetchSettings | None) -> FetchSettings:
-        """``settings`` (or the defaults) with this run's retry budget."""
-        import dataclasses
-
-        from mpexport.mixpanel.transport import FetchSettings
-
-        return dataclasses.replace(settings or FetchSettings(), max_attempts=self.retries + 1)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from mpexport.mixpanel.transport import FetchSettings
 from mpexport.model import Chunk, QueryFilters
 from mpexport.options import RunOptions, check_pacing, check_workers
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
+from mpexport.startup import fetch_settings
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def build_request(
     _check_limits(options)
     filters = QueryFilters(tuple(options.events), options.where or None, options.limit)
     validate_filters(filters)
-    settings = options.fetch_settings(settings)
+    settings = fetch_settings(options, settings)
     return ExportRequest(
         from_date=start,
         to_date=end,

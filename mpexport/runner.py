@@ -23,7 +23,6 @@ from mpexport.errors import (
     UsageError,
 )
 from mpexport.events import ProgressCallback
-from mpexport.front import RunSetup, hour_used, ignore, new_limiter, resolve, tell
 from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ExportResult
 from mpexport.options import Command, RunOptions
@@ -36,6 +35,7 @@ from mpexport.request import (
     without_days,
 )
 from mpexport.sinks.output_file import Destination, ndjson_destination
+from mpexport.startup import RunSetup, hour_used, ignore, new_limiter, resolve, tell
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials

@@ -122,9 +122,9 @@ def _execute(options: dict[str, Any]) -> int:
 
 def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileReport) -> int:
     from mpexport.cli.profiles_report import PageProgress
-    from mpexport.front import RunSetup
     from mpexport.interrupt import InterruptGuard
     from mpexport.profile_export.runner import run_profiles
+    from mpexport.startup import RunSetup
 
     with progress_shown(options, PageProgress) as progress:
         try:

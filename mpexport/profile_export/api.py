@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.front import RunSetup
 from mpexport.interrupt import InterruptGuard
 from mpexport.options import limits_from_environment, split_output
 from mpexport.profile_export import runner
 from mpexport.profile_export.options import ProfileOptions
+from mpexport.startup import RunSetup
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials

@@ -16,6 +16,7 @@ from mpexport.mixpanel.transport import FetchSettings
 from mpexport.options import check_pacing, check_workers
 from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, ProfileOptions
 from mpexport.profile_export.resume import SessionState, account_key, fingerprint, pages_for
+from mpexport.startup import fetch_settings
 
 # Sizes a dry run estimates for when nothing tells it how many profiles there are.
 EXAMPLE_SIZES = (10_000, 100_000, 1_000_000)
@@ -75,7 +76,7 @@ def build_profile_request(options: ProfileOptions, *, region: str | None = None,
         from mpexport.sinks.duckdb.schema import check_table_name
 
         check_table_name(options.table_name)
-    settings = options.fetch_settings(settings)
+    settings = fetch_settings(options, settings)
     endpoint = resolve_query_endpoint(region or options.region or DEFAULT_REGION,
                                       options.api_url)
     return ProfileRequest(options, endpoint, settings)

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.errors import Interrupted, UnavailableError
 from mpexport.events import Notice
-from mpexport.front import (
+from mpexport.interrupt import InterruptGuard
+from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
+from mpexport.profile_export.options import ProfileOptions
+from mpexport.profile_export.request import ProfileRequest, build_profile_request, describe_plan
+from mpexport.profile_export.resume import SessionState, session_from_page0
+from mpexport.startup import (
     RunSetup,
     database_locked,
     hour_used,
@@ -29,11 +34,6 @@ from mpexport.front import (
     resolve,
     tell,
 )
-from mpexport.interrupt import InterruptGuard
-from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgress, ProfileResult
-from mpexport.profile_export.options import ProfileOptions
-from mpexport.profile_export.request import ProfileRequest, build_profile_request, describe_plan
-from mpexport.profile_export.resume import SessionState, session_from_page0
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials

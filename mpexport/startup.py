@@ -1,10 +1,11 @@
 """How every run starts, events or profiles: checked options, credentials, pacing, the lock.
 
 Both runners (:mod:`mpexport.runner` and :mod:`mpexport.profile_export.runner`)
-validate their options before anything else, resolve the credentials and
-region the same way, pace their requests with one limiter that shares the
-hour with earlier runs of the same API and project, and write a DuckDB file
-only under its lock. What differs (the request, the sinks) they pass in.
+are given the same :class:`RunSetup`, validate their options before anything
+else, resolve the credentials and region the same way, retry as the options
+say, pace their requests with one limiter that shares the hour with earlier
+runs of the same API and project, and write a DuckDB file only under its
+lock. What differs (the request, the sinks) they pass in.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def resolve(
         setup.credentials, environ, profile=options.profile, project_id=options.project_id,
         region=options.region, dry_run=options.dry_run)
     return build(region), credentials, warnings
+
+
+def fetch_settings(options: FetchOptions, settings: FetchSettings | None) -> FetchSettings:
+    """``settings`` (or the defaults) with the run's retry budget."""
+    import dataclasses
+
+    from mpexport.mixpanel.transport import FetchSettings
+
+    return dataclasses.replace(settings or FetchSettings(), max_attempts=options.retries + 1)
 
 
 def tell(notify: Callable[[Notice], None], notes: Iterable[str]) -> None:
