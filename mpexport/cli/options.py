@@ -107,6 +107,19 @@ def date_help(which: str) -> str:
     return f"{which} day, inclusive: YYYY-MM-DD, today, yesterday or -N (N days ago)."
 
 
+def server_options(function: F) -> F:
+    """Where Mixpanel is and which project, the same for events and profiles."""
+    return _compose(function, [
+        click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
+                     default=None,
+                     help="Data residency region [default: MP_REGION with MP_* credentials, "
+                          "the profile's region with a profile, else us]."),
+        click.option("--api-url", metavar="URL",
+                     help="Replace scheme and host (a proxy or the built-in server)."),
+        click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
+    ])
+
+
 def fetch_options(function: F) -> F:
     """Options of every command that fetches: filters, speed, region, credentials."""
     return _compose(function, [
@@ -132,13 +145,7 @@ def fetch_options(function: F) -> F:
                      help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
         click.option("--limit", type=int,
                      help="Cap on events per request (at most 100000)."),
-        click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
-                     default=None,
-                     help="Data residency region [default: MP_REGION with MP_* credentials, "
-                          "the profile's region with a profile, else us]."),
-        click.option("--api-url", metavar="URL",
-                     help="Replace scheme and host (a proxy or the built-in server)."),
-        click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
+        server_options,
         click.option("--profile", metavar="NAME",
                      help="Saved profile to use (see 'mpexport config init') [default: "
                           "$MPEXPORT_PROFILE, the config's default_profile, else 'default']."),

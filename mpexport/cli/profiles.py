@@ -6,10 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mpexport.cli.options import CONTEXT, FETCH_EPILOG, echo_err, output_options, run_reporting
+from mpexport.cli.options import (
+    CONTEXT,
+    FETCH_EPILOG,
+    echo_err,
+    output_options,
+    run_reporting,
+    server_options,
+)
 from mpexport.cli.running import ended, library_values, progress_shown
 from mpexport.errors import Interrupted
-from mpexport.mixpanel.regions import REGIONS
 from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV
 from mpexport.profile_export.options import ProfileOptions
 
@@ -44,12 +50,7 @@ _D = ProfileOptions()
               envvar=HOURLY_LIMIT_ENV,
               help="Queries per rolling hour, shared by runs on this machine (per API and "
                    "project) [env MPEXPORT_HOURLY_LIMIT].")
-@click.option("--region", type=click.Choice(REGIONS, case_sensitive=False), default=None,
-              help="Data residency region [default: MP_REGION with MP_* credentials, the "
-                   "profile's region with a profile, else us].")
-@click.option("--api-url", metavar="URL",
-              help="Replace scheme and host (a proxy or the built-in server).")
-@click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID].")
+@server_options
 @click.option("--profile", metavar="NAME",
               help="Saved credentials profile to use (see 'mpexport config init').")
 @click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
