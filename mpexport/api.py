@@ -18,11 +18,11 @@ from mpexport import runner
 from mpexport.environment import Environment
 from mpexport.interrupt import InterruptGuard
 from mpexport.options import (
-    HOURLY_LIMIT_ENV,
     PROJECT_TIMEZONE_ENV,
-    QPS_LIMIT_ENV,
     RunOptions,
     from_environment,
+    limits_from_environment,
+    split_output,
 )
 
 if TYPE_CHECKING:
@@ -32,14 +32,6 @@ if TYPE_CHECKING:
     from mpexport.model import ExportResult, LoadStats
 
 _D = RunOptions()  # the defaults, defined once in RunOptions
-
-
-def _qps(given: float | None, environ: Mapping[str, str]) -> float:
-    return from_environment(QPS_LIMIT_ENV, given, _D.qps_limit, float, environ)
-
-
-def _hourly(given: int | None, environ: Mapping[str, str]) -> int:
-    return from_environment(HOURLY_LIMIT_ENV, given, _D.hourly_limit, int, environ)
 
 
 def _timezone(given: str | None, environ: Mapping[str, str]) -> str | None:
@@ -135,14 +127,14 @@ def export(
     """
     environment = environment if environment is not None else Environment.from_process()
     environ = environment.environ
-    stream = None if output is None or isinstance(output, (str, Path)) else output
+    stream, path = split_output(output)
+    qps_limit, hourly_limit = limits_from_environment(qps_limit, hourly_limit, environ)
     options = RunOptions(
         from_date=from_date, to_date=to_date, events=tuple(events), where=where, limit=limit,
         project_timezone=_timezone(project_timezone, environ), workers=workers,
-        chunk_days=chunk_days, retries=retries, qps_limit=_qps(qps_limit, environ),
-        hourly_limit=_hourly(hourly_limit, environ), region=region,
-        api_url=api_url, project_id=project_id, profile=profile,
-        output=_path(output) if isinstance(output, (str, Path)) else None, append=append,
+        chunk_days=chunk_days, retries=retries, qps_limit=qps_limit,
+        hourly_limit=hourly_limit, region=region,
+        api_url=api_url, project_id=project_id, profile=profile, output=path, append=append,
         db=_path(db), table=table, refresh=refresh, replace=replace, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, dry_run=dry_run,
     )
@@ -202,12 +194,12 @@ def sync(
 
     environment = environment if environment is not None else Environment.from_process()
     environ = environment.environ
+    qps_limit, hourly_limit = limits_from_environment(qps_limit, hourly_limit, environ)
     options = RunOptions(
         from_date=from_date, to_date=to_date, lookback=lookback, events=tuple(events),
         where=where, limit=limit, project_timezone=_timezone(project_timezone, environ),
-        workers=workers, chunk_days=chunk_days, retries=retries,
-        qps_limit=_qps(qps_limit, environ),
-        hourly_limit=_hourly(hourly_limit, environ), region=region, api_url=api_url,
+        workers=workers, chunk_days=chunk_days, retries=retries, qps_limit=qps_limit,
+        hourly_limit=hourly_limit, region=region, api_url=api_url,
         project_id=project_id,
         profile=profile, db=_path(db), table=table, parquet=_lake(parquet),
         memory_limit=memory_limit, wait_lock=wait_lock, refresh=refresh, dry_run=dry_run,

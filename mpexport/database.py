@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mpexport.errors import UsageError
 from mpexport.options import DEFAULT_TABLE, RunOptions
+from mpexport.startup import database_locked, stop_check
 
 if TYPE_CHECKING:
     from mpexport.environment import Environment
@@ -79,7 +80,7 @@ def open_database(
         project_timezone=request.project_timezone,
         memory_limit=target.memory_limit,
         cpus=cpus,
-        check_stop=guard.raise_if_requested if guard is not None else None,
+        check_stop=stop_check(guard),
         lake_check=lake_check,
     )
 
@@ -198,13 +199,9 @@ def locked_database(
     the database opened (which cannot be cut) takes effect right after it.
     The loader thread has ended when the block is left.
     """
-    from mpexport.sinks.duckdb.lock import database_lock
-    from mpexport.sinks.duckdb.schema import check_db_path
-
-    check_db_path(target.path)  # a clear message before a lock file is created
-    check_stop = guard.raise_if_requested if guard is not None else None
+    check_stop = stop_check(guard)
     command, environ = environment.command_name, environment.environ
-    with database_lock(target.path, wait_lock, check_stop, command=command), \
+    with database_locked(target.path, wait_lock, guard, command), \
             _lake_lock(target.parquet, wait_lock, check_stop, environ, command) as lake_check:
         database = open_database(target, request, guard, lake_check, environ,
                                  environment.cpus)
@@ -271,7 +268,7 @@ def open_lake(
 
     check_replace(request, replace)
     run_id = run_id or uuid.uuid4().hex
-    check_stop: Callable[[], None] | None = guard.raise_if_requested if guard else None
+    check_stop = stop_check(guard)
     command, environ = environment.command_name, environment.environ
     # A spool folder: locked while the run lives, removed by a later run if
     # this one is killed.

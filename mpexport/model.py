@@ -6,6 +6,28 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
+
+F = TypeVar("F")  # what a failed unit of work is: a chunk's or a page's failure
+
+
+@dataclass(kw_only=True)
+class RunOutcome(Generic[F]):
+    """What every run reports, events or profiles: failures, traffic, time, notes, a plan."""
+
+    failed: list[F] = field(default_factory=list)
+    bytes: int = 0  # received by this run
+    seconds: float = 0.0
+    interrupted: bool = False
+    # Things the user should know about how the options were read.
+    notes: list[str] = field(default_factory=list)
+    # A dry run's plan (what would be asked); empty otherwise.
+    plan: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed after its retries and the run was not stopped."""
+        return not self.failed and not self.interrupted
 
 
 @dataclass(frozen=True, order=True)
@@ -106,28 +128,19 @@ class LoadStats:
 
 
 @dataclass
-class ExportResult:
-    """What an export did: the library's return value and the CLI's summary."""
+class ExportResult(RunOutcome[ChunkFailure]):
+    """What an export did: the library's return value and the CLI's summary.
+
+    ``ok`` when every planned chunk arrived whole; a dry run's ``plan`` is
+    one line per chunk, then totals.
+    """
 
     chunks_total: int
     completed: list[CompletedChunk] = field(default_factory=list)
-    failed: list[ChunkFailure] = field(default_factory=list)
     skipped: list[Chunk] = field(default_factory=list)
     events: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    interrupted: bool = False
     # The range the run covered (a sync's, from what its database held).
     from_date: dt.date | None = None
     to_date: dt.date | None = None
     # With a database: what the loader did (a LoadStats), else None.
     load: LoadStats | None = None
-    # Things the user should know about how the options were read.
-    notes: list[str] = field(default_factory=list)
-    # A dry run's plan, one line per chunk then totals; empty otherwise.
-    plan: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when every planned chunk arrived whole."""
-        return not self.failed and not self.interrupted

@@ -21,8 +21,9 @@ from mpexport.mixpanel.endpoints import (
 from mpexport.mixpanel.fetch import Query
 from mpexport.mixpanel.transport import FetchSettings
 from mpexport.model import Chunk, QueryFilters
-from mpexport.options import MAX_WORKERS, RunOptions, check_pacing
+from mpexport.options import RunOptions, check_pacing, check_workers
 from mpexport.plan import merge_ranges, plan_adaptive, plan_chunks, query_budget
+from mpexport.startup import fetch_settings
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,7 @@ def build_request(
     _check_limits(options)
     filters = QueryFilters(tuple(options.events), options.where or None, options.limit)
     validate_filters(filters)
-    settings = dataclasses.replace(settings or FetchSettings(),
-                                   max_attempts=options.retries + 1)
+    settings = fetch_settings(options, settings)
     return ExportRequest(
         from_date=start,
         to_date=end,
@@ -193,11 +193,7 @@ def build_request(
 
 
 def _check_limits(options: RunOptions) -> None:
-    if not 1 <= options.workers <= MAX_WORKERS:
-        raise UsageError(
-            f"--workers must be between 1 and {MAX_WORKERS}, not {options.workers}",
-            "Mixpanel allows at most 100 concurrent queries per project",
-        )
+    check_workers(options.workers, "Mixpanel allows at most 100 concurrent queries per project")
     if options.chunk_days is not None and options.chunk_days < 1:
         raise UsageError(f"--chunk-days must be at least 1, not {options.chunk_days}")
     check_pacing(options.retries, options.qps_limit, options.hourly_limit)

@@ -16,7 +16,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpexport.config.resolve import credentials_for_run
 from mpexport.environment import Environment
 from mpexport.errors import (
     Interrupted,
@@ -24,7 +23,7 @@ from mpexport.errors import (
     MpexportError,
     UsageError,
 )
-from mpexport.events import Notice, ProgressCallback
+from mpexport.events import ProgressCallback
 from mpexport.interrupt import InterruptGuard
 from mpexport.model import Chunk, ExportResult
 from mpexport.options import Command, RunOptions
@@ -37,11 +36,11 @@ from mpexport.request import (
     without_days,
 )
 from mpexport.sinks.output_file import Destination, ndjson_destination
+from mpexport.startup import RunSetup, hour_used, ignore, new_limiter, resolve, tell
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.transport import FetchSettings
-    from mpexport.pacing.limiter import RateLimiter
     from mpexport.sinks.base import DatabaseSink
     from mpexport.syncing import HoldsDays
 
@@ -76,28 +75,23 @@ def run(
     :class:`~mpexport.errors.Interrupted` with what was done and what is
     left. Every thread the run started has ended when this returns or raises.
     """
-    from mpexport.mixpanel.transport import with_ca_file
-
     environment = environment if environment is not None else Environment.from_process()
     if environ is not None:
         environment = dataclasses.replace(environment, environ=environ)
     environ = environment.environ
-    settings = with_ca_file(settings, environ)
-    notify = progress or _ignore
+    notify = progress or ignore
     _check_destination(command, options, environ)
     if output is not None and (options.db is not None or options.parquet is not None):
         raise UsageError("an NDJSON output stream cannot be used with db or parquet",
                          "export to the database, or to the stream, in two calls")
-    # Bad input is reported before missing credentials: it is the first thing to fix.
-    build_request(options, settings=settings)
-    credentials, region, warnings = credentials_for_run(
-        credentials, environ, profile=options.profile, project_id=options.project_id,
-        region=options.region, dry_run=options.dry_run)
-    request = build_request(options, region=region, settings=settings)
+    setup = RunSetup(environment, credentials=credentials, output=output, guard=guard,
+                     settings=settings, spool_dir=spool_dir, share_hour=share_hour)
+    request, credentials, warnings = resolve(
+        options, lambda region, tuned: build_request(options, region=region, settings=tuned),
+        setup)
     notes = [*warnings, *request.notes]
-    for note in notes:
-        notify(Notice(note))
-    guard = guard if guard is not None else InterruptGuard()
+    tell(notify, notes)
+    guard = setup.stop_request()
     if options.dry_run and command == "export":
         return _dry_run(request, credentials, notes, environment)
     if options.db is None and options.parquet is None:
@@ -153,10 +147,6 @@ def run(
                              share_hour=share_hour, environment=environment)
 
 
-def _ignore(_event: object) -> None:
-    return None
-
-
 def _synced(request: ExportRequest, store: HoldsDays, options: RunOptions, notes: list[str],
             notify: ProgressCallback) -> ExportRequest:
     """The sync's request from what ``store`` holds; its notes told and kept with the run's."""
@@ -165,8 +155,7 @@ def _synced(request: ExportRequest, store: HoldsDays, options: RunOptions, notes
     said: list[str] = []
     request = sync_request(request, store, options.from_date is not None, options.lookback,
                            refresh=options.refresh, record=not options.dry_run, notes=said)
-    for note in said:
-        notify(Notice(note))
+    tell(notify, said)
     notes.extend(said)
     return request
 
@@ -217,39 +206,13 @@ def _check_ndjson_options(options: RunOptions) -> None:
 
 def _dry_run(request: ExportRequest, credentials: Credentials | None,
              notes: list[str], environment: Environment) -> ExportResult:
-    from mpexport.pacing.limiter import HourlyState
-
-    project = credentials.project_id if credentials is not None else None
-    used = HourlyState.for_project(request.endpoint.base_url, project,
-                                   environment.state_dir).load(environment.wall())
+    used = hour_used(request.endpoint.base_url, credentials, environment)
     chunks = request.plan(used_this_hour=len(used))
     if request.skip_days:
         chunks = without_days(chunks, request.skip_days)
     return ExportResult(chunks_total=len(chunks), from_date=request.from_date,
                         to_date=request.to_date, notes=notes,
                         plan=describe_plan(request, chunks, credentials, used))
-
-
-def new_limiter(
-    request: ExportRequest, credentials: Credentials | None, environment: Environment, *,
-    persist: bool = True
-) -> RateLimiter:
-    """The run's shared limiter, on ``environment``'s clocks.
-
-    With ``persist`` it shares the hour with earlier runs, through the
-    environment's state folder.
-    """
-    from mpexport.options import MAX_WORKERS
-    from mpexport.pacing.limiter import HourlyState, RateLimiter, SystemClock
-
-    state = None
-    if persist:
-        project = credentials.project_id if credentials is not None else None
-        state = HourlyState.for_project(request.endpoint.base_url, project,
-                                        environment.state_dir)
-    return RateLimiter(qps=request.qps_limit, hourly=request.hourly_limit,
-                       concurrency=min(request.workers, MAX_WORKERS), state=state,
-                       clock=SystemClock(environment.monotonic, environment.wall))
 
 
 def _run_pipeline(
@@ -269,7 +232,9 @@ def _run_pipeline(
     from mpexport.pipeline import Pipeline
     from mpexport.sinks.ndjson import NdjsonSink
 
-    limiter = new_limiter(request, credentials, environment, persist=share_hour)
+    limiter = new_limiter(request.endpoint.base_url, credentials, environment,
+                          qps=request.qps_limit, hourly=request.hourly_limit,
+                          workers=request.workers, persist=share_hour)
     sink: NdjsonSink | DatabaseSink
     if database is not None:
         sink = database

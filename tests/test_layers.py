@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "sinks.lake": ("sinks.lake.*",),  # Parquet days, stores, the lake: built on the loader
     "sql": ("sql.*",),  # mpexport sql: reads what the loader wrote
     "workers": ("workers",),  # the one worker pool, for events and profiles
+    "startup": ("startup",),  # how every run starts, events or profiles
     "run": ("request", "plan", "syncing", "database", "pipeline", "runner"),  # one run
     "profiles": ("profile_export.*",),  # one profiles run
     "front": ("", "api"),  # the library's public face
@@ -53,13 +54,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks.lake": frozenset({"foundation", "sinks.duckdb"}),
     "sql": frozenset({"foundation", "sinks.duckdb"}),
     "workers": frozenset({"foundation", "mixpanel"}),
-    "run": frozenset({"foundation", "mixpanel", "pacing", "config", "workers",
+    "startup": frozenset({"foundation", "mixpanel", "pacing", "config", "sinks.duckdb"}),
+    "run": frozenset({"foundation", "mixpanel", "pacing", "config", "workers", "startup",
                       "sinks", "sinks.duckdb", "sinks.lake"}),
-    "profiles": frozenset({"foundation", "mixpanel", "pacing", "config", "workers",
+    "profiles": frozenset({"foundation", "mixpanel", "pacing", "config", "workers", "startup",
                            "sinks.duckdb"}),
-    "front": frozenset({"foundation", "mixpanel", "run", "profiles"}),
-    "cli": frozenset({"foundation", "mixpanel", "config", "sql", "run", "profiles", "front",
-                      "fakeserver"}),
+    "front": frozenset({"foundation", "mixpanel", "startup", "run", "profiles"}),
+    "cli": frozenset({"foundation", "mixpanel", "config", "sql", "startup", "run", "profiles",
+                      "front", "fakeserver"}),
     "fakeserver": frozenset(),
 }
 

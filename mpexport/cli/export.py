@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,17 +11,21 @@ import click
 from mpexport.cli.options import (
     CONTEXT,
     FETCH_EPILOG,
-    configure_logging,
     database_options,
     date_help,
     echo_err,
     fetch_options,
     output_options,
-    print_plan,
-    progress_mode,
     run_reporting,
 )
-from mpexport.errors import ExitCode, Interrupted, LoaderError, MpexportError
+from mpexport.cli.running import (
+    DISPLAY_ONLY,
+    ended,
+    given_on_command_line,
+    library_values,
+    progress_shown,
+)
+from mpexport.errors import Interrupted, LoaderError, MpexportError
 from mpexport.options import RunOptions
 
 if TYPE_CHECKING:
@@ -121,22 +124,10 @@ def sync_command(**options: Any) -> None:
     raise SystemExit(_execute("sync", options))
 
 
-# Parameters that change what is printed, not what is fetched or stored.
-_DISPLAY_ONLY = frozenset({"progress", "quiet", "verbose", "summary_json"})
-_PATHS = frozenset({"db", "output"})  # --parquet may be a URL: it stays text
-
-
 def run_options(options: dict[str, Any]) -> RunOptions:
     """The :class:`RunOptions` of the parsed command line (the library's input)."""
-    values = {name: value for name, value in options.items() if name not in _DISPLAY_ONLY}
-    for name in _PATHS & values.keys():
-        if values[name] is not None:
-            values[name] = Path(values[name])
-    values["events"] = tuple(values.get("events", ()))
-    if (values.get("db") is None and values.get("parquet") is None
-            and _source("memory_limit") is not _COMMANDLINE):
-        values["memory_limit"] = None  # $MPEXPORT_MEMORY_LIMIT is for --db and lake runs only
-    return RunOptions(**values)
+    database = options.get("db") is not None or options.get("parquet") is not None
+    return RunOptions(**library_values(options, repeated="events", database=database))
 
 
 def _execute(command: Command, options: dict[str, Any]) -> int:
@@ -151,63 +142,46 @@ def _execute(command: Command, options: dict[str, Any]) -> int:
 
 
 def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
+    from mpexport.cli.progress import BarProgress
+    from mpexport.cli.report import summary_line
     from mpexport.environment import Environment
     from mpexport.interrupt import InterruptGuard
     from mpexport.runner import run
 
-    configure_logging(options["verbose"], options["quiet"])
     run_opts = run_options(options)
-    from mpexport.cli.progress import BarProgress
-
-    progress = BarProgress(sys.stderr, mode=progress_mode(options))
-    try:
-        # This run's own guard covers the lock wait and the database's close
-        # too; signals only record a stop request.
-        environment = Environment.from_process()
-        with InterruptGuard(stderr=environment.stderr).installed() as guard:
-            try:
-                result = run(command, run_opts, progress=progress, guard=guard,
-                             environment=environment)
-            except Interrupted as stop:
-                # Still under the guard: a second signal before the resume
-                # command is out undoes the run's additions to --output (the
-                # same command run again then adds each line once); after it,
-                # the file's whole chunks match that command and stay.
-                progress.close()
-                _report_interrupted(stop, options, report)
-                guard.settle()
-                raise
-    except LoaderError as error:
-        progress.close()
-        _report_loader_failure(error, options, report)
-        raise
-    except MpexportError as error:
-        report.from_date, report.to_date = error.run_range or (None, None)
-        raise
-    finally:
-        progress.close()
+    with progress_shown(options, BarProgress) as progress:
+        try:
+            # This run's own guard covers the lock wait and the database's close
+            # too; signals only record a stop request.
+            environment = Environment.from_process()
+            with InterruptGuard(stderr=environment.stderr).installed() as guard:
+                try:
+                    result = run(command, run_opts, progress=progress, guard=guard,
+                                 environment=environment)
+                except Interrupted as stop:
+                    # Still under the guard: a second signal before the resume
+                    # command is out undoes the run's additions to --output (the
+                    # same command run again then adds each line once); after it,
+                    # the file's whole chunks match that command and stay.
+                    progress.close()
+                    _report_interrupted(stop, options, report)
+                    guard.settle()
+                    raise
+        except LoaderError as error:
+            progress.close()
+            _report_loader_failure(error, options, report)
+            raise
+        except MpexportError as error:
+            report.from_date, report.to_date = error.run_range or (None, None)
+            raise
     report.from_date, report.to_date = result.from_date, result.to_date
-    if result.plan:
-        print_plan(result.plan)
-        return int(ExitCode.OK)
-    report.result, report.load = result, result.load
-    if not options["quiet"]:
-        from mpexport.cli.report import summary_line
-
-        echo_err(summary_line(report))
-    if result.failed:
-        _report_failures(result.failed, options, report)
-        return int(ExitCode.PARTIAL)
-    return int(ExitCode.OK)
+    report.load = result.load
+    return ended(result, report, options["quiet"], lambda: summary_line(report),
+                 lambda: _report_failures(result.failed, options, report))
 
 
-_COMMANDLINE = click.core.ParameterSource.COMMANDLINE
 # Never repeated in a resume command: its dates are new, and these only print.
-_NOT_RETRIED = _DISPLAY_ONLY | {"from_date", "to_date", "dry_run", "lookback"}
-
-
-def _source(name: str) -> click.core.ParameterSource | None:
-    return click.get_current_context().get_parameter_source(name)
+_NOT_RETRIED = DISPLAY_ONLY | {"from_date", "to_date", "dry_run", "lookback"}
 
 
 def retry_args(options: dict[str, Any]) -> list[str]:
@@ -222,7 +196,7 @@ def retry_args(options: dict[str, Any]) -> list[str]:
         name = param.name
         if (not isinstance(param, click.Option) or name is None or not param.expose_value
                 or name in _NOT_RETRIED
-                or _source(name) is not _COMMANDLINE):
+                or not given_on_command_line(name)):
             continue
         flag = max(param.opts, key=len)  # the long form
         value = options[name]

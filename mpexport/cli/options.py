@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,6 +15,9 @@ from mpexport.options import (
     QPS_LIMIT_ENV,
     RunOptions,
 )
+
+if TYPE_CHECKING:
+    from mpexport.cli.summary import Report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,6 +107,19 @@ def date_help(which: str) -> str:
     return f"{which} day, inclusive: YYYY-MM-DD, today, yesterday or -N (N days ago)."
 
 
+def server_options(function: F) -> F:
+    """Where Mixpanel is and which project, the same for events and profiles."""
+    return _compose(function, [
+        click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
+                     default=None,
+                     help="Data residency region [default: MP_REGION with MP_* credentials, "
+                          "the profile's region with a profile, else us]."),
+        click.option("--api-url", metavar="URL",
+                     help="Replace scheme and host (a proxy or the built-in server)."),
+        click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
+    ])
+
+
 def fetch_options(function: F) -> F:
     """Options of every command that fetches: filters, speed, region, credentials."""
     return _compose(function, [
@@ -129,13 +145,7 @@ def fetch_options(function: F) -> F:
                      help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
         click.option("--limit", type=int,
                      help="Cap on events per request (at most 100000)."),
-        click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
-                     default=None,
-                     help="Data residency region [default: MP_REGION with MP_* credentials, "
-                          "the profile's region with a profile, else us]."),
-        click.option("--api-url", metavar="URL",
-                     help="Replace scheme and host (a proxy or the built-in server)."),
-        click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
+        server_options,
         click.option("--profile", metavar="NAME",
                      help="Saved profile to use (see 'mpexport config init') [default: "
                           "$MPEXPORT_PROFILE, the config's default_profile, else 'default']."),
@@ -225,24 +235,14 @@ def print_plan(lines: Iterable[str]) -> None:
         raise
 
 
-class SummaryReport(Protocol):
-    """What a command's report offers for ``--summary-json``."""
-
-    error: str | None
-
-    def write_json(self, target: str, code: int) -> None:
-        """Write the summary for exit ``code`` to ``target`` (a path, or - for stderr)."""
-        ...
-
-
-def run_reporting(report: SummaryReport, summary_json: str | None,
+def run_reporting(report: Report[Any], summary_json: str | None,
                   body: Callable[[], int]) -> int:
     """Run ``body``; write the summary JSON whatever happens; return the exit code.
 
     The code comes from :func:`~mpexport.errors.exit_code_for`, as the
     process's does, so the two cannot disagree.
     """
-    from mpexport.cli.report import check_summary_target
+    from mpexport.cli.summary import check_summary_target
     from mpexport.errors import ExitCode, MpexportError, exit_code_for
 
     if summary_json:

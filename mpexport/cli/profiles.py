@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -11,15 +9,13 @@ import click
 from mpexport.cli.options import (
     CONTEXT,
     FETCH_EPILOG,
-    configure_logging,
     echo_err,
     output_options,
-    print_plan,
-    progress_mode,
     run_reporting,
+    server_options,
 )
-from mpexport.errors import ExitCode, Interrupted
-from mpexport.mixpanel.regions import REGIONS
+from mpexport.cli.running import ended, library_values, progress_shown
+from mpexport.errors import Interrupted
 from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV
 from mpexport.profile_export.options import ProfileOptions
 
@@ -54,12 +50,7 @@ _D = ProfileOptions()
               envvar=HOURLY_LIMIT_ENV,
               help="Queries per rolling hour, shared by runs on this machine (per API and "
                    "project) [env MPEXPORT_HOURLY_LIMIT].")
-@click.option("--region", type=click.Choice(REGIONS, case_sensitive=False), default=None,
-              help="Data residency region [default: MP_REGION with MP_* credentials, the "
-                   "profile's region with a profile, else us].")
-@click.option("--api-url", metavar="URL",
-              help="Replace scheme and host (a proxy or the built-in server).")
-@click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID].")
+@server_options
 @click.option("--profile", metavar="NAME",
               help="Saved credentials profile to use (see 'mpexport config init').")
 @click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
@@ -113,20 +104,10 @@ def profiles_command(**options: Any) -> None:
     raise SystemExit(_execute(options))
 
 
-_DISPLAY_ONLY = frozenset({"progress", "quiet", "verbose", "summary_json"})
-
-
 def profile_options(options: dict[str, Any]) -> ProfileOptions:
     """The :class:`ProfileOptions` of the parsed command line (the library's input)."""
-    values = {name: value for name, value in options.items() if name not in _DISPLAY_ONLY}
-    for name in ("db", "output"):
-        if values[name] is not None:
-            values[name] = Path(values[name])
-    values["properties"] = tuple(values["properties"])
-    source = click.get_current_context().get_parameter_source("memory_limit")
-    if values["db"] is None and source is not click.core.ParameterSource.COMMANDLINE:
-        values["memory_limit"] = None  # $MPEXPORT_MEMORY_LIMIT is for --db runs only
-    return ProfileOptions(**values)
+    database = options["db"] is not None
+    return ProfileOptions(**library_values(options, repeated="properties", database=database))
 
 
 def _execute(options: dict[str, Any]) -> int:
@@ -141,38 +122,30 @@ def _execute(options: dict[str, Any]) -> int:
 
 
 def _run(run_opts: ProfileOptions, options: dict[str, Any], report: ProfileReport) -> int:
+    from mpexport.cli.profiles_report import PageProgress
     from mpexport.environment import Environment
     from mpexport.interrupt import InterruptGuard
     from mpexport.profile_export.runner import run_profiles
+    from mpexport.startup import RunSetup
 
-    configure_logging(options["verbose"], options["quiet"])
-    from mpexport.cli.profiles_report import PageProgress
+    with progress_shown(options, PageProgress) as progress:
+        try:
+            environment = Environment.from_process()
+            with InterruptGuard(stderr=environment.stderr).installed() as guard:
+                result = run_profiles(run_opts, progress=progress,
+                                      setup=RunSetup(environment, guard=guard))
+        except Interrupted as stop:
+            progress.close()
+            _report_interrupted(stop, run_opts, report)
+            raise
 
-    progress = PageProgress(sys.stderr, mode=progress_mode(options))
-    try:
-        environment = Environment.from_process()
-        with InterruptGuard(stderr=environment.stderr).installed() as guard:
-            result = run_profiles(run_opts, progress=progress, guard=guard,
-                                  environment=environment)
-    except Interrupted as stop:
-        progress.close()
-        _report_interrupted(stop, run_opts, report)
-        raise
-    finally:
-        progress.close()
-    if result.plan:
-        print_plan(result.plan)
-        return int(ExitCode.OK)
-    report.result = result
-    if not options["quiet"]:
-        echo_err(report.summary_line())
-    if result.failed:
+    def tell_failures() -> None:
         echo_err(f"mpexport: {len(result.failed)} pages failed after their retries:")
         for failure in result.failed:
             echo_err(f"  page {failure.page}: {failure.reason}")
         echo_err(_resume_hint(run_opts, result))
-        return int(ExitCode.PARTIAL)
-    return int(ExitCode.OK)
+
+    return ended(result, report, options["quiet"], report.summary_line, tell_failures)
 
 
 def _resume_hint(run_opts: ProfileOptions, result: ProfileResult) -> str:

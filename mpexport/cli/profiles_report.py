@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Never, TextIO
+from typing import Any, TextIO
 
-from mpexport import __version__
-from mpexport.cli.report import write_summary_json
-from mpexport.errors import ExitCode
+from mpexport.cli.progress import StderrProgress, failed_note, retry_note
+from mpexport.cli.progress import describe as describe_shared
+from mpexport.cli.summary import Report, loaded_line, traffic
 from mpexport.events import BytesReceived
 from mpexport.profile_export.model import (
     PageDone,
@@ -21,38 +19,26 @@ from mpexport.profile_export.model import (
     ProfileResult,
 )
 
-if TYPE_CHECKING:
-    from tqdm import tqdm
-
 
 def describe(event: ProfileEvent) -> str | None:
     """The one-line note an event deserves on stderr, if any."""
-    from mpexport.cli.progress import describe as describe_shared
-
     if isinstance(event, PageRetry):
-        return (f"page {event.page}: attempt {event.attempt} failed ({event.reason}); "
-                f"retrying in {event.delay:.1f}s")
+        return retry_note(f"page {event.page}", event.attempt, event.reason, event.delay)
     if isinstance(event, PageFailed):
         failure = event.failure
-        return f"page {failure.page} failed after {failure.attempts} attempts: {failure.reason}"
+        return failed_note(f"page {failure.page}", failure.attempts, failure.reason)
     if isinstance(event, (PagesPlanned, PageDone, BytesReceived)):
         return None
     return describe_shared(event)  # notes and budget waits read as for events
 
 
-class PageProgress:
-    """Progress of the pages on stderr: a tqdm bar, a status line every few seconds, or nothing."""
+class PageProgress(StderrProgress):
+    """Progress of a profiles export's pages: one bar, or a line of pages and profiles."""
 
     def __init__(self, stream: TextIO | None = None, mode: str = "bars",
                  interval: float = 5.0) -> None:
-        self.stream = stream or sys.stderr
-        self.mode = mode
-        self.interval = interval
-        self._bar: tqdm[Never] | None = None
+        super().__init__(stream, mode, interval)
         self._pages = self._done = self._profiles = 0
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
 
     def __call__(self, event: ProfileEvent) -> None:
         """Update the display (and print a note) for one event."""
@@ -62,30 +48,15 @@ class PageProgress:
         elif isinstance(event, PageDone):
             self._done += 1
             self._profiles += event.profiles
-            if self._bar is not None:
-                self._bar.update(1)
-        note = describe(event)
-        if note and self.mode != "quiet":
-            if self._bar is not None:
-                from tqdm import tqdm
-
-                tqdm.write(note, file=self.stream)
-            else:
-                print(note, file=self.stream, flush=True)
+            for bar in self._bars:
+                bar.update(1)
+        self._note(describe(event))
 
     def _open(self, pages: int, done: int) -> None:
-        if self.mode == "lines" and self._ticker is None:
-            self._ticker = threading.Thread(target=self._tick, name="mpexport-progress",
-                                            daemon=True)
-            self._ticker.start()
-        if self.mode != "bars":
+        if not self._begin():
             return
-        from tqdm import tqdm
-
-        if self._bar is not None:  # a new session: the pages start again
-            self._bar.close()
-        self._bar = tqdm(total=pages, initial=done, desc="pages", unit="page",
-                         file=self.stream, dynamic_ncols=True, mininterval=0.2)
+        self._close_bars()  # a new session: the pages start again
+        self._bars = [self._bar(total=pages, initial=done, desc="pages", unit="page")]
 
     def status_line(self) -> str:
         """``mpexport: 12/40 pages, 12000 profiles, 90s``: the lines mode's line."""
@@ -93,49 +64,20 @@ class PageProgress:
         return (f"mpexport: {self._done}/{self._pages} pages, {self._profiles} profiles, "
                 f"{elapsed:.0f}s")
 
-    def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
-            print(self.status_line(), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        """Stop the status lines and close the bar, so the summary prints below it."""
-        self._stop.set()
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None and ticker is not threading.current_thread():
-            ticker.join()
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
 
 @dataclass
-class ProfileReport:
+class ProfileReport(Report[ProfileResult]):
     """What the CLI knows of a profiles run, for the summary line and JSON."""
 
     output: str  # the database file, the --output file, or "stdout"
     table: str | None = None
-    result: ProfileResult | None = None
-    error: str | None = None
-
-    def status(self, code: int) -> str:
-        """``complete``, ``partial``, ``interrupted`` or ``failed``, from the exit code."""
-        if code == ExitCode.OK:
-            return "complete"
-        if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-            return "interrupted"
-        if code == ExitCode.PARTIAL and self.result is not None and self.error is None:
-            return "partial"
-        return "failed"
 
     def to_json(self, code: int) -> dict[str, Any]:
         """The machine-readable summary (``--summary-json``)."""
         r = self.result or ProfileResult()
         load = r.load
         return {
-            "status": self.status(code),
-            "exit_code": code,
-            "command": "profiles",
-            "version": __version__,
+            **self.head(code, "profiles"),
             "output": self.output,
             "table": self.table,
             "pages": {
@@ -159,10 +101,6 @@ class ProfileReport:
             "error": self.error,
         }
 
-    def write_json(self, target: str, code: int) -> None:
-        """Write the summary JSON to a file (atomically) or, for ``-``, to stderr."""
-        write_summary_json(target, self.to_json(code))
-
     def summary_line(self) -> str:
         """The one-line human summary of a finished run."""
         r = self.result
@@ -170,7 +108,7 @@ class ProfileReport:
         pages = f"{r.pages_stored}/{r.pages_total} pages"
         if r.pages_resumed:
             pages += f" ({r.pages_resumed} stored by an earlier run)"
-        tail = f"{pages}, {r.bytes / 1e6:.1f} MB, {r.seconds:.1f}s, {r.retries} retries"
+        tail = f"{pages}, {traffic(r.bytes, r.seconds)}, {r.retries} retries"
         if r.session_restarts:
             tail += f", {r.session_restarts} session restarts"
         if r.load is None:
@@ -186,5 +124,4 @@ class ProfileReport:
             extras.append(f"{load.duplicates} listed twice, kept once")
         if load.repaired:
             extras.append(f"{load.repaired} repaired")
-        return (f"mpexport: loaded {load.rows} profiles into {self.output} table "
-                f"{load.table} ({', '.join(extras)}); {tail}")
+        return loaded_line(load.rows, "profiles", self.output, load.table, extras, tail)

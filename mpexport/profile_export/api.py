@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mpexport.environment import Environment
 from mpexport.interrupt import InterruptGuard
-from mpexport.options import HOURLY_LIMIT_ENV, QPS_LIMIT_ENV, from_environment
+from mpexport.options import limits_from_environment, split_output
 from mpexport.profile_export import runner
 from mpexport.profile_export.options import ProfileOptions
+from mpexport.startup import RunSetup
 
 if TYPE_CHECKING:
     from mpexport.mixpanel.credentials import Credentials
@@ -85,21 +86,18 @@ def profiles(
     takes from its process, this process's by default (see :func:`mpexport.export`).
     """
     environment = environment if environment is not None else Environment.from_process()
-    environ = environment.environ
-    stream = None if output is None or isinstance(output, (str, Path)) else output
+    stream, path = split_output(output)
+    qps_limit, hourly_limit = limits_from_environment(qps_limit, hourly_limit,
+                                                      environment.environ)
     options = ProfileOptions(
         where=where, cohort_id=cohort_id, group_id=group_id, properties=tuple(properties),
-        workers=workers, retries=retries,
-        qps_limit=from_environment(QPS_LIMIT_ENV, qps_limit, _D.qps_limit, float, environ),
-        hourly_limit=from_environment(HOURLY_LIMIT_ENV, hourly_limit, _D.hourly_limit, int,
-                                      environ),
-        region=region, api_url=api_url, project_id=project_id, profile=profile,
-        output=Path(output) if isinstance(output, (str, Path)) else None,
+        workers=workers, retries=retries, qps_limit=qps_limit, hourly_limit=hourly_limit,
+        region=region, api_url=api_url, project_id=project_id, profile=profile, output=path,
         db=Path(db) if db is not None else None, table=table, memory_limit=memory_limit,
         wait_lock=wait_lock, allow_empty=allow_empty, dry_run=dry_run,
     )
     # This run's own guard: a stop never outlives its run.
-    return runner.run_profiles(options, credentials=credentials, output=stream,
-                               progress=progress,
-                               guard=InterruptGuard(cancel, environment.stderr),
-                               settings=settings, spool_dir=spool_dir, environment=environment)
+    setup = RunSetup(environment, credentials=credentials, output=stream,
+                     guard=InterruptGuard(cancel, environment.stderr), settings=settings,
+                     spool_dir=spool_dir)
+    return runner.run_profiles(options, progress=progress, setup=setup)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mpexport.events import BytesReceived, Notice, WaitingForBudget
 from mpexport.mixpanel.engage import PageFailure
+from mpexport.model import RunOutcome
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,16 @@ class ProfileLoad:
 
 
 @dataclass
-class ProfileResult:
-    """What a profiles export did: the library's return value and the CLI's summary."""
+class ProfileResult(RunOutcome[PageFailure]):
+    """What a profiles export did: the library's return value and the CLI's summary.
+
+    ``ok`` when every page arrived and the profiles were written out.
+    """
 
     pages_total: int = 0  # of the session (0 until page 0 arrived)
     pages_stored: int = 0  # of the session, this run's and earlier runs'
     pages_fetched: int = 0  # by this run (a session that expired included)
     pages_resumed: int = 0  # stored by an earlier run of the session
-    failed: list[PageFailure] = field(default_factory=list)
     total: int | None = None  # profiles, as Mixpanel's page 0 said
     profiles: int = 0  # profiles written out (stdout, the file or the table)
     profiles_received: int = 0  # profiles on the pages this run fetched
@@ -79,17 +82,6 @@ class ProfileResult:
     # Pages NDJSON output holds after a stop while writing out (stdout, a
     # device); a file is put in place whole or not at all, so 0 there.
     pages_written: int = 0
-    bytes: int = 0  # received by this run
     retries: int = 0
-    seconds: float = 0.0
     session_restarts: int = 0
-    interrupted: bool = False
     load: ProfileLoad | None = None
-    notes: list[str] = field(default_factory=list)
-    # A dry run's plan; empty otherwise.
-    plan: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when every page arrived and the profiles were written out."""
-        return not self.failed and not self.interrupted

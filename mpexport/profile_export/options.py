@@ -8,14 +8,13 @@ keep it free of heavy imports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from mpexport.options import DEFAULT_QPS_LIMIT, DEFAULT_RETRIES
+from mpexport.options import FetchOptions
 
-# The Query API allows 5 concurrent queries and 60 per rolling hour per project.
+# The Query API allows 5 concurrent queries and, as the export API, 60 per
+# rolling hour per project (FetchOptions' hourly_limit). --workers is checked
+# against the same MAX_WORKERS as an events run's (options.check_workers).
 DEFAULT_PAGE_WORKERS = 5
-MAX_PAGE_WORKERS = 100
-DEFAULT_PROFILE_HOURLY_LIMIT = 60
 # Profiles per page as Mixpanel serves them; only estimates use it (--dry-run),
 # a run reads the real size from page 0.
 EXPECTED_PAGE_SIZE = 1000
@@ -24,7 +23,7 @@ GROUP_TABLE = "group_profiles"
 
 
 @dataclass(frozen=True)
-class ProfileOptions:
+class ProfileOptions(FetchOptions):
     """Which profiles to export, from where, how fast, and where to put them.
 
     ``where`` is Mixpanel's expression on profile properties, ``cohort_id``
@@ -33,7 +32,8 @@ class ProfileOptions:
     those property names. With
     ``db`` the profiles go into a DuckDB table (``table``; by default
     ``profiles``, or ``group_profiles`` with ``group_id``); otherwise NDJSON
-    goes to ``output`` or stdout.
+    goes to ``output`` or stdout. The fields every fetching run has are
+    :class:`~mpexport.options.FetchOptions`'.
     """
 
     # What to fetch.
@@ -41,29 +41,14 @@ class ProfileOptions:
     cohort_id: int | None = None
     group_id: str | None = None
     properties: tuple[str, ...] = ()
-    # How fast, and how hard to try.
+    # How fast.
     workers: int = DEFAULT_PAGE_WORKERS
-    retries: int = DEFAULT_RETRIES
-    qps_limit: float = DEFAULT_QPS_LIMIT
-    hourly_limit: int = DEFAULT_PROFILE_HOURLY_LIMIT
-    # Where Mixpanel is, and whose credentials (when not passed explicitly).
-    region: str | None = None  # None: the profile's or MP_REGION, else us
-    api_url: str | None = None
-    project_id: int | None = None
-    profile: str | None = None
-    # NDJSON output (stdout when None).
-    output: Path | None = None
     # DuckDB output.
-    db: Path | None = None
     table: str | None = None  # None: USER_TABLE, or GROUP_TABLE with group_id
-    memory_limit: str | None = None
-    wait_lock: float = 0.0
     # A full export that lists no profiles may empty a table holding some.
     # Off by default: an empty answer is more often an outage or the wrong
     # project than a project without profiles (EmptySnapshotError).
     allow_empty: bool = False
-    # Only describe the plan.
-    dry_run: bool = False
 
     @property
     def filtered(self) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -14,9 +13,10 @@ from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import DEFAULT_REGION, Endpoint, resolve_query_endpoint
 from mpexport.mixpanel.engage import ProfileQuery
 from mpexport.mixpanel.transport import FetchSettings
-from mpexport.options import check_pacing
-from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, MAX_PAGE_WORKERS, ProfileOptions
+from mpexport.options import check_pacing, check_workers
+from mpexport.profile_export.options import EXPECTED_PAGE_SIZE, ProfileOptions
 from mpexport.profile_export.resume import SessionState, account_key, fingerprint, pages_for
+from mpexport.startup import fetch_settings
 
 # Sizes a dry run estimates for when nothing tells it how many profiles there are.
 EXAMPLE_SIZES = (10_000, 100_000, 1_000_000)
@@ -51,11 +51,7 @@ class ProfileRequest:
 def build_profile_request(options: ProfileOptions, *, region: str | None = None,
                           settings: FetchSettings | None = None) -> ProfileRequest:
     """Validate ``options``; raise :class:`~mpexport.errors.UsageError` if wrong."""
-    if not 1 <= options.workers <= MAX_PAGE_WORKERS:
-        raise UsageError(
-            f"--workers must be between 1 and {MAX_PAGE_WORKERS}, not {options.workers}",
-            "Mixpanel's Query API allows 5 concurrent queries per project",
-        )
+    check_workers(options.workers, "Mixpanel's Query API allows 5 concurrent queries per project")
     check_pacing(options.retries, options.qps_limit, options.hourly_limit)
     if options.cohort_id is not None and options.cohort_id < 1:
         raise UsageError(f"--cohort must be a positive cohort id, not {options.cohort_id}")
@@ -80,8 +76,7 @@ def build_profile_request(options: ProfileOptions, *, region: str | None = None,
         from mpexport.sinks.duckdb.schema import check_table_name
 
         check_table_name(options.table_name)
-    settings = dataclasses.replace(settings or FetchSettings(),
-                                   max_attempts=options.retries + 1)
+    settings = fetch_settings(options, settings)
     endpoint = resolve_query_endpoint(region or options.region or DEFAULT_REGION,
                                       options.api_url)
     return ProfileRequest(options, endpoint, settings)

@@ -16,10 +16,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
-from mpexport.config.resolve import credentials_for_run
-from mpexport.environment import Environment
 from mpexport.errors import Interrupted, UnavailableError
 from mpexport.events import Notice
 from mpexport.interrupt import InterruptGuard
@@ -27,11 +25,19 @@ from mpexport.profile_export.model import PageDone, PagesPlanned, ProfileProgres
 from mpexport.profile_export.options import ProfileOptions
 from mpexport.profile_export.request import ProfileRequest, build_profile_request, describe_plan
 from mpexport.profile_export.resume import SessionState, profiles_dir, session_from_page0
+from mpexport.startup import (
+    RunSetup,
+    database_locked,
+    hour_used,
+    ignore,
+    new_limiter,
+    resolve,
+    tell,
+)
 
 if TYPE_CHECKING:
+    from mpexport.environment import Environment
     from mpexport.mixpanel.credentials import Credentials
-    from mpexport.mixpanel.transport import FetchSettings
-    from mpexport.pacing.limiter import RateLimiter
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.ndjson import NdjsonProfiles
     from mpexport.profile_export.pool import PagePool, SpooledPage
@@ -44,58 +50,36 @@ MAX_SESSION_RESTARTS = 3
 SESSION_EXPIRED = "the session expired; starting again from page 0"
 
 
-def _ignore(_event: object) -> None:
-    return None
+def run_profiles(options: ProfileOptions, *, progress: ProfileProgress | None = None,
+                 setup: RunSetup) -> ProfileResult:
+    """Export the profiles ``options`` describe, as ``setup`` says; return what the run did.
 
-
-def run_profiles(
-    options: ProfileOptions,
-    *,
-    credentials: Credentials | None = None,
-    output: BinaryIO | None = None,
-    progress: ProfileProgress | None = None,
-    guard: InterruptGuard | None = None,
-    settings: FetchSettings | None = None,
-    spool_dir: Path | None = None,
-    share_hour: bool = True,
-    environment: Environment,
-) -> ProfileResult:
-    """Export the profiles ``options`` describe; return what the run did.
-
-    ``environment`` is what the run takes from its process (the front builds
-    it). ``credentials`` default to those its variables or
-    ``options.profile`` name. NDJSON goes to ``output``, else
-    ``options.output``, else its stdout, once every page is in. ``progress``
-    receives :mod:`mpexport.profile_export.model` events on this thread. ``guard``
-    is the run's stop request. ``spool_dir`` is where a database run's pages
-    wait (the temp dir by default); ``share_hour`` counts queries against the
-    hour earlier runs on this machine used (per Query API and project).
+    NDJSON is written once every page is in. ``progress`` receives
+    :mod:`mpexport.profile_export.model` events on this thread. A database
+    run's pages wait in ``setup.spool_dir``. ``setup.environment`` (the
+    front builds it) gives the variables, the stdout, the state folder of
+    the hour and of the sessions kept for resuming, the lock's command name
+    and the clocks.
     Raises :class:`~mpexport.errors.MpexportError` subclasses; a stop raises
     :class:`~mpexport.errors.Interrupted` whose ``result`` is what was done.
     """
-    from mpexport.mixpanel.transport import with_ca_file
-
-    environ = environment.environ
-    settings = with_ca_file(settings, environ)
-    notify = progress or _ignore
-    # Bad input is reported before missing credentials: it is the first thing to fix.
-    build_profile_request(options, settings=settings)
-    credentials, region, warnings = credentials_for_run(
-        credentials, environ, profile=options.profile, project_id=options.project_id,
-        region=options.region, dry_run=options.dry_run)
-    request = build_profile_request(options, region=region, settings=settings)
-    for note in warnings:
-        notify(Notice(note))
+    notify = progress or ignore
+    request, credentials, warnings = resolve(
+        options,
+        lambda region, settings: build_profile_request(options, region=region,
+                                                       settings=settings),
+        setup)
+    tell(notify, warnings)
     if options.dry_run:
         # Before any sink is opened: a dry run locks, creates and changes nothing.
-        return _dry_run(request, credentials, warnings, notify, environment)
-    guard = guard if guard is not None else InterruptGuard()
-    with _sink(request, credentials, output, guard, spool_dir, environment) as sink:
+        return _dry_run(request, credentials, warnings, notify, setup.environment)
+    guard = setup.stop_request()
+    with _sink(request, credentials, guard, setup) as sink:
         assert credentials is not None
         result = ProfileResult(notes=list(warnings))
         started = time.monotonic()
         try:
-            _export(request, credentials, sink, result, notify, guard, share_hour, environment)
+            _export(request, credentials, sink, result, notify, guard, setup)
         except Interrupted as stop:
             result.interrupted = True
             stop.result = result
@@ -108,18 +92,17 @@ def run_profiles(
 
 
 @contextlib.contextmanager
-def _sink(request: ProfileRequest, credentials: Credentials | None, output: BinaryIO | None,
-          guard: InterruptGuard, spool_dir: Path | None,
-          environment: Environment) -> Iterator[Sink]:
+def _sink(request: ProfileRequest, credentials: Credentials | None, guard: InterruptGuard,
+          setup: RunSetup) -> Iterator[Sink]:
     """The run's sink, opened: the locked database, or the session's page directory."""
-    options = request.options
+    options, environment = request.options, setup.environment
     if options.db is None:
         from mpexport.profile_export.ndjson import NdjsonProfiles
         from mpexport.profile_export.resume import PageFiles
 
         files = PageFiles.for_fingerprint(request.fingerprint(credentials),
                                           profiles_dir(environment.state_dir))
-        stream = output if output is not None else environment.stdout
+        stream = setup.output if setup.output is not None else environment.stdout
         ndjson = NdjsonProfiles(files, stream=stream, output=options.output, guard=guard)
         ndjson.open()
         try:
@@ -129,15 +112,11 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
         return
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.sinks.duckdb.budget import chosen_memory_limit
-    from mpexport.sinks.duckdb.lock import database_lock
-    from mpexport.sinks.duckdb.schema import check_db_path
     from mpexport.spool import spool_folder
 
     path = Path(options.db)
-    check_db_path(path)  # a clear message before a lock file is created
-    with database_lock(path, options.wait_lock, guard.raise_if_requested,
-                       command=environment.command_name), \
-            spool_folder(spool_dir) as spool:
+    with database_locked(path, options.wait_lock, guard, environment.command_name), \
+            spool_folder(setup.spool_dir) as spool:
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
                                   memory_limit=chosen_memory_limit(options.memory_limit,
@@ -155,16 +134,13 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, output: Bina
 def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: list[str],
              notify: ProfileProgress, environment: Environment) -> ProfileResult:
     """The plan, from what is stored read-only: no lock, no spool, no table, no file."""
-    from mpexport.pacing.limiter import HourlyState
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.profile_export.resume import PageFiles
     from mpexport.sinks.duckdb.budget import chosen_memory_limit
     from mpexport.sinks.duckdb.schema import check_db_path
 
     o = request.options
-    project = credentials.project_id if credentials is not None else None
-    used = HourlyState.for_project(request.endpoint.base_url, project,
-                                   environment.state_dir).load(environment.wall())
+    used = hour_used(request.endpoint.base_url, credentials, environment)
     key = request.fingerprint(credentials)
     state, done, stored = None, set[int](), None
     if o.db is None:
@@ -197,7 +173,7 @@ def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: li
 
 def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
             result: ProfileResult, notify: ProfileProgress, guard: InterruptGuard,
-            share_hour: bool, environment: Environment) -> None:
+            setup: RunSetup) -> None:
     """Fetch every page of one session into ``sink``, then have it write them out."""
     from mpexport.mixpanel.engage import SessionExpired
     from mpexport.profile_export.pool import PagePool
@@ -212,9 +188,12 @@ def _export(request: ProfileRequest, credentials: Credentials, sink: Sink,
         notify(Notice(f"resuming the session opened {_ago(age)} ago: {len(done)} of "
                       f"{state.pages} pages already stored"))
         result.pages_resumed = result.pages_stored = len(done)
-    limiter = _limiter(request, credentials, share_hour, environment)
+    o = request.options
+    limiter = new_limiter(request.endpoint.base_url, credentials, setup.environment,
+                          qps=o.qps_limit, hourly=o.hourly_limit, workers=o.workers,
+                          persist=setup.share_hour)
     pool = PagePool(request.query(credentials), spool_dir=sink.spool_dir,
-                    workers=request.options.workers, settings=request.settings,
+                    workers=o.workers, settings=request.settings,
                     gate=limiter, guard=guard, progress=_counting(notify, result))
 
     def stored(spooled: SpooledPage) -> None:
@@ -308,22 +287,6 @@ def _counting(notify: ProfileProgress, result: ProfileResult) -> ProfileProgress
         notify(event)  # type: ignore[arg-type]
 
     return counted
-
-
-def _limiter(request: ProfileRequest, credentials: Credentials, persist: bool,
-             environment: Environment) -> RateLimiter:
-    """The run's limiter, on ``environment``'s clocks.
-
-    With ``persist`` it shares the hour of this Query API and project, in the
-    environment's state folder.
-    """
-    from mpexport.pacing.limiter import HourlyState, RateLimiter, SystemClock
-
-    o = request.options
-    state = (HourlyState.for_project(request.endpoint.base_url, credentials.project_id,
-                                     environment.state_dir) if persist else None)
-    return RateLimiter(qps=o.qps_limit, hourly=o.hourly_limit, concurrency=o.workers,
-                       state=state, clock=SystemClock(environment.monotonic, environment.wall))
 
 
 def _ago(seconds: float) -> str:
