@@ -21,7 +21,15 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from mpexport.model import CompletedChunk
-from mpexport.sinks.duckdb.rows import RefusedLines, RowReader, key_match
+from mpexport.sinks.duckdb.rows import (
+    KEY_COLUMNS,
+    LATEST_FIRST,
+    RefusedLines,
+    RowReader,
+    StageInstead,
+    key_match,
+    newer,
+)
 from mpexport.sinks.duckdb.schema import (
     MANIFEST_TABLE,
     PARQUET_PENDING_TABLE,
@@ -31,6 +39,9 @@ from mpexport.sinks.duckdb.schema import (
 log = logging.getLogger(__name__)
 
 STAGE_TABLE = "_mpexport_stage"
+# The latest staged copy of each key in one time slice: its row id in the
+# stage, its key and processing time (never the large properties).
+LATEST_TABLE = "_mpexport_latest"
 # Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
 # anti-join keep hash tables proportional to their input; slicing a chunk by
 # time keeps them bounded, so a big chunk loads under a small memory_limit.
@@ -38,6 +49,7 @@ STAGE_TABLE = "_mpexport_stage"
 BATCH_ROWS = 200_000
 
 _ALL_COLUMNS = "event, time, distinct_id, insert_id, mp_processing_time_ms, properties"
+_KEYS = ", ".join(KEY_COLUMNS)
 
 
 @dataclass
@@ -45,23 +57,57 @@ class ChunkLoad:
     """What loading one chunk did."""
 
     received: int = 0
-    inserted: int = 0
-    duplicates: int = 0
+    inserted: int = 0  # events new to the table
+    duplicates: int = 0  # copies that changed nothing: received - inserted - updated
     replaced: int = 0
+    updated: int = 0  # stored events replaced by a newer copy of the same key
     repaired: int = 0  # events DuckDB refused, stored with U+FFFD in place of bad text
     window: str | None = None  # set by the fast path: where this chunk's rows are
 
 
+def _latest_slice_sql(window: str) -> str:
+    """Keep the latest staged copy of each key in ``window`` (:data:`LATEST_FIRST`).
+
+    Only the key columns, the processing time, the properties' hash and the
+    row id go through the window, not the large properties: its memory
+    stays small whatever the events' width.
+    """
+    return f"""
+        CREATE OR REPLACE TEMP TABLE {LATEST_TABLE} AS
+        SELECT rowid AS staged_row, {_KEYS}, mp_processing_time_ms FROM {STAGE_TABLE}
+        WHERE {window}
+        QUALIFY row_number() OVER (PARTITION BY {_KEYS} ORDER BY {LATEST_FIRST}) = 1
+    """
+
+
+def _update_slice_sql(table: str, window: str) -> str:
+    """Delete the stored rows of ``window`` that a latest staged copy is newer than.
+
+    The insert that follows puts those copies in their place, within the
+    same transaction. An equal copy leaves the stored row alone, so reading
+    a day again changes nothing. Pruned like the insert (see
+    :func:`_insert_slice_sql`).
+    """
+    target = quote_ident(table)
+    return f"""
+        DELETE FROM {target} WHERE rowid IN (
+            SELECT t.rowid
+            FROM (SELECT rowid, {_KEYS}, mp_processing_time_ms FROM {target} WHERE {window}) AS t
+            JOIN {LATEST_TABLE} AS s ON {key_match("s", "t")}
+            WHERE {newer("s", "t")}
+        )
+    """
+
+
 def _insert_slice_sql(table: str, window: str) -> str:
-    """Insert the staged rows matching ``window`` that are new to the table.
+    """Insert the latest staged copies of ``window`` whose key the table does not hold.
 
     ``window`` is a predicate on ``time`` built from constants, so the scan of
     the stored table is pruned by DuckDB's per-row-group min/max (zonemaps):
     the anti-join reads only the row groups overlapping this slice. Copies
-    within the chunk are dropped by keeping each key's first staged row: the
-    grouping touches only the key columns and the row id, not the large
-    properties, which makes it about twice as fast as DISTINCT ON over whole
-    rows and keeps its memory small. No ORDER BY: a chunk already lands as a
+    within the chunk were already narrowed to each key's latest
+    (:func:`_latest_slice_sql`), by row id, so the large properties are read
+    only for the rows inserted. No ORDER BY: a chunk already lands as a
     contiguous time range, and sorting whole rows doubled the insert's cost.
     """
     target = quote_ident(table)
@@ -70,10 +116,7 @@ def _insert_slice_sql(table: str, window: str) -> str:
         SELECT s.event, s.time, s.distinct_id, s.insert_id, s.mp_processing_time_ms, s.properties
         FROM (
             SELECT {_ALL_COLUMNS} FROM {STAGE_TABLE}
-            WHERE rowid IN (
-                SELECT min(rowid) FROM {STAGE_TABLE} WHERE {window}
-                GROUP BY event, distinct_id, time, insert_id
-            )
+            WHERE rowid IN (SELECT staged_row FROM {LATEST_TABLE})
         ) AS s
         ANTI JOIN (
             SELECT event, distinct_id, time, insert_id FROM {target} WHERE {window}
@@ -197,7 +240,11 @@ def _staged_insert(
     con: Any, completed: CompletedChunk, table: str, target: str, replace: bool,
     reader: RowReader, check_stop: Callable[[], None],
 ) -> ChunkLoad:
-    """Stage the chunk, then insert what is new to the table, slice by time slice."""
+    """Stage the chunk, then store its latest copies, slice by time slice.
+
+    Each slice's latest copy of a key is inserted when the table lacks the
+    key, and replaces the stored row when it is newer (counted as updated).
+    """
     chunk = completed.chunk
     result = ChunkLoad()
     con.execute(
@@ -219,9 +266,15 @@ def _staged_insert(
         ).fetchone()
     for window in _slice_windows(con, BATCH_ROWS):
         check_stop()
+        con.execute(_latest_slice_sql(window))
+        (updated,) = con.execute(_update_slice_sql(table, window)).fetchone()
+        check_stop()
         (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
-        result.inserted += int(inserted)
-    result.duplicates = result.received - result.inserted
+        # The newer copies took the place of the rows just deleted.
+        result.updated += int(updated)
+        result.inserted += int(inserted) - int(updated)
+    con.execute(f"DROP TABLE IF EXISTS {LATEST_TABLE}")
+    result.duplicates = result.received - result.inserted - result.updated
     return result
 
 
@@ -300,7 +353,7 @@ def _load_once(
             paths.add("fast")
             try:
                 result = _fast_insert(con, completed, target, reader, check_stop)
-            except _OutsideWindow:
+            except (_OutsideWindow, StageInstead):
                 _rollback(con)
                 con.execute("BEGIN TRANSACTION")
         if result is None:
@@ -324,12 +377,12 @@ def _load_once(
                 )
         con.execute(
             f"INSERT INTO {MANIFEST_TABLE} (table_name, from_date, to_date, filters, received, "
-            "inserted, duplicates, replaced, bytes, sha256, run_id, time_in_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "inserted, duplicates, replaced, updated, bytes, sha256, run_id, time_in_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 table, chunk.from_date, chunk.to_date, filters, result.received,
-                result.inserted, result.duplicates, result.replaced, completed.bytes,
-                completed.sha256, run_id, False,
+                result.inserted, result.duplicates, result.replaced, result.updated,
+                completed.bytes, completed.sha256, run_id, False,
             ],
         )
         con.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")
