@@ -23,11 +23,12 @@ import duckdb
 from mpexport.model import CompletedChunk
 from mpexport.sinks.duckdb.rows import (
     KEY_COLUMNS,
-    LATEST_FIRST,
+    TIE,
     RefusedLines,
     RowReader,
     StageInstead,
     key_match,
+    latest_first,
     newer,
 )
 from mpexport.sinks.duckdb.schema import (
@@ -39,8 +40,9 @@ from mpexport.sinks.duckdb.schema import (
 log = logging.getLogger(__name__)
 
 STAGE_TABLE = "_mpexport_stage"
-# The latest staged copy of each key in one time slice: its row id in the
-# stage, its key and processing time (never the large properties).
+# The staged copies of one time slice that go into the table: each key's
+# latest, when the table lacks the key or holds an older copy (whose row id
+# is kept, to delete it). Row ids only, never the large properties.
 LATEST_TABLE = "_mpexport_latest"
 # Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
 # anti-join keep hash tables proportional to their input; slicing a chunk by
@@ -65,64 +67,55 @@ class ChunkLoad:
     window: str | None = None  # set by the fast path: where this chunk's rows are
 
 
-def _latest_slice_sql(window: str) -> str:
-    """Keep the latest staged copy of each key in ``window`` (:data:`LATEST_FIRST`).
+def _latest_slice_sql(table: str, window: str) -> str:
+    """Pick the staged copies of ``window`` to store, and the stored rows they replace.
 
-    Only the key columns, the processing time, the properties' hash and the
-    row id go through the window, not the large properties: its memory
-    stays small whatever the events' width.
-    """
-    return f"""
-        CREATE OR REPLACE TEMP TABLE {LATEST_TABLE} AS
-        SELECT rowid AS staged_row, {_KEYS}, mp_processing_time_ms FROM {STAGE_TABLE}
-        WHERE {window}
-        QUALIFY row_number() OVER (PARTITION BY {_KEYS} ORDER BY {LATEST_FIRST}) = 1
-    """
-
-
-def _update_slice_sql(table: str, window: str) -> str:
-    """Delete the stored rows of ``window`` that a latest staged copy is newer than.
-
-    The insert that follows puts those copies in their place, within the
-    same transaction. An equal copy leaves the stored row alone, so reading
-    a day again changes nothing. Pruned like the insert (see
-    :func:`_insert_slice_sql`).
-    """
-    target = quote_ident(table)
-    return f"""
-        DELETE FROM {target} WHERE rowid IN (
-            SELECT t.rowid
-            FROM (SELECT rowid, {_KEYS}, mp_processing_time_ms FROM {target} WHERE {window}) AS t
-            JOIN {LATEST_TABLE} AS s ON {key_match("s", "t")}
-            WHERE {newer("s", "t")}
-        )
-    """
-
-
-def _insert_slice_sql(table: str, window: str) -> str:
-    """Insert the latest staged copies of ``window`` whose key the table does not hold.
-
+    Each key's latest staged copy (:func:`latest_first`, on the stage's
+    ``tie`` column, hashed while the rows were parsed) is kept when the
+    table lacks its key, and when it is newer than the stored copy
+    (:func:`newer`), whose row id is kept to delete it. An equal copy
+    leaves the stored row alone, so reading a day again changes nothing.
     ``window`` is a predicate on ``time`` built from constants, so the scan of
     the stored table is pruned by DuckDB's per-row-group min/max (zonemaps):
-    the anti-join reads only the row groups overlapping this slice. Copies
-    within the chunk were already narrowed to each key's latest
-    (:func:`_latest_slice_sql`), by row id, so the large properties are read
-    only for the rows inserted. No ORDER BY: a chunk already lands as a
-    contiguous time range, and sorting whole rows doubled the insert's cost.
+    the join reads only the row groups overlapping this slice. Only the key
+    columns, the processing time and row ids are read, not the large
+    properties: the window and the join stay small whatever the events' width.
     """
     target = quote_ident(table)
     return f"""
-        INSERT INTO {target}
-        SELECT s.event, s.time, s.distinct_id, s.insert_id, s.mp_processing_time_ms, s.properties
+        CREATE OR REPLACE TEMP TABLE {LATEST_TABLE} AS
+        SELECT s.staged_row, t.rowid AS stored_row
         FROM (
-            SELECT {_ALL_COLUMNS} FROM {STAGE_TABLE}
-            WHERE rowid IN (SELECT staged_row FROM {LATEST_TABLE})
+            SELECT rowid AS staged_row, {_KEYS}, mp_processing_time_ms FROM {STAGE_TABLE}
+            WHERE {window}
+            QUALIFY row_number() OVER (PARTITION BY {_KEYS} ORDER BY {latest_first("tie")}) = 1
         ) AS s
-        ANTI JOIN (
-            SELECT event, distinct_id, time, insert_id FROM {target} WHERE {window}
-        ) AS e
-        ON {key_match("s", "e")}
+        LEFT JOIN (
+            SELECT rowid, {_KEYS}, mp_processing_time_ms FROM {target} WHERE {window}
+        ) AS t
+        ON {key_match("s", "t")}
+        WHERE t.rowid IS NULL OR {newer("s", "t")}
     """
+
+
+def _store_slice(con: Any, table: str) -> tuple[int, int]:
+    """Replace the stored rows picked by :func:`_latest_slice_sql`, insert the rest: (new, updated).
+
+    The delete and the insert are in the chunk's transaction, so the newer
+    copy takes the stored row's place or neither changes. No ORDER BY: a
+    chunk already lands as a contiguous time range, and sorting whole rows
+    doubled the insert's cost.
+    """
+    target = quote_ident(table)
+    (updated,) = con.execute(
+        f"DELETE FROM {target} WHERE rowid IN "
+        f"(SELECT stored_row FROM {LATEST_TABLE} WHERE stored_row IS NOT NULL)"
+    ).fetchone()
+    (inserted,) = con.execute(
+        f"INSERT INTO {target} SELECT {_ALL_COLUMNS} FROM {STAGE_TABLE} "
+        f"WHERE rowid IN (SELECT staged_row FROM {LATEST_TABLE})"
+    ).fetchone()
+    return int(inserted) - int(updated), int(updated)
 
 
 def _slice_windows(con: Any, batch_rows: int) -> list[str]:
@@ -247,14 +240,18 @@ def _staged_insert(
     """
     chunk = completed.chunk
     result = ChunkLoad()
+    # tie: the properties' hash, taken while they are parsed anyway, so
+    # choosing among copies never reads the staged properties again.
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} (event VARCHAR, time TIMESTAMPTZ, "
-        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON)"
+        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON, "
+        "tie UBIGINT)"
     )
     # A quiet day needs no reader at all.
     if completed.path.stat().st_size > 0:
         result.received, result.repaired = reader.insert_spool(
-            con, f"INSERT INTO {STAGE_TABLE}", completed)
+            con, f"INSERT INTO {STAGE_TABLE}", completed,
+            lambda rows: f"SELECT *, {TIE} AS tie FROM ({rows})")
     refuse_untimed(con, completed)
     check_stop()
     if replace:
@@ -266,13 +263,11 @@ def _staged_insert(
         ).fetchone()
     for window in _slice_windows(con, BATCH_ROWS):
         check_stop()
-        con.execute(_latest_slice_sql(window))
-        (updated,) = con.execute(_update_slice_sql(table, window)).fetchone()
+        con.execute(_latest_slice_sql(table, window))
         check_stop()
-        (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
-        # The newer copies took the place of the rows just deleted.
-        result.updated += int(updated)
-        result.inserted += int(inserted) - int(updated)
+        inserted, updated = _store_slice(con, table)
+        result.inserted += inserted
+        result.updated += updated
     con.execute(f"DROP TABLE IF EXISTS {LATEST_TABLE}")
     result.duplicates = result.received - result.inserted - result.updated
     return result

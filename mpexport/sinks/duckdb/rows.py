@@ -34,14 +34,18 @@ KEY_COLUMNS = ("event", "distinct_id", "time", "insert_id")
 # Which of the copies sharing a Mixpanel key a chunk keeps, best first: the
 # one Mixpanel shows, the latest processed (a missing processing time counts
 # as the earliest). Copies processed at the same instant (or both without a
-# time) are ordered by a hash of their properties text, so the choice
+# time) are ordered by a hash of their properties text (TIE), so the choice
 # depends on the copies alone, never on their order in the file or on how
 # the chunk was loaded (the reader keeps no line order), and --db and the
-# lake keep the same one. The hash is a BIGINT: the staged path orders on
-# it without holding the large properties in memory. Two order keys also
-# keep DuckDB from turning the fast path's window into a hash aggregate of
-# whole rows (it does so for a single ORDER BY key), twice as slow.
-LATEST_FIRST = "mp_processing_time_ms DESC NULLS LAST, hash(properties) DESC"
+# lake keep the same one. Two order keys also keep DuckDB from turning the
+# fast path's window into a hash aggregate of whole rows (it does so for a
+# single ORDER BY key), which was 1.5-2x slower.
+TIE = "hash(properties)"
+
+
+def latest_first(tie: str = TIE) -> str:
+    """The ORDER BY of a key's copies, latest first; ``tie`` is :data:`TIE` or a column of it."""
+    return f"mp_processing_time_ms DESC NULLS LAST, {tie} DESC"
 
 
 class StageInstead(Exception):
@@ -185,7 +189,7 @@ class RowReader:
         """Insert a chunk's rows into a window of ``target`` that holds none: (rows, repaired).
 
         Copies within the chunk are dropped as the rows go in (the latest
-        copy of each Mixpanel key, see :data:`LATEST_FIRST`), never deleted
+        copy of each Mixpanel key, see :func:`latest_first`), never deleted
         after: deleting rows appended by the same transaction made DuckDB
         write the whole chunk to the WAL at commit and again at checkpoint
         (+38 s for a 1.5 GB day, measured; even one deleted row did it).
@@ -219,7 +223,8 @@ class RowReader:
             raise StageInstead()
         return inserted + added, repaired
 
-    def insert_spool(self, con: Any, into: str, completed: CompletedChunk) -> tuple[int, int]:
+    def insert_spool(self, con: Any, into: str, completed: CompletedChunk,
+                     shape: Callable[[str], str] = lambda rows: rows) -> tuple[int, int]:
         """Insert every line of a spool file, repairing refused ones: (rows, repaired).
 
         The insert's own row count is the rows read. Only when it falls
@@ -227,14 +232,14 @@ class RowReader:
         lines; when it does not, no line can have been refused without the
         reader giving more rows than lines, so the check needs no pass then.
         """
-        rows = self.insert(con, into, str(completed.path))
+        rows = self.insert(con, into, str(completed.path), shape)
         if rows >= completed.lines:
             check_counts(completed, rows, 0)
             return rows, 0
         refused = count_refused(con, reader_sql(str(completed.path))).refused
         check_counts(completed, rows, len(refused))
         with self._repaired(con, completed, refused) as (side, repaired):
-            rows += self.insert(con, into, str(side))
+            rows += self.insert(con, into, str(side), shape)
         return rows, repaired
 
     @contextlib.contextmanager
@@ -308,9 +313,9 @@ def check_refused_again(con: Any, completed: CompletedChunk, originals: Path,
 
 
 def latest_per_key(rows: str) -> str:
-    """A SELECT of ``rows`` keeping the latest copy of each Mixpanel key (:data:`LATEST_FIRST`)."""
+    """A SELECT of ``rows`` keeping the latest copy of each Mixpanel key (:func:`latest_first`)."""
     return (f"SELECT * FROM ({rows}) QUALIFY row_number() OVER "
-            f"(PARTITION BY {', '.join(KEY_COLUMNS)} ORDER BY {LATEST_FIRST}) = 1")
+            f"(PARTITION BY {', '.join(KEY_COLUMNS)} ORDER BY {latest_first()}) = 1")
 
 
 def newer(new: str, old: str) -> str:
