@@ -148,8 +148,8 @@ def create_schema(con: Any, table: str) -> None:
             loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         )"""
     )
-    # Stored events replaced by a newer copy (mpexport 0.1 files lack the
-    # column: their chunks count 0, as no copy replaced a stored row then).
+    # Stored events a newer copy replaced. Files written before the column
+    # existed gain it; their chunks count 0, as no copy replaced a stored row.
     con.execute(f"ALTER TABLE {MANIFEST_TABLE} ADD COLUMN IF NOT EXISTS updated BIGINT DEFAULT 0")
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {PARQUET_PENDING_TABLE} "

@@ -12,8 +12,9 @@ manifest records it.
 
 The scratch table holds only this run's events, so before a day already in
 the lake is written, its file is read back into the table (deduplicated on
-Mixpanel's key): the new file is the old one plus what this run added, as
-``--db`` would hold it. Days that the chunk is expected to touch are read
+Mixpanel's key, the later processed copy kept, :func:`seed_day`): the new
+file is the old one plus what this run added or updated, as ``--db`` would
+hold it. Days that the chunk is expected to touch are read
 back before it loads, so the counts of new and duplicate events mean what
 they mean with ``--db``; every other day is read back when it is written,
 whatever the listing at the start said, so nothing the lake held is ever lost.
