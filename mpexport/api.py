@@ -188,7 +188,8 @@ def sync(
     (:class:`~mpexport.errors.DatabaseLockedError` if another run has it,
     after waiting ``wait_lock`` seconds). The other arguments are
     :func:`export`'s (``environment`` too). Returns the export result and the
-    load statistics (``late_rows`` counts late events added; empty for a dry run).
+    load statistics (``late_rows`` counts late events added, ``updated`` stored
+    events that a newer copy replaced; empty for a dry run).
     """
     from mpexport.model import LoadStats
 

@@ -119,6 +119,10 @@ class LoadStats:
     rows_inserted: int = 0
     duplicates_skipped: int = 0
     rows_replaced: int = 0
+    # Stored events that a newer copy of the same Mixpanel key replaced (a
+    # correction re-sent through /import, processed later): the copy
+    # Mixpanel shows. Not in rows_inserted: the events were there before.
+    updated: int = 0
     bytes: int = 0
     late_rows: int = 0  # inserted into days that were already loaded before this run
     # Events DuckDB's parser refused (cut UTF-8, lone surrogates), stored

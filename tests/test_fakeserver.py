@@ -508,3 +508,60 @@ def test_close_is_prompt_with_slow_response() -> None:
     # The client saw the response end early, with an error, not the whole body.
     assert errors and sum(received) < full
     assert srv.stats.records()[0].bytes_sent < full
+
+
+def _key(line: bytes) -> tuple[str, object, object, object]:
+    event = json.loads(line)
+    props = event["properties"]
+    return event["event"], props.get("distinct_id"), props["time"], props.get("$insert_id")
+
+
+def test_resent_events_follow_the_day_with_the_same_key_and_later_processing() -> None:
+    a, b = Dataset(seed=9, events_per_day=30), Dataset(seed=9, events_per_day=30)
+    before = a.lines_for_day(DAY)
+    a.resend_events(DAY, 2)
+    after = a.lines_for_day(DAY)
+    assert after[: len(before)] == before and len(after) == len(before) + 2
+    originals = {_key(line): json.loads(line)["properties"] for line in before}
+    for line in after[len(before):]:
+        copy = json.loads(line)["properties"]
+        original = originals[_key(line)]
+        assert copy["corrected"] == 1 and "corrected" not in original
+        assert copy["mp_processing_time_ms"] == original["mp_processing_time_ms"] + 60_000
+        assert {k: v for k, v in copy.items() if k not in ("corrected", "mp_processing_time_ms")} \
+            == {k: v for k, v in original.items() if k != "mp_processing_time_ms"}
+
+    # A second round re-sends the same events again, later still; a tie
+    # (later_by_ms=0) keeps the processing time. Late events change neither.
+    a.resend_events(DAY, 2, later_by_ms=0)
+    a.add_late_events(DAY, 3)
+    b.add_late_events(DAY, 3)
+    b.resend_events(DAY, 2)
+    b.resend_events(DAY, 2, later_by_ms=0)
+    assert a.lines_for_day(DAY) == b.lines_for_day(DAY)
+    rounds = [json.loads(line)["properties"] for line in a.lines_for_day(DAY)[-4:]]
+    assert [p["corrected"] for p in rounds] == [1, 1, 2, 2]
+    assert [p["mp_processing_time_ms"] for p in rounds[:2]] == \
+        [p["mp_processing_time_ms"] for p in rounds[2:]]
+    assert {_key(line) for line in after[len(before):]} == \
+        {_key(line) for line in a.lines_for_day(DAY)[-2:]}
+    with pytest.raises(ValueError):
+        a.resend_events(DAY, -1)
+
+
+def test_resent_events_of_the_realistic_profile_keep_their_key() -> None:
+    ds = Dataset(seed=3, events_per_day=400, profile="realistic")
+    before = ds.lines_for_day(DAY)
+    ds.resend_events(DAY, 5)
+    copies = ds.lines_for_day(DAY)[len(before):]
+    assert len(copies) == 5
+    keys = {_key(line) for line in before if _parses(line)}
+    assert all(_key(line) in keys for line in copies)
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True

@@ -26,7 +26,7 @@ from mpexport.model import Chunk, CompletedChunk, LoadStats, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
 from mpexport.sinks.duckdb import sink as sink_module
 from mpexport.sinks.duckdb.budget import ROW_GROUP_ROWS, LoaderBudget
-from mpexport.sinks.duckdb.rows import RowReader, first_per_key
+from mpexport.sinks.duckdb.rows import RowReader, latest_per_key
 from mpexport.sinks.duckdb.schema import create_schema
 from mpexport.sinks.duckdb.sink import DuckDBSink
 from mpexport.sinks.lake.sink import database_sink
@@ -337,7 +337,7 @@ def test_a_file_with_default_row_groups_loads_on(tmp_path: Path) -> None:
         create_schema(con, "events")
         old = spooler.chunk(day(0), day(1))
         RowReader(LoaderBudget.from_text()).insert(
-            con, "INSERT INTO events", str(old.path), first_per_key)
+            con, "INSERT INTO events", str(old.path), latest_per_key)
         con.execute("CREATE INDEX users_index ON events (insert_id)")
     assert _row_groups(db)[0] == 1 and len(set(first)) > ROW_GROUP_ROWS
     later = spooler.lines(day(2), day(2))

@@ -58,6 +58,7 @@ class RunReport(Report[ExportResult]):
             "late_events": load.late_rows if load else None,
             "repaired_events": load.repaired if load else None,
             "replaced": load.rows_replaced if load else None,
+            "updated": load.updated if load else None,
             "bytes": result.bytes if result else 0,
             "duration_seconds": round(result.seconds, 3) if result else None,
             "error": self.error,
@@ -87,6 +88,9 @@ def summary_line(report: RunReport) -> str:
         extras.append(f"{load.late_rows} late events added")
     if load.rows_replaced:
         extras.append(f"{load.rows_replaced} replaced")
+    if load.updated:
+        # Stored events whose newer copy (a correction re-sent to Mixpanel) took their place.
+        extras.append(f"{load.updated} updated")
     if load.repaired:
         # Stored with U+FFFD where DuckDB could not read the text; stdout keeps them as sent.
         extras.append(f"{load.repaired} repaired")

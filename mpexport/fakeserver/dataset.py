@@ -19,6 +19,9 @@ Profile = Literal["small", "realistic"]
 PROFILES: tuple[Profile, ...] = ("small", "realistic")
 
 _LATE_DELAY_MS = 3 * 86_400_000
+# How much later Mixpanel processed a re-sent copy than the copy before it,
+# unless the caller says otherwise.
+_RESEND_DELAY_MS = 60_000
 # ensure_ascii=False writes U+2028/U+2029 and emoji raw, as Mixpanel does.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -83,7 +86,11 @@ class Dataset:
         self._realistic_days: RealisticDays | None = None
         self._lock = threading.Lock()
         self._late: dict[dt.date, int] = {}
-        self._cache: OrderedDict[tuple[dt.date, bool, int], tuple[_DayData, int]] = OrderedDict()
+        # Per day, the rounds of re-sent copies: (events re-sent, delay in ms).
+        self._resent: dict[dt.date, tuple[tuple[int, int], ...]] = {}
+        self._cache: OrderedDict[
+            tuple[dt.date, bool, int, tuple[tuple[int, int], ...]], tuple[_DayData, int]
+        ] = OrderedDict()
         self._cached_bytes = 0
 
     def is_quiet(self, day: dt.date) -> bool:
@@ -105,6 +112,56 @@ class Dataset:
             raise ValueError("count must be >= 0")
         with self._lock:
             self._late[day] = self._late.get(day, 0) + count
+
+    def resend_events(self, day: dt.date, count: int, later_by_ms: int = _RESEND_DELAY_MS) -> None:
+        """Serve a corrected copy of ``count`` of the day's events, as ``/import`` re-sends them.
+
+        Each copy keeps its event's Mixpanel key (event name, ``distinct_id``,
+        ``time``, ``$insert_id``) and differs in its properties: ``corrected``
+        is the round (1 for the first call on this day, 2 for the next, ...)
+        and ``mp_processing_time_ms`` is ``later_by_ms`` after the copy
+        before it (0 makes a copy processed at the same instant). The
+        original lines stay where they were and the copies follow the day's
+        own lines, as raw export lists both copies until Mixpanel compacts
+        them. Which events are re-sent depends only on (seed, day), so every
+        round re-sends the first ``count`` of the same shuffled events.
+        """
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._resent[day] = (*self._resent.get(day, ()), (count, later_by_ms))
+
+    def _with_resends(self, day: dt.date, data: _DayData, late: int,
+                      rounds: tuple[tuple[int, int], ...]) -> _DayData:
+        """``data`` with the copies of the re-send ``rounds`` after the day's own lines."""
+        if not rounds:
+            return data
+        names, lines = list(data[0]), list(data[1])
+        # Picked among the day's regular events only, so adding late events
+        # does not change which events were re-sent; parsed lazily, as few
+        # as the largest round needs.
+        order = list(range(len(lines) - late))
+        random.Random(f"{self.seed}:{day.isoformat()}:resend").shuffle(order)
+        wanted = max(n for n, _ in rounds)
+        picks: list[int] = []
+        latest: dict[int, dict[str, Any]] = {}
+        for i in order:
+            if len(picks) == wanted:
+                break
+            event = _copyable(lines[i])
+            if event is not None:
+                picks.append(i)
+                latest[i] = event
+        for number, (count, later_by_ms) in enumerate(rounds, start=1):
+            for i in picks[:count]:
+                event = latest[i]
+                props = dict(event["properties"])
+                props["mp_processing_time_ms"] += later_by_ms
+                props["corrected"] = number
+                latest[i] = event = {"event": event["event"], "properties": props}
+                names.append(event["event"])
+                lines.append((_ENCODER.encode(event) + "\n").encode("utf-8"))
+        return names, lines
 
     def _base_events(self, day: dt.date) -> list[tuple[str, Props]]:
         if self.is_quiet(day) or self.events_per_day <= 0:
@@ -160,8 +217,10 @@ class Dataset:
         return names, lines
 
     def _day_data(self, day: dt.date, time_in_ms: bool) -> _DayData:
-        late = self.late_count(day)
-        key = (day, time_in_ms, late)
+        with self._lock:
+            late = self._late.get(day, 0)
+            rounds = self._resent.get(day, ())
+        key = (day, time_in_ms, late, rounds)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -176,6 +235,7 @@ class Dataset:
                 [name for name, _ in events],
                 [_render(name, props, time_in_ms) for name, props in events],
             )
+        data = self._with_resends(day, data, late, rounds)
         # ~60 bytes of object overhead per line on top of its payload.
         size = sum(len(line) for line in data[1]) + 60 * len(data[1])
         with self._lock:
@@ -251,6 +311,24 @@ class Dataset:
         for batch in self.iter_range(from_date, to_date, events, where, limit, time_in_ms):
             out.extend(batch)
         return out
+
+
+def _copyable(line: bytes) -> dict[str, Any] | None:
+    """The event of a line that can be re-sent as a corrected copy, else None.
+
+    The realistic profile's odd lines (invalid UTF-8, a lone surrogate, no
+    processing time) are left alone: a copy written from their parsed value
+    would differ in more than the correction.
+    """
+    try:
+        event = json.loads(line)
+        _ENCODER.encode(event).encode("utf-8")
+    except ValueError:  # UnicodeError is one
+        return None
+    props = event.get("properties") if isinstance(event, dict) else None
+    if not isinstance(props, dict) or type(props.get("mp_processing_time_ms")) is not int:
+        return None
+    return event  # type: ignore[no-any-return]
 
 
 def parse_line(line: bytes) -> dict[str, Any]:

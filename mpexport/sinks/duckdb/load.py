@@ -21,7 +21,16 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from mpexport.model import CompletedChunk
-from mpexport.sinks.duckdb.rows import RefusedLines, RowReader, key_match
+from mpexport.sinks.duckdb.rows import (
+    KEY_COLUMNS,
+    TIE,
+    RefusedLines,
+    RowReader,
+    StageInstead,
+    key_match,
+    latest_first,
+    newer,
+)
 from mpexport.sinks.duckdb.schema import (
     MANIFEST_TABLE,
     PARQUET_PENDING_TABLE,
@@ -31,6 +40,10 @@ from mpexport.sinks.duckdb.schema import (
 log = logging.getLogger(__name__)
 
 STAGE_TABLE = "_mpexport_stage"
+# The staged copies of one time slice that go into the table: each key's
+# latest, when the table lacks the key or holds an older copy (whose row id
+# is kept, to delete it). Row ids only, never the large properties.
+LATEST_TABLE = "_mpexport_latest"
 # Rows deduplicated and inserted per statement. DuckDB's DISTINCT ON and the
 # anti-join keep hash tables proportional to their input; slicing a chunk by
 # time keeps them bounded, so a big chunk loads under a small memory_limit.
@@ -38,6 +51,7 @@ STAGE_TABLE = "_mpexport_stage"
 BATCH_ROWS = 200_000
 
 _ALL_COLUMNS = "event, time, distinct_id, insert_id, mp_processing_time_ms, properties"
+_KEYS = ", ".join(KEY_COLUMNS)
 
 
 @dataclass
@@ -45,41 +59,63 @@ class ChunkLoad:
     """What loading one chunk did."""
 
     received: int = 0
-    inserted: int = 0
-    duplicates: int = 0
+    inserted: int = 0  # events new to the table
+    duplicates: int = 0  # copies that changed nothing: received - inserted - updated
     replaced: int = 0
+    updated: int = 0  # stored events replaced by a newer copy of the same key
     repaired: int = 0  # events DuckDB refused, stored with U+FFFD in place of bad text
     window: str | None = None  # set by the fast path: where this chunk's rows are
 
 
-def _insert_slice_sql(table: str, window: str) -> str:
-    """Insert the staged rows matching ``window`` that are new to the table.
+def _latest_slice_sql(table: str, window: str) -> str:
+    """Pick the staged copies of ``window`` to store, and the stored rows they replace.
 
+    Each key's latest staged copy (:func:`latest_first`, on the stage's
+    ``tie`` column, hashed while the rows were parsed) is kept when the
+    table lacks its key, and when it is newer than the stored copy
+    (:func:`newer`), whose row id is kept to delete it. An equal copy
+    leaves the stored row alone, so reading a day again changes nothing.
     ``window`` is a predicate on ``time`` built from constants, so the scan of
     the stored table is pruned by DuckDB's per-row-group min/max (zonemaps):
-    the anti-join reads only the row groups overlapping this slice. Copies
-    within the chunk are dropped by keeping each key's first staged row: the
-    grouping touches only the key columns and the row id, not the large
-    properties, which makes it about twice as fast as DISTINCT ON over whole
-    rows and keeps its memory small. No ORDER BY: a chunk already lands as a
-    contiguous time range, and sorting whole rows doubled the insert's cost.
+    the join reads only the row groups overlapping this slice. Only the key
+    columns, the processing time and row ids are read, not the large
+    properties: the window and the join stay small whatever the events' width.
     """
     target = quote_ident(table)
     return f"""
-        INSERT INTO {target}
-        SELECT s.event, s.time, s.distinct_id, s.insert_id, s.mp_processing_time_ms, s.properties
+        CREATE OR REPLACE TEMP TABLE {LATEST_TABLE} AS
+        SELECT s.staged_row, t.rowid AS stored_row
         FROM (
-            SELECT {_ALL_COLUMNS} FROM {STAGE_TABLE}
-            WHERE rowid IN (
-                SELECT min(rowid) FROM {STAGE_TABLE} WHERE {window}
-                GROUP BY event, distinct_id, time, insert_id
-            )
+            SELECT rowid AS staged_row, {_KEYS}, mp_processing_time_ms FROM {STAGE_TABLE}
+            WHERE {window}
+            QUALIFY row_number() OVER (PARTITION BY {_KEYS} ORDER BY {latest_first("tie")}) = 1
         ) AS s
-        ANTI JOIN (
-            SELECT event, distinct_id, time, insert_id FROM {target} WHERE {window}
-        ) AS e
-        ON {key_match("s", "e")}
+        LEFT JOIN (
+            SELECT rowid, {_KEYS}, mp_processing_time_ms FROM {target} WHERE {window}
+        ) AS t
+        ON {key_match("s", "t")}
+        WHERE t.rowid IS NULL OR {newer("s", "t")}
     """
+
+
+def _store_slice(con: Any, table: str) -> tuple[int, int]:
+    """Replace the stored rows picked by :func:`_latest_slice_sql`, insert the rest: (new, updated).
+
+    The delete and the insert are in the chunk's transaction, so the newer
+    copy takes the stored row's place or neither changes. No ORDER BY: a
+    chunk already lands as a contiguous time range, and sorting whole rows
+    doubled the insert's cost.
+    """
+    target = quote_ident(table)
+    (updated,) = con.execute(
+        f"DELETE FROM {target} WHERE rowid IN "
+        f"(SELECT stored_row FROM {LATEST_TABLE} WHERE stored_row IS NOT NULL)"
+    ).fetchone()
+    (inserted,) = con.execute(
+        f"INSERT INTO {target} SELECT {_ALL_COLUMNS} FROM {STAGE_TABLE} "
+        f"WHERE rowid IN (SELECT staged_row FROM {LATEST_TABLE})"
+    ).fetchone()
+    return int(inserted) - int(updated), int(updated)
 
 
 def _slice_windows(con: Any, batch_rows: int) -> list[str]:
@@ -197,17 +233,25 @@ def _staged_insert(
     con: Any, completed: CompletedChunk, table: str, target: str, replace: bool,
     reader: RowReader, check_stop: Callable[[], None],
 ) -> ChunkLoad:
-    """Stage the chunk, then insert what is new to the table, slice by time slice."""
+    """Stage the chunk, then store its latest copies, slice by time slice.
+
+    Each slice's latest copy of a key is inserted when the table lacks the
+    key, and replaces the stored row when it is newer (counted as updated).
+    """
     chunk = completed.chunk
     result = ChunkLoad()
+    # tie: the properties' hash, taken while they are parsed anyway, so
+    # choosing among copies never reads the staged properties again.
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {STAGE_TABLE} (event VARCHAR, time TIMESTAMPTZ, "
-        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON)"
+        "distinct_id VARCHAR, insert_id VARCHAR, mp_processing_time_ms BIGINT, properties JSON, "
+        "tie UBIGINT)"
     )
     # A quiet day needs no reader at all.
     if completed.path.stat().st_size > 0:
         result.received, result.repaired = reader.insert_spool(
-            con, f"INSERT INTO {STAGE_TABLE}", completed)
+            con, f"INSERT INTO {STAGE_TABLE}", completed,
+            lambda rows: f"SELECT *, {TIE} AS tie FROM ({rows})")
     refuse_untimed(con, completed)
     check_stop()
     if replace:
@@ -219,9 +263,13 @@ def _staged_insert(
         ).fetchone()
     for window in _slice_windows(con, BATCH_ROWS):
         check_stop()
-        (inserted,) = con.execute(_insert_slice_sql(table, window)).fetchone()
-        result.inserted += int(inserted)
-    result.duplicates = result.received - result.inserted
+        con.execute(_latest_slice_sql(table, window))
+        check_stop()
+        inserted, updated = _store_slice(con, table)
+        result.inserted += inserted
+        result.updated += updated
+    con.execute(f"DROP TABLE IF EXISTS {LATEST_TABLE}")
+    result.duplicates = result.received - result.inserted - result.updated
     return result
 
 
@@ -300,7 +348,7 @@ def _load_once(
             paths.add("fast")
             try:
                 result = _fast_insert(con, completed, target, reader, check_stop)
-            except _OutsideWindow:
+            except (_OutsideWindow, StageInstead):
                 _rollback(con)
                 con.execute("BEGIN TRANSACTION")
         if result is None:
@@ -324,12 +372,12 @@ def _load_once(
                 )
         con.execute(
             f"INSERT INTO {MANIFEST_TABLE} (table_name, from_date, to_date, filters, received, "
-            "inserted, duplicates, replaced, bytes, sha256, run_id, time_in_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "inserted, duplicates, replaced, updated, bytes, sha256, run_id, time_in_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 table, chunk.from_date, chunk.to_date, filters, result.received,
-                result.inserted, result.duplicates, result.replaced, completed.bytes,
-                completed.sha256, run_id, False,
+                result.inserted, result.duplicates, result.replaced, result.updated,
+                completed.bytes, completed.sha256, run_id, False,
             ],
         )
         con.execute(f"DROP TABLE IF EXISTS {STAGE_TABLE}")

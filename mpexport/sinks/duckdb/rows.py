@@ -31,6 +31,26 @@ MAX_OBJECT_SIZE = 16 * 1024 * 1024
 
 KEY_COLUMNS = ("event", "distinct_id", "time", "insert_id")
 
+# Which of the copies sharing a Mixpanel key a chunk keeps, best first: the
+# one Mixpanel shows, the latest processed (a missing processing time counts
+# as the earliest). Copies processed at the same instant (or both without a
+# time) are ordered by a hash of their properties text (TIE), so the choice
+# depends on the copies alone, never on their order in the file or on how
+# the chunk was loaded (the reader keeps no line order), and --db and the
+# lake keep the same one. Two order keys also keep DuckDB from turning the
+# fast path's window into a hash aggregate of whole rows (it does so for a
+# single ORDER BY key), which was 1.5-2x slower.
+TIE = "hash(properties)"
+
+
+def latest_first(tie: str = TIE) -> str:
+    """The ORDER BY of a key's copies, latest first; ``tie`` is :data:`TIE` or a column of it."""
+    return f"mp_processing_time_ms DESC NULLS LAST, {tie} DESC"
+
+
+class StageInstead(Exception):
+    """The fast path cannot apply the latest-copy rule to this chunk: stage it instead."""
+
 
 class RefusedLines(Exception):
     """Lines of a chunk that DuckDB refuses and no repair makes readable."""
@@ -168,32 +188,43 @@ class RowReader:
                    window: str) -> tuple[int, int]:
         """Insert a chunk's rows into a window of ``target`` that holds none: (rows, repaired).
 
-        Copies within the chunk are dropped as the rows go in (one row per
-        Mixpanel key), never deleted after: deleting rows appended by the
-        same transaction made DuckDB write the whole chunk to the WAL at
-        commit and again at checkpoint (+38 s for a 1.5 GB day, measured;
-        even one deleted row did it). Refused lines are counted in a second
-        pass over the file and their repaired copies inserted unless their
-        key is already there. The pass that names refused lines costs about
-        a tenth of the insert (5 s for a 1.5 GB day); it also counts the
-        rows read, which :func:`check_counts` compares with the chunk's lines.
+        Copies within the chunk are dropped as the rows go in (the latest
+        copy of each Mixpanel key, see :func:`latest_first`), never deleted
+        after: deleting rows appended by the same transaction made DuckDB
+        write the whole chunk to the WAL at commit and again at checkpoint
+        (+38 s for a 1.5 GB day, measured; even one deleted row did it).
+        Refused lines are counted in a second pass over the file and their
+        repaired copies inserted when their key is new. A repaired copy of a
+        key already inserted would have to win or lose against it, which
+        only deleting an appended row could undo: the chunk is then staged
+        instead (:class:`StageInstead`; refused lines are rare, copies of
+        them that differ rarer still). The pass that names refused lines
+        costs about a tenth of the insert (5 s for a 1.5 GB day); it also
+        counts the rows read, which :func:`check_counts` compares with the
+        chunk's lines.
         """
-        inserted = self.insert(con, f"INSERT INTO {target}", str(completed.path), first_per_key)
+        inserted = self.insert(con, f"INSERT INTO {target}", str(completed.path), latest_per_key)
         found = count_refused(con, reader_sql(str(completed.path)))
         check_counts(completed, found.rows, len(found.refused))
         if not found.refused:
             return inserted, 0
 
         def new_to_window(rows: str) -> str:
-            return (f"SELECT s.* FROM ({first_per_key(rows)}) AS s ANTI JOIN "
+            return (f"SELECT s.* FROM ({latest_per_key(rows)}) AS s ANTI JOIN "
                     f"(SELECT {', '.join(KEY_COLUMNS)} FROM {target} WHERE {window}) AS e "
                     f"ON {key_match('s', 'e')}")
 
         with self._repaired(con, completed, found.refused) as (side, repaired):
-            inserted += self.insert(con, f"INSERT INTO {target}", str(side), new_to_window)
-        return inserted, repaired
+            added = self.insert(con, f"INSERT INTO {target}", str(side), new_to_window)
+            side_rows = rows_sql(reader_sql(str(side)), self.project_timezone)
+            (keys,) = con.execute(
+                f"SELECT count(*) FROM ({latest_per_key(side_rows)})").fetchone()
+        if added != keys:
+            raise StageInstead()
+        return inserted + added, repaired
 
-    def insert_spool(self, con: Any, into: str, completed: CompletedChunk) -> tuple[int, int]:
+    def insert_spool(self, con: Any, into: str, completed: CompletedChunk,
+                     shape: Callable[[str], str] = lambda rows: rows) -> tuple[int, int]:
         """Insert every line of a spool file, repairing refused ones: (rows, repaired).
 
         The insert's own row count is the rows read. Only when it falls
@@ -201,14 +232,14 @@ class RowReader:
         lines; when it does not, no line can have been refused without the
         reader giving more rows than lines, so the check needs no pass then.
         """
-        rows = self.insert(con, into, str(completed.path))
+        rows = self.insert(con, into, str(completed.path), shape)
         if rows >= completed.lines:
             check_counts(completed, rows, 0)
             return rows, 0
         refused = count_refused(con, reader_sql(str(completed.path))).refused
         check_counts(completed, rows, len(refused))
         with self._repaired(con, completed, refused) as (side, repaired):
-            rows += self.insert(con, into, str(side))
+            rows += self.insert(con, into, str(side), shape)
         return rows, repaired
 
     @contextlib.contextmanager
@@ -281,12 +312,20 @@ def check_refused_again(con: Any, completed: CompletedChunk, originals: Path,
                                    "refused when read again")
 
 
-def first_per_key(rows: str) -> str:
-    """A SELECT of ``rows`` keeping one row per Mixpanel key."""
-    # Which copy survives does not matter for Mixpanel's exact duplicates;
-    # copies that differ elsewhere (a re-sent event) keep an arbitrary one.
-    return (f"SELECT * FROM ({rows}) "
-            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(KEY_COLUMNS)}) = 1")
+def latest_per_key(rows: str) -> str:
+    """A SELECT of ``rows`` keeping the latest copy of each Mixpanel key (:func:`latest_first`)."""
+    return (f"SELECT * FROM ({rows}) QUALIFY row_number() OVER "
+            f"(PARTITION BY {', '.join(KEY_COLUMNS)} ORDER BY {latest_first()}) = 1")
+
+
+def newer(new: str, old: str) -> str:
+    """A condition: the copy ``new`` was processed after the copy ``old`` (aliases of rows).
+
+    A missing processing time counts as the earliest; equal times are not
+    newer, so a stored row stays when a re-read brings an equal copy.
+    """
+    n, o = f"{new}.mp_processing_time_ms", f"{old}.mp_processing_time_ms"
+    return f"({n} IS NOT NULL AND ({o} IS NULL OR {n} > {o}))"
 
 
 def key_match(left: str, right: str) -> str:

@@ -140,6 +140,7 @@ def create_schema(con: Any, table: str) -> None:
             inserted BIGINT NOT NULL,
             duplicates BIGINT NOT NULL,
             replaced BIGINT NOT NULL,
+            updated BIGINT DEFAULT 0,
             bytes BIGINT NOT NULL,
             sha256 VARCHAR,
             run_id VARCHAR,
@@ -147,6 +148,9 @@ def create_schema(con: Any, table: str) -> None:
             loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         )"""
     )
+    # Stored events a newer copy replaced. Files written before the column
+    # existed gain it; their chunks count 0, as no copy replaced a stored row.
+    con.execute(f"ALTER TABLE {MANIFEST_TABLE} ADD COLUMN IF NOT EXISTS updated BIGINT DEFAULT 0")
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {PARQUET_PENDING_TABLE} "
         "(table_name VARCHAR NOT NULL, day DATE NOT NULL)"

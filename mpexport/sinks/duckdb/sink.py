@@ -305,6 +305,7 @@ class DuckDBSink:
         self.stats.duplicates_skipped += done.duplicates
         self.stats.repaired += done.repaired
         self.stats.rows_replaced += done.replaced
+        self.stats.updated += done.updated
         self.stats.bytes += completed.bytes
         with self._lock:
             days = self._covered.setdefault(self._fingerprint, set())

@@ -12,8 +12,9 @@ manifest records it.
 
 The scratch table holds only this run's events, so before a day already in
 the lake is written, its file is read back into the table (deduplicated on
-Mixpanel's key): the new file is the old one plus what this run added, as
-``--db`` would hold it. Days that the chunk is expected to touch are read
+Mixpanel's key, the later processed copy kept, :func:`seed_day`): the new
+file is the old one plus what this run added or updated, as ``--db`` would
+hold it. Days that the chunk is expected to touch are read
 back before it loads, so the counts of new and duplicate events mean what
 they mean with ``--db``; every other day is read back when it is written,
 whatever the listing at the start said, so nothing the lake held is ever lost.
@@ -26,13 +27,14 @@ run (:func:`mpexport.database.open_lake`); the copy checks it still holds it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpexport.model import Chunk, ChunkFailure, CompletedChunk, LoadStats, QueryFilters
-from mpexport.sinks.duckdb.rows import key_match, sql_string
+from mpexport.sinks.duckdb.rows import key_match, newer, sql_string
 from mpexport.sinks.duckdb.schema import check_db_path, check_table_name, quote_ident
 from mpexport.sinks.duckdb.sink import DuckDBSink
 from mpexport.sinks.lake.parquet import (
@@ -75,6 +77,42 @@ def database_sink(db_path: Path, *, parquet_dir: Path | str | Store | None = Non
                            before_write=lake_check)
     return DuckDBSink(db_path, table=table, filters=filters, run_id=run_id,
                       project_timezone=project_timezone, days=days, **kwargs)
+
+
+def seed_day(con: Any, path: Path, window: str) -> None:
+    """Read a lake's day file into the scratch table, in one transaction.
+
+    The file is what is stored, the table's rows of the day (a chunk of this
+    run that reached the day before it was read back) are new: as in the
+    loader, a table row stays only when it is newer than the file's copy
+    of its key (:func:`~mpexport.sinks.duckdb.rows.newer`), so the day
+    written back holds the copy Mixpanel shows, as ``--db`` would.
+    """
+    target = quote_ident(TABLE)
+    # Files of older versions hold properties as JSON, newer ones as text:
+    # the cast reads both.
+    held = (f"(SELECT event, time, distinct_id, insert_id, mp_processing_time_ms, "
+            f"CAST(properties AS JSON) AS properties FROM read_parquet({sql_string(str(path))}))")
+    keys = "event, distinct_id, time, insert_id"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        (present,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
+        if present:  # usually none: the day is read back before a chunk loads it
+            con.execute(
+                f"DELETE FROM {target} WHERE rowid IN (SELECT t.rowid FROM (SELECT rowid, "
+                f"{keys}, mp_processing_time_ms FROM {target} WHERE {window}) AS t "
+                f"JOIN {held} AS p ON {key_match('p', 't')} WHERE NOT {newer('t', 'p')})"
+            )
+        con.execute(
+            f"INSERT INTO {target} SELECT p.* FROM {held} AS p "
+            f"ANTI JOIN (SELECT {keys} FROM {target} WHERE {window}) AS e "
+            f"ON {key_match('p', 'e')}"
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")
+        raise
 
 
 class LakeCopy:
@@ -137,21 +175,11 @@ class LakeCopy:
             self._guarded("reading Parquet files from", lambda: self._seed(con, sorted(todo)))
 
     def _seed(self, con: Any, days: list[dt.date]) -> None:
-        target = quote_ident(TABLE)
         for day in days:
             path = self.staging / f"seed-{day.isoformat()}.parquet"
             try:
                 if self.copy.store.get_file(day_key(day), path):
-                    window = day_window(day)
-                    # Files of older versions hold properties as JSON, newer
-                    # ones as text: the cast reads both.
-                    con.execute(
-                        f"INSERT INTO {target} SELECT p.event, p.time, p.distinct_id, "
-                        "p.insert_id, p.mp_processing_time_ms, CAST(p.properties AS JSON) "
-                        f"FROM read_parquet({sql_string(str(path))}) AS p "
-                        f"ANTI JOIN (SELECT event, distinct_id, time, insert_id FROM {target} "
-                        f"WHERE {window}) AS e ON {key_match('p', 'e')}"
-                    )
+                    seed_day(con, path, day_window(day))
             finally:
                 path.unlink(missing_ok=True)
             self.seeded.add(day)
