@@ -61,10 +61,11 @@ _DAY_TYPES = frozenset({
     "DATE",
 })
 Batches = Iterator[list[tuple[Any, ...]]]
+Config = dict[str, str | bool | int | float | list[str]]  # what duckdb.connect takes
 # Set when the connection opens, before the configuration is locked. Without
-# the first two a query naming an extension's function or file type (httpfs,
+# them a query naming an extension's function or file type (httpfs,
 # spatial, ...) would download and load it.
-SANDBOX: dict[str, object] = {
+SANDBOX: Config = {
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
 }
@@ -159,7 +160,7 @@ def sandboxed(db_path: Path, private: Path, *, data: Path | None = None) -> Any:
 
     # External access is turned off right after the open (with it off at the
     # open, DuckDB refuses the temp folder); opening runs nothing the file holds.
-    config = {**SANDBOX, "temp_directory": str(private / "spill")}
+    config: Config = {**SANDBOX, "temp_directory": str(private / "spill")}
     con = duckdb.connect(str(db_path), read_only=True, config=config)
     try:
         if data is not None:
