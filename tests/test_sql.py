@@ -441,6 +441,40 @@ def test_lake_folder_is_the_events_view_with_its_days(db: Path, lake: Path,
     assert list(temp.iterdir()) == []  # the day files' private copies are gone
 
 
+def days_table(db: Path, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """What --tables says of a lake read --from first --to last."""
+    rows = sum(n for day, n in utc_days(db) if first <= day <= last)
+    return [{"table": "events", "rows": rows, "first_day": first.isoformat(),
+             "last_day": last.isoformat()}]
+
+
+def test_from_and_to_choose_a_lakes_days(db: Path, lake: Path) -> None:
+    first, last = START + dt.timedelta(days=2), START + dt.timedelta(days=4)
+    result = sql(lake, "--tables", "--format", "json", "--from", first.isoformat(),
+                 "--to", last.isoformat())
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == days_table(db, first, last)
+    # One end only: the lake's first or last day is the other.
+    since = sql(lake, "--tables", "--format", "json", "--from", last.isoformat())
+    assert json.loads(since.stdout) == days_table(db, last, END)
+    until = sql(lake, "--tables", "--format", "json", "--to", first.isoformat())
+    assert json.loads(until.stdout) == days_table(db, START, first)
+    # Days without files: an empty events view.
+    none = sql(lake, "SELECT count(*) AS n FROM events", "--format", "csv",
+               "--from", "2023-01-01", "--to", "2023-01-31")
+    assert none.code == 0, none.stderr
+    assert none.stdout == b"n\n0\n"
+
+
+def test_from_and_to_are_for_lakes(db: Path, ndjson_file: Path, lake: Path) -> None:
+    for source in (db, ndjson_file):
+        result = sql(source, "SELECT 1", "--from", START.isoformat())
+        assert_one_error_line(result, 2, "--from and --to choose a lake's days")
+    backwards = sql(lake, "SELECT 1", "--from", END.isoformat(), "--to", START.isoformat())
+    assert_one_error_line(backwards, 2, f"--from {END} is after --to {START}")
+    assert_one_error_line(sql(lake, "SELECT 1", "--to", "2024-02-30"), 2, "--to", "2024-02-30")
+
+
 def upload(s3_server: S3Server, lake: Path, prefix: str = "events") -> None:
     client = s3_server.client()
     for path in sorted(lake.rglob("*")):
@@ -463,6 +497,9 @@ def test_s3_lake_is_the_events_view_like_the_folder(db: Path, lake: Path, s3_ser
     tables = sql(s3_server.url(), "--tables", "--format", "json", env=env)
     assert tables.code == 0, tables.stderr
     assert json.loads(tables.stdout) == events_table(db)
+    some = sql(s3_server.url(), "--tables", "--format", "json", "--from", END.isoformat(),
+               env=env)
+    assert json.loads(some.stdout) == days_table(db, END, END)
     assert s3_server.objects() == objects
     assert list(temp.iterdir()) == []  # the downloaded days are gone
 

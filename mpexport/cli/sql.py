@@ -36,19 +36,23 @@ Exit codes:
 @click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the result to FILE instead of stdout, byte for byte (put in "
                    "place when the query ends; a failed query leaves FILE as it was).")
+@click.option("--from", "from_", metavar="DATE",
+              help="A lake's first UTC day to read (YYYY-MM-DD, today, yesterday, -N); "
+                   "only the days chosen are copied.")
+@click.option("--to", "to", metavar="DATE", help="A lake's last UTC day to read.")
 @click.option("--tables", is_flag=True,
               help="List the tables instead: rows, and the first and last UTC day of "
                    "their time column.")
 @debug_option
 def sql_command(source: str, query: str | None, fmt: str, output: str | None,
-                tables: bool) -> None:
+                from_: str | None, to: str | None, tables: bool) -> None:
     """Run a SQL query on exported data and print the result.
 
     SOURCE is a DuckDB file, a lake (a folder or s3://, gs://, az:// URL that
     export --parquet wrote) or an NDJSON export file (also gzipped). A lake's
     days, or the NDJSON file's events, are the view events (a lake's also
     has the date column of its day folders); they are copied to a private
-    temp folder first, removed at the end.
+    temp folder first, removed at the end (--from/--to: only those days).
 
     SOURCE is read-only: it is never created or changed, and a statement
     that would change it fails. The query reads SOURCE and nothing else: no
@@ -67,10 +71,17 @@ def sql_command(source: str, query: str | None, fmt: str, output: str | None,
       mpexport sql events.duckdb "SELECT properties FROM events" --format ndjson | jq .
       mpexport sql lake/ "SELECT date, count(*) FROM events GROUP BY 1 ORDER BY 1"
       mpexport sql s3://bucket/events --tables
+      mpexport sql s3://bucket/events "SELECT count(*) FROM events" --from -7 --to yesterday
       mpexport sql week.ndjson "SELECT count(DISTINCT distinct_id) FROM events"
     """
+    from mpexport.dates import parse_date, utc_today
     from mpexport.environment import Environment
     from mpexport.sql.run import run_sql
 
+    # A lake's days are UTC days, so relative words count from UTC's today.
+    today = utc_today()
+    first = parse_date(from_, today=today, option="--from") if from_ else None
+    last = parse_date(to, today=today, option="--to") if to else None
     run_sql(source, query, tables=tables, fmt=fmt, output=Path(output) if output else None,
-            stdout=sys.stdout.buffer, environ=Environment.from_process().environ)
+            stdout=sys.stdout.buffer, environ=Environment.from_process().environ,
+            first_day=first, last_day=last)

@@ -12,6 +12,7 @@ as it was.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -79,12 +80,15 @@ def run_sql(
     output: Path | None = None,
     stdout: BinaryIO,
     environ: Mapping[str, str] | None = None,
+    first_day: dt.date | None = None,
+    last_day: dt.date | None = None,
 ) -> None:
     """Run ``query`` (or list the tables) on ``source``; write it to ``output`` or ``stdout``.
 
     ``source`` is a DuckDB file, a lake folder or URL, or an NDJSON file;
     ``environ`` holds the variables an object store's URL needs (endpoint,
-    credentials). Raises :class:`~mpexport.errors.UsageError` for bad
+    credentials). ``first_day`` and ``last_day`` limit a lake's UTC days
+    (only those are copied and read). Raises :class:`~mpexport.errors.UsageError` for bad
     arguments, a missing or unreadable input and a query DuckDB or the
     sandbox refuses; :class:`~mpexport.errors.DatabaseLockedError` when a run
     is writing the file or another program has it open;
@@ -95,14 +99,17 @@ def run_sql(
     :class:`~mpexport.errors.OutputFileError` when ``output`` cannot be written.
     """
     from mpexport.sql.database import list_tables, run_query
-    from mpexport.sql.sources import open_source
+    from mpexport.sql.sources import Days, open_source
 
     _check_arguments(query, tables, fmt)
+    if first_day and last_day and first_day > last_day:
+        raise UsageError(f"--from {first_day} is after --to {last_day}",
+                         "swap them or widen the range")
     source = str(source)
     if output is not None:
         output = Path(output)
         _check_output(output, source)
-    with open_source(source, environ or {}) as opened:
+    with open_source(source, environ or {}, Days(first_day, last_day)) as opened:
         con = opened.con
         result = list_tables(con, opened.views) if tables else run_query(con, query or "")
         chunks = render(fmt, result.columns, result.batches)

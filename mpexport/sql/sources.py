@@ -14,6 +14,7 @@ A lake's days and an NDJSON file are presented as one ``events`` view:
 The view reads copies: the day files (downloaded from an object store, or
 copied from the folder) or the NDJSON file are copied into the connection's
 private folder first, and the sandbox allows that folder and nothing else.
+A lake's days can be limited (``--from``/``--to``): only those are copied.
 The sandbox's allowed folders are open to writes too (measured: a ``COPY
 ... TO`` a lake's own file replaced it), so a view over the originals would
 let a query change the input; over copies, anything a query writes is gone
@@ -103,14 +104,36 @@ def kind_of(source: str) -> str:
                      f"{INPUT_HINT}; the file was not changed")
 
 
+@dataclass(frozen=True)
+class Days:
+    """The UTC days of a lake to read (inclusive; None: from the first, to the last)."""
+
+    first: dt.date | None = None
+    last: dt.date | None = None
+
+    def __contains__(self, day: dt.date) -> bool:
+        return ((self.first is None or day >= self.first)
+                and (self.last is None or day <= self.last))
+
+    @property
+    def limited(self) -> bool:
+        """True when some days may be left out."""
+        return self.first is not None or self.last is not None
+
+
 @contextmanager
-def open_source(source: str, environ: Mapping[str, str]) -> Iterator[Opened]:
+def open_source(source: str, environ: Mapping[str, str],
+                days: Days = Days()) -> Iterator[Opened]:
     """Open ``source`` for queries, sandboxed, for the block (see the module's docstring).
 
     ``environ`` holds the object stores' variables (endpoint, credentials)
-    for a lake URL.
+    for a lake URL; ``days`` limits a lake's days (only a lake has days to
+    choose: for a file, :class:`UsageError`).
     """
     kind = kind_of(source)
+    if days.limited and kind != "lake":
+        raise UsageError("--from and --to choose a lake's days",
+                         "for a file, filter in the query: WHERE time >= '2024-05-01'")
     if kind == "duckdb":
         with open_read_only(Path(source)) as con:
             yield Opened(con)
@@ -119,7 +142,7 @@ def open_source(source: str, environ: Mapping[str, str]) -> Iterator[Opened]:
         data = private / "data"
         data.mkdir()
         if kind == "lake":
-            view = _lake_view(_copy_lake(source, data, environ))
+            view = _lake_view(_copy_lake(source, data, environ, days))
         else:
             view = _ndjson_view(_copy_file(Path(source), data))
         catalog = private / "catalog.duckdb"
@@ -131,20 +154,20 @@ def open_source(source: str, environ: Mapping[str, str]) -> Iterator[Opened]:
             con.close()
 
 
-def _copy_lake(source: str, data: Path, environ: Mapping[str, str]) -> list[Path]:
-    """Copy a lake's day files under ``data`` (same keys); the copies, by day."""
+def _copy_lake(source: str, data: Path, environ: Mapping[str, str], days: Days) -> list[Path]:
+    """Copy a lake's day files of ``days`` under ``data`` (same keys); the copies, by day."""
     from mpexport.sinks.lake.objects import startup_error
     from mpexport.sinks.lake.store import open_store
 
     store = open_store(source, environ=environ)
     try:
         keys = store.list_keys()
-        days = sorted(key for key in keys if _is_day(key))
-        if not days and MANIFEST_KEY not in keys:
+        held = {key: day for key in keys if (day := _day_of(key)) is not None}
+        if not held and MANIFEST_KEY not in keys:
             raise UsageError(f"no lake at {source}: no date=YYYY-MM-DD/{DAY_FILE} files there",
                              f"{INPUT_HINT} ('mpexport export --parquet' writes a lake)")
         copies = []
-        for key in days:
+        for key in sorted(key for key, day in held.items() if day in days):
             copy = data.joinpath(*key.split("/"))
             copy.parent.mkdir(parents=True, exist_ok=True)
             if not store.get_file(key, copy):
@@ -156,15 +179,15 @@ def _copy_lake(source: str, data: Path, environ: Mapping[str, str]) -> list[Path
     return copies
 
 
-def _is_day(key: str) -> bool:
+def _day_of(key: str) -> dt.date | None:
+    """The UTC day of a day file's key; None for any other key."""
     found = _DAY_KEY.fullmatch(key)
     if found is None:
-        return False
+        return None
     try:
-        dt.date.fromisoformat(found[1])
+        return dt.date.fromisoformat(found[1])
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _lake_view(files: list[Path]) -> str:
