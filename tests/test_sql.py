@@ -287,6 +287,19 @@ def test_failed_query_leaves_an_existing_output_alone(db: Path, tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_output_cannot_go_into_the_lake_or_replace_the_ndjson_file(lake: Path,
+                                                                    ndjson_file: Path) -> None:
+    before = tree(lake)
+    day = lake / f"date={START.isoformat()}" / "data.parquet"
+    result = sql(lake, "SELECT 1", "--output", str(day))
+    assert_one_error_line(result, 2, f"--output {day} is inside the lake {lake}")
+    assert tree(lake) == before
+    digest_before = digest(ndjson_file)
+    result = sql(ndjson_file, "SELECT 1", "--output", str(ndjson_file))
+    assert_one_error_line(result, 2, f"--output {ndjson_file} is the input's own file")
+    assert digest(ndjson_file) == digest_before
+
+
 def test_output_cannot_replace_the_database(db: Path) -> None:
     before = digest(db)
     result = sql(db, "SELECT 1", "--output", str(db))
