@@ -14,12 +14,12 @@ A lake's days and an NDJSON file are presented as one ``events`` view:
 The view reads copies: the day files (downloaded from an object store, or
 copied from the folder) or the NDJSON file are copied into the connection's
 private folder first, and the sandbox allows that folder and nothing else.
-A lake's days can be limited (``--from``/``--to``): only those are copied.
 The sandbox's allowed folders are open to writes too (measured: a ``COPY
 ... TO`` a lake's own file replaced it), so a view over the originals would
 let a query change the input; over copies, anything a query writes is gone
 when ``sql`` ends. The copy costs disk space and time in proportion to the
-input (a lake's days in full).
+input, so a lake's days can be chosen (``--from``/``--to``): only those are
+copied.
 
 The view is kept in a small DuckDB file in the private folder, opened
 read-only like any database, so a statement that would write behaves the
