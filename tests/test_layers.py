@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "sinks": ("sinks", "sinks.base", "sinks.ndjson", "sinks.output_file"),  # NDJSON
     "sinks.duckdb": ("sinks.duckdb.*",),  # the loader
     "sinks.lake": ("sinks.lake.*",),  # Parquet days, stores, the lake: built on the loader
-    "sql": ("sql.*",),  # mpexport sql: reads what the loader wrote
+    "sql": ("sql.*",),  # mpexport sql: reads what the loader and the lake wrote
     "workers": ("workers",),  # the one worker pool, for events and profiles
     "startup": ("startup",),  # how every run starts, events or profiles
     "run": ("request", "plan", "syncing", "database", "pipeline", "runner"),  # one run
@@ -52,7 +52,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks": frozenset({"foundation"}),
     "sinks.duckdb": frozenset({"foundation"}),
     "sinks.lake": frozenset({"foundation", "sinks.duckdb"}),
-    "sql": frozenset({"foundation", "sinks.duckdb"}),
+    "sql": frozenset({"foundation", "sinks.duckdb", "sinks.lake"}),
     "workers": frozenset({"foundation", "mixpanel"}),
     "startup": frozenset({"foundation", "mixpanel", "pacing", "config", "sinks.duckdb"}),
     "run": frozenset({"foundation", "mixpanel", "pacing", "config", "workers", "startup",

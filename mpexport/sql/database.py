@@ -13,13 +13,26 @@ another program (exit 4, or it waits with ``--wait-lock``).
 Results are streamed: rows come in batches of :data:`BATCH_ROWS` from
 DuckDB's streaming result, so a query over ten million rows never holds
 them all in this process.
+
+Every connection is a sandbox (:func:`sandboxed`): the query reads its input
+and nothing else. A wrapper that passes user text as the query, or a view
+inside a file someone sent, could otherwise write or read any file the user
+can (``COPY ... TO``, ``read_text``, ``ATTACH``) and make DuckDB download
+extensions. So external access is off (only a private folder is allowed:
+DuckDB's spill files, and the copies of a lake's or an NDJSON file's data
+that :mod:`mpexport.sql.sources` attached before), extensions are neither
+installed nor loaded on demand, and the configuration is locked, so no
+statement can undo any of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +41,7 @@ from typing import Any
 from mpexport.errors import DatabaseLockedError, UsageError
 from mpexport.filelock import in_use_elsewhere, try_lock, unlock
 from mpexport.sinks.duckdb.lock import holder_text, lock_path
+from mpexport.sinks.duckdb.rows import sql_string
 from mpexport.sinks.duckdb.schema import RESERVED_PREFIX, quote_ident
 from mpexport.sql.formats import Column, Nested, Shape
 
@@ -47,6 +61,16 @@ _DAY_TYPES = frozenset({
     "DATE",
 })
 Batches = Iterator[list[tuple[Any, ...]]]
+Config = dict[str, str | bool | int | float | list[str]]  # what duckdb.connect takes
+# Set when the connection opens, before the configuration is locked. Without
+# them a query naming an extension's function or file type (httpfs,
+# spatial, ...) would download and load it.
+SANDBOX: Config = {
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
+# DuckDB's words for a statement the sandbox refused (see _query_error).
+_LOCKED_WORDS = "the configuration has been locked"
 
 
 @dataclass(frozen=True)
@@ -104,44 +128,93 @@ def _check_file(db_path: Path) -> None:
 
 
 @contextmanager
-def open_read_only(db_path: Path) -> Iterator[Any]:
-    """Open ``db_path`` read-only for the block; refuse a file a run is writing (exit 4).
+def private_folder() -> Iterator[Path]:
+    """A new folder in the system's temp folder, for this process only; removed after the block.
+
+    DuckDB spills there, and a lake's or an NDJSON file's data is copied
+    there: the one place the sandbox lets a query touch, so whatever a query
+    may write there is gone at the end.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="mpexport-sql-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sandboxed(db_path: Path, private: Path, *, data: Path | None = None) -> Any:
+    """Connect to ``db_path`` read-only, reading nothing but it (and ``data``), then lock.
+
+    ``private`` is a :func:`private_folder`: DuckDB's spill folder goes in it
+    (by default a database spills beside its file, ``FILE.tmp``, and the
+    sandbox allows whatever is there). ``data``, a folder in ``private``, is
+    the one folder a query may read besides the database: the copies of a
+    lake's or an NDJSON file's data its views read.
 
     Times of ``TIMESTAMP WITH TIME ZONE`` columns come back in UTC, whatever
     the machine's time zone, as mpexport stores and names days in UTC.
-    DuckDB prints no progress bar.
+    DuckDB prints no progress bar. Raises :class:`duckdb.Error` when DuckDB
+    cannot open the file.
     """
     import duckdb
 
-    _check_file(db_path)
+    # External access is turned off right after the open (with it off at the
+    # open, DuckDB refuses the temp folder); opening runs nothing the file holds.
+    config: Config = {**SANDBOX, "temp_directory": str(private / "spill")}
+    con = duckdb.connect(str(db_path), read_only=True, config=config)
     try:
-        con = duckdb.connect(str(db_path), read_only=True)
-    except duckdb.Error as exc:
-        text = str(exc).lower()
-        # Probed only now that DuckDB failed: this process has no connection
-        # to the file, so the probe cannot drop a lock of ours (POSIX).
-        if isinstance(exc, duckdb.IOException) and (
-            any(words in text for words in _HELD_WORDS) or in_use_elsewhere(db_path)
-        ):
-            holder = writer_holding(db_path)
-            raise (_written_by(db_path, holder) if holder else _open_elsewhere(db_path)) from exc
-        hint = "give the path of a DuckDB file" if "not a valid DuckDB" in str(exc) else None
-        raise UsageError(f"cannot open the database {db_path}: {complaint(exc)}", hint) from exc
-    try:
-        # Probed once the file is open: a run starting now finds the file in
-        # use anyway, so the probe's brief hold of the lock costs it nothing.
-        # A run that took the lock but has not opened the file yet is in use
-        # too: our open would make its open fail.
-        holder = writer_holding(db_path)
-        if holder:
-            raise _written_by(db_path, holder)
+        if data is not None:
+            # Only settable once DuckDB runs, and only while access is on.
+            con.execute(f"SET allowed_directories = [{sql_string(str(data) + os.sep)}]")
+        con.execute("SET enable_external_access = false")
         con.execute("SET TimeZone = 'UTC'")
         # DuckDB draws a progress bar for queries that run over 2 s, on
         # stdout: in the middle of the result.
         con.execute("SET enable_progress_bar = false")
-        yield con
-    finally:
+        # Last: from here on no statement changes a setting, not even these.
+        con.execute("SET lock_configuration = true")
+    except BaseException:
         con.close()
+        raise
+    return con
+
+
+@contextmanager
+def open_read_only(db_path: Path) -> Iterator[Any]:
+    """Open the DuckDB file ``db_path`` read-only for the block, sandboxed (:func:`sandboxed`).
+
+    Refuses a file a run is writing, or another program has open (exit 4).
+    """
+    import duckdb
+
+    _check_file(db_path)
+    with private_folder() as private:
+        try:
+            con = sandboxed(db_path, private)
+        except duckdb.Error as exc:
+            text = str(exc).lower()
+            # Probed only now that DuckDB failed: this process has no connection
+            # to the file, so the probe cannot drop a lock of ours (POSIX).
+            if isinstance(exc, duckdb.IOException) and (
+                any(words in text for words in _HELD_WORDS) or in_use_elsewhere(db_path)
+            ):
+                holder = writer_holding(db_path)
+                raise (_written_by(db_path, holder) if holder
+                       else _open_elsewhere(db_path)) from exc
+            hint = "give the path of a DuckDB file" if "not a valid DuckDB" in str(exc) else None
+            raise UsageError(f"cannot open the database {db_path}: {complaint(exc)}",
+                             hint) from exc
+        try:
+            # Probed once the file is open: a run starting now finds the file in
+            # use anyway, so the probe's brief hold of the lock costs it nothing.
+            # A run that took the lock but has not opened the file yet is in use
+            # too: our open would make its open fail.
+            holder = writer_holding(db_path)
+            if holder:
+                raise _written_by(db_path, holder)
+            yield con
+        finally:
+            con.close()
 
 
 def _shape(kind: Any) -> Shape:
@@ -181,12 +254,18 @@ def _stream(cursor: Any) -> Batches:
         yield rows
 
 
+REFUSED_HINT = ("mpexport sql reads only its input: no other file, no extension, no setting; "
+                "--output FILE writes the result")
+
+
 def _query_error(exc: BaseException) -> BaseException:
     import duckdb
 
     if isinstance(exc, duckdb.InterruptException):
         return KeyboardInterrupt()  # Ctrl-C reached DuckDB first: exit 130, as anywhere
     text = complaint(exc)
+    if isinstance(exc, duckdb.PermissionException) or _LOCKED_WORDS in text:
+        return UsageError(f"the query was refused: {text}", REFUSED_HINT)
     if "read-only mode" in text:
         return UsageError(f"the query would change the database: {text}",
                           "mpexport sql opens the file read-only; load data with export or sync")
@@ -226,17 +305,21 @@ TABLE_COLUMNS = [
 ]
 
 
-def list_tables(con: Any) -> Result:
+def list_tables(con: Any, views: Sequence[str] = ()) -> Result:
     """The file's tables (not mpexport's bookkeeping): rows, and the UTC days of ``time``.
 
     ``first_day`` and ``last_day`` are those of the table's ``time`` column
     (a timestamp or date); NULL without one, or when the table is empty.
+    ``views`` are listed after the tables, the same way: the ``events`` view
+    mpexport made over a lake or an NDJSON file. Other views are not listed
+    (nor read): a view in a file is a query someone else wrote.
     """
     tables = con.execute(
         "SELECT schema_name, table_name FROM duckdb_tables() "
         "WHERE database_name = current_database() AND NOT internal AND NOT temporary "
         "ORDER BY schema_name = 'main' DESC, schema_name, table_name"
     ).fetchall()
+    tables += [("main", view) for view in views]
     timed = {
         (str(schema), str(table)): str(column)
         for schema, table, column, kind in con.execute(

@@ -1,5 +1,9 @@
 """``mpexport sql`` as one library call: check, open read-only, run, write the result.
 
+The input is a DuckDB file, a lake (a folder or a URL) or an NDJSON export
+file (:mod:`mpexport.sql.sources`), always opened in a sandbox that reads
+the input and nothing else (:mod:`mpexport.sql.database`).
+
 The result goes to a binary stream (stdout) or to ``--output FILE``, which
 is written under a temp name beside it and moved over FILE only once the
 whole result is there: a query that fails halfway leaves an existing FILE
@@ -8,7 +12,8 @@ as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,17 +34,26 @@ def _check_arguments(query: str | None, tables: bool, fmt: str) -> None:
                          'add one, e.g. "SELECT count(*) FROM events", or pass --tables')
 
 
-def _check_output(output: Path, db_path: Path) -> None:
+def _check_output(output: Path, source: str) -> None:
+    from mpexport.sinks.lake.store import is_url
+
     directory = output.parent if str(output.parent) else Path(".")
     if not directory.is_dir():
         raise UsageError(f"the directory of --output does not exist: {directory}",
                          "create it first or choose another path")
     if output.is_dir():
         raise UsageError(f"--output is a directory: {output}", "give a file name")
-    # The database's own files would be replaced by the result.
+    if is_url(source):
+        return
+    # The input's own files would be replaced by the result.
+    db_path = Path(source)
+    target = output.resolve()
+    if db_path.is_dir() and target.is_relative_to(db_path.resolve()):
+        raise UsageError(f"--output {output} is inside the lake {db_path}",
+                         "write the result to another folder")
     own = {db_path, Path(f"{db_path}.wal"), lock_path(db_path)}
-    if output.resolve() in {path.resolve() for path in own}:
-        raise UsageError(f"--output {output} is the database's own file",
+    if target in {path.resolve() for path in own}:
+        raise UsageError(f"--output {output} is the input's own file",
                          "write the result to another file")
 
 
@@ -58,32 +72,46 @@ def _write(chunks: Iterable[bytes], stream: BinaryIO) -> None:
 
 
 def run_sql(
-    db_path: Path,
+    source: str | Path,
     query: str | None = None,
     *,
     tables: bool = False,
     fmt: str = "table",
     output: Path | None = None,
     stdout: BinaryIO,
+    environ: Mapping[str, str] | None = None,
+    first_day: dt.date | None = None,
+    last_day: dt.date | None = None,
 ) -> None:
-    """Run ``query`` (or list the tables) on ``db_path``; write it to ``output`` or ``stdout``.
+    """Run ``query`` (or list the tables) on ``source``; write it to ``output`` or ``stdout``.
 
-    Raises :class:`~mpexport.errors.UsageError` for bad arguments, a missing
-    or unreadable file and a query DuckDB refuses;
-    :class:`~mpexport.errors.DatabaseLockedError` when a run is writing the
-    file or another program has it open; :class:`~mpexport.errors.OutputClosed`
+    ``source`` is a DuckDB file, a lake folder or URL, or an NDJSON file;
+    ``environ`` holds the variables an object store's URL needs (endpoint,
+    credentials). ``first_day`` and ``last_day`` limit a lake's UTC days
+    (only those are copied and read). Raises :class:`~mpexport.errors.UsageError` for bad
+    arguments, a missing or unreadable input and a query DuckDB or the
+    sandbox refuses; :class:`~mpexport.errors.DatabaseLockedError` when a run
+    is writing the file or another program has it open;
+    :class:`~mpexport.errors.CredentialsError` and
+    :class:`~mpexport.errors.UnavailableError` when a lake's object store
+    refuses or cannot be reached; :class:`~mpexport.errors.OutputClosed`
     when the reader of ``stdout`` went away; and
     :class:`~mpexport.errors.OutputFileError` when ``output`` cannot be written.
     """
-    from mpexport.sql.database import list_tables, open_read_only, run_query
+    from mpexport.sql.database import list_tables, run_query
+    from mpexport.sql.sources import Days, open_source
 
     _check_arguments(query, tables, fmt)
-    db_path = Path(db_path)
+    if first_day and last_day and first_day > last_day:
+        raise UsageError(f"--from {first_day} is after --to {last_day}",
+                         "swap them or widen the range")
+    source = str(source)
     if output is not None:
         output = Path(output)
-        _check_output(output, db_path)
-    with open_read_only(db_path) as con:
-        result = list_tables(con) if tables else run_query(con, query or "")
+        _check_output(output, source)
+    with open_source(source, environ or {}, Days(first_day, last_day)) as opened:
+        con = opened.con
+        result = list_tables(con, opened.views) if tables else run_query(con, query or "")
         chunks = render(fmt, result.columns, result.batches)
         if output is None:
             _write(chunks, stdout)
