@@ -1,4 +1,4 @@
-"""Spool folders: removed after the run, those a killed run left cleared at the next; a full one ends the run."""
+"""Spool folders: removed after the run, cleared when a killed run left them; full, the run ends."""
 
 from __future__ import annotations
 

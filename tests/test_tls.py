@@ -117,7 +117,7 @@ def untrusted_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 class HttpsServer:
-    """The built-in server behind TLS; ``connections`` counts the TLS handshakes it was asked for."""
+    """The built-in server behind TLS; ``connections`` counts the handshakes it was asked for."""
 
     def __init__(self, cert: tuple[Path, Path], dataset: Dataset) -> None:
         self.dataset = dataset
@@ -188,8 +188,20 @@ def test_a_bundle_that_lacks_the_root_is_named(
     assert result.code == ExitCode.PARTIAL, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "is not trusted" in lines[0] and f"the CA bundle {bundle}" in lines[0], lines[0]
+    assert "is not trusted" in lines[0], lines[0]
+    assert f"verified with {bundle}, the CA bundle that" in lines[0], lines[0]
     assert https_server.connections == 1
+    assert recorded_starts(isolated_state) == [[]]
+
+
+def test_a_bundle_that_does_not_exist_is_named(tmp_path: Path, isolated_state: Path) -> None:
+    missing = tmp_path / "no-such-bundle.pem"
+    result = run_cli(export_args("https://127.0.0.1:9"), env={"SSL_CERT_FILE": str(missing)})
+    assert result.code == ExitCode.PARTIAL, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"mpexport: error: the CA bundle {missing} does not exist (REQUESTS_CA_BUNDLE, "
+        "CURL_CA_BUNDLE or SSL_CERT_FILE names it: fix the path, or unset the variable to use "
+        "the system's certificate store)"]
     assert recorded_starts(isolated_state) == [[]]
 
 
@@ -366,6 +378,19 @@ def test_a_refused_connection_is_retried_but_not_counted(isolated_state: Path) -
     assert result.code == ExitCode.PARTIAL, result.stderr
     assert "could not connect" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    assert recorded_starts(isolated_state) == [[]]
+
+
+def test_a_failed_handshake_is_retried_but_not_counted(
+    make_server: ServerFactory, isolated_state: Path
+) -> None:
+    # https:// to a plain HTTP server: the handshake fails, no request is sent.
+    server = make_server(Dataset(seed=4, events_per_day=40))
+    url = server.url.replace("http://", "https://")
+    result = run_cli([*export_args(url), "--retries", "0"])
+    assert result.code == ExitCode.PARTIAL, result.stderr
+    assert "TLS handshake failed: SSLError" in result.stderr, result.stderr
+    assert len(server.stats) == 0
     assert recorded_starts(isolated_state) == [[]]
 
 
