@@ -5,7 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from mpexport.errors import CredentialsError, MpexportError, UnavailableError
+from mpexport.errors import (
+    CredentialsError,
+    MpexportError,
+    ProxyCredentialsError,
+    UnavailableError,
+)
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import REGION_HOSTS, Endpoint, resolve_endpoint
 from mpexport.mixpanel.fetch import Query, fetch_once
@@ -63,6 +68,8 @@ def check_credentials(
     except RetryableError as exc:
         raise UnavailableError(f"Mixpanel did not answer the check: {exc.reason}",
                                "try again in a minute") from None
+    except ProxyCredentialsError:
+        raise  # the proxy's, not Mixpanel's: another region would meet the same proxy
     except CredentialsError as error:
         if api_url is not None:
             raise
