@@ -85,10 +85,44 @@ class CredentialsError(MpexportError):
     exit_code = ExitCode.CREDENTIALS
 
 
+class ProxyCredentialsError(CredentialsError):
+    """The proxy between this machine and Mixpanel asked for credentials (HTTP 407).
+
+    The request never reached Mixpanel; another attempt would be refused the same way.
+    """
+
+
 class UnavailableError(MpexportError):
     """Mixpanel did not answer usefully after the retries (network, 5xx, 429)."""
 
     exit_code = ExitCode.PARTIAL
+
+
+class CertificateError(MpexportError):
+    """The server's TLS certificate is not trusted here: retrying cannot change that.
+
+    Typically a company proxy that inspects HTTPS, whose root certificate is
+    in neither the system's store nor the bundle a variable names. The
+    request never reached Mixpanel.
+    """
+
+    exit_code = ExitCode.PARTIAL
+
+
+class SpoolFullError(MpexportError):
+    """The spool folder's disk is full (or over quota): no smaller chunk or retry fits.
+
+    ``folder`` is the folder the spool was made in (the temp folder).
+    """
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, folder: object, reason: str) -> None:
+        super().__init__(
+            f"no space left in {folder} for the spool files ({reason})",
+            "free space there, or set TMPDIR (TEMP on Windows) to a folder on a disk "
+            "with room for a few chunks")
+        self.folder = folder
 
 
 class LoaderError(MpexportError):

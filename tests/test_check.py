@@ -6,11 +6,13 @@ import datetime as dt
 
 import pytest
 
-from mpexport.errors import CredentialsError
+from mpexport.errors import CredentialsError, ExitCode, ProxyCredentialsError
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
+from mpexport.mixpanel import check
 from mpexport.mixpanel import endpoints as client
 from mpexport.mixpanel.check import check_credentials
 from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.endpoints import Endpoint
 from tests.helpers import TODAY, ServerFactory, run_cli
 
 CREDS = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET, project_id=DEMO_PROJECT_ID)
@@ -59,3 +61,19 @@ def test_check_command_exit_codes(make_server: ServerFactory) -> None:
     bad = run_cli(["check", "--api-url", server.url], env={"MP_SECRET": "wrong"})
     assert bad.code == 3
     assert "Traceback" not in bad.stderr
+
+
+def test_a_proxy_asking_for_credentials_is_not_taken_for_a_wrong_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probed: list[str] = []
+
+    def probe(endpoint: Endpoint, *_: object) -> int:
+        probed.append(endpoint.base_url)
+        raise ProxyCredentialsError("the proxy asked for credentials (HTTP 407)")
+
+    monkeypatch.setattr(check, "_probe", probe)
+    with pytest.raises(ProxyCredentialsError) as info:
+        check.check_credentials(CREDS, "us", None, DAY)
+    assert info.value.exit_code == ExitCode.CREDENTIALS
+    assert probed == [client.REGION_HOSTS["us"]]  # no other region was asked

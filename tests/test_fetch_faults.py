@@ -12,17 +12,24 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
+import random
 import socket
 import threading
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 import urllib3.exceptions
 
-from mpexport.errors import BadParametersError, CredentialsError
+from mpexport.errors import (
+    BadParametersError,
+    CertificateError,
+    CredentialsError,
+    ProxyCredentialsError,
+)
 from mpexport.fakeserver import (
     DEMO_PROJECT_ID,
     DEMO_SECRET,
@@ -37,10 +44,13 @@ from mpexport.mixpanel.endpoints import Endpoint
 from mpexport.mixpanel.fetch import Query, fetch_once
 from mpexport.mixpanel.transport import (
     FetchSettings,
+    OpenGate,
     RetryableError,
+    Succeeded,
     is_connection_error,
     new_session,
     read_error_body,
+    with_retries,
 )
 from mpexport.model import Chunk, QueryFilters
 from tests.helpers import ServerFactory, day_chunks, expected_stdout, run_cli
@@ -307,3 +317,70 @@ def test_cut_fault_records_what_was_sent(make_server: ServerFactory) -> None:
     raw_exchange(server)
     (record,) = server.stats.records()
     assert (record.status, record.bytes_sent) == (401, CUT_AFTER_BYTES)
+
+
+# --- the gate hears of starts that never reached the server -------------------------------
+
+
+class RecordingGate(OpenGate):
+    """A gate that never waits and writes down what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def acquire(self, stop: threading.Event) -> bool:
+        self.calls.append("acquire")
+        return super().acquire(stop)
+
+    def give_back(self) -> None:
+        self.calls.append("give_back")
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+
+def scripted(outcomes: list[BaseException | str]) -> Callable[[], str]:
+    """An attempt that raises or returns the next outcome each time."""
+    pending = iter(outcomes)
+
+    def attempt() -> str:
+        outcome = next(pending)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return attempt
+
+
+def test_with_retries_gives_back_only_the_starts_that_never_reached() -> None:
+    gate = RecordingGate()
+    outcome = with_retries(
+        scripted([RetryableError("could not connect", reached=False),
+                  RetryableError("HTTP 502"), "body"]),
+        settings=FetchSettings(backoff_base=0.0), rng=random.Random(1), gate=gate,
+        stop=threading.Event(), on_retry=lambda *_: None)
+    assert isinstance(outcome, Succeeded) and outcome.value == "body"
+    assert gate.calls == ["acquire", "give_back", "release", "acquire", "release",
+                          "acquire", "release"]
+
+
+@pytest.mark.parametrize("error", [
+    CertificateError("the certificate of x is not trusted", "fix"),
+    ProxyCredentialsError("the proxy asked for credentials (HTTP 407)", "fix"),
+])
+def test_errors_before_the_server_are_fatal_and_given_back(error: Exception) -> None:
+    gate = RecordingGate()
+    with pytest.raises(type(error)):
+        with_retries(scripted([error, "never"]), settings=FetchSettings(),
+                     rng=random.Random(1), gate=gate, stop=threading.Event(),
+                     on_retry=lambda *_: None)
+    assert gate.calls == ["acquire", "give_back", "release"]
+
+
+def test_a_fatal_answer_of_the_server_is_not_given_back() -> None:
+    gate = RecordingGate()
+    with pytest.raises(CredentialsError):
+        with_retries(scripted([CredentialsError("HTTP 401")]), settings=FetchSettings(),
+                     rng=random.Random(1), gate=gate, stop=threading.Event(),
+                     on_retry=lambda *_: None)
+    assert gate.calls == ["acquire", "release"]

@@ -4,7 +4,7 @@ They run against ``python -m mpexport`` too; ``packaging/run_frozen_tests.sh``
 runs them (with the e2e tests listed in ``packaging/frozen-tests.txt``) against
 the PyInstaller build through ``MPEXPORT_TEST_COMMAND``: the version, every
 help text (docstrings survive freezing), the demo, UTF-8 mode, running with no
-Python on PATH, and TLS (certifi's bundle is found; REQUESTS_CA_BUNDLE wins).
+Python on PATH, and TLS (truststore and certifi's bundle are there; REQUESTS_CA_BUNDLE wins).
 """
 
 from __future__ import annotations
@@ -179,14 +179,17 @@ def no_ca_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_default_ca_bundle_is_found_and_rejects_unknown_cert(
     https_server: tuple[str, Dataset],
 ) -> None:
-    # certifi's cacert.pem is found (a missing bundle is an OSError, not an
-    # SSLError) and, not holding the self-signed certificate, rejects it.
+    # The system's store (truststore, bundled) and certifi's cacert.pem are
+    # found (a missing bundle says "does not exist") and, not holding the
+    # self-signed certificate, reject it: at once, in one line.
     url, _ = https_server
     result = run_cli(_https_export(url))
     assert result.code == 1, result.stderr
     assert result.stdout == b""
-    assert "SSLError" in result.stderr, result.stderr
-    assert "CA certificate bundle" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "is not trusted" in lines[0] and "system's certificate store" in lines[0], lines[0]
+    assert "does not exist" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

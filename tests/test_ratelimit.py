@@ -960,3 +960,59 @@ def test_an_unlockable_state_file_falls_back_to_pacing_alone(
         limiter.release()
     assert shared.t == pytest.approx(1.25)  # still paced, in-process
     assert len([r for r in caplog.records if "not persisted" in r.message]) == 1
+
+
+# -- giving back a start that never reached the server ---------------------------------
+
+
+def test_a_start_given_back_counts_in_no_window(_state_dir: Path) -> None:
+    clock = FakeClock(start=0.0, wall_offset=WALL_BASE)
+    path = default_path(HOST, PROJECT, _state_dir)
+    limiter = RateLimiter(qps=1, hourly=2, clock=clock, state=HourlyState(path))
+    stop = threading.Event()
+    assert limiter.acquire(stop)
+    assert json.loads(path.read_text())["starts"] == [WALL_BASE]
+    limiter.give_back()  # the connection was refused: Mixpanel never saw it
+    limiter.release()
+    assert limiter.hourly_used == 0
+    assert limiter.next_start_delay() == 0.0  # nor in the per-second window
+    assert json.loads(path.read_text())["starts"] == []
+    # Only the start this thread took, and only once.
+    assert limiter.acquire(stop)
+    limiter.release()
+    limiter.give_back()
+    assert limiter.hourly_used == 1
+
+
+def test_giving_back_keeps_what_other_runs_recorded(_state_dir: Path) -> None:
+    clock = FakeClock(start=0.0, wall_offset=WALL_BASE)
+    path = default_path(HOST, PROJECT, _state_dir)
+    limiter = RateLimiter(clock=clock, state=HourlyState(path))
+    stop = threading.Event()
+    assert limiter.acquire(stop)
+    HourlyState(path).record(WALL_BASE + 0.5)  # another process, meanwhile
+    limiter.give_back()
+    limiter.release()
+    assert json.loads(path.read_text())["starts"] == [WALL_BASE + 0.5]
+
+
+def test_giving_back_without_a_state_file() -> None:
+    limiter = RateLimiter(hourly=1, clock=FakeClock())
+    stop = threading.Event()
+    assert limiter.acquire(stop)
+    limiter.give_back()
+    limiter.release()
+    assert limiter.hourly_used == 0
+
+
+def test_a_start_whose_state_could_not_be_written_is_given_back_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    limiter = RateLimiter(clock=FakeClock(), state=HourlyState(blocker / "sub" / "state.json"))
+    assert limiter.acquire(threading.Event())
+    limiter.give_back()
+    limiter.release()
+    assert limiter.hourly_used == 0
+    assert len([r for r in caplog.records if "not persisted" in r.message]) == 1

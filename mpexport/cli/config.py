@@ -129,13 +129,14 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
 
     from mpexport.config.resolve import resolve_credentials
     from mpexport.mixpanel.check import check_credentials
+    from mpexport.mixpanel.transport import with_ca_file
 
     resolved = resolve_credentials(os.environ, profile, project_id, region)
     for warning in resolved.warnings:
         echo_err(f"mpexport: warning: {warning}")
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     outcome = check_credentials(resolved.credentials, resolved.region, api_url, day,
-                                os.environ.get("SSL_CERT_FILE"))
+                                with_ca_file(None, os.environ).ca_file)
     kind = ("service account " + (resolved.credentials.username or "")
             if resolved.credentials.is_service_account else "legacy project secret")
     project = resolved.credentials.project_id

@@ -5,7 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from mpexport.errors import CredentialsError, MpexportError, UnavailableError
+from mpexport.errors import (
+    CredentialsError,
+    MpexportError,
+    ProxyCredentialsError,
+    UnavailableError,
+)
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import REGION_HOSTS, Endpoint, resolve_endpoint
 from mpexport.mixpanel.fetch import Query, fetch_once
@@ -30,7 +35,7 @@ def _probe(endpoint: Endpoint, credentials: Credentials, day: dt.date,
 
     # One day, at most one event: the cheapest query the API answers.
     query = Query(endpoint, credentials, QueryFilters(limit=1))
-    settings = FetchSettings(read_timeout=120.0)
+    settings = FetchSettings(read_timeout=120.0, ca_file=ca_file)
     with tempfile.TemporaryDirectory(prefix="mpexport-check-") as spool, \
             new_session(ca_file=ca_file) as session:
         path, lines, _size, _digest = fetch_once(
@@ -47,10 +52,15 @@ def check_credentials(
 ) -> CheckOutcome:
     """Ask for one event of ``day``; on a credentials error, try the other regions.
 
-    ``ca_file`` is the CA bundle to verify Mixpanel with (``$SSL_CERT_FILE``).
+    ``ca_file`` is the CA bundle to verify Mixpanel with instead of the
+    system's store (``with_ca_file``: ``$REQUESTS_CA_BUNDLE``,
+    ``$CURL_CA_BUNDLE``, ``$SSL_CERT_FILE``).
 
     Raises :class:`CredentialsError` naming the region that does answer (if
-    one does), or the original error.
+    one does), or the original error; a certificate that is not trusted is a
+    :class:`~mpexport.errors.CertificateError` and a proxy asking for
+    credentials a :class:`~mpexport.errors.ProxyCredentialsError`, as in an
+    export.
     """
     endpoint = resolve_endpoint(region, api_url)
     try:
@@ -58,6 +68,8 @@ def check_credentials(
     except RetryableError as exc:
         raise UnavailableError(f"Mixpanel did not answer the check: {exc.reason}",
                                "try again in a minute") from None
+    except ProxyCredentialsError:
+        raise  # the proxy's, not Mixpanel's: another region would meet the same proxy
     except CredentialsError as error:
         if api_url is not None:
             raise

@@ -6,7 +6,12 @@ import json
 import urllib.parse
 from dataclasses import dataclass
 
-from mpexport.errors import BadParametersError, CredentialsError, UsageError
+from mpexport.errors import (
+    BadParametersError,
+    CredentialsError,
+    ProxyCredentialsError,
+    UsageError,
+)
 from mpexport.loopback import is_loopback
 from mpexport.mixpanel.credentials import Credentials
 
@@ -127,11 +132,23 @@ def error_text(body: bytes, limit: int = 300) -> str:
     return text[:limit] if text else "(empty body)"
 
 
+def proxy_credentials_error() -> ProxyCredentialsError:
+    """The error for a proxy's 407: Mixpanel never answers it, a proxy between us does."""
+    return ProxyCredentialsError(
+        "the proxy asked for credentials (HTTP 407 Proxy Authentication Required)",
+        "set HTTPS_PROXY (HTTP_PROXY for http:// URLs) to http://USER:PASSWORD@HOST:PORT "
+        "with credentials the proxy accepts, or ask its administrators to let mpexport "
+        "through",
+    )
+
+
 def raise_for_fatal_status(status: int, body: bytes, api: str) -> None:
-    """Raise the error for statuses that retrying cannot fix (400, 401, 402, 403, 404...).
+    """Raise the error for statuses that retrying cannot fix (400, 401, 402, 403, 404, 407...).
 
     ``api`` names the endpoint ("export", "profiles") in a wrong address's message.
     """
+    if status == 407:
+        raise proxy_credentials_error()
     message = error_text(body)
     if status in (401, 402, 403) or (status == 400 and "authenticate" in message.lower()):
         hints = {

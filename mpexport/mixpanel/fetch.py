@@ -11,6 +11,7 @@ events' own is the split of a chunk that looks too big to come whole.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mpexport.errors import SpoolFullError
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.endpoints import (
     EXPORT_PATH,
@@ -50,6 +52,9 @@ log = logging.getLogger("mpexport.http")
 
 # Consecutive size-related failures after which a multi-day chunk is halved.
 SPLIT_AFTER = 2
+# A full disk or an exhausted quota: no retry, and no smaller chunk, makes room.
+# (Windows' ERROR_DISK_FULL arrives as ENOSPC; not every platform names EDQUOT.)
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ def _spool_body(
         fd, name = tempfile.mkstemp(prefix=f"chunk-{chunk.index:05d}-", suffix=".ndjson",
                                     dir=spool_dir)
     except OSError as exc:
-        # No inode or file handle left: a passing condition, not a bug.
+        _stop_if_full(exc, spool_dir)
+        # No file handle left: a passing condition, not a bug.
         raise RetryableError(f"could not create a spool file: {exc}") from None
     path = Path(name)
     try:
@@ -129,14 +135,25 @@ def _spool_body(
         path.unlink(missing_ok=True)
         raise RetryableError(f"incomplete body: {exc}", size_related=True) from None
     except OSError as exc:
-        # Reads turn their errors into RetryableError, so this is the spool
-        # file: a full disk, which a smaller chunk may fit.
+        # Reads turn their errors into RetryableError, so this is the spool file.
         path.unlink(missing_ok=True)
+        _stop_if_full(exc, spool_dir)
         raise RetryableError(f"could not write the spool file: {exc}",
                              size_related=True) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _stop_if_full(error: OSError, spool_dir: Path) -> None:
+    """Raise :class:`SpoolFullError` if ``error`` says the spool's disk is full.
+
+    Retrying, or splitting the chunk, would spend a query of the hour on
+    every attempt and store nothing: the run stops at the first. The spool
+    sits in the temp folder (its parent), the folder the user can change.
+    """
+    if error.errno in DISK_FULL:
+        raise SpoolFullError(spool_dir.parent, error.strerror or str(error)) from None
 
 
 def fetch_once(
@@ -153,7 +170,8 @@ def fetch_once(
     Raises :class:`RetryableError` for failures worth another attempt (any
     error of the connection, wherever it breaks: before the status line, in
     the headers, in an error body or in the data), the library's fatal errors
-    for 400/401/403, and :class:`Stopped` when ``stop`` is set mid-download.
+    for 400/401/403/407, an untrusted certificate and a full spool disk, and
+    :class:`Stopped` when ``stop`` is set mid-download.
     No spool file is left behind unless the attempt succeeds.
     """
     params = query_params(chunk, query.filters, query.credentials)

@@ -20,11 +20,14 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import urllib3.poolmanager
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from mpexport.mixpanel.tls import TrustingAdapter
+
 if TYPE_CHECKING:
+    import ssl
+
     import requests
 
 
@@ -78,9 +81,12 @@ class ConnectionCutter:
         for connection in live:
             _shutdown(connection)
 
-    def mount(self, session: requests.Session) -> None:
-        """Make ``session`` open its connections (http and https) through this cutter."""
-        adapter = _CuttableAdapter(self)
+    def mount(self, session: requests.Session, context: ssl.SSLContext | None = None) -> None:
+        """Make ``session`` open its connections (http and https) through this cutter.
+
+        ``context`` is what its HTTPS connections verify with (None: requests' default).
+        """
+        adapter = _CuttableAdapter(self, context)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
 
@@ -114,13 +120,13 @@ def _pool_classes(cutter: ConnectionCutter) -> dict[str, type[HTTPConnectionPool
     return {"http": CutHTTPConnectionPool, "https": CutHTTPSConnectionPool}
 
 
-class _CuttableAdapter(HTTPAdapter):
+class _CuttableAdapter(TrustingAdapter):
     """requests' adapter, with pools whose connections a :class:`ConnectionCutter` can cut."""
 
-    def __init__(self, cutter: ConnectionCutter) -> None:
+    def __init__(self, cutter: ConnectionCutter, context: ssl.SSLContext | None = None) -> None:
         # Before super().__init__(), which builds the pool manager.
         self._cutter = cutter
-        super().__init__()
+        super().__init__(context)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
+import ssl
 import threading
 import time
 import zlib
@@ -21,12 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
+from urllib.parse import urlsplit
 
+from mpexport.errors import CertificateError, MpexportError, ProxyCredentialsError
 from mpexport.mixpanel.endpoints import (
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
     error_text,
     is_retryable_status,
+    proxy_credentials_error,
     raise_for_fatal_status,
 )
 
@@ -58,17 +63,24 @@ class FetchSettings:
     retry_after_cap: float = 3600.0
     connect_timeout: float = CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
-    # The CA bundle to verify servers with: the run's $SSL_CERT_FILE (see new_session).
+    # The CA bundle to verify servers with instead of the system's store: the
+    # run's REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE (see with_ca_file).
     ca_file: str | None = None
 
 
-def with_ca_file(settings: FetchSettings | None, environ: Mapping[str, str]) -> FetchSettings:
-    """``settings`` (or the defaults) verifying with ``environ``'s ``SSL_CERT_FILE``, if set.
+# The variables that name a CA bundle, the first set one winning: requests' two
+# in requests' order, then OpenSSL's, which requests alone ignores.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
-    A bundle the settings already name wins: the caller chose it.
+
+def with_ca_file(settings: FetchSettings | None, environ: Mapping[str, str]) -> FetchSettings:
+    """``settings`` (or the defaults) verifying with the bundle ``environ`` names, if any.
+
+    A bundle the settings already name wins: the caller chose it. Without
+    one, sessions verify with the system's store (:func:`new_session`).
     """
     settings = settings or FetchSettings()
-    ca_file = environ.get("SSL_CERT_FILE")
+    ca_file = next((environ[name] for name in CA_BUNDLE_VARIABLES if environ.get(name)), None)
     if settings.ca_file is not None or not ca_file:
         return settings
     return dataclasses.replace(settings, ca_file=ca_file)
@@ -79,7 +91,10 @@ class RetryableError(Exception):
 
     ``throttled`` marks a 429: the server asked us to slow down, the chunk
     itself is fine. ``size_related`` marks failures that a smaller query may
-    avoid (truncated bodies, timeouts, streams broken mid-body).
+    avoid (truncated bodies, timeouts, streams broken mid-body). ``reached``
+    is False for an attempt that surely never got to the server (no
+    connection, no TLS session, no tunnel): it spent none of the server's
+    budget.
     """
 
     def __init__(
@@ -89,12 +104,14 @@ class RetryableError(Exception):
         *,
         throttled: bool = False,
         size_related: bool = False,
+        reached: bool = True,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.throttled = throttled
         self.size_related = size_related
+        self.reached = reached
 
 
 class RequestGate(Protocol):
@@ -106,6 +123,13 @@ class RequestGate(Protocol):
 
     def release(self) -> None:
         """The request finished (its response is closed)."""
+        ...
+
+    def give_back(self) -> None:
+        """The request this thread started never reached the server: uncount its start.
+
+        Called between :meth:`acquire` and :meth:`release`, on the same thread.
+        """
         ...
 
     def penalize(self, seconds: float) -> None:
@@ -122,6 +146,9 @@ class OpenGate:
 
     def release(self) -> None:
         """Nothing to release."""
+
+    def give_back(self) -> None:
+        """Nothing was counted."""
 
     def penalize(self, seconds: float) -> None:
         """Ignore: the chunk's own backoff still applies."""
@@ -223,7 +250,10 @@ def with_retries(
 ) -> Succeeded[T] | GaveUp:
     """Make ``attempt`` until it succeeds, each start through ``gate``, waiting as the budget says.
 
-    Fatal errors propagate, and :class:`Stopped` when ``stop`` is set. Each
+    Fatal errors propagate, and :class:`Stopped` when ``stop`` is set. An
+    attempt that never reached the server (a :class:`RetryableError` that
+    says so, an untrusted certificate, a proxy's 407) gives its start back to
+    the gate: it spent none of the hour's queries. Each
     :class:`RetryableError` is counted by a :class:`RetryBudget`; then
     ``give_up_early`` (if any) may end the retries before the budget is
     spent (the events split a chunk that way), else ``on_retry(attempts,
@@ -238,6 +268,8 @@ def with_retries(
         try:
             value = attempt()
         except RetryableError as exc:
+            if not exc.reached:
+                gate.give_back()
             if stop.is_set():
                 # Most likely the stopping run cut the connection: not the
                 # request's fault, and no retry, split or failure to report.
@@ -251,6 +283,9 @@ def with_retries(
             if stop.wait(delay):
                 raise Stopped() from None
             continue
+        except (CertificateError, ProxyCredentialsError):
+            gate.give_back()  # both stop the request before it reaches Mixpanel
+            raise
         finally:
             gate.release()
         return Succeeded(value, budget.attempts + 1, time.monotonic() - started)
@@ -276,20 +311,118 @@ def new_session(cutter: ConnectionCutter | None = None,
                 ca_file: str | None = None) -> requests.Session:
     """A requests session for one worker; ``cutter`` can end its blocked reads from outside.
 
-    ``ca_file`` is the CA bundle to verify servers with (``FetchSettings.ca_file``).
+    Servers are verified with the system's certificate store (and certifi's
+    bundle: :mod:`mpexport.mixpanel.tls`), or only with ``ca_file`` when one
+    is named (``FetchSettings.ca_file``).
     """
     import requests
 
+    from mpexport.mixpanel.tls import TrustingAdapter, system_trust_context
+
     session = requests.Session()
+    # A named bundle is requests' own verify=PATH; else this session's own
+    # context, never one injected into the ssl module (a library caller's
+    # other clients are not changed).
+    context = None if ca_file else system_trust_context()
     if cutter is not None:
-        cutter.mount(session)
+        cutter.mount(session, context)
+    else:
+        adapter = TrustingAdapter(context)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept-Encoding"] = "gzip"
-    # requests reads REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE itself (they still
-    # win) but ignores OpenSSL's SSL_CERT_FILE, using certifi's bundle instead.
     if ca_file:
+        # requests reads REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE itself (they
+        # win over this) but ignores OpenSSL's SSL_CERT_FILE.
         session.verify = ca_file
     return session
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every error behind it: causes, urllib3's reasons, wrapped arguments."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        # Not __context__: an error handled earlier on the way (and unrelated
+        # to this failure) must not make a request look as if it never left.
+        behind = (getattr(current, "reason", None), current.__cause__, *current.args)
+        pending.extend(e for e in behind if isinstance(e, BaseException))
+
+
+# OpenSSL reasons that only a handshake gives: no TLS session, so no request
+# was sent. Other SSL errors (an EOF, a bad record) may come after the request.
+_HANDSHAKE_REASONS = frozenset({
+    "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION",
+    "NO_PROTOCOLS_AVAILABLE", "NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE",
+})
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+_TUNNEL_FAILED = re.compile(r"Tunnel connection failed: (\d{3})")
+
+
+def _handshake_failed(error: ssl.SSLError) -> bool:
+    # An SSLError made by hand (urllib3 does, for its own checks) has no reason.
+    reason = getattr(error, "reason", None) or next(iter(_SSL_REASON.findall(str(error))), "")
+    return "HANDSHAKE" in reason or reason in _HANDSHAKE_REASONS
+
+
+def _certificate_error(host: str, detail: BaseException,
+                       settings: FetchSettings) -> CertificateError:
+    why = getattr(detail, "verify_message", None) or str(detail) or type(detail).__name__
+    if settings.ca_file:
+        hint = (f"verified with {settings.ca_file}, the CA bundle that REQUESTS_CA_BUNDLE, "
+                "CURL_CA_BUNDLE or SSL_CERT_FILE names in place of the system's certificate "
+                "store: add the missing root certificate to it, or unset the variable")
+    else:
+        hint = ("mpexport trusts the system's certificate store: if a proxy inspects HTTPS, "
+                "add its root certificate there (ask IT), or set SSL_CERT_FILE or "
+                "REQUESTS_CA_BUNDLE to a PEM file that holds it")
+    return CertificateError(f"the certificate of {host} is not trusted: {why}", hint)
+
+
+def connection_failure(error: BaseException, host: str,
+                       settings: FetchSettings) -> MpexportError | RetryableError:
+    """What a failure of requests before the response (``error``) means for the request to ``host``.
+
+    A certificate that is not trusted, or a proxy asking for credentials,
+    is fatal (no retry can fix either). A connection never made (refused,
+    unresolved, timed out), a TLS handshake that failed or a tunnel the
+    proxy refused is retried, marked as never having reached the server.
+    Anything else is retried and counts as a query: it may have reached
+    Mixpanel.
+    """
+    import requests
+    import urllib3.exceptions
+
+    chain = list(_chain(error))
+    for cause in chain:
+        # urllib3's own hostname check raises a CertificateError of its own.
+        if isinstance(cause, ssl.SSLCertVerificationError) or (
+                type(cause).__name__ == "CertificateError" and isinstance(cause, ValueError)):
+            return _certificate_error(host, cause, settings)
+    for cause in chain:
+        # http.client's own error, not the wrappers that quote it.
+        tunnel = _TUNNEL_FAILED.match(str(cause)) if isinstance(cause, OSError) else None
+        if tunnel is not None and tunnel.group(1) == "407":
+            return proxy_credentials_error()
+        if tunnel is not None:
+            return RetryableError(f"the proxy refused the tunnel: {cause}", reached=False)
+    for cause in chain:
+        if isinstance(cause, (urllib3.exceptions.NewConnectionError,
+                              urllib3.exceptions.ConnectTimeoutError)):
+            # Raised only while connecting (DNS, TCP): nothing was sent.
+            return RetryableError(f"could not connect: {type(cause).__name__}", reached=False)
+        if isinstance(cause, ssl.SSLError) and _handshake_failed(cause):
+            return RetryableError(f"TLS handshake failed: {type(cause).__name__}",
+                                  reached=False)
+    if isinstance(error, requests.Timeout):
+        return RetryableError(f"request timed out: {type(error).__name__}", size_related=True)
+    return RetryableError(f"request failed: {type(error).__name__}")
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -346,15 +479,21 @@ def send(
             timeout=(settings.connect_timeout, settings.read_timeout),
             **request,
         )
-    except requests.Timeout as exc:
-        raise RetryableError(f"request timed out: {type(exc).__name__}",
-                             size_related=True) from None
     except requests.RequestException as exc:
         # Up to the end of the headers requests wraps every error of the
         # connection (socket, urllib3, http.client) in one of its own. What it
         # lets through unwrapped is set-up trouble (a missing CA bundle is a
         # bare OSError) that no retry fixes, so is_connection_error is not used.
-        raise RetryableError(f"request failed: {type(exc).__name__}") from None
+        raise connection_failure(exc, urlsplit(url).netloc, settings) from None
+    except OSError as exc:
+        # requests checks the bundle it was told to use before connecting.
+        if "CA certificate bundle" not in str(exc):
+            raise
+        missing = str(exc).rpartition("invalid path: ")[2] or settings.ca_file
+        raise CertificateError(
+            f"the CA bundle {missing} does not exist",
+            "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE names it: fix the path, or "
+            "unset the variable to use the system's certificate store") from None
     with response:
         status = response.status_code
         # -v logs each request; never headers (Authorization lives there).

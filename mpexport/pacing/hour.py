@@ -59,6 +59,9 @@ _NOT_SAVED = (
     "the next run may not know of this hour's queries, and may then be slowed "
     "by Mixpanel's rate limit (HTTP 429)"
 )
+_NOT_FORGOTTEN = (
+    "a query that never reached Mixpanel stays counted against this hour's budget"
+)
 _NOT_READ = (
     "this run does not know of the queries earlier runs made this hour, and may "
     "be slowed by Mixpanel's rate limit (HTTP 429)"
@@ -257,6 +260,42 @@ class HourlyState:
             for old in [t for t in self._seen if t <= cutoff]:
                 del self._seen[old]
             return ts
+
+    def forget(self, ts: float, now: float) -> None:
+        """Take back the start recorded at wall time ``ts``: it never reached the server.
+
+        One occurrence is removed, under the file lock, keeping every start
+        other processes recorded meanwhile; ``now`` (wall time) decides which
+        entries are fresh, as in :meth:`claim`. Best effort, like every write
+        here: a failure warns once and the start stays in the file (it then
+        counts when it need not: too many, never too few). Another run that
+        had already read the start may write it back with its next one: the
+        same, safe, overcount.
+        """
+        with self._lock:
+            if self._seen[ts] <= 0:
+                return  # already fallen out of the window
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            failed = f"lock {lock_path}"
+            taken = False
+            try:
+                with _file_lock(lock_path):
+                    # What others recorded first: the start itself is on disk
+                    # and in _seen, so it is not taken for a foreign one.
+                    foreign = Counter(self._read(now)) - self._seen
+                    self._seen.update(foreign)
+                    self._seen[ts] -= 1
+                    taken = True
+                    failed = f"write {self.path}"
+                    self._write(self._fresh(list(self._seen.elements()), now))
+            except OSError as exc:
+                if exc.filename2 is not None:
+                    failed = f"replace {self.path}"  # see claim
+                self._warn(failed, exc, _NOT_FORGOTTEN)
+                if not taken:
+                    # Not in the file's next write either, should one succeed.
+                    self._seen[ts] -= 1
+            self._seen += Counter()  # drops the count that fell to zero
 
     def _write(self, starts: list[float]) -> None:
         body = {

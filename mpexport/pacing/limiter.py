@@ -11,6 +11,10 @@ threads of a run and keeps the run under all three:
   :meth:`RateLimiter.release` (capped at 100),
 * nobody starts before a server-imposed backoff ends (:meth:`RateLimiter.penalize`).
 
+A start that never reached Mixpanel (the connection was refused, the TLS
+handshake failed, the certificate was not trusted) is given back
+(:meth:`RateLimiter.give_back`): it leaves both windows and the shared state.
+
 Why the margins: Mixpanel counts *arrivals* at its side, and network jitter
 can bring two of our starts closer together by the time they arrive. Keeping
 sliding windows slightly longer than the server's also satisfies fixed
@@ -148,6 +152,10 @@ class RateLimiter:
         # The deadline last reported to on_wait: waits for the same or an
         # earlier moment are not reported again.
         self._announced = -math.inf
+        # Per thread, the start its acquire() took (monotonic, and the wall
+        # time recorded in the state if any), until release(): give_back()
+        # is told nothing else, and a worker's calls all come from its thread.
+        self._taken = threading.local()
         if state is not None:
             self._absorb(state.load(self._clock.wall()))
 
@@ -179,11 +187,33 @@ class RateLimiter:
 
     def release(self) -> None:
         """The request finished (in any way): free its concurrency slot."""
+        self._taken.start = None
         with self._cond:
             if self._in_flight <= 0:
                 raise RuntimeError("release() without a matching acquire()")
             self._in_flight -= 1
             self._cond.notify()
+
+    def give_back(self) -> None:
+        """The request this thread started never reached Mixpanel: uncount its start.
+
+        Call it between :meth:`acquire` and :meth:`release`, on the thread
+        that acquired; once per start (later calls do nothing). The start
+        leaves the per-second and the hourly windows and the shared state
+        file. Threads already waiting notice the room at their next check.
+        """
+        taken: tuple[float, float | None] | None = getattr(self._taken, "start", None)
+        self._taken.start = None
+        if taken is None:
+            return
+        started, wall = taken
+        with self._cond:
+            index = bisect.bisect_left(self._starts, started)
+            # Pruned meanwhile (only after the longest window): nothing to take back.
+            if index < len(self._starts) and self._starts[index] == started:
+                del self._starts[index]
+        if wall is not None and self._state is not None:
+            self._state.forget(wall, self._clock.wall())
 
     def penalize(self, seconds: float) -> None:
         """After a 429: no request starts before ``seconds`` from now (shared by all workers).
@@ -256,6 +286,7 @@ class RateLimiter:
                 return self._wait_locked(now, when, reason)
             if self._state is None:
                 bisect.insort(self._starts, now)
+                self._taken.start = (now, None)
                 return None
         # Allowed by what this process knows, but other runs of the project
         # may have started meanwhile: decide again under the store's lock.
@@ -279,7 +310,9 @@ class RateLimiter:
                     denied = self._wait_locked(now, when, reason)
                     return None
                 bisect.insort(self._starts, now)
-                return self._clock.wall()
+                wall = self._clock.wall()
+                self._taken.start = (now, wall)
+                return wall
 
         state.claim(self._clock.wall(), decide)
         return denied

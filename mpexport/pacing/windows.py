@@ -104,6 +104,10 @@ class StartStore(Protocol):
         """
         ...
 
+    def forget(self, ts: float, now: float) -> None:
+        """Take back the start recorded at wall time ``ts`` (it never reached the server)."""
+        ...
+
 
 def per_second(qps: float, margin: float) -> tuple[int, float]:
     """(starts allowed, window length) implementing ``qps`` plus the margin.
