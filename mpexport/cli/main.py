@@ -19,6 +19,7 @@ from mpexport.cli.export import export_command, sync_command
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
 from mpexport.cli.profiles import profiles_command
 from mpexport.cli.sql import sql_command
+from mpexport.cli.verify import verify_command
 from mpexport.errors import (
     ExitCode,
     Interrupted,
@@ -92,6 +93,7 @@ cli.add_command(profiles_command)
 cli.add_command(check_command)
 cli.add_command(config_group)
 cli.add_command(sql_command)
+cli.add_command(verify_command)
 
 
 @cli.command("fake-server", context_settings=CONTEXT)
