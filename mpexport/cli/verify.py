@@ -48,6 +48,9 @@ Exit codes:
               help=date_help("First") + " [default: the first day stored]")
 @click.option("--to", "to_date", metavar="DATE",
               help=date_help("Last") + " [default: the last day stored]")
+@click.option("--event", "events", multiple=True, metavar="NAME",
+              help="Also compare this event name where none is stored (repeat for several) "
+                   "[default: the names stored].")
 @click.option("--days-per-query", type=int, default=None, metavar="DAYS",
               help="Days one query counts [default: up to 92, planned].")
 @click.option("--lookback", type=int, default=_D.lookback, show_default=True, metavar="DAYS",
@@ -109,6 +112,7 @@ def verify_options(options: dict[str, Any]) -> VerifyOptions:
 
     values = {k: v for k, v in options.items() if k not in DISPLAY_ONLY}
     values["db"] = Path(values["db"]) if values.get("db") else None
+    values["events"] = tuple(values.get("events", ()))
     return VerifyOptions(**values)
 
 

@@ -1,7 +1,9 @@
-"""``sync --verify`` and ``export --verify``: check the settled days, refetch what differs, check again.
+"""``sync --verify``, ``export --verify``: check settled days, refetch what differs, check again.
 
-After a run that loaded a table or a lake, the days of its range older than
-the lookback window are compared with Mixpanel's counts; the days that
+After a run that loaded a table or a lake, the settled days (older than the
+lookback window) are compared: an export's range, or for a sync every day
+the store holds up to its ``--to``, so a cron job finds a day broken long
+ago too. They are compared with Mixpanel's counts; the days that
 differ are fetched again as ``--refresh`` fetches them (one export of just
 those days, deduplicated against what is stored), and compared once more.
 Only a day that still differs then is a failure.
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mpexport.model import Chunk, ExportResult
-from mpexport.options import RunOptions
+from mpexport.options import Command, RunOptions
 from mpexport.startup import RunSetup
 from mpexport.verify.model import VerifyProgress, VerifyResult
 from mpexport.verify.options import VerifyOptions
@@ -62,10 +64,14 @@ def differing_ranges(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
     return merge_ranges([Chunk(0, day, day) for day in days])
 
 
-def verify_and_heal(options: RunOptions, loaded: ExportResult, *, setup: RunSetup,
+def verify_and_heal(command: Command, options: RunOptions, loaded: ExportResult, *,
+                    setup: RunSetup,
                     progress: ProgressCallback | None = None,
                     verify_progress: VerifyProgress | None = None) -> HealResult:
-    """Check the settled days ``loaded`` covered, refetch those that differ, check them again.
+    """Check the settled days, refetch those that differ, check them again.
+
+    The days are those ``loaded`` covered (``command`` export), or every
+    day the store holds up to its end (sync).
 
     ``options`` are the run's (a database or a lake); ``setup`` the run's
     environment, credentials, guard and settings. ``progress`` hears the
@@ -82,10 +88,15 @@ def verify_and_heal(options: RunOptions, loaded: ExportResult, *, setup: RunSetu
 
     settled_before = today_in(options.project_timezone) - dt.timedelta(days=options.lookback)
     last = min(loaded.to_date, settled_before - dt.timedelta(days=1))
-    if loaded.from_date > last:
+    if loaded.from_date > last and command == "export":
         return healed
-    healed.first = run_verify(with_range(check, loaded.from_date, last),
+    # A sync's store may begin long before this run's days: from its first day.
+    start = loaded.from_date if command == "export" else None
+    healed.first = run_verify(dataclasses.replace(check, from_date=start, to_date=last),
                               progress=verify_progress, setup=setup)
+    if healed.first.from_date is None:
+        healed.first = None  # nothing stored in the settled days
+        return healed
     if healed.first.matches or healed.first.failed:
         return healed
     healed.refetched = differing_ranges(healed.first.differing_days)
@@ -97,6 +108,8 @@ def verify_and_heal(options: RunOptions, loaded: ExportResult, *, setup: RunSetu
             guard=setup.guard, settings=setup.settings, spool_dir=setup.spool_dir,
             share_hour=setup.share_hour, environment=setup.environment))
     first_day, last_day = healed.refetched[0][0], healed.refetched[-1][1]
-    healed.second = run_verify(with_range(check, first_day, last_day),
+    # The first check's names: a name the refetch left missing whole still counts.
+    again_check = dataclasses.replace(check, events=tuple(healed.first.names))
+    healed.second = run_verify(with_range(again_check, first_day, last_day),
                                progress=verify_progress, setup=setup)
     return healed

@@ -27,7 +27,8 @@ class VerifyOptions(FetchOptions):
     exported. ``from_date``/``to_date`` (dates or the CLI's words) default
     to the range the store holds. ``project_timezone``: the IANA zone of a
     project created before 2023, whose days are the zone's. ``days_per_query``
-    (None: planned) bounds each query's days. Differences on the last
+    (None: planned) bounds each query's days. ``events`` are compared too
+    where nothing of them is stored. Differences on the last
     ``lookback`` days before today are called still settling. The fields every
     fetching run has are :class:`~mpexport.options.FetchOptions`'.
     """
@@ -38,4 +39,6 @@ class VerifyOptions(FetchOptions):
     parquet: str | None = None
     project_timezone: str | None = None
     days_per_query: int | None = None
+    # Names compared besides those stored in the range (a name a day lacks whole).
+    events: tuple[str, ...] = ()
     lookback: int = DEFAULT_LOOKBACK

@@ -50,7 +50,7 @@ def plan_queries(first: dt.date, last: dt.date, names: Sequence[str],
     """Every query of a check of ``names`` over ``first..last``, in date order."""
     days = days_per_query or MAX_DAYS_PER_QUERY
     groups = name_groups(names)
-    queries = []
+    queries: list[CountQuery] = []
     for start, end in day_spans(first, last, days):
         for group in groups:
             queries.append(CountQuery(len(queries), start, end, group))

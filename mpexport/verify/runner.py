@@ -53,12 +53,13 @@ def run_verify(options: VerifyOptions, *, progress: VerifyProgress | None = None
     stored = _stored(request, setup)
     first = request.from_date or stored.first_day
     last = request.to_date or stored.last_day
-    result = VerifyResult(notes=notes, from_date=first, to_date=last, names=stored.names,
+    names = sorted(set(stored.names) | set(options.events))
+    result = VerifyResult(notes=notes, from_date=first, to_date=last, names=names,
                           settling_from=request.settling_from)
-    if first is None or last is None or not stored.names:
+    if first is None or last is None or not names:
         result.notes.append("no events are stored in the range: nothing to compare")
         return result
-    queries = plan_queries(first, last, stored.names, options.days_per_query)
+    queries = plan_queries(first, last, names, options.days_per_query)
     result.queries = len(queries)
     if options.dry_run:
         result.plan = _describe(request, queries, credentials, setup)
