@@ -155,8 +155,9 @@ def demo_command(days: int, events_per_day: int, output: str, progress: bool | N
 
     Starts the Mixpanel-compatible server on 127.0.0.1 with some faults
     switched on (resets, truncated bodies, 5xx, 429), exports the last DAYS
-    days in parallel into a DuckDB file, and checks the table holds exactly
-    the server's events, each once. Run it twice: the second run finds every
+    days in parallel into a DuckDB file, checks the table holds exactly
+    the server's events, each once, and ends with a verify: the table's daily
+    counts against the server's Query API. Run it twice: the second run finds every
     chunk already loaded and fetches nothing.
     """
     from mpexport.cli.demo import run_demo
