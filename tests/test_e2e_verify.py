@@ -102,7 +102,7 @@ def test_missing_rows_are_named_with_their_difference(make_server: ServerFactory
                       "--summary-json", str(summary)])
     assert result.code == 1, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == (f"mpexport: DIFFERS: 1 counts on 1 days of {FIRST}..{LAST} differ from "
+    assert lines[0] == (f"mpexport: DIFFERS: 1 count on 1 day of {FIRST}..{LAST} differ from "
                         "Mixpanel (3 events missing, 0 extra)")
     assert lines[1].split() == ["day", "event", "stored", "Mixpanel", "difference"]
     assert lines[2].split() == [DAMAGED.isoformat(), "Page", "View", str(expected - 3),
@@ -136,7 +136,7 @@ def test_sync_verify_heals_an_old_day(make_server: ServerFactory, tmp_path: Path
                       LAST.isoformat(), "--lookback", "1", "--verify", "--summary-json",
                       str(summary)])
     assert result.code == 0, result.stderr
-    assert (f"mpexport: DIFFERS: 1 counts on 1 days of {FIRST}..{LAST} differ from Mixpanel "
+    assert (f"mpexport: DIFFERS: 1 count on 1 day of {FIRST}..{LAST} differ from Mixpanel "
             "(2 events missing, 0 extra)") in result.stderr
     assert f"mpexport: fetched {FIRST} again: 2 events added" in result.stderr
     assert f"mpexport: verified: {FIRST}..{FIRST} matches Mixpanel" in result.stderr

@@ -19,25 +19,32 @@ from mpexport.verify.model import VerifyResult
 TABLE_ROWS = 50
 
 
+def counted(number: int, word: str, plural: str | None = None) -> str:
+    """``1 day``, ``2 days``."""
+    return f"{number} {word if number == 1 else plural or word + 's'}"
+
+
 def verdict(result: VerifyResult, lookback: int) -> str:
     """The one-line verdict of a check."""
     span = f"{result.from_date}..{result.to_date}"
     if result.matches:
         return (f"mpexport: verified: {span} matches Mixpanel, {result.compared} counts of "
                 f"{len(result.names)} events compared ({result.stored_total} events, "
-                f"{result.queries} queries)")
+                f"{counted(result.queries, 'query', 'queries')})")
     if not result.differences:
         return (f"mpexport: {len(result.failed)} of {result.queries} queries failed; "
                 f"{result.compared} counts compared, all equal")
     missing = sum(-d.difference for d in result.differences if d.difference < 0)
     extra = sum(d.difference for d in result.differences if d.difference > 0)
     days = result.differing_days
-    line = (f"mpexport: DIFFERS: {len(result.differences)} counts on {len(days)} days of "
+    line = (f"mpexport: DIFFERS: {counted(len(result.differences), 'count')} on "
+            f"{counted(len(days), 'day')} of "
             f"{span} differ from Mixpanel ({missing} events missing, {extra} extra)")
     settling = result.settling_days
     if settling:
-        line += (f"; {len(settling)} of those days are still settling (inside the "
-                 f"{lookback}-day lookback: late events may still arrive)")
+        those = counted(len(settling), "of those days is", "of those days are")
+        line += (f"; {those} still settling (inside the {lookback}-day lookback: late "
+                 "events may still arrive)")
     return line
 
 
