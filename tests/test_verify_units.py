@@ -8,7 +8,8 @@ import json
 import pytest
 
 from mpexport.cli.verify_report import verdict
-from mpexport.mixpanel.event_counts import CountQuery, RetryableError, parse_counts
+from mpexport.mixpanel.event_counts import CountQuery, parse_counts
+from mpexport.mixpanel.transport import RetryableError
 from mpexport.verify.compare import differences
 from mpexport.verify.model import VerifyResult
 from mpexport.verify.plan import name_groups, plan_queries
