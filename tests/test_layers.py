@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "startup": ("startup",),  # how every run starts, events or profiles
     "run": ("request", "plan", "syncing", "database", "pipeline", "runner"),  # one run
     "profiles": ("profile_export.*",),  # one profiles run
+    "verify": ("verify.*",),  # a check against Mixpanel's counts, and the refetch of what differs
     "front": ("", "api"),  # the library's public face
     "cli": ("cli.*", "__main__"),
     # Mixpanel's stand-in shares no code with the client it tests.
@@ -59,9 +60,11 @@ ALLOWED: dict[str, frozenset[str]] = {
                       "sinks", "sinks.duckdb", "sinks.lake"}),
     "profiles": frozenset({"foundation", "mixpanel", "pacing", "config", "workers", "startup",
                            "sinks.duckdb"}),
+    "verify": frozenset({"foundation", "mixpanel", "pacing", "config", "workers", "startup",
+                         "sinks.duckdb", "sinks.lake", "sql", "run"}),
     "front": frozenset({"foundation", "mixpanel", "startup", "run", "profiles"}),
     "cli": frozenset({"foundation", "mixpanel", "config", "sql", "startup", "run", "profiles",
-                      "front", "fakeserver"}),
+                      "verify", "front", "fakeserver"}),
     "fakeserver": frozenset(),
 }
 

@@ -15,6 +15,7 @@ from mpexport.mixpanel.transport import FetchSettings
 from mpexport.options import RunOptions
 from mpexport.request import build_request
 from mpexport.runner import run
+from mpexport.verify.model import VerifyResult
 
 # Every kind of truncation and failure the real API is known for, each on the
 # first attempt of some chunk: the demo shows that none of it leaks through.
@@ -38,6 +39,20 @@ def mixpanel_keys(lines: Iterable[bytes]) -> set[tuple[str, str, int, str]]:
         keys.add((record["event"], props["distinct_id"], int(props["time"]),
                   props["$insert_id"]))
     return keys
+
+
+def _verify(path: Path, url: str, credentials: Credentials, start: dt.date,
+            end: dt.date) -> VerifyResult:
+    """``mpexport verify`` of the demo's table against the built-in server's counts."""
+    from mpexport.environment import Environment
+    from mpexport.startup import RunSetup
+    from mpexport.verify.options import VerifyOptions
+    from mpexport.verify.runner import run_verify
+
+    options = VerifyOptions(db=path, from_date=start, to_date=end, api_url=url, qps_limit=50,
+                            hourly_limit=10_000)
+    return run_verify(options, setup=RunSetup(Environment.from_process(),
+                                              credentials=credentials, share_hour=False))
 
 
 def run_demo(
@@ -87,6 +102,7 @@ def run_demo(
         finally:
             bars.close()
         expected = mixpanel_keys(dataset.lines_for_range(start, end))
+        checked = _verify(path, server.url, credentials, start, end)
     stats = result.load
     assert stats is not None
     retries = sum(c.attempts - 1 for c in result.completed)
@@ -101,7 +117,11 @@ def run_demo(
             [f"{start.isoformat()} 00:00:00+00", f"{today.isoformat()} 00:00:00+00"],
         ).fetchall()
     got = set(rows)
-    if result.ok and got == expected and len(rows) == len(expected):
+    echo(f"demo: verify: {checked.compared} daily counts of {len(checked.names)} events "
+         f"compared with the server's Query API in {checked.queries} queries: "
+         + ("all match" if checked.matches else
+            f"{len(checked.differences)} differ on {len(checked.differing_days)} days"))
+    if result.ok and got == expected and len(rows) == len(expected) and checked.matches:
         echo(f"demo: OK: {path} holds exactly the server's {len(expected)} distinct events, "
              f"each once. Try: mpexport sql {path} "
              "\"SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC\"")

@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 @click.option("--append", is_flag=True,
               help="With --output: add to the end of FILE (how a printed resume command "
                    "completes it).")
+@click.option("--verify", is_flag=True,
+              help="With --db or --parquet: after loading, compare the range's settled days "
+                   "with Mixpanel's daily counts, fetch the days that differ again, compare "
+                   "once more; exit 1 only if a day still differs.")
 @click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
 @output_options
 def export_command(**options: Any) -> None:
@@ -100,6 +104,10 @@ def export_command(**options: Any) -> None:
 @database_options
 @click.option("--refresh", is_flag=True,
               help="Read every day of the range again, not only new days and the lookback.")
+@click.option("--verify", is_flag=True,
+              help="With --db or --parquet: after loading, compare the range's settled days "
+                   "with Mixpanel's daily counts, fetch the days that differ again, compare "
+                   "once more; exit 1 only if a day still differs.")
 @click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
 @output_options
 def sync_command(**options: Any) -> None:
@@ -127,14 +135,16 @@ def sync_command(**options: Any) -> None:
 def run_options(options: dict[str, Any]) -> RunOptions:
     """The :class:`RunOptions` of the parsed command line (the library's input)."""
     database = options.get("db") is not None or options.get("parquet") is not None
-    return RunOptions(**library_values(options, repeated="events", database=database))
+    values = library_values(options, repeated="events", database=database)
+    values.pop("verify", None)  # the CLI's step after the run (mpexport.verify.heal)
+    return RunOptions(**values)
 
 
 def _execute(command: Command, options: dict[str, Any]) -> int:
     """Run export or sync; write the summary JSON whatever happens; return the exit code."""
-    from mpexport.cli.report import RunReport
+    from mpexport.cli.verify_heal import HealedRunReport
 
-    report = RunReport(command=command, table=options["table"],
+    report = HealedRunReport(command=command, table=options["table"],
                        database=Path(options["db"]) if options["db"] else None,
                        lake=options["parquet"])
     return run_reporting(report, options["summary_json"],
@@ -144,10 +154,12 @@ def _execute(command: Command, options: dict[str, Any]) -> int:
 def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
     from mpexport.cli.progress import BarProgress
     from mpexport.cli.report import summary_line
+    from mpexport.cli.verify_heal import check_verify
     from mpexport.environment import Environment
     from mpexport.interrupt import InterruptGuard
     from mpexport.runner import run
 
+    check_verify(options)
     run_opts = run_options(options)
     with progress_shown(options, BarProgress) as progress:
         try:
@@ -176,12 +188,17 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
             raise
     report.from_date, report.to_date = result.from_date, result.to_date
     report.load = result.load
-    return ended(result, report, options["quiet"], lambda: summary_line(report),
+    code = ended(result, report, options["quiet"], lambda: summary_line(report),
                  lambda: _report_failures(result.failed, options, report))
+    if options.get("verify") and not result.plan and code == 0:
+        from mpexport.cli.verify_heal import heal
+
+        code = heal(command, run_opts, result, options, report)
+    return code
 
 
 # Never repeated in a resume command: its dates are new, and these only print.
-_NOT_RETRIED = DISPLAY_ONLY | {"from_date", "to_date", "dry_run", "lookback"}
+_NOT_RETRIED = DISPLAY_ONLY | {"from_date", "to_date", "dry_run", "lookback", "verify"}
 
 
 def retry_args(options: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from mpexport.cli.export import export_command, sync_command
 from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, State, debug_option, echo_err
 from mpexport.cli.profiles import profiles_command
 from mpexport.cli.sql import sql_command
+from mpexport.cli.verify import verify_command
 from mpexport.errors import (
     ExitCode,
     Interrupted,
@@ -92,6 +93,7 @@ cli.add_command(profiles_command)
 cli.add_command(check_command)
 cli.add_command(config_group)
 cli.add_command(sql_command)
+cli.add_command(verify_command)
 
 
 @cli.command("fake-server", context_settings=CONTEXT)
@@ -153,8 +155,9 @@ def demo_command(days: int, events_per_day: int, output: str, progress: bool | N
 
     Starts the Mixpanel-compatible server on 127.0.0.1 with some faults
     switched on (resets, truncated bodies, 5xx, 429), exports the last DAYS
-    days in parallel into a DuckDB file, and checks the table holds exactly
-    the server's events, each once. Run it twice: the second run finds every
+    days in parallel into a DuckDB file, checks the table holds exactly
+    the server's events, each once, and ends with a verify: the table's daily
+    counts against the server's Query API. Run it twice: the second run finds every
     chunk already loaded and fetches nothing.
     """
     from mpexport.cli.demo import run_demo

@@ -40,6 +40,8 @@ CUT_FAULT_KINDS: tuple[str, ...] = (
 # Faults of the engage endpoint (``engage_faults``); ``cut`` is a JSON document
 # cut short in a response that ends cleanly.
 ENGAGE_FAULT_KINDS: tuple[str, ...] = ("http500", "http503", "http429", "reset", "cut")
+# Faults of the aggregate event counts endpoint (``counts_faults``).
+COUNTS_FAULT_KINDS: tuple[str, ...] = ("http500", "http429")
 
 
 @dataclass
@@ -74,6 +76,12 @@ class ServerConfig:
     attempts succeed. ``engage_hold``: a test hook; admitted engage requests
     wait for this event before they answer, so a test can hold them open.
     See ``engage.EngageEndpoint``.
+
+    The aggregate event counts endpoint (``/api/query/events``) counts the
+    dataset's events under the same Query API limits as engage (one limiter:
+    Mixpanel counts a project's Query API queries together).
+    ``counts_faults``: the first attempt of the Nth distinct counts query gets
+    ``counts_faults[N % len(counts_faults)]``. See ``counts.CountsEndpoint``.
     """
 
     dataset: Dataset = field(default_factory=Dataset)
@@ -107,6 +115,7 @@ class ServerConfig:
     engage_concurrency_limit: int | None = None
     engage_faults: tuple[str, ...] = ()
     engage_hold: threading.Event | None = None
+    counts_faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         known = FAULT_KINDS + CUT_FAULT_KINDS
@@ -116,6 +125,9 @@ class ServerConfig:
         unknown = [kind for kind in self.engage_faults if kind not in ENGAGE_FAULT_KINDS]
         if unknown:
             raise ValueError(f"unknown engage fault kinds: {unknown}; known: {ENGAGE_FAULT_KINDS}")
+        unknown = [kind for kind in self.counts_faults if kind not in COUNTS_FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown counts fault kinds: {unknown}; known: {COUNTS_FAULT_KINDS}")
         if self.engage_page_size < 1:
             raise ValueError("engage_page_size must be >= 1")
         if self.engage_session_pages is not None and self.engage_session_pages < 1:

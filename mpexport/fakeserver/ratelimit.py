@@ -44,12 +44,19 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._arrivals: deque[float] = deque()
         self._running = 0
+        self._peak = 0
 
     @property
     def running(self) -> int:
         """Requests admitted and not yet released."""
         with self._lock:
             return self._running
+
+    @property
+    def peak(self) -> int:
+        """The most requests ever admitted and not yet released at one moment."""
+        with self._lock:
+            return self._peak
 
     def try_acquire(self) -> Refusal | None:
         """Admit a request (returns None; call ``release`` later) or refuse it."""
@@ -76,6 +83,7 @@ class RateLimiter:
                 )
             self._arrivals.append(now)
             self._running += 1
+            self._peak = max(self._peak, self._running)
             return None
 
     def release(self) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mpexport.fakeserver.body import TRUNCATING_FAULTS, BodyContext, serve_fault_body, stream_lines
 from mpexport.fakeserver.config import CUT_FAULT_KINDS, ServerConfig
+from mpexport.fakeserver.counts import COUNTS_PATHS, CountsEndpoint
 from mpexport.fakeserver.engage import ENGAGE_PATHS, EngageEndpoint
 from mpexport.fakeserver.faults import FaultPlanner
 from mpexport.fakeserver.ratelimit import RateLimiter
@@ -103,6 +104,8 @@ class FakeMixpanelServer:
         )
         self._stopping = threading.Event()
         self.engage = EngageEndpoint(config, self.stats, self._stopping)
+        # The Query API's limits hold for its endpoints together: one limiter.
+        self.counts = CountsEndpoint(config, self.stats, self._stopping, self.engage.limiter)
         self._serving = threading.Event()
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
@@ -180,6 +183,9 @@ class FakeMixpanelServer:
         split = urlsplit(handler.path)
         if split.path in ENGAGE_PATHS:
             self.engage.handle(handler, split.path, split.query)
+            return
+        if split.path in COUNTS_PATHS and handler.command == "GET":
+            self.counts.handle(handler, split.path, split.query)
             return
         if handler.command != "GET":
             # Only the engage endpoint reads a request body: after an unread
