@@ -97,7 +97,7 @@ def refuse_planted_link(path: Path) -> None:
     link of one's own, or anywhere else, is followed as before. POSIX only:
     Windows has no sticky folders, and creating a link there takes a privilege.
     """
-    if os.name != "posix":
+    if sys.platform == "win32":  # the form mypy understands: no geteuid there
         return
     current = path
     for _ in range(_MAX_LINKS):
