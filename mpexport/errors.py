@@ -73,6 +73,23 @@ class AccessDeniedError(UsageError):
         self.path = path
 
 
+class FileInUseError(MpexportError):
+    """Another program kept a file open that mpexport must replace, beyond the retries.
+
+    On Windows a virus scan, the search indexer, OneDrive or an editor that
+    has a file open stops its replace; the replace is retried for a few
+    seconds first (:func:`mpexport.atomic.patiently`).
+    """
+
+    exit_code = ExitCode.LOCKED
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path} is open in another program, which kept it past the retries",
+                         "close what has it open (an editor, a sync client) and run the "
+                         "same command again")
+        self.path = path
+
+
 class BadParametersError(MpexportError):
     """The API refused the query's parameters (HTTP 400): retrying cannot help."""
 

@@ -9,6 +9,15 @@ then raises :class:`~mpexport.errors.Interrupted` there. A handler that
 raised wherever the main thread happened to be could cut a line in half or
 leave a thread or a file behind.
 
+On Windows, closing the console window, logging off or shutting down
+(``CTRL_CLOSE_EVENT``, ``CTRL_LOGOFF_EVENT``, ``CTRL_SHUTDOWN_EVENT``) is no
+signal Python handles: the default handler ends the process at once. While
+installed, a console control handler (:meth:`InterruptGuard.console_event`)
+asks the run to stop as the first signal does and holds Windows off for the
+few seconds it allows (:data:`CONSOLE_GRACE_SECONDS`), so the run can end on
+a whole line; if the stop does not finish in time, the undo actions run, as
+for a second signal, before Windows ends the process.
+
 The first signal asks the run to stop: the pipeline abandons downloads,
 joins its workers, deletes spool files, commits nothing partial and
 reports. A second signal exits at once, but first runs the undo actions
@@ -24,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
@@ -36,6 +46,18 @@ if sys.platform == "win32":  # pragma: no cover - Windows only
     # Ctrl-Break arrives as SIGBREAK; Ctrl-C as SIGINT (Python maps the
     # console control events to these signals on the main thread).
     _SIGNAL_NAMES[signal.SIGBREAK] = "SIGBREAK"
+
+# The console control events Python leaves to the default handler (wincon.h);
+# Ctrl-C (0) and Ctrl-Break (1) arrive as SIGINT and SIGBREAK.
+CONSOLE_EVENTS: dict[int, str] = {
+    2: "CTRL_CLOSE_EVENT", 5: "CTRL_LOGOFF_EVENT", 6: "CTRL_SHUTDOWN_EVENT"}
+# Windows ends a process whose handler has not returned 5 s after a close
+# (and, by default, after a logoff or shutdown): a margin below that.
+CONSOLE_GRACE_SECONDS = 4.0
+
+# Read at call time: tests put fakes in their place (no real waiting).
+_linger: Callable[[float], object] = time.sleep
+_clock: Callable[[], float] = time.monotonic
 
 CANCELLED = "cancel"
 """The ``signal_name`` of :class:`Interrupted` when the caller's ``cancel`` event stopped it."""
@@ -99,6 +121,9 @@ class InterruptGuard:
         self._cancel = cancel
         self._undos: dict[int, Undo] = {}
         self._next_key = 0
+        # Set when the guarded command is over (its files settled): a console
+        # handler waiting for the stop may then let the process end.
+        self._finished = threading.Event()
 
     def add_undo(self, undo: Undo) -> int:
         """Register what a second signal must put back before the exit; returns its key.
@@ -170,26 +195,99 @@ class InterruptGuard:
         _say(f"mpexport: {name}: stopping cleanly; a second {name} quits at once\n",
              self._fd, self._encoding)
 
+    def console_event(self, event: int) -> bool:
+        """Windows' console control handler: True when it handled ``event``.
+
+        Windows calls it on a thread of its own, and ends the process as
+        soon as it returns True (or after about 5 s). For a closed console, a
+        logoff or a shutdown it records the stop request, then waits up to
+        :data:`CONSOLE_GRACE_SECONDS`: for the command to finish its stop
+        (whole lines, ``--output`` in place, the resume command), then for
+        the rest of that time, so the process can still end by itself (the
+        summary JSON, the exit code). If the stop is not done in time, the
+        undo actions run first, as for a second signal. Ctrl-C and
+        Ctrl-Break are not handled here (False): Python turns them into signals.
+        """
+        name = CONSOLE_EVENTS.get(event)
+        if name is None:
+            return False
+        deadline = _clock() + CONSOLE_GRACE_SECONDS
+        self.request_stop(name)
+        _say(f"mpexport: {name}: stopping cleanly (Windows allows a few seconds)\n",
+             self._fd, self._encoding)
+        if self._finished.wait(max(0.0, deadline - _clock())):
+            # Returning would end the process now: let it end by itself instead.
+            _linger(max(0.0, deadline - _clock()))
+            return True
+        notes = self._undo_all()
+        _say(f"mpexport: {name}: not stopped within {CONSOLE_GRACE_SECONDS:g} s"
+             f"{''.join('; ' + n for n in notes)}\n", self._fd, self._encoding)
+        return True
+
     @contextmanager
     def installed(self) -> Iterator[InterruptGuard]:
-        """Install the signal handlers for the duration of a command.
+        """Install the signal handlers (and on Windows the console handler) for a command.
 
-        A no-op off the main thread (Python only lets the main thread set
-        handlers); the previous handlers come back on exit.
+        Signal handlers are a no-op off the main thread (Python only lets
+        the main thread set them); the previous handlers come back on exit.
         """
         self.pending = None
+        self._finished.clear()
         previous = {}
         for signum in _SIGNAL_NAMES:
             try:
                 previous[signum] = signal.signal(signum, self._handle)
             except (ValueError, OSError):  # not the main thread, or unsupported
                 continue
+        remove_console_handler = add_console_handler(self.console_event)
         try:
             yield self
         finally:
+            remove_console_handler()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.settle()  # no handler of ours is left to run them
+            self._finished.set()
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised by the Windows CI
+    import ctypes
+    from ctypes import wintypes
+
+    _HandlerRoutine = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
+
+    def add_console_handler(handler: Callable[[int], bool]) -> Callable[[], None]:
+        """Register ``handler`` with ``SetConsoleCtrlHandler``; return what removes it again.
+
+        Handlers run last-registered first: this one sees each event before
+        the C runtime's (which turns Ctrl-C and Ctrl-Break into signals).
+        """
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.SetConsoleCtrlHandler.argtypes = [_HandlerRoutine, wintypes.BOOL]
+        kernel32.SetConsoleCtrlHandler.restype = wintypes.BOOL
+
+        def routine(event: int) -> bool:
+            try:
+                return handler(int(event))
+            except BaseException:  # an exception cannot cross into Windows
+                return False
+
+        # Referenced by `remove` until it runs: Windows calls this pointer,
+        # which must not be freed while registered.
+        callback = _HandlerRoutine(routine)
+        if not kernel32.SetConsoleCtrlHandler(callback, True):
+            return lambda: None
+
+        def remove() -> None:
+            kernel32.SetConsoleCtrlHandler(callback, False)
+
+        return remove
+
+else:
+
+    def add_console_handler(handler: Callable[[int], bool]) -> Callable[[], None]:
+        """Windows only: elsewhere a closed terminal sends SIGHUP, which ends the run."""
+        return lambda: None
 
 
 WAIT_SLICE_SECONDS = 0.1

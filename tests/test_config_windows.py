@@ -10,6 +10,7 @@ secret is written.
 from __future__ import annotations
 
 import ntpath
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -205,3 +206,167 @@ def test_windows_config_dir_has_no_author_folder(
     # The emulation works: platformdirs' own default would nest mpexport twice.
     assert platformdirs.user_config_path("mpexport") == local / "mpexport" / "mpexport"
     assert config_path({}) == local / "mpexport" / "config.toml"
+
+
+# ------------------------------------------------------------------ created private by Win32
+
+
+USER_SID = "S-1-5-21-1004336348-1177238915-682003330-1001"
+OTHER_SID = "S-1-5-21-1004336348-1177238915-682003330-1002"
+
+
+def test_the_security_descriptor_lets_the_token_user_alone_in() -> None:
+    assert private_file.owner_only_sddl(USER_SID) == f"D:P(A;;FA;;;{USER_SID})"
+    # What the token gives is a SID; anything else could smuggle in entries.
+    for bad in ["", "ann", f"{USER_SID})(A;;FA;;;WD", "S-1-", "S-1-5-x", f"{USER_SID} "]:
+        with pytest.raises(ValueError):
+            private_file.owner_only_sddl(bad)
+
+
+@pytest.mark.parametrize(("sddl", "readers"), [
+    (f"D:P(A;;FA;;;{USER_SID})", []),
+    # What a file under a user's profile inherits: the user, SYSTEM, Administrators.
+    (f"D:AI(A;ID;FA;;;SY)(A;ID;FA;;;BA)(A;ID;FA;;;{USER_SID})", []),
+    # A shared folder's: Users may read and execute (a hex mask, no exact letters).
+    (f"D:AI(A;ID;FA;;;{USER_SID})(A;ID;0x1200a9;;;BU)(A;ID;FA;;;SY)", ["Users"]),
+    (f"D:(A;;FA;;;{USER_SID})(A;;FR;;;WD)(A;;GR;;;{OTHER_SID})", ["Everyone", OTHER_SID]),
+    # Rights without reading the data, an entry only for children, a deny: no reader.
+    (f"D:(A;;FA;;;{USER_SID})(A;;0x100000;;;BU)(A;OICIIO;FA;;;BU)(D;;FA;;;WD)", []),
+    (f"D:(A;;FA;;;{USER_SID})(A;;GA;;;AU)(A;;CC;;;{OTHER_SID})",
+     ["Authenticated Users", OTHER_SID]),
+    ("O:BAG:SYD:PAI(A;;FA;;;BU)S:(AU;FA;FA;;;WD)", ["Users"]),
+])
+def test_other_readers_come_from_the_access_list(sddl: str, readers: list[str]) -> None:
+    assert private_file.other_readers(sddl, USER_SID) == readers
+
+
+@pytest.fixture
+def win32_api(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The Win32 calls as they answer on Windows: the token's SID; a private create."""
+    created: list[Path] = []
+
+    def create_owner_only(path: Path) -> int:
+        created.append(path)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    monkeypatch.setattr(private_file, "current_user_sid", lambda: USER_SID)
+    monkeypatch.setattr(private_file, "create_owner_only", create_owner_only)
+    return created
+
+
+def test_the_file_is_created_private_by_win32_and_icacls_is_not_needed(
+    fake_run: FakeRun, win32_api: list[Path], isolated_config: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with platform("win32"):
+        save()
+    assert win32_api == [isolated_config / TEMP_NAME]
+    assert fake_run.argvs == []
+    assert load_config().profiles["prod"].secret == SECRET
+    assert capsys.readouterr().err == ""
+
+
+def test_without_win32_security_icacls_grants_the_token_sid_not_username(
+    fake_run: FakeRun, win32_api: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_acls(path: Path) -> int:
+        raise OSError(50, "The request is not supported")  # FAT, a network drive
+
+    monkeypatch.setattr(private_file, "create_owner_only", no_acls)
+    monkeypatch.setenv("USERNAME", "someone-else")
+    with platform("win32"):
+        save()
+    assert len(fake_run.argvs) == 1
+    assert fake_run.argvs[0][2:] == ["/inheritance:r", "/grant:r", f"*{USER_SID}:F"]
+    assert fake_run.sizes == [0]
+
+
+def test_config_show_warns_on_windows_when_others_may_read(
+    fake_run: FakeRun, win32_api: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpexport.config.show import show_config
+
+    with platform("win32"):
+        path = save()
+    shared = f"D:AI(A;ID;FA;;;{USER_SID})(A;ID;0x1200a9;;;BU)"
+    monkeypatch.setattr(private_file, "file_sddl", lambda _p: shared)
+    with platform("win32"):
+        shown = show_config()
+    assert (f"# warning: {path} is readable by other accounts (Users); run: "
+            f'icacls "{path}" /inheritance:r /grant:r *{USER_SID}:F') in shown.splitlines()
+
+    monkeypatch.setattr(private_file, "file_sddl", lambda _p: f"D:P(A;;FA;;;{USER_SID})")
+    with platform("win32"):
+        assert "warning" not in show_config()
+
+
+# ------------------------------------------------------------------ a held config file
+
+
+def test_a_config_file_held_past_the_retries_is_exit_4_naming_it(
+    fake_run: FakeRun, isolated_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpexport.errors import FileInUseError, exit_code_for
+
+    save()
+    before = (isolated_config / "config.toml").read_bytes()
+    pauses: list[float] = []
+
+    def held(src: object, dst: object) -> None:
+        error = PermissionError(13, "The process cannot access the file", str(dst))
+        error.winerror = 32  # type: ignore[attr-defined]
+        raise error
+
+    monkeypatch.setattr(atomic, "_pause", pauses.append)
+    monkeypatch.setattr(os, "replace", held)
+    with pytest.raises(FileInUseError) as failed:
+        write_profile("other", username="sa.o", secret=SECRET, project_id=23)
+    assert exit_code_for(failed.value) == 4
+    assert failed.value.one_line() == (
+        f"{isolated_config / 'config.toml'} is open in another program, which kept it past "
+        "the retries (close what has it open (an editor, a sync client) and run the same "
+        "command again)")
+    assert pauses == list(atomic.BACKOFF_SECONDS)
+    assert (isolated_config / "config.toml").read_bytes() == before
+    assert sorted(p.name for p in isolated_config.iterdir()) == ["config.toml"]
+
+
+def test_a_config_file_held_for_a_moment_is_saved(
+    fake_run: FakeRun, isolated_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save()
+    real = os.replace
+    refusals = [1]
+    pauses: list[float] = []
+
+    def held_once(src: object, dst: object) -> None:
+        if refusals:
+            refusals.pop()
+            error = PermissionError(13, "The process cannot access the file", str(dst))
+            error.winerror = 32  # type: ignore[attr-defined]
+            raise error
+        real(str(src), str(dst))
+
+    monkeypatch.setattr(atomic, "_pause", pauses.append)
+    monkeypatch.setattr(os, "replace", held_once)
+    write_profile("other", username="sa.o", secret=SECRET, project_id=23)
+    assert pauses == [0.05]
+    assert set(load_config().profiles) == {"prod", "other"}
+
+
+def test_a_config_file_this_user_may_not_replace_is_exit_2(
+    fake_run: FakeRun, isolated_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpexport.errors import AccessDeniedError, exit_code_for
+
+    save()
+
+    def denied(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(os, "replace", denied)
+    with pytest.raises(AccessDeniedError) as failed:
+        write_profile("other", username="sa.o", secret=SECRET, project_id=23)
+    assert exit_code_for(failed.value) == 2
+    assert failed.value.message == (
+        f"cannot replace {isolated_config / 'config.toml'}: Permission denied")

@@ -278,3 +278,59 @@ def test_every_undo_runs_even_if_one_fails(
     assert ran == ["broken", "fine"]
     assert capfd.readouterr().err.endswith(
         "mpexport: SIGINT again: quit at once; b.ndjson is fine\n")
+
+
+# ------------------------------------------------------------------ links and leftovers
+
+
+needs_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0,
+                                reason="giving a link to another user takes root")
+
+
+@needs_root
+@pytest.mark.parametrize("option", ["--output", "--summary-json"])
+def test_a_link_another_user_planted_in_tmp_is_refused_before_anything_is_fetched(
+    make_server: ServerFactory, tmp_path: Path, option: str
+) -> None:
+    server = make_server(Dataset(seed=16, events_per_day=10))
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    link = shared / "out"
+    link.symlink_to(victim)
+    os.lchown(link, 54321, 54321)
+    result = run_cli(["export", "--api-url", server.url, *RANGE, option, str(link)])
+    assert result.code == 2, result.stderr
+    assert result.stderr == (
+        f"mpexport: error: refusing to write {link}: {link} is a symbolic link owned by "
+        f"another user (uid 54321) in the shared folder {shared} (someone else could redirect "
+        "the write through it: remove the link or choose a path in a folder of your own)\n")
+    assert len(server.stats) == 0
+    assert victim.read_bytes() == b"precious\n"
+
+
+@pytest.mark.parametrize("append", [False, True], ids=["new", "append"])
+def test_the_next_run_removes_the_temp_file_a_killed_run_left(
+    make_server: ServerFactory, tmp_path: Path, append: bool
+) -> None:
+    """A console closed before the replace leaves `.NAME.<pid>-<machine>-<hex>.tmp`."""
+    from mpexport.atomic import _host_tag
+
+    dataset = Dataset(seed=17, events_per_day=10)
+    server = make_server(dataset)
+    target = tmp_path / "out.ndjson"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = tmp_path / f".out.ndjson.{gone.pid}-{_host_tag()}-0123456789ab.tmp"
+    left.write_bytes(b'{"event":"half')
+    # Another run still writing beside it (pid 1 is alive): never touched.
+    live = tmp_path / f".out.ndjson.1-{_host_tag()}-ba9876543210.tmp"
+    live.write_bytes(b'{"event":"more')
+    extra = ["--append"] if append else []
+    result = run_cli(["export", "--api-url", server.url, *RANGE, "--output", str(target),
+                      *extra])
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
+    assert target.read_bytes() == expected_stdout(dataset, day_chunks(START, END, 3))

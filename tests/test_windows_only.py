@@ -505,3 +505,91 @@ def test_a_database_this_user_may_not_write_is_exit_2_not_a_held_file(
     assert result.code == 2, result.stderr
     assert str(db) in result.stderr and "read-only" in result.stderr, result.stderr
     assert "open in another program" not in result.stderr
+
+
+def test_output_and_summary_held_for_a_moment_are_replaced_after_a_retry(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A virus scan or a preview has both files open near the end of the run: it waits."""
+    import time
+
+    dataset = Dataset(seed=69, events_per_day=50)
+    server = make_server(dataset)
+    end = START + dt.timedelta(days=2)
+    expected = expected_stdout(dataset, day_chunks(START, end, 1))
+    out, summary = tmp_path / "out.ndjson", tmp_path / "last-run.json"
+    out.write_bytes(b"old\n")
+    summary.write_bytes(b"{}\n")
+    err = tmp_path / "stderr.txt"
+    args = export_args(server.url, START, end, "--chunk-days", "1", "--output", str(out),
+                       "--summary-json", str(summary))
+
+    def temp_of(target: Path) -> list[Path]:
+        return list(tmp_path.glob(f".{target.name}.*.tmp"))
+
+    # Python's open shares reading and writing but not deleting: a replace
+    # over a file held so is refused, as Windows refuses it for a scanner.
+    holding_out, holding_summary = out.open("rb"), summary.open("rb")
+    try:
+        with err.open("wb") as stderr:
+            proc = subprocess.Popen([*cli_command(), *args], stdout=subprocess.DEVNULL,
+                                    stderr=stderr, env=clean_env(service_account_env()))
+            try:
+                wait_until(lambda: any(p.stat().st_size == len(expected) for p in temp_of(out)),
+                           "the whole export in the temp file", proc=proc)
+                time.sleep(0.5)  # the run's replace is refused meanwhile, and retried
+                holding_out.close()
+                wait_until(lambda: temp_of(summary) or proc.poll() is not None,
+                           "the summary's replace", proc=proc)
+                time.sleep(0.3)
+                holding_summary.close()
+                proc.wait(timeout=PATIENCE)
+            finally:
+                finish(proc)
+    finally:
+        holding_out.close()
+        holding_summary.close()
+    text = err.read_text("utf-8", "replace")
+    assert proc.returncode == 0, text
+    assert "could not" not in text and "Traceback" not in text
+    assert out.read_bytes() == expected
+    assert json.loads(summary.read_text("utf-8"))["exit_code"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, summary.name, err.name])
+
+
+def test_the_config_file_is_private_to_the_token_user_even_in_a_shared_folder(
+    isolated_config: Path
+) -> None:
+    from mpexport.config import private_file
+
+    users = "*S-1-5-32-545"
+    # A shared folder: every local user may read what is created in it.
+    subprocess.run(["icacls", str(isolated_config), "/grant", f"{users}:(OI)(CI)R"],
+                   check=True, capture_output=True)
+    init = subprocess.run(
+        [*cli_command(), "config", "init", "--profile", "acl", "--username", DEMO_USERNAME,
+         "--project-id", str(DEMO_PROJECT_ID)],
+        input=(DEMO_SECRET + "\r\n").encode(), capture_output=True, env=clean_env(),
+        timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert b"warning" not in init.stderr
+    config_file = isolated_config / "config.toml"
+    sid = private_file.current_user_sid()
+    whoami = subprocess.run(["whoami", "/user", "/fo", "csv", "/nh"], capture_output=True,
+                            check=True, text=True)
+    assert whoami.stdout.strip().split(",")[-1].strip('"') == sid
+    sddl = private_file.file_sddl(config_file)
+    assert sddl == private_file.owner_only_sddl(sid), sddl
+    assert private_file.other_readers(sddl, sid) == []
+
+    def show() -> str:
+        done = subprocess.run([*cli_command(), "config", "show"], capture_output=True,
+                              env=clean_env(), stdin=subprocess.DEVNULL, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode("utf-8")
+
+    assert "warning" not in show()
+    subprocess.run(["icacls", str(config_file), "/grant", f"{users}:R"], check=True,
+                   capture_output=True)
+    assert f"# warning: {config_file} is readable by other accounts (Users)" in show()

@@ -29,7 +29,7 @@ def config_group() -> None:
     Examples:
       mpexport config init --profile prod --username sa.export --project-id 12345
       mpexport config show
-      mpexport export --profile prod --from -7 --to yesterday > week.ndjson
+      mpexport export --profile prod --from -7 --to yesterday --output week.ndjson
     """
 
 

@@ -97,7 +97,7 @@ def profiles_command(**options: Any) -> None:
 
     \b
     Examples:
-      mpexport profiles > profiles.ndjson
+      mpexport profiles --output profiles.ndjson
       mpexport profiles --where 'properties["plan"] == "pro"' --db crm.duckdb
       mpexport profiles --group-id company_id --property '$name' --db crm.duckdb
     """

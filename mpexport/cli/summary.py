@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from mpexport import __version__
-from mpexport.atomic import write_atomically
+from mpexport.atomic import refuse_planted_link, write_atomically
 from mpexport.errors import ExitCode, UsageError
 
 R = TypeVar("R")  # the run's result: an ExportResult or a ProfileResult
@@ -71,6 +71,7 @@ def check_summary_target(target: str) -> None:
     if target == "-":
         return
     path = Path(target)
+    refuse_planted_link(path)
     folder = path.parent
     hint = "create the folder or choose another --summary-json path"
     if not folder.is_dir():
@@ -85,7 +86,12 @@ def check_summary_target(target: str) -> None:
 
 
 def write_summary_json(target: str, summary: dict[str, Any]) -> None:
-    """Write a summary JSON to the file ``target`` (atomically) or, for ``-``, to stderr."""
+    """Write a summary JSON to the file ``target`` (atomically) or, for ``-``, to stderr.
+
+    A file another program holds for a moment (a monitoring agent reading
+    the last one, a virus scan) is waited for, a few seconds at most
+    (:func:`mpexport.atomic.replacing`).
+    """
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
     if target == "-":
         sys.stderr.write(text)

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from mpexport.atomic import in_place, temp_sibling
+from mpexport.atomic import (
+    in_place,
+    refuse_planted_link,
+    replace_patiently,
+    sweep_stale_temps,
+    target_of,
+    temp_sibling,
+)
 from mpexport.errors import Interrupted, OutputFileError, UsageError
 from mpexport.filelock import DENIED, why_refused
 
@@ -89,9 +96,11 @@ def _close_durably(stream: BinaryIO) -> None:
 
 def _replace(temporary: Path, target: Path) -> OutputFileError | None:
     try:
-        os.replace(temporary, target)
+        # Retried for a few seconds while another program (a virus scan,
+        # OneDrive, a preview) holds the file.
+        replace_patiently(temporary, target)
     except OSError as error:
-        # Windows refuses to replace a file another program has open, and
+        # Windows refuses to replace a file another program keeps open, and
         # one that is read-only or not ours to write: the hint says which.
         fix = (f"make {target.name} writable (it may be read-only)"
                if why_refused(error, target) == DENIED else f"close what holds {target.name}")
@@ -190,6 +199,7 @@ def ndjson_destination(given: BinaryIO | None, path: Path | None, append: bool,
                              "give an output file or stream")
         yield Destination(stdout)
         return
+    refuse_planted_link(path)  # before anything follows it
     if in_place(path):
         with _open(path, "ab" if append else "wb") as stream:
             yield Destination(stream)
@@ -200,6 +210,9 @@ def ndjson_destination(given: BinaryIO | None, path: Path | None, append: bool,
 
 @contextmanager
 def _appending(path: Path, guard: InterruptGuard | None) -> Iterator[Destination]:
+    # A run stopped before its replace (a console closed) left its temp file:
+    # this is typically its resume command.
+    sweep_stale_temps(Path(os.path.realpath(path)))
     stream = _open(path, "ab")
     start = stream.tell()
     undo = _AppendUndo(path, start, stream.fileno())
@@ -225,7 +238,8 @@ def _appending(path: Path, guard: InterruptGuard | None) -> Iterator[Destination
 
 @contextmanager
 def _replacing(path: Path, guard: InterruptGuard | None) -> Iterator[Destination]:
-    target = Path(os.path.realpath(path))  # through a symlink, to the file it names
+    target = target_of(path)  # through a symlink, to the file it names
+    sweep_stale_temps(target)  # what a killed run left beside it
     temporary = temp_sibling(target)
     created = not os.path.lexists(target)
     stream = _open(temporary, "xb")

@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mpexport.atomic import temp_sibling
+from mpexport.atomic import patiently, temp_sibling
 from mpexport.errors import UsageError
 from mpexport.filelock import held_by_another_process, lock, unlock
 from mpexport.loopback import is_loopback
 
 # Pauses between attempts at replacing a file that is in use: a reader that
 # only glanced at it (a preview, a virus scan) is gone within a second.
+# Shorter than mpexport.atomic's: a held day file is deferred to the next
+# run, not a failure, so waiting long buys little.
 BACKOFF_SECONDS = (0.05, 0.1, 0.2, 0.4)
 SCHEMES = ("s3", "gs", "az")
 # The variables obstore reads an endpoint from, per scheme: each is checked
@@ -229,18 +231,18 @@ def open_store(location: str | os.PathLike[str] | Store, *, staging: Path | None
 
 
 def _patiently(action: Callable[[], None], path: Path, sleep: Callable[[float], None]) -> None:
-    """Run ``action`` (a replace or delete of ``path``), retrying while the file is in use."""
-    for pause in (*BACKOFF_SECONDS, None):
-        try:
-            action()
-            return
-        except OSError as exc:
-            # A read-only file or a permission is not retried nor deferred.
-            if not held_by_another_process(exc, path):
-                raise
-            if pause is None:
-                raise FileInUse(path) from exc
-        sleep(pause)
+    """Run ``action`` (a replace or delete of ``path``), retrying while the file is in use.
+
+    The retry is :func:`mpexport.atomic.patiently`'s; a file still held after
+    it becomes :class:`FileInUse` (deferred by the caller). A read-only file
+    or a permission is neither retried nor deferred.
+    """
+    try:
+        patiently(action, path, sleep=sleep, backoff=BACKOFF_SECONDS)
+    except OSError as exc:
+        if held_by_another_process(exc, path):
+            raise FileInUse(path) from exc
+        raise
 
 
 class LocalStore:
