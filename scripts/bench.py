@@ -39,10 +39,11 @@ scenario runs in-process (working tree only) and is not compared; the bare
 pipelines run once per repeat, not per side.
 
 Run time of the default profile on a quiet 2-core VM, estimated from the last
-full runs (3 repeats): startup 10 s, yardstick 3.5 min, paced 6 min, parallel
-2 min, overhead 1 min, memory 2 min, dedupe 1.5 min, scale 18 min, lookback
-9 min: about 45 minutes in all, twice that with --against. ``--only`` runs a
-subset; ``--quick`` all of it in about 3 minutes.
+full run's figures (3 repeats; paced and lookback from the runs issue 21
+reports): startup 10 s, yardstick 3.5 min, paced 6 min, parallel 2 min,
+overhead 1 min, memory 2 min, dedupe 3 min, scale 17 min, lookback 8 min:
+about 45 minutes in all, roughly twice that with --against. ``--only`` runs
+a subset; ``--quick`` runs everything with small volumes in a few minutes.
 
     .venv/bin/python scripts/bench.py                # default, ~45 minutes
     .venv/bin/python scripts/bench.py --quick        # smoke test, small volumes
