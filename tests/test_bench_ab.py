@@ -103,3 +103,29 @@ def test_check_side_accepts_the_tree_it_imports_and_refuses_another(tmp_path: Pa
     # The cwd comes first on sys.path for -c and -m: a tree as cwd shadows PYTHONPATH.
     with pytest.raises(bench.BenchError, match="would import"):
         bench.check_side(bench.Side("B", empty, ROOT), env)
+
+
+def test_check_run_counts_every_manifest_row_of_a_kept_database(tmp_path: Path) -> None:
+    """A day loaded again (lookback) adds a manifest row: the total covers both runs."""
+    import duckdb
+
+    db = tmp_path / "kept.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE events (event VARCHAR, time TIMESTAMPTZ, distinct_id VARCHAR,"
+                    " insert_id VARCHAR)")
+        con.execute("INSERT INTO events SELECT 'e', to_timestamp(i), 'd', CAST(i AS VARCHAR) "
+                    "FROM range(105) t(i)")
+        con.execute("CREATE TABLE _mpexport_chunks (received BIGINT)")
+        con.execute("INSERT INTO _mpexport_chunks VALUES (100), (105)")
+    run = bench.Run("again", 1.0, 0, 100.0, 1.0, "")
+    with pytest.raises(bench.BenchError, match="manifest says 205 received, expected 105"):
+        bench.check_run(run, 105, None, "db", db, exact_rows=105)
+    bench.check_run(run, 105, None, "db", db, exact_rows=105, received_total=205)
+    assert run.checked == "105 rows, 2 chunks"
+
+
+def test_new_scenarios_are_known_and_quick_is_smaller() -> None:
+    assert {"paced", "lookback"} <= set(bench.SCENARIOS)
+    for name in ("lookback_day", "paced_per_day", "scale_mid_per_day"):
+        assert getattr(bench.QUICK, name) < getattr(bench.DEFAULT, name)
+    assert bench.PINNED_BUDGET == {"MPEXPORT_MEMORY_LIMIT": "256MB"}
