@@ -112,9 +112,8 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, guard: Inter
         return
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.sinks.duckdb.budget import chosen_memory_limit
-    from mpexport.spool import spool_folder
-
     from mpexport.sinks.duckdb.schema import remove_new_database
+    from mpexport.spool import spool_folder
 
     path = Path(options.db)
     with database_locked(path, options.wait_lock, guard, environment.command_name), \

@@ -24,13 +24,14 @@ in place, whenever another run has it open.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -132,7 +133,7 @@ def database_lock(
     try:
         while True:
             while not try_lock(handle):
-                wait_or_raise(lambda: taken(handle))
+                wait_or_raise(functools.partial(taken, handle))
             if _still_at(handle, path):
                 break
             # The run before us removed this file as it ended: the lock that
@@ -172,7 +173,7 @@ def database_lock(
 def _open_lock_file(path: Path) -> IO[bytes]:
     """Open (creating if missing) the lock file; a folder we cannot write is bad usage."""
     try:
-        return open(path, "a+b")  # noqa: SIM115 - held for the whole block
+        return open(path, "a+b")  # held for the run: closed by database_lock
     except OSError as error:
         raise UsageError(f"cannot open the lock file {path}: {error.strerror or error}",
                          "check the folder's permissions, or remove a lock file another "
@@ -193,7 +194,5 @@ def _still_at(handle: IO[bytes], path: Path) -> bool:
 
 def _remove(path: Path) -> None:
     """Remove the lock file; one that cannot be removed (in use, permissions) stays."""
-    try:
+    with suppress(OSError):
         path.unlink()
-    except OSError:
-        pass
