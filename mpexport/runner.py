@@ -211,7 +211,8 @@ def _check_ndjson_options(options: RunOptions) -> None:
     used = _set_flags(options, "table", "refresh", "replace", "parquet", "wait_lock",
                       "memory_limit")
     if used:
-        raise UsageError(f"{', '.join(used)} need --db FILE or --parquet DIR|URL",
+        need = "needs" if len(used) == 1 else "need"
+        raise UsageError(f"{', '.join(used)} {need} --db FILE or --parquet DIR|URL",
                          "or drop them for NDJSON output")
     if options.append and options.output is None:
         raise UsageError("--append needs --output FILE")
