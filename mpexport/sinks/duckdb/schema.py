@@ -103,8 +103,9 @@ def check_db_path(db_path: Path, *, locked: bool = False) -> None:
     if not locked and lock_path(db_path).exists():
         # A run may be opening the file right now, and on Windows even our
         # read would make its open (which shares nothing) fail: the header
-        # is read under the lock. A path no run ever locked has no lock
-        # file, so a wrong path is still refused before one is created.
+        # is read under the lock. A path no run is locking has no lock
+        # file (a run removes it as it ends), so a wrong path is still
+        # refused before one is created.
         return
     try:
         with db_path.open("rb") as handle:
