@@ -195,22 +195,35 @@ def locked_database(
 
     One writer per file: another run's lock raises
     :class:`~mpexport.errors.DatabaseLockedError` (after ``wait_lock`` seconds).
+    A file this run created and never committed to is removed on the way out.
     A stop request of ``guard`` ends the lock wait, and one that came while
     the database opened (which cannot be cut) takes effect right after it.
     The loader thread has ended when the block is left.
     """
+    from mpexport.sinks.duckdb.schema import remove_new_database
+
     check_stop = stop_check(guard)
     command, environ = environment.command_name, environment.environ
     with database_locked(target.path, wait_lock, guard, command), \
             _lake_lock(target.parquet, wait_lock, check_stop, environ, command) as lake_check:
-        database = open_database(target, request, guard, lake_check, environ,
-                                 environment.cpus)
+        # Looked at under the lock: only a file this run creates may be removed again.
+        created = not target.path.exists()
+        try:
+            database = open_database(target, request, guard, lake_check, environ,
+                                     environment.cpus)
+        except BaseException:
+            if created:
+                remove_new_database(target.path)
+            raise
         try:
             if check_stop is not None:
                 check_stop()
             yield database
         finally:
             database.abort()  # a no-op once the run closed it
+            if created and not database.committed:
+                # Nothing of this run was stored: no empty file stays behind.
+                remove_new_database(target.path)
 
 
 @contextmanager

@@ -174,6 +174,7 @@ def _check_destination(command: Command, options: RunOptions,
         if used:
             raise UsageError(f"{', '.join(used)} cannot be used with --db",
                              "export to the database, or to NDJSON, in two runs")
+        _check_database(command, options)
         return
     if options.parquet is None:
         if command == "sync":
@@ -187,6 +188,18 @@ def _check_destination(command: Command, options: RunOptions,
                          "the lake is the output; add --db FILE for a table too")
 
 
+def _check_database(command: Command, options: RunOptions) -> None:
+    """What can be refused before the file and its lock exist: refused then, neither is made."""
+    from mpexport.sinks.duckdb.schema import check_table_name
+    from mpexport.syncing import first_sync_error
+
+    check_table_name(options.table)
+    if command == "sync" and options.from_date is None and options.db is not None \
+            and not Path(options.db).exists():
+        # A missing file holds no sync range: the manifest need not be opened to know it.
+        raise first_sync_error()
+
+
 def _set_flags(options: RunOptions, *names: str) -> list[str]:
     """The command-line flags of ``names`` whose value is not the default."""
     defaults = RunOptions()
@@ -198,7 +211,8 @@ def _check_ndjson_options(options: RunOptions) -> None:
     used = _set_flags(options, "table", "refresh", "replace", "parquet", "wait_lock",
                       "memory_limit")
     if used:
-        raise UsageError(f"{', '.join(used)} need --db FILE or --parquet DIR|URL",
+        need = "needs" if len(used) == 1 else "need"
+        raise UsageError(f"{', '.join(used)} {need} --db FILE or --parquet DIR|URL",
                          "or drop them for NDJSON output")
     if options.append and options.output is None:
         raise UsageError("--append needs --output FILE")

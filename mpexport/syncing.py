@@ -78,10 +78,7 @@ def sync_range(
         raise UsageError(f"--lookback must be 0 or more days, not {lookback}")
     origin = from_date or recorded_from or (min(covered) if covered else None)
     if origin is None:
-        raise UsageError(
-            "this database has no synced days yet, so the first sync needs --from",
-            "e.g. --from 2024-01-01",
-        )
+        raise first_sync_error()
     if from_date is None and to_date < origin:
         raise UsageError(
             f"--to {to_date.isoformat()} is before the first synced day of this table, "
@@ -153,3 +150,9 @@ def sync_request(
         boundaries=(chosen.complete,) if chosen.complete is not None else (),
         skip_days=chosen.settled,
     )
+
+
+def first_sync_error() -> UsageError:
+    """The error of a first sync without ``--from`` (also raised before a new file is made)."""
+    return UsageError("this database has no synced days yet, so the first sync needs --from",
+                      "e.g. --from 2024-01-01")

@@ -799,9 +799,10 @@ def test_the_lock_names_only_our_command_never_a_host_programs_argv(tmp_path: Pa
                            (["mpexport", "sync", "--db", str(db)], "mpexport sync")):
         # What the front derives from argv is all the lock is given.
         with database_lock(db, command=command_name(argv)):
-            held = json.loads(lock_path(db).read_bytes())
-        assert held["command"] == expected
-        assert "abc123" not in lock_path(db).read_text()
+            written = lock_path(db).read_text()
+        assert json.loads(written)["command"] == expected
+        assert "abc123" not in written
+        assert not lock_path(db).exists()  # removed as the run ended
 
 
 # -- access denied (a read-only file, an ACL) is not "held": exit 2, no wait -----------

@@ -227,7 +227,7 @@ BAD_INPUTS = [
     (["export", "--from", "-3", "--to", "today", "--db", "{tmp}"], 2, "{tmp}"),
     (["export", "--from", "-3", "--to", "today", "--project-timezone", "Mars/Olympus"], 2,
      "time zone"),
-    (["export", "--from", "-3", "--to", "today", "--table", "t"], 2, "need --db"),
+    (["export", "--from", "-3", "--to", "today", "--table", "t"], 2, "--table needs --db"),
     (["sync", "--db", "{tmp}/x.duckdb", "--lookback", "-1", "--from", "-3"], 2, "--lookback"),
     (["export", "--from", "-3", "--to", "today", "--db", "{tmp}/x.duckdb", "--replace",
       "--event", "Purchase"], 2, "cannot be combined"),

@@ -63,7 +63,7 @@ def test_help_texts_are_present(path: list[str]) -> None:
 
 def test_demo_runs_and_second_run_fetches_nothing(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
-    args = ["demo", "--days", "6", "--events-per-day", "300", "--output", str(db),
+    args = ["demo", "--days", "6", "--events-per-day", "300", "--db", str(db),
             "--no-progress"]
     first = run_cli(args, credentials=False)
     assert first.code == 0, first.stderr
@@ -118,7 +118,7 @@ def test_runs_with_no_python_on_path(tmp_path: Path) -> None:
     assert mpexport.__version__.encode() in version.stdout
     db = tmp_path / "demo.duckdb"
     demo = subprocess.run([*cli_command(), "demo", "--days", "3", "--events-per-day", "200",
-                           "--output", str(db), "--no-progress"],
+                           "--db", str(db), "--no-progress"],
                           env=env, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
     assert demo.returncode == 0, demo.stderr
     assert b"demo: OK" in demo.stderr

@@ -20,6 +20,7 @@ import pytest
 
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
+from mpexport.sinks.duckdb.schema import create_schema
 from mpexport.sinks.duckdb.sink import DuckDBSink
 from mpexport.sinks.lake.parquet import day_window
 from mpexport.sinks.lake.sink import seed_day
@@ -213,7 +214,6 @@ def test_a_manifest_without_the_updated_column_gains_it(
 def test_a_lake_day_read_back_keeps_the_newer_copy(tmp_path: Path) -> None:
     """A day read back after this run stored rows of it: the lake's copy stays unless older."""
     db = tmp_path / "scratch.duckdb"
-    DuckDBSink(db, filters=FILTERS, run_id="r").close()  # the schema
     columns = ("event, time, distinct_id, insert_id, mp_processing_time_ms, "
                "properties")
 
@@ -231,6 +231,7 @@ def test_a_lake_day_read_back_keeps_the_newer_copy(tmp_path: Path) -> None:
                 "run": ("run", None)})
     with duckdb.connect(str(db)) as con:
         con.execute("SET TimeZone = 'UTC'")
+        create_schema(con, "events")  # the sink makes it with its first write
         con.execute(f"COPY ({lake}) TO '{file.as_posix()}'")
         con.execute(f"INSERT INTO events ({columns}) {run}")
         seed_day(con, file, day_window(DAY))

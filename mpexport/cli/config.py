@@ -8,7 +8,7 @@ from typing import TextIO
 
 import click
 
-from mpexport.cli.options import CONTEXT, EXIT_CODES_HELP, debug_option, echo_err
+from mpexport.cli.options import CHECK_EXIT_CODES, CONTEXT, debug_option, echo_err
 from mpexport.errors import UsageError
 from mpexport.mixpanel.regions import REGIONS
 
@@ -106,7 +106,7 @@ def config_show_command() -> None:
     click.echo(show_config(), nl=False)
 
 
-@click.command("check", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.command("check", context_settings=CONTEXT, epilog=CHECK_EXIT_CODES)
 @click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
               default=None, help="Region to check [default: as for export].")
 @click.option("--api-url", metavar="URL", help="Replace scheme and host.")

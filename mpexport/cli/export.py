@@ -10,11 +10,16 @@ import click
 
 from mpexport.cli.options import (
     CONTEXT,
+    DESTINATION,
     FETCH_EPILOG,
+    OUTPUT,
+    RANGE,
+    GroupedCommand,
     database_options,
     date_help,
     echo_err,
     fetch_options,
+    option,
     output_options,
     run_reporting,
 )
@@ -36,30 +41,31 @@ if TYPE_CHECKING:
     from mpexport.options import Command
 
 
-
-@click.command("export", context_settings=CONTEXT, epilog=FETCH_EPILOG)
-@click.option("--from", "from_date", required=True, metavar="DATE", help=date_help("First"))
-@click.option("--to", "to_date", required=True, metavar="DATE", help=date_help("Last"))
+@click.command("export", cls=GroupedCommand, context_settings=CONTEXT, epilog=FETCH_EPILOG)
+@option("--from", "from_date", group=RANGE, required=True, metavar="DATE",
+        help=date_help("First"))
+@option("--to", "to_date", group=RANGE, required=True, metavar="DATE", help=date_help("Last"))
 @fetch_options
-@click.option("--db", "db", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Load into this DuckDB file instead of writing NDJSON to stdout.")
+@option("--db", "db", group=DESTINATION, metavar="FILE", type=click.Path(dir_okay=False),
+        help="Load into this DuckDB file instead of writing NDJSON to stdout.")
+@option("-o", "--output", group=DESTINATION, metavar="FILE", type=click.Path(dir_okay=False),
+        help="Write the NDJSON to FILE instead of stdout, byte for byte (put in place "
+             "when the run ends; no shell re-encodes it).")
+@option("--append", group=DESTINATION, is_flag=True,
+        help="With --output: add to the end of FILE (how a printed resume command "
+             "completes it).")
 @database_options
-@click.option("--refresh", is_flag=True,
-              help="With --db or --parquet: fetch days again even if the manifest has them.")
-@click.option("--replace", is_flag=True,
-              help="With --db or --parquet: delete each chunk's days before loading it (for data "
-                   "deleted upstream); implies --refresh.")
-@click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Write the NDJSON to FILE instead of stdout, byte for byte (put in place "
-                   "when the run ends; no shell re-encodes it).")
-@click.option("--append", is_flag=True,
-              help="With --output: add to the end of FILE (how a printed resume command "
-                   "completes it).")
-@click.option("--verify", is_flag=True,
-              help="With --db or --parquet: after loading, compare the range's settled days "
-                   "with Mixpanel's daily counts, fetch the days that differ again, compare "
-                   "once more; exit 1 only if a day still differs.")
-@click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
+@option("--refresh", group=DESTINATION, is_flag=True,
+        help="With --db or --parquet: fetch days again even if the manifest has them.")
+@option("--replace", group=DESTINATION, is_flag=True,
+        help="With --db or --parquet: delete each chunk's days before loading it (for data "
+             "deleted upstream); implies --refresh.")
+@option("--verify", group=DESTINATION, is_flag=True,
+        help="With --db or --parquet: after loading, compare the range's settled days "
+             "with Mixpanel's daily counts, fetch the days that differ again, compare "
+             "once more; exit 1 only if a day still differs.")
+@option("--dry-run", group=OUTPUT, is_flag=True,
+        help="Print the plan to stdout; fetch nothing.")
 @output_options
 def export_command(**options: Any) -> None:
     """Export raw events for a date range as NDJSON on stdout, or into DuckDB.
@@ -81,34 +87,35 @@ def export_command(**options: Any) -> None:
       mpexport export --from 2024-01-01 --to 2024-01-31 > january.ndjson
       mpexport export --from -7 --to yesterday --event Purchase | wc -l
       mpexport export --from 2024-01-01 --to 2024-06-30 --db events.duckdb
-      mpexport export --from 2024-01-01 --to 2024-06-30 --parquet s3://bucket/events
+      mpexport export --from -30 --to yesterday --parquet s3://bucket/events
     """
     raise SystemExit(_execute("export", options))
 
 
-@click.command("sync", context_settings=CONTEXT, epilog=FETCH_EPILOG)
-@click.option("--db", "db", metavar="FILE", type=click.Path(dir_okay=False),
-              help="The DuckDB file to keep current (or give --parquet alone to keep a "
-                   "lake current).")
-@click.option("--from", "from_date", metavar="DATE",
-              help="First day of the range the file keeps (needed on its first sync, then "
-                   "recorded). Later syncs read every day of the range not loaded yet, plus "
-                   "the lookback; repeating the same --from changes nothing, an earlier one "
-                   "extends the range.")
-@click.option("--to", "to_date", default="today", show_default=True, metavar="DATE",
-              help=date_help("Last"))
-@click.option("--lookback", type=int, default=RunOptions.lookback, show_default=True,
-              metavar="DAYS",
-              help="Whole days before the last synced day to read again, for late events.")
+@click.command("sync", cls=GroupedCommand, context_settings=CONTEXT, epilog=FETCH_EPILOG)
+@option("--db", "db", group=DESTINATION, metavar="FILE", type=click.Path(dir_okay=False),
+        help="The DuckDB file to keep current (or give --parquet alone to keep a "
+             "lake current).")
+@option("--from", "from_date", group=RANGE, metavar="DATE",
+        help="First day of the range the file keeps (needed on its first sync, then "
+             "recorded). Later syncs read every day of the range not loaded yet, plus "
+             "the lookback; repeating the same --from changes nothing, an earlier one "
+             "extends the range.")
+@option("--to", "to_date", group=RANGE, default="today", show_default=True, metavar="DATE",
+        help=date_help("Last"))
+@option("--lookback", group=RANGE, type=int, default=RunOptions.lookback, show_default=True,
+        metavar="DAYS",
+        help="Whole days before the last synced day to read again, for late events.")
 @fetch_options
 @database_options
-@click.option("--refresh", is_flag=True,
-              help="Read every day of the range again, not only new days and the lookback.")
-@click.option("--verify", is_flag=True,
-              help="With --db or --parquet: after loading, compare the range's settled days "
-                   "with Mixpanel's daily counts, fetch the days that differ again, compare "
-                   "once more; exit 1 only if a day still differs.")
-@click.option("--dry-run", is_flag=True, help="Print the plan to stdout; fetch nothing.")
+@option("--refresh", group=DESTINATION, is_flag=True,
+        help="Read every day of the range again, not only new days and the lookback.")
+@option("--verify", group=DESTINATION, is_flag=True,
+        help="With --db or --parquet: after loading, compare the range's settled days "
+             "with Mixpanel's daily counts, fetch the days that differ again, compare "
+             "once more; exit 1 only if a day still differs.")
+@option("--dry-run", group=OUTPUT, is_flag=True,
+        help="Print the plan to stdout; fetch nothing.")
 @output_options
 def sync_command(**options: Any) -> None:
     """Keep a DuckDB file or a lake current: new days, plus a lookback for late events.
@@ -144,7 +151,8 @@ def _execute(command: Command, options: dict[str, Any]) -> int:
     """Run export or sync; write the summary JSON whatever happens; return the exit code."""
     from mpexport.cli.verify_heal import HealedRunReport
 
-    report = HealedRunReport(command=command, table=options["table"],
+    # A table only where there is one: NDJSON and the lake alone have none.
+    report = HealedRunReport(command=command, table=options["table"] if options["db"] else None,
                        database=Path(options["db"]) if options["db"] else None,
                        lake=options["parquet"])
     return run_reporting(report, options["summary_json"],

@@ -67,13 +67,15 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit()
 
 
-@click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+# Without a command: the help on stdout and exit 0, as gh and docker do.
+@click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP, invoke_without_command=True)
 @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version,
               help="Show the version (and Python's, duckdb's, requests', the loader's "
                    "memory budget on this machine) and exit.")
 @debug_option
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Export raw events from Mixpanel, fast and exactly once.
 
     \b
@@ -81,10 +83,13 @@ def cli() -> None:
       mpexport demo
     Real export to stdout:
       export MP_USERNAME=... MP_SECRET=... MP_PROJECT_ID=...
-      mpexport export --from 2024-01-01 --to 2024-03-31 | jq -c 'select(.event=="Purchase")'
+      mpexport export --from 2024-01-01 --to 2024-03-31 |
+        jq -c 'select(.event=="Purchase")'
     Keep a DuckDB file current from cron:
       mpexport sync --db events.duckdb --quiet
     """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 cli.add_command(export_command)
@@ -145,12 +150,15 @@ def fake_server_command(
 @click.option("--days", type=int, default=60, show_default=True, help="Days to export.")
 @click.option("--events-per-day", type=int, default=2000, show_default=True,
               help="Average events per day on the built-in server.")
-@click.option("--output", "output", default="demo.duckdb", show_default=True,
+@click.option("--db", "output", default="demo.duckdb", show_default=True, metavar="FILE",
               type=click.Path(dir_okay=False),
               help="DuckDB file the demo loads (created if missing).")
+# Its old name: --output is NDJSON everywhere else (export, profiles, sql).
+@click.option("--output", "old_output", hidden=True, type=click.Path(dir_okay=False))
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr [default: on when stderr is a terminal].")
-def demo_command(days: int, events_per_day: int, output: str, progress: bool | None) -> None:
+def demo_command(days: int, events_per_day: int, output: str, old_output: str | None,
+                 progress: bool | None) -> None:
     """Run the main job against the built-in server: no credentials, loopback only.
 
     Starts the Mixpanel-compatible server on 127.0.0.1 with some faults
@@ -162,7 +170,7 @@ def demo_command(days: int, events_per_day: int, output: str, progress: bool | N
     """
     from mpexport.cli.demo import run_demo
 
-    code = run_demo(days=days, events_per_day=events_per_day, output=output,
+    code = run_demo(days=days, events_per_day=events_per_day, output=old_output or output,
                     progress=progress, echo=echo_err)
     if code:
         raise SystemExit(code)

@@ -21,27 +21,115 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0    complete: every chunk arrived whole
-  1    failed after retries: some chunks, the loader, check's request, or
-       writing the output (stderr names them and the command that resumes)
-  2    bad usage or parameters (also HTTP 400 from Mixpanel)
-  3    credentials or permission (missing, or HTTP 401/402/403)
-  4    the database is locked by another run
-  70   internal error (a bug: please report it, with --debug's traceback)
+# The rows every command shares; each command's table adds its own 0 and 1.
+_USAGE = """\
+  2    bad usage or parameters (also HTTP 400 from Mixpanel)"""
+_CREDENTIALS = """\
+  3    credentials or permission (missing, or HTTP 401/402/403)"""
+_LOCKED = """\
+  4    the database is locked by another run"""
+_INTERNAL = """\
+  70   internal error (a bug: please report it, with --debug's traceback)"""
+_STOPPED = """\
   130  interrupted (Ctrl-C, Ctrl-Break, SIGINT); 143 terminated (SIGTERM,
        POSIX only)"""
 
+
+def exit_codes(*rows: str) -> str:
+    """A ``--help`` exit-code table of ``rows`` (each as click prints it: not rewrapped)."""
+    return "\n".join(["\b", "Exit codes:", *rows])
+
+
+EXIT_CODES_HELP = exit_codes("""\
+  0    complete (each command's --help lists its own codes)
+  1    failed after retries: chunks or pages, the loader, check's request,
+       or writing the output (stderr names them and the command that resumes)""",
+                             _USAGE, _CREDENTIALS, _LOCKED, _INTERNAL, _STOPPED)
+"""The exit codes of every command, for ``mpexport --help``."""
+
+EXPORT_EXIT_CODES = exit_codes("""\
+  0    complete: every chunk arrived whole
+  1    failed after retries: some chunks, the loader, or writing the output
+       (stderr names them and the command that resumes)""",
+                               _USAGE, _CREDENTIALS, _LOCKED, _INTERNAL, _STOPPED)
+
+PROFILES_EXIT_CODES = exit_codes("""\
+  0    complete: every page arrived and the profiles were written
+  1    failed after retries: some pages, the table or the output (stderr says
+       what; a rerun fetches only the missing pages), or a full export that
+       listed no profiles kept a table that holds some (see --allow-empty)""",
+                                 _USAGE, _CREDENTIALS, _LOCKED, _INTERNAL, _STOPPED)
+
+CHECK_EXIT_CODES = exit_codes("""\
+  0    the credentials can export the project
+  1    Mixpanel did not answer the check after its retries (network, 5xx)""",
+                              """\
+  2    bad usage (an unknown profile, a bad --region or --api-url)
+  3    no credentials, or refused in every region (HTTP 401/402/403)""",
+                              _INTERNAL, """\
+  130  interrupted (Ctrl-C, Ctrl-Break, SIGINT)""")
+
 CREDENTIALS_HELP = """\b
-Credentials come from the environment or a profile, never from the command line:
+Credentials come from the environment or a profile, never the command line:
   MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
   MP_API_SECRET                           a legacy project secret
-  --profile NAME                          a profile written by 'mpexport config init'"""
-FETCH_EPILOG = CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP
-"""The ``--help`` epilog of every command that fetches from Mixpanel."""
+  --profile NAME                          saved by 'mpexport config init'"""
+FETCH_EPILOG = CREDENTIALS_HELP + "\n\n" + EXPORT_EXIT_CODES
+"""The ``--help`` epilog of export and sync."""
 
-CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PROFILES_EPILOG = CREDENTIALS_HELP + "\n\n" + PROFILES_EXIT_CODES
+"""The ``--help`` epilog of profiles."""
+
+# 80 columns at most, whatever the terminal: help reads like gh's and the
+# README shows it as printed.
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
+
+# The headings of a command's options in --help, in this order (gh and rclone
+# group theirs so); options of no heading come last, under "Options".
+RANGE = "Range and filters"
+PROFILES_CHOSEN = "Which profiles"
+DESTINATION = "Destination"
+PACING = "Pacing"
+CREDENTIALS = "Credentials and project"
+OUTPUT = "Output and logging"
+HEADINGS = (RANGE, PROFILES_CHOSEN, DESTINATION, PACING, CREDENTIALS, OUTPUT)
+
+
+class GroupedOption(click.Option):
+    """An option that names the heading it is listed under in ``--help`` (``help_group``)."""
+
+    def __init__(self, *args: Any, help_group: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_group = help_group
+
+
+def option(*names: str, group: str, **settings: Any) -> Callable[[F], F]:
+    """``click.option`` listed under the heading ``group`` of a :class:`GroupedCommand`."""
+    return click.option(*names, cls=GroupedOption, help_group=group, **settings)
+
+
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists its options under headings, not as one list.
+
+    Each option's heading is its ``help_group`` (see :func:`option`); ``-h``
+    goes with output and logging, anything else under "Options".
+    """
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Write one section per heading, in the order of :data:`HEADINGS`."""
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            group = getattr(param, "help_group", None)
+            if group is None and set(param.opts) & set(ctx.help_option_names):
+                group = OUTPUT
+            sections.setdefault(group or "Options", []).append(record)
+        for heading in (*HEADINGS, "Options"):
+            if heading in sections:
+                with formatter.section(heading):
+                    formatter.write_dl(sections[heading])
 
 
 _DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("mpexport_debug", default=False)
@@ -92,8 +180,8 @@ def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool
 
 def debug_option(function: F) -> F:
     """``--debug``: tracebacks for errors (on the group and on each command)."""
-    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
-                        callback=_set_debug, help="Show tracebacks for errors.")(function)
+    return option("--debug", group=OUTPUT, is_flag=True, expose_value=False, is_eager=True,
+                  callback=_set_debug, help="Show tracebacks for errors.")(function)
 
 
 def _compose(function: F, options: list[Callable[[F], F]]) -> F:
@@ -110,62 +198,67 @@ def date_help(which: str) -> str:
 def server_options(function: F) -> F:
     """Where Mixpanel is and which project, the same for events and profiles."""
     return _compose(function, [
-        click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
-                     default=None,
-                     help="Data residency region [default: MP_REGION with MP_* credentials, "
-                          "the profile's region with a profile, else us]."),
-        click.option("--api-url", metavar="URL",
-                     help="Replace scheme and host (a proxy or the built-in server)."),
-        click.option("--project-id", type=int, help="Project id [env MP_PROJECT_ID]."),
+        option("--region", group=CREDENTIALS,
+               type=click.Choice(REGIONS, case_sensitive=False), default=None,
+               help="Data residency region [default: MP_REGION with MP_* credentials, "
+                    "the profile's region with a profile, else us]."),
+        option("--api-url", group=CREDENTIALS, metavar="URL",
+               help="Replace scheme and host (a proxy or the built-in server)."),
+        option("--project-id", group=CREDENTIALS, type=int,
+               help="Project id [env MP_PROJECT_ID]."),
     ])
 
 
 def fetch_options(function: F) -> F:
     """Options of every command that fetches: filters, speed, region, credentials."""
     return _compose(function, [
-        click.option("--workers", type=int, default=RunOptions.workers, show_default=True,
-                     help="Parallel requests (1 = sequential; never more than chunks)."),
-        click.option("--chunk-days", type=int, default=None,
-                     help="Days per request [default: planned to fit the hourly budget and "
-                          "balance the workers]."),
-        click.option("--retries", type=int, default=RunOptions.retries, show_default=True,
-                     help="Further attempts of a failing chunk before it counts as failed "
-                          "(429s do not count)."),
-        click.option("--qps-limit", type=float, default=RunOptions.qps_limit, show_default=True,
-                     envvar=QPS_LIMIT_ENV,
-                     help="Request starts per second, shared by runs on this machine "
-                          "[env MPEXPORT_QPS_LIMIT]."),
-        click.option("--hourly-limit", type=int, default=RunOptions.hourly_limit, show_default=True,
-                     envvar=HOURLY_LIMIT_ENV,
-                     help="Request starts per rolling hour, shared by runs on this machine "
-                          "[env MPEXPORT_HOURLY_LIMIT]."),
-        click.option("--event", "events", multiple=True, metavar="NAME",
-                     help="Only this event (repeat for several)."),
-        click.option("--where", metavar="EXPR",
-                     help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
-        click.option("--limit", type=int,
-                     help="Cap on events per request (at most 100000)."),
+        option("--workers", group=PACING, type=int, default=RunOptions.workers,
+               show_default=True,
+               help="Parallel requests (1 = sequential; never more than chunks)."),
+        option("--chunk-days", group=PACING, type=int, default=None,
+               help="Days per request [default: planned to fit the hourly budget and "
+                    "balance the workers]."),
+        option("--retries", group=PACING, type=int, default=RunOptions.retries,
+               show_default=True,
+               help="Further attempts of a failing chunk before it counts as failed "
+                    "(429s do not count)."),
+        option("--qps-limit", group=PACING, type=float, default=RunOptions.qps_limit,
+               show_default=True,
+               envvar=QPS_LIMIT_ENV,
+               help="Request starts per second, shared by runs on this machine "
+                    "[env MPEXPORT_QPS_LIMIT]."),
+        option("--hourly-limit", group=PACING, type=int, default=RunOptions.hourly_limit,
+               show_default=True,
+               envvar=HOURLY_LIMIT_ENV,
+               help="Request starts per rolling hour, shared by runs on this machine "
+                    "[env MPEXPORT_HOURLY_LIMIT]."),
+        option("--event", "events", group=RANGE, multiple=True, metavar="NAME",
+               help="Only this event (repeat for several)."),
+        option("--where", group=RANGE, metavar="EXPR",
+               help='Mixpanel filter, e.g. \'properties["$os"]=="Linux"\'.'),
+        option("--limit", group=RANGE, type=int,
+               help="Cap on events per request (at most 100000)."),
         server_options,
-        click.option("--profile", metavar="NAME",
-                     help="Saved profile to use (see 'mpexport config init') [default: "
-                          "$MPEXPORT_PROFILE, the config's default_profile, else 'default']."),
-        click.option("--project-timezone", metavar="TZ", envvar=PROJECT_TIMEZONE_ENV,
-                     help="For projects created before 2023: their IANA time zone. Dates "
-                          "and stored times are then read in it [default: UTC]."),
+        option("--profile", group=CREDENTIALS, metavar="NAME",
+               help="Saved profile to use (see 'mpexport config init') [default: "
+                    "$MPEXPORT_PROFILE, the config's default_profile, else 'default']."),
+        option("--project-timezone", group=RANGE, metavar="TZ", envvar=PROJECT_TIMEZONE_ENV,
+               help="For projects created before 2023: their IANA time zone. Dates "
+                    "and stored times are then read in it [default: UTC]."),
     ])
 
 
 def output_options(function: F) -> F:
     """Options about what a run prints on stderr."""
     return _compose(function, [
-        click.option("--progress/--no-progress", default=None,
-                     help="Progress bars on stderr [default: on when stderr is a terminal; "
-                          "otherwise a status line every few seconds]."),
-        click.option("-q", "--quiet", is_flag=True, help="Print errors only."),
-        click.option("-v", "--verbose", is_flag=True,
-                     help="Log each request (method, host, path, parameters, status, timing)."),
-        click.option("--summary-json", metavar="FILE",
-                     help="Write a machine-readable summary to FILE (- for stderr)."),
+        option("--progress/--no-progress", group=OUTPUT, default=None,
+               help="Progress bars on stderr [default: on when stderr is a terminal; "
+                    "otherwise a status line every few seconds]."),
+        option("-q", "--quiet", group=OUTPUT, is_flag=True, help="Print errors only."),
+        option("-v", "--verbose", group=OUTPUT, is_flag=True,
+               help="Log each request (method, host, path, parameters, status, timing)."),
+        option("--summary-json", group=OUTPUT, metavar="FILE",
+               help="Write a machine-readable summary to FILE (- for stderr)."),
         debug_option,
     ])
 
@@ -173,20 +266,22 @@ def output_options(function: F) -> F:
 def database_options(function: F) -> F:
     """Options of commands that load into DuckDB."""
     return _compose(function, [
-        click.option("--table", default=RunOptions.table, show_default=True,
-                     help="Table to load into."),
-        click.option("--parquet", "parquet", metavar="DIR|URL",
-                     help="Write a day-partitioned Parquet dataset (date=YYYY-MM-DD) to a "
-                          "folder or to s3://, gs:// or az:// (credentials from AWS_*, "
-                          "GOOGLE_*, AZURE_* variables); without --db it is the output."),
-        click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
-                     help="Memory budget of the DuckDB loader, e.g. 512MB or 2GB; a smaller "
-                          "one loads the same data more slowly (at least 96MB) "
-                          "[default: 256MB on 2 cores, more with more cores and memory "
-                          "(mpexport --version says); env MPEXPORT_MEMORY_LIMIT]."),
-        click.option("--wait-lock", type=float, default=RunOptions.wait_lock, metavar="SECONDS",
-                     help="If another run holds the database or the lake, wait this long for it "
-                          "[default: exit 4 at once]."),
+        option("--table", group=DESTINATION, default=RunOptions.table, show_default=True,
+               metavar="NAME", help="Table to load into."),
+        option("--parquet", "parquet", group=DESTINATION, metavar="DIR|URL",
+               help="Write a day-partitioned Parquet dataset (date=YYYY-MM-DD) to a "
+                    "folder or to s3://, gs:// or az:// (credentials from AWS_*, "
+                    "GOOGLE_*, AZURE_* variables); without --db it is the output."),
+        option("--memory-limit", group=DESTINATION, metavar="SIZE",
+               envvar="MPEXPORT_MEMORY_LIMIT",
+               help="Memory budget of the DuckDB loader, e.g. 512MB or 2GB; a smaller "
+                    "one loads the same data more slowly (at least 96MB) "
+                    "[default: 256MB on 2 cores, more with more cores and memory "
+                    "(mpexport --version says); env MPEXPORT_MEMORY_LIMIT]."),
+        option("--wait-lock", group=DESTINATION, type=float, default=RunOptions.wait_lock,
+               metavar="SECONDS",
+               help="If another run holds the database or the lake, wait this long for it "
+                    "[default: exit 4 at once]."),
     ])
 
 

@@ -8,8 +8,15 @@ import click
 
 from mpexport.cli.options import (
     CONTEXT,
-    FETCH_EPILOG,
+    CREDENTIALS,
+    DESTINATION,
+    OUTPUT,
+    PACING,
+    PROFILES_CHOSEN,
+    PROFILES_EPILOG,
+    GroupedCommand,
     echo_err,
+    option,
     output_options,
     run_reporting,
     server_options,
@@ -26,52 +33,52 @@ if TYPE_CHECKING:
 _D = ProfileOptions()
 
 
-@click.command("profiles", context_settings=CONTEXT,
-               epilog=FETCH_EPILOG)
-@click.option("--where", metavar="EXPR",
-              help="Only profiles matching Mixpanel's expression, e.g. "
-                   "'properties[\"plan\"] == \"pro\"' (the table is upserted, not replaced).")
-@click.option("--cohort", "cohort_id", type=int, metavar="ID",
-              help="Only the members of this cohort (the table is upserted, not replaced).")
-@click.option("--group-id", "group_id", metavar="KEY",
-              help="Group profiles of this group key (Mixpanel's data_group_id) instead of "
-                   "users.")
-@click.option("--property", "properties", multiple=True, metavar="NAME",
-              help="Keep only this property (repeat for several) [default: all].")
-@click.option("--workers", type=int, default=_D.workers, show_default=True,
-              help="Pages fetched at once after page 0 (Mixpanel's Query API allows 5).")
-@click.option("--retries", type=int, default=_D.retries, show_default=True,
-              help="Further attempts of a failing page (429s do not count).")
-@click.option("--qps-limit", type=float, default=_D.qps_limit, show_default=True,
-              envvar=QPS_LIMIT_ENV,
-              help="Request starts per second, shared by runs on this machine (per API and "
-                   "project) [env MPEXPORT_QPS_LIMIT].")
-@click.option("--hourly-limit", type=int, default=_D.hourly_limit, show_default=True,
-              envvar=HOURLY_LIMIT_ENV,
-              help="Queries per rolling hour, shared by runs on this machine (per API and "
-                   "project) [env MPEXPORT_HOURLY_LIMIT].")
+@click.command("profiles", cls=GroupedCommand, context_settings=CONTEXT,
+               epilog=PROFILES_EPILOG)
+@option("--where", group=PROFILES_CHOSEN, metavar="EXPR",
+        help="Only profiles matching Mixpanel's expression, e.g. "
+             "'properties[\"plan\"] == \"pro\"' (the table is upserted, not replaced).")
+@option("--cohort", "cohort_id", group=PROFILES_CHOSEN, type=int, metavar="ID",
+        help="Only the members of this cohort (the table is upserted, not replaced).")
+@option("--group-id", "group_id", group=PROFILES_CHOSEN, metavar="KEY",
+        help="Group profiles of this group key (Mixpanel's data_group_id) instead of "
+             "users.")
+@option("--property", "properties", group=PROFILES_CHOSEN, multiple=True, metavar="NAME",
+        help="Keep only this property (repeat for several) [default: all].")
+@option("--workers", group=PACING, type=int, default=_D.workers, show_default=True,
+        help="Pages fetched at once after page 0 (Mixpanel's Query API allows 5).")
+@option("--retries", group=PACING, type=int, default=_D.retries, show_default=True,
+        help="Further attempts of a failing page (429s do not count).")
+@option("--qps-limit", group=PACING, type=float, default=_D.qps_limit, show_default=True,
+        envvar=QPS_LIMIT_ENV,
+        help="Request starts per second, shared by runs on this machine (per API and "
+             "project) [env MPEXPORT_QPS_LIMIT].")
+@option("--hourly-limit", group=PACING, type=int, default=_D.hourly_limit, show_default=True,
+        envvar=HOURLY_LIMIT_ENV,
+        help="Queries per rolling hour, shared by runs on this machine (per API and "
+             "project) [env MPEXPORT_HOURLY_LIMIT].")
 @server_options
-@click.option("--profile", metavar="NAME",
-              help="Saved credentials profile to use (see 'mpexport config init').")
-@click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Write the NDJSON to FILE instead of stdout (put in place whole).")
-@click.option("--db", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Load into this DuckDB file instead of writing NDJSON.")
-@click.option("--table", metavar="NAME",
-              help="With --db: the table [default: profiles, or group_profiles with "
-                   "--group-id].")
-@click.option("--memory-limit", metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
-              help="With --db: the loader's memory budget [default: 256MB on 2 cores, "
-                   "more with more cores; env MPEXPORT_MEMORY_LIMIT].")
-@click.option("--wait-lock", type=float, default=_D.wait_lock, metavar="SECONDS",
-              help="With --db: wait this long for another run holding the database "
-                   "[default: exit 4 at once].")
-@click.option("--allow-empty", is_flag=True,
-              help="With --db: let a full export that lists no profiles empty a table that "
-                   "holds some [default: such a run exits 1 and keeps the table].")
-@click.option("--dry-run", is_flag=True,
-              help="Print the query, the pages and how long the hourly budget makes them "
-                   "take; fetch nothing.")
+@option("--profile", group=CREDENTIALS, metavar="NAME",
+        help="Saved credentials profile to use (see 'mpexport config init').")
+@option("-o", "--output", group=DESTINATION, metavar="FILE", type=click.Path(dir_okay=False),
+        help="Write the NDJSON to FILE instead of stdout (put in place whole).")
+@option("--db", group=DESTINATION, metavar="FILE", type=click.Path(dir_okay=False),
+        help="Load into this DuckDB file instead of writing NDJSON.")
+@option("--table", group=DESTINATION, metavar="NAME",
+        help="With --db: the table [default: profiles, or group_profiles with "
+             "--group-id].")
+@option("--memory-limit", group=DESTINATION, metavar="SIZE", envvar="MPEXPORT_MEMORY_LIMIT",
+        help="With --db: the loader's memory budget [default: 256MB on 2 cores, "
+             "more with more cores; env MPEXPORT_MEMORY_LIMIT].")
+@option("--wait-lock", group=DESTINATION, type=float, default=_D.wait_lock, metavar="SECONDS",
+        help="With --db: wait this long for another run holding the database "
+             "[default: exit 4 at once].")
+@option("--allow-empty", group=DESTINATION, is_flag=True,
+        help="With --db: let a full export that lists no profiles empty a table that "
+             "holds some [default: such a run exits 1 and keeps the table].")
+@option("--dry-run", group=OUTPUT, is_flag=True,
+        help="Print the query, the pages and how long the hourly budget makes them "
+             "take; fetch nothing.")
 @output_options
 def profiles_command(**options: Any) -> None:
     """Export user profiles (or group profiles) as NDJSON on stdout, or into DuckDB.

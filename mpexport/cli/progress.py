@@ -174,7 +174,9 @@ class BarProgress(StderrProgress):
             return
         self._bars = [
             self._bar(total=total, initial=skipped, desc="chunks", unit="chunk", position=0),
-            self._bar(desc="events", unit="ev", unit_scale=True, position=1),
+            # The exact count (the summary's), and a rate that says "events/s".
+            self._bar(desc="events", unit=" events", unit_scale=True, position=1,
+                      bar_format="{desc}: {n} [{elapsed}, {rate_fmt}]"),
             self._bar(desc="bytes ", unit="B", unit_scale=True, unit_divisor=1024, position=2),
         ]
 

@@ -83,7 +83,8 @@ def summary_line(report: RunReport) -> str:
     size = traffic(result.bytes, result.seconds)
     if load is None:
         return f"mpexport: {result.events} events in {done}, {size}{span}"
-    extras = [f"{load.duplicates_skipped} duplicates skipped"]
+    # Copies of events the table holds already (a re-read day, a resent event).
+    extras = [f"{load.duplicates_skipped} already stored"]
     if report.command == "sync":
         extras.append(f"{load.late_rows} late events added")
     if load.rows_replaced:

@@ -21,7 +21,8 @@ Exit codes:
        (its message is printed, e.g. a statement that would change SOURCE
        or reach another file)
   3    a lake's object store refused the credentials
-  4    a run is writing SOURCE (its lock names it), or another program has it open
+  4    a run is writing SOURCE (its lock names it), or another program has
+       it open
   70   internal error (a bug: please report it, with --debug's traceback)
   130  interrupted (Ctrl-C)"""
 
@@ -65,13 +66,16 @@ def sql_command(source: str, query: str | None, fmt: str, output: str | None,
     \b
     Examples:
       mpexport sql events.duckdb --tables
-      mpexport sql events.duckdb "SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
-      mpexport sql events.duckdb "SELECT * FROM events WHERE time >= '2024-05-01'" \\
-        --format csv --output may.csv
-      mpexport sql events.duckdb "SELECT properties FROM events" --format ndjson | jq .
+      mpexport sql events.duckdb \\
+        "SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+      mpexport sql events.duckdb \\
+        "SELECT * FROM events WHERE time >= '2024-05-01'" --format csv -o may.csv
+      mpexport sql events.duckdb "SELECT properties FROM events" \\
+        --format ndjson | jq .
       mpexport sql lake/ "SELECT date, count(*) FROM events GROUP BY 1 ORDER BY 1"
       mpexport sql s3://bucket/events --tables
-      mpexport sql s3://bucket/events "SELECT count(*) FROM events" --from -7 --to yesterday
+      mpexport sql s3://bucket/events "SELECT count(*) FROM events" \\
+        --from -7 --to yesterday
       mpexport sql week.ndjson "SELECT count(DISTINCT distinct_id) FROM events"
     """
     from mpexport.dates import parse_date, utc_today

@@ -59,6 +59,11 @@ class ResolvedCredentials:
     warnings: tuple[str, ...] = ()
 
 
+def _listed(names: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``: names as a sentence lists them."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def is_set(env: Mapping[str, str], name: str) -> bool:
     """True when variable ``name`` is set and not empty (empty counts as unset)."""
     return bool(env.get(name))
@@ -88,8 +93,9 @@ def resolve_credentials(
     if env_vars:
         if profile is not None:
             raise UsageError(
-                f"--profile {profile} was given but {', '.join(env_vars)} "
-                "is set in the environment, so which credentials to use is ambiguous",
+                f"--profile {profile} was given but {_listed(env_vars)} "
+                f"{'is' if len(env_vars) == 1 else 'are'} set in the environment, so which "
+                "credentials to use is ambiguous",
                 "unset the variable(s) or drop --profile",
             )
         credentials = credentials_from_env(env, project_id=project_id_override)

@@ -64,9 +64,12 @@ GROUP_COLUMNS: tuple[tuple[str, str], ...] = (("group_key", "VARCHAR"), *USER_CO
 class DuckDBProfiles:
     """The DuckDB sink of a profiles export (see the module docstring).
 
-    ``open()`` connects and creates the tables (a table of the name with
-    other columns is a :class:`~mpexport.errors.UsageError`); the caller
-    holds the file's lock. ``load`` describes what :meth:`finish` did.
+    ``open()`` connects and checks the table (one of the name with other
+    columns is a :class:`~mpexport.errors.UsageError`); the caller holds the
+    file's lock. The tables are created with the session's first record
+    (:meth:`begin`), so a run that stores nothing leaves the file as it was;
+    ``committed`` says whether anything was. ``load`` describes what
+    :meth:`finish` did.
     """
 
     def __init__(self, path: Path, *, table: str, group_key: str | None, filtered: bool,
@@ -86,11 +89,12 @@ class DuckDBProfiles:
         self.other_session = False  # an unfinished export with other options was found
         self._con: Any = None
         self._read_only = False
+        self.committed = False
 
     # -- connection ---------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect (the lock is held by now) and create or check the tables."""
+        """Connect (the lock is held by now) and check the table; nothing is created yet."""
         import duckdb
 
         check_db_path(self.path, locked=True)
@@ -108,7 +112,7 @@ class DuckDBProfiles:
         self._con = con
         try:
             con.execute("SET TimeZone = 'UTC'")  # last_seen is UTC without a zone
-            self._create_tables()
+            self._check_columns()
         except BaseException:
             self.close()
             raise
@@ -142,9 +146,9 @@ class DuckDBProfiles:
     def _columns(self) -> tuple[tuple[str, str], ...]:
         return GROUP_COLUMNS if self.group_key is not None else USER_COLUMNS
 
-    def _create_tables(self) -> None:
-        con, columns = self._con, self._columns
-        con.execute("BEGIN TRANSACTION")
+    def _create_tables(self, con: Any) -> None:
+        """Create the table and the staging tables if missing (in the caller's transaction)."""
+        columns = self._columns
         body = ", ".join(f"{quote_ident(n)} {t}" for n, t in columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {quote_ident(self.table)} ({body})")
         con.execute(f"CREATE TABLE IF NOT EXISTS {STAGE_TABLE} (stage VARCHAR NOT NULL, "
@@ -155,13 +159,16 @@ class DuckDBProfiles:
         con.execute(f"CREATE TABLE IF NOT EXISTS {SESSIONS_TABLE} (stage VARCHAR NOT NULL, "
                     "fingerprint VARCHAR NOT NULL, session_id VARCHAR NOT NULL, "
                     "total BIGINT NOT NULL, page_size INTEGER NOT NULL, started DOUBLE NOT NULL)")
-        con.execute("COMMIT")
-        found = con.execute(
+
+    def _check_columns(self) -> None:
+        """Refuse a table of the name with other columns (before anything is fetched)."""
+        columns = self._columns
+        found = self._con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
             [self.table],
         ).fetchall()
-        if [(str(n), str(t)) for n, t in found] != list(columns):
+        if found and [(str(n), str(t)) for n, t in found] != list(columns):
             wanted = ", ".join(f"{n} {t}" for n, t in columns)
             raise UsageError(
                 f"table {self.table!r} exists with other columns than mpexport's profiles "
@@ -177,6 +184,7 @@ class DuckDBProfiles:
             if before_commit is not None:
                 before_commit()
             con.execute("COMMIT")
+            self.committed = True
         except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
@@ -185,7 +193,7 @@ class DuckDBProfiles:
     # -- the session ----------------------------------------------------------------
 
     def _has_table(self, name: str) -> bool:
-        # Only a read-only connection (a dry run) can lack the tables: open() creates them.
+        # A dry run's read-only connection, or a session not begun yet (begin() creates them).
         row = self._con.execute(
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = current_schema() AND table_name = ?", [name]).fetchone()
@@ -224,6 +232,7 @@ class DuckDBProfiles:
     def begin(self, state: SessionState) -> None:
         """A new session: drop whatever was staged before, record this one."""
         def work(con: Any) -> None:
+            self._create_tables(con)
             self._clear(con)
             con.execute(f"INSERT INTO {SESSIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
                         [self.stage, state.fingerprint, state.session_id, state.total,

@@ -112,23 +112,29 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, guard: Inter
         return
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.sinks.duckdb.budget import chosen_memory_limit
+    from mpexport.sinks.duckdb.schema import remove_new_database
     from mpexport.spool import spool_folder
 
     path = Path(options.db)
     with database_locked(path, options.wait_lock, guard, environment.command_name), \
             spool_folder(setup.spool_dir) as spool:
+        # Looked at under the lock: only a file this run creates may be removed again.
+        created = not path.exists()
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
                                   memory_limit=chosen_memory_limit(options.memory_limit,
                                                                    environment),
                                   cpus=environment.cpus,
                                   allow_empty=options.allow_empty)
-        database.open()
         try:
+            database.open()
             guard.raise_if_requested()
             yield database
         finally:
             database.close()
+            if created and not database.committed:
+                # Nothing of this run was stored (page 0 never came): no empty file stays.
+                remove_new_database(path)
 
 
 def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: list[str],

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+from mpexport import filelock
 from mpexport.atomic import (
     in_place,
     refuse_planted_link,
@@ -75,11 +76,12 @@ def _write_error(error: OSError) -> OutputFileError:
                            "check free space and permissions, then run again")
 
 
-def _open(path: Path, mode: str) -> BinaryIO:
+def _open(path: Path, mode: str, shown: Path | None = None) -> BinaryIO:
+    """Open ``path``; an error names ``shown`` (what the user typed), never a temp name."""
     try:
         return cast(BinaryIO, open(path, mode))
     except OSError as error:
-        raise UsageError(f"cannot write --output {path}: {error.strerror or error}",
+        raise UsageError(f"cannot write --output {shown or path}: {error.strerror or error}",
                          "check the folder exists and is writable") from None
 
 
@@ -100,15 +102,29 @@ def _replace(temporary: Path, target: Path) -> OutputFileError | None:
         # OneDrive, a preview) holds the file.
         replace_patiently(temporary, target)
     except OSError as error:
-        # Windows refuses to replace a file another program keeps open, and
-        # one that is read-only or not ours to write: the hint says which.
-        fix = (f"make {target.name} writable (it may be read-only)"
-               if why_refused(error, target) == DENIED else f"close what holds {target.name}")
+        fix = _replace_fix(error, target)
         return OutputFileError(
             f"could not replace {target}: {error.strerror or error}",
             f"the events are in {temporary}; {fix} and rename it",
         )
     return None
+
+
+def _replace_fix(error: OSError, target: Path) -> str:
+    """What to do about a refused replace of ``target``, in the platform's terms."""
+    refused = why_refused(error, target)
+    if filelock.WINDOWS:
+        # Windows refuses to replace a file another program has open, and
+        # one that is read-only or not ours to write: the hint says which.
+        return (f"make {target.name} writable (it may be read-only)" if refused == DENIED
+                else f"close what holds {target.name}")
+    if refused == DENIED:
+        # POSIX: a rename needs the folder's write permission, and in a
+        # sticky folder (/tmp) ownership of the file it replaces; an open
+        # file never stops it.
+        return (f"check that you may replace files in {target.parent} (its permissions; "
+                f"in a shared folder such as /tmp, who owns {target.name})")
+    return "fix the cause above"
 
 
 _RERUN = "(run the same command again)"
@@ -242,7 +258,7 @@ def _replacing(path: Path, guard: InterruptGuard | None) -> Iterator[Destination
     sweep_stale_temps(target)  # what a killed run left beside it
     temporary = temp_sibling(target)
     created = not os.path.lexists(target)
-    stream = _open(temporary, "xb")
+    stream = _open(temporary, "xb", shown=path)
     undo = _NewFileUndo(path, target, temporary, stream.fileno(), created)
     forget = _register(guard, undo)
     kept = False

@@ -84,7 +84,8 @@ class Result:
 def writer_holding(db_path: Path) -> str | None:
     """Who holds the file's lock (an mpexport run writing it), or None when nobody does.
 
-    Never creates the lock file: a file no run ever wrote has none.
+    Never creates the lock file: a file no run is writing has none (a run
+    removes it as it ends).
     """
     try:
         handle = lock_path(db_path).open("rb")

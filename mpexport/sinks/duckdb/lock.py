@@ -7,17 +7,31 @@ so a second run can say exactly what it is waiting for. Once it is taken,
 the database file itself is checked for other programs (a DuckDB shell, a
 BI tool): ``--wait-lock`` waits for them too, and nothing of this run opens
 the database before both are free.
+
+The lock file is removed when the run ends, so a run leaves nothing behind.
+Removing a lock file is only safe with the check that goes with it: a run
+waiting on the old file would otherwise get its lock once the holder ends
+and write beside a run that created a new file at the same name. So the
+holder removes the file while it still holds the lock (POSIX), and a run
+that gets a lock checks that the file it locked is still the one at the
+path, and otherwise starts again on the new one: whoever holds the lock of
+the file at the path is the one writer. On Windows no file that another
+process has open can be deleted (Python opens files without delete
+sharing), so the holder closes first and the removal fails, leaving the file
+in place, whenever another run has it open.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +40,8 @@ from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
 from mpexport.filelock import DENIED, try_lock, unlock, writer_refused
 
 POLL_SECONDS = 0.2
+# Which removal protocol runs is the platform's, as filelock's try_lock is chosen.
+_WINDOWS = sys.platform == "win32"
 # Looked up at call time, so tests drive the waits with a fake clock.
 _now = time.monotonic
 _sleep = time.sleep
@@ -112,16 +128,20 @@ def database_lock(
             f"the database {db_path} is in use by {holder_text(handle)}", hint
         )
 
+    path = lock_path(db_path)
+    handle = _open_lock_file(path)
     try:
-        handle = open(lock_path(db_path), "a+b")  # noqa: SIM115 - held for the whole block
-    except OSError as error:
-        raise UsageError(f"cannot open the lock file {lock_path(db_path)}: "
-                         f"{error.strerror or error}",
-                         "check the folder's permissions, or remove a lock file another "
-                         "user left") from None
-    try:
-        while not try_lock(handle):
-            wait_or_raise(lambda: taken(handle))
+        while True:
+            while not try_lock(handle):
+                wait_or_raise(functools.partial(taken, handle))
+            if _still_at(handle, path):
+                break
+            # The run before us removed this file as it ended: the lock that
+            # counts is the one of the file at the path now (see the module
+            # docstring). Not a wait: that file is tried at once.
+            unlock(handle)
+            handle.close()
+            handle = _open_lock_file(path)
         try:
             _write_holder(handle, command)
             # On Windows DuckDB's read-write open shares nothing, so a file
@@ -138,6 +158,41 @@ def database_lock(
         finally:
             handle.seek(0)
             handle.truncate()
+            if not _WINDOWS:
+                # Still held: a run waiting on this file finds it gone and
+                # takes the new one's lock (see the module docstring).
+                _remove(path)
             unlock(handle)
     finally:
         handle.close()
+        if _WINDOWS:
+            # Fails while another run has the file open: it is then theirs.
+            _remove(path)
+
+
+def _open_lock_file(path: Path) -> IO[bytes]:
+    """Open (creating if missing) the lock file; a folder we cannot write is bad usage."""
+    try:
+        return open(path, "a+b")  # held for the run: closed by database_lock
+    except OSError as error:
+        raise UsageError(f"cannot open the lock file {path}: {error.strerror or error}",
+                         "check the folder's permissions, or remove a lock file another "
+                         "user left") from None
+
+
+def _still_at(handle: IO[bytes], path: Path) -> bool:
+    """True when the locked ``handle`` is the file at ``path`` (not one removed since)."""
+    if _WINDOWS:
+        return True  # an open file cannot be removed there
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _remove(path: Path) -> None:
+    """Remove the lock file; one that cannot be removed (in use, permissions) stays."""
+    with suppress(OSError):
+        path.unlink()

@@ -103,8 +103,9 @@ def check_db_path(db_path: Path, *, locked: bool = False) -> None:
     if not locked and lock_path(db_path).exists():
         # A run may be opening the file right now, and on Windows even our
         # read would make its open (which shares nothing) fail: the header
-        # is read under the lock. A path no run ever locked has no lock
-        # file, so a wrong path is still refused before one is created.
+        # is read under the lock. A path no run is locking has no lock
+        # file (a run removes it as it ends), so a wrong path is still
+        # refused before one is created.
         return
     try:
         with db_path.open("rb") as handle:
@@ -160,18 +161,40 @@ def create_schema(con: Any, table: str) -> None:
         "filters VARCHAR NOT NULL, from_date DATE NOT NULL, "
         "set_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
     )
+    check_columns(con, table)
+
+
+def existing_tables(con: Any) -> set[str]:
+    """The tables of the database's main schema (before anything is created)."""
+    return {str(name) for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = current_schema()").fetchall()}
+
+
+def check_columns(con: Any, table: str) -> None:
+    """Raise UsageError when ``table`` exists with other columns than mpexport's."""
     found = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = current_schema() "
         "AND table_name = ? ORDER BY ordinal_position",
         [table],
     ).fetchall()
-    if [(str(n), str(t)) for n, t in found] != list(EVENT_COLUMNS):
+    if found and [(str(n), str(t)) for n, t in found] != list(EVENT_COLUMNS):
         wanted = ", ".join(f"{n} {t}" for n, t in EVENT_COLUMNS)
         raise UsageError(
             f"table {table!r} exists with other columns than mpexport's ({wanted})",
             "choose another --table name",
         )
+
+
+def remove_new_database(db_path: Path) -> None:
+    """Delete a database file this run created and never committed to, with its WAL.
+
+    Only for a file that did not exist when the run took its lock: the run
+    then stored nothing, and leaves nothing behind.
+    """
+    for path in (db_path, db_path.with_name(db_path.name + ".wal")):
+        path.unlink(missing_ok=True)
 
 
 def read_manifest(con: Any, table: str) -> dict[str, set[dt.date]]:

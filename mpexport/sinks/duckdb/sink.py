@@ -34,9 +34,14 @@ from mpexport.sinks.duckdb.lock import HELD_WORDS, open_elsewhere_error
 from mpexport.sinks.duckdb.publish import DayWriter, HeldDays
 from mpexport.sinks.duckdb.rows import RefusedLines, RowReader
 from mpexport.sinks.duckdb.schema import (
+    MANIFEST_TABLE,
+    PARQUET_PENDING_TABLE,
+    SYNC_TABLE,
+    check_columns,
     check_db_path,
     check_table_name,
     create_schema,
+    existing_tables,
     read_day_volumes,
     read_manifest,
     read_sync_from,
@@ -118,6 +123,11 @@ class DuckDBSink:
         self._sync_from: dt.date | None = None
         # Events per day seen by earlier runs (from the manifest), for planning.
         self.day_volumes: dict[dt.date, int] = {}
+        # The tables are created by the first write (a user's file), so a run
+        # that stores nothing leaves the file byte for byte as it was.
+        self._schema_ready = False
+        # Something of this run was committed: a chunk, or a sync's range.
+        self.committed = False
         self._loader = LoaderThread(
             open_connection=self._open, load=self._load, closed=self._closed,
             check_stop=check_stop or _no_stop, queue_size=QUEUE_SIZE,
@@ -144,9 +154,13 @@ class DuckDBSink:
 
     def record_sync_from(self, day: dt.date) -> None:
         """Record ``day`` as the first day of the sync range, committed before this returns."""
+        def record(con: Any) -> None:
+            self._ensure_schema(con)
+            write_sync_from(con, self.table, self._fingerprint, day)
+            self.committed = True
+
         try:
-            self._loader.call(
-                lambda con: write_sync_from(con, self.table, self._fingerprint, day))
+            self._loader.call(record)
         except duckdb.Error as exc:
             raise LoaderError(
                 f"recording where this sync starts in {self.db_path} failed: {exc}",
@@ -223,24 +237,45 @@ class DuckDBSink:
             "(measured: 256MB loads events of 12 KB on average, 512MB 30 KB, 1GB 100 KB)",
         )
 
+    def _ensure_schema(self, con: Any) -> None:
+        """Create the tables (or add what an older file lacks) before this run's first write."""
+        if self._schema_ready:
+            return
+        con.execute("BEGIN TRANSACTION")
+        try:
+            create_schema(con, self.table)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        self._schema_ready = True
+
     def _open(self) -> Any:
         con = self._connect()
         try:
             # Day boundaries (CAST(time AS DATE), Parquet partitions) are UTC days.
             con.execute("SET TimeZone = 'UTC'")
-            con.execute("BEGIN TRANSACTION")
-            create_schema(con, self.table)
-            con.execute("COMMIT")
-            if self._days is not None and not self._loader.stopping:
+            held = self._held
+            if held is not None:
+                # A scratch database (the lake alone), new for each run: its
+                # days are the lake's, and the file goes with the run anyway.
+                self._ensure_schema(con)
+            check_columns(con, self.table)  # a table of other columns: refused before a fetch
+            present = existing_tables(con)
+            if (self._days is not None and not self._loader.stopping
+                    and PARQUET_PENDING_TABLE in present):
                 # Days an earlier run committed but did not write (a crash,
                 # a file in use) are written before anything else.
                 self._days.flush(con)
                 self.stats.parquet_days = len(self._days.written)
-            held = self._held
-            covered = held.covered() if held is not None else read_manifest(con, self.table)
+            known = MANIFEST_TABLE in present
+            covered = (held.covered() if held is not None
+                       else read_manifest(con, self.table) if known else {})
             volumes = (held.day_volumes() if held is not None
-                       else read_day_volumes(con, self.table))
-            sync_from = read_sync_from(con, self.table, self._fingerprint)
+                       else read_day_volumes(con, self.table) if known else {})
+            sync_from = (read_sync_from(con, self.table, self._fingerprint)
+                         if SYNC_TABLE in present else None)
             with self._lock:
                 self._sync_from = sync_from
                 self._covered = covered
@@ -252,6 +287,7 @@ class DuckDBSink:
         return con
 
     def _load(self, con: Any, completed: CompletedChunk) -> None:
+        self._ensure_schema(con)
         if self._days is not None and not self._loader.stopping:
             self._days.prepare(con, completed.chunk)
         try:
@@ -297,6 +333,7 @@ class DuckDBSink:
     def _count(self, completed: CompletedChunk, done: ChunkLoad) -> None:
         """Add a committed chunk to the statistics and to the days held."""
         self.stats.chunks += 1
+        self.committed = True
         chunk = completed.chunk
         if all(d in self._covered_at_open for d in day_range(chunk.from_date, chunk.to_date)):
             # Every day of this chunk was loaded before: what it adds arrived late.
