@@ -15,6 +15,7 @@ from mpexport.mixpanel.endpoints import (
     DEFAULT_REGION,
     Endpoint,
     query_params,
+    query_text,
     resolve_endpoint,
     validate_filters,
 )
@@ -211,9 +212,8 @@ def describe_plan(request: ExportRequest, chunks: Sequence[Chunk],
         params = query_params(
             chunk, request.filters, credentials or Credentials(api_secret="-")
         )
-        query = "&".join(f"{k}={v}" for k, v in params.items())
         lines.append(f"chunk {chunk.index + 1}/{len(chunks)}  {chunk.label()}  "
-                     f"GET {request.endpoint.export_url}?{query}")
+                     f"GET {request.endpoint.export_url}?{query_text(params)}")
     workers = min(request.workers, len(chunks))
     wait = budget_wait(len(chunks), request.qps_limit, request.hourly_limit,
                        list(used_this_hour), time.time())
