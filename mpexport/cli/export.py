@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from mpexport.cli.report import RunReport
+    from mpexport.events import WaitingForBudget
     from mpexport.model import ChunkFailure
     from mpexport.options import Command
 
@@ -164,7 +165,7 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
                     # same command run again then adds each line once); after it,
                     # the file's whole chunks match that command and stay.
                     progress.close()
-                    _report_interrupted(stop, options, report)
+                    _report_interrupted(stop, options, report, progress.hourly_wait)
                     guard.settle()
                     raise
         except LoaderError as error:
@@ -249,7 +250,12 @@ def _report_loader_failure(error: LoaderError, options: dict[str, Any],
         _rerun(error.missing, options, report)
 
 
-def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunReport) -> None:
+def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunReport,
+                        hourly_wait: WaitingForBudget | None = None) -> None:
+    """What a stopped run did, and the commands that resume it (``hourly_wait``: its last)."""
+    import time
+
+    from mpexport.cli.progress import clock_time
     from mpexport.model import ExportResult
 
     report.from_date, report.to_date = stop.run_range or (None, None)
@@ -263,6 +269,11 @@ def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunR
     where = "only whole chunks were committed" if to_db else f"{output} ends on a whole line"
     echo_err(f"mpexport: {stop.signal_name}: stopped after {result.seconds:.1f}s; "
              f"{len(result.completed)}/{result.chunks_total} chunks fetched, {where}")
+    if hourly_wait is not None and hourly_wait.until is not None and (
+            hourly_wait.until > time.time()):
+        # Stopped while waiting for the hour: a resume now would wait as long.
+        echo_err(f"mpexport: Mixpanel's hourly budget frees up at "
+                 f"{clock_time(hourly_wait.until)}; until then a resume waits for it")
     if to_db:
         echo_err("to resume, run the same command again: loaded chunks are not fetched again")
         return
