@@ -221,6 +221,11 @@ def _rerun(ranges: Iterable[tuple[dt.date, dt.date]], options: dict[str, Any],
                  *retry_args(options)] for start, end in ranges]
     report.rerun.extend(commands)
     if not options["quiet"]:
+        if options["db"] is None and options["parquet"] is None and not options.get("output"):
+            # Typed again with the run's own "> FILE", it would empty the file first.
+            which = "the command" if len(commands) == 1 else "each command"
+            echo_err(f"mpexport: append the output of {which} below to this run's: '>> FILE', "
+                     "not '> FILE' (which overwrites it), or add --output FILE --append")
         for line in quoted_commands(commands):
             echo_err(line)
 
