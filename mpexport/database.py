@@ -114,7 +114,7 @@ def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
     """
     import duckdb
 
-    from mpexport.sinks.duckdb.lock import HELD_WORDS, open_elsewhere_error
+    from mpexport.sinks.duckdb.lock import HELD_WORDS, in_use_error
     from mpexport.sinks.duckdb.schema import (
         MANIFEST_TABLE,
         SYNC_TABLE,
@@ -132,7 +132,9 @@ def stored_days(target: DatabaseTarget, request: ExportRequest) -> StoredDays:
         con = duckdb.connect(str(target.path), read_only=True)
     except duckdb.Error as exc:
         if any(words in str(exc).lower() for words in HELD_WORDS):
-            raise open_elsewhere_error(target.path) from exc
+            # A run writing it is named as the run itself would name it; a dry
+            # run does not wait (--wait-lock is for runs that write).
+            raise in_use_error(target.path, wait_option=False) from exc
         raise UsageError(f"cannot open the database {target.path}: {exc}") from exc
     fingerprint = request.filters.fingerprint()
     with con:

@@ -58,10 +58,21 @@ class ChunkSplitInTwo:
 
 @dataclass(frozen=True)
 class WaitingForBudget:
-    """Request starts wait ``seconds`` for a rate limit (``reason`` says which)."""
+    """Request starts wait ``seconds`` for a rate limit (``reason`` says which).
+
+    A wait for the hourly budget also says why the budget is spent, since
+    earlier runs of the project (or runs at the same time) may have spent
+    it: ``used`` starts of the ``limit`` per hour are in the last hour,
+    ``by_others`` of them by other runs, and the wait ends at ``until``
+    (wall-clock seconds since the epoch).
+    """
 
     seconds: float
     reason: str
+    used: int | None = None
+    limit: int | None = None
+    by_others: int | None = None
+    until: float | None = None
 
 
 @dataclass(frozen=True)

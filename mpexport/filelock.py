@@ -185,6 +185,46 @@ def writer_refused(path: Path) -> str | None:
         return HELD if _record_locked(handle) else None
 
 
+# Linux's struct flock on 64-bit machines: l_type, l_whence (shorts, padded),
+# l_start, l_len (off_t), l_pid (pid_t, padded): 32 bytes. macOS orders it
+# differently, so only Linux asks.
+_FLOCK = "=hh4xqqi4x"
+
+
+def record_lock_holder(path: Path) -> int | None:
+    """The pid of another process whose ``fcntl`` lock on ``path`` a writer's lock meets, if known.
+
+    DuckDB locks its file so (a write lock, a read lock when read-only); the
+    pid names the program that holds it in a message. Linux only (``F_GETLK``):
+    elsewhere, or for a holder in another pid namespace (pid 0), None. On
+    POSIX, call it only while this process has no DuckDB connection to
+    ``path`` (see :func:`writer_refused`).
+    """
+    # WINDOWS is read too: tests emulating it count every open of the file.
+    if WINDOWS or not sys.platform.startswith("linux") or sys.maxsize <= 2**32:
+        return None
+    import fcntl
+    import struct
+
+    try:
+        with path.open("rb") as handle:
+            asked = struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
+            answer = fcntl.fcntl(handle.fileno(), fcntl.F_GETLK, asked)
+    except OSError:
+        return None
+    kind, _whence, _start, _length, pid = struct.unpack(_FLOCK, answer)
+    return pid if kind != fcntl.F_UNLCK and pid > 0 else None
+
+
+def process_name(pid: int) -> str | None:
+    """The short name of process ``pid`` (Linux's ``/proc/PID/comm``), or None."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return name or None
+
+
 def in_use_elsewhere(path: Path) -> bool:
     """True when another program has ``path`` open so that a writer's open would fail now.
 

@@ -15,6 +15,7 @@ from mpexport.mixpanel.endpoints import (
     DEFAULT_REGION,
     Endpoint,
     query_params,
+    query_text,
     resolve_endpoint,
     validate_filters,
 )
@@ -101,6 +102,30 @@ def without_days(chunks: Sequence[Chunk], days: Collection[dt.date]) -> list[Chu
     """``chunks`` minus those whose every day is in ``days``, renumbered."""
     kept = [c for c in chunks if not set(day_range(c.from_date, c.to_date)) <= set(days)]
     return _numbered(kept)
+
+
+def loaded_note(days: int) -> str | None:
+    """The note of a run that does not fetch ``days`` days it holds (None for none).
+
+    Without it a run over loaded days plans or loads ``0/0 chunks`` and
+    says nothing of why.
+    """
+    if days <= 0:
+        return None
+    return f"{days} {'day' if days == 1 else 'days'} already loaded (use --refresh to fetch " \
+           f"{'it' if days == 1 else 'them'} again)"
+
+
+def loaded_not_fetched(request: ExportRequest, loaded: Collection[dt.date],
+                       chunks: Sequence[Chunk]) -> int:
+    """How many days of the request's range are ``loaded`` and fetched by none of ``chunks``.
+
+    A chunk whose every day is loaded is not fetched either (the sink skips it).
+    """
+    fetched = {day for c in without_days(chunks, loaded)
+               for day in day_range(c.from_date, c.to_date)}
+    return sum(1 for day in day_range(request.from_date, request.to_date)
+               if day in loaded and day not in fetched)
 
 
 def remaining_ranges(
@@ -211,9 +236,8 @@ def describe_plan(request: ExportRequest, chunks: Sequence[Chunk],
         params = query_params(
             chunk, request.filters, credentials or Credentials(api_secret="-")
         )
-        query = "&".join(f"{k}={v}" for k, v in params.items())
         lines.append(f"chunk {chunk.index + 1}/{len(chunks)}  {chunk.label()}  "
-                     f"GET {request.endpoint.export_url}?{query}")
+                     f"GET {request.endpoint.export_url}?{query_text(params)}")
     workers = min(request.workers, len(chunks))
     wait = budget_wait(len(chunks), request.qps_limit, request.hourly_limit,
                        list(used_this_hour), time.time())

@@ -31,6 +31,8 @@ from mpexport.request import (
     ExportRequest,
     build_request,
     describe_plan,
+    loaded_not_fetched,
+    loaded_note,
     missing_ranges,
     remaining_ranges,
     without_days,
@@ -39,6 +41,8 @@ from mpexport.sinks.output_file import Destination, ndjson_destination
 from mpexport.startup import RunSetup, hour_used, ignore, new_limiter, resolve, tell
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from mpexport.mixpanel.credentials import Credentials
     from mpexport.mixpanel.transport import FetchSettings
     from mpexport.sinks.base import DatabaseSink
@@ -93,7 +97,10 @@ def run(
     tell(notify, notes)
     guard = setup.stop_request()
     if options.dry_run and command == "export":
-        return _dry_run(request, credentials, notes, environment)
+        # Read-only, as a sync's dry run: what is loaded is not planned.
+        loaded = (_held_days(options, request, environ)
+                  if not (options.refresh or options.replace) else frozenset())
+        return _dry_run(request, credentials, notes, environment, loaded=loaded, notify=notify)
     if options.db is None and options.parquet is None:
         assert credentials is not None
         with ndjson_destination(output, options.output, options.append, guard,
@@ -218,12 +225,32 @@ def _check_ndjson_options(options: RunOptions) -> None:
         raise UsageError("--append needs --output FILE")
 
 
+def _held_days(options: RunOptions, request: ExportRequest,
+               environ: Mapping[str, str]) -> frozenset[dt.date]:
+    """The days an export's ``--db`` or lake holds (none for NDJSON), read without a write."""
+    from mpexport.database import DatabaseTarget, stored_days, stored_lake_days
+
+    if options.db is not None:
+        return stored_days(DatabaseTarget.from_options(options), request).days
+    if options.parquet is not None:
+        return stored_lake_days(options.parquet, request, environ).days
+    return frozenset()
+
+
 def _dry_run(request: ExportRequest, credentials: Credentials | None,
-             notes: list[str], environment: Environment) -> ExportResult:
+             notes: list[str], environment: Environment,
+             loaded: frozenset[dt.date] = frozenset(),
+             notify: ProgressCallback = ignore) -> ExportResult:
+    """The plan a run would fetch, less the ``loaded`` days of an export (said in a note)."""
     used = hour_used(request.endpoint.base_url, credentials, environment)
-    chunks = request.plan(used_this_hour=len(used))
+    chunks = request.plan(used_this_hour=len(used), skip_days=loaded)
     if request.skip_days:
         chunks = without_days(chunks, request.skip_days)
+    if loaded:
+        note = loaded_note(loaded_not_fetched(request, loaded, chunks))
+        chunks = without_days(chunks, loaded)
+        tell(notify, [note] if note else [])
+        notes.extend([note] if note else [])
     return ExportResult(chunks_total=len(chunks), from_date=request.from_date,
                         to_date=request.to_date, notes=notes,
                         plan=describe_plan(request, chunks, credentials, used))
@@ -258,6 +285,12 @@ def _run_pipeline(
         if request.skip_days:
             # A fixed --chunk-days grid ignores skip_days; settled chunks go here.
             chunks = without_days(chunks, request.skip_days)
+        if not database.refresh:
+            # An export's loaded days (a sync said its own while choosing its range).
+            note = loaded_note(loaded_not_fetched(request, skip, chunks))
+            if note is not None:
+                tell(progress or ignore, [note])
+                notes.append(note)
     else:
         assert destination is not None
         chunks = request.plan(used_this_hour=limiter.hourly_used)

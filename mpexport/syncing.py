@@ -17,7 +17,7 @@ from collections.abc import Collection
 from typing import Protocol
 
 from mpexport.errors import UsageError
-from mpexport.request import ExportRequest
+from mpexport.request import ExportRequest, loaded_note
 
 
 class HoldsDays(Protocol):
@@ -141,6 +141,11 @@ def sync_request(
     )
     if record and chosen.origin != recorded:
         store.record_sync_from(chosen.origin)
+    # Loaded days before the lookback are not read again: those before the
+    # start and the settled ones after it (a gap that kept failing).
+    note = loaded_note((chosen.start - chosen.origin).days + len(chosen.settled))
+    if note is not None:
+        notes.append(note)
     if recorded is not None and chosen.origin > recorded:
         notes.append(
             f"this sync's range now starts at {chosen.origin.isoformat()} (it started at "

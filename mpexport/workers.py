@@ -51,7 +51,7 @@ M = TypeVar("M")  # what the work reports to the main thread
 class PacedGate(RequestGate, Protocol):
     """A request gate that tells when starts must wait (the rate limiter)."""
 
-    def set_on_wait(self, on_wait: Callable[[float, str], None] | None) -> None:
+    def set_on_wait(self, on_wait: Callable[[WaitingForBudget], None] | None) -> None:
         """Set (or clear) the callback told about noticeable waits."""
         ...
 
@@ -153,7 +153,7 @@ class WorkerPool(Generic[U, M]):
         post = self._messages.put
         if self._gate is not None:
             # Waits are reported from the waiting worker, through the queue.
-            self._gate.set_on_wait(lambda seconds, why: post(WaitingForBudget(seconds, why)))
+            self._gate.set_on_wait(post)
         for number in range(max(1, min(self._workers, units.count))):
             # Daemon only as a last resort (a worker still connecting when the
             # join bound runs out must not keep the interpreter alive).

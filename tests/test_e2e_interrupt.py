@@ -71,6 +71,12 @@ def test_signal_mid_export_to_stdout(
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert "to fetch what is missing" in stderr and "mpexport export --from" in stderr
+    # Its output was redirected: the resume must add to the file, not empty it.
+    advice = stderr.split("to fetch what is missing, run:\n", 1)[1].splitlines()
+    assert advice[0] == ("mpexport: append the output of the command below to this run's: "
+                         "'>> FILE', not '> FILE' (which overwrites it), or add --output FILE "
+                         "--append")
+    assert advice[1].startswith("  mpexport export --from ") and len(advice) == 2
     # Whole lines, in order, of the days before the held ones only.
     data = out.read_bytes()
     expected = b"".join(dataset.lines_for_range(START, hold_from - dt.timedelta(days=1)))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import signal
 import subprocess
+import sys
 from collections import Counter
+
+import pytest
 
 from mpexport.fakeserver import Dataset
 from tests.helpers import (
@@ -181,3 +186,41 @@ def test_two_runs_of_one_project_share_the_per_second_limit(
         windows.append((min(arrivals), max(arrivals)))
     (a_first, a_last), (b_first, b_last) = windows
     assert a_first < b_last and b_first < a_last, windows
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_run_waiting_for_the_hour_says_who_spent_it(make_server: ServerFactory) -> None:
+    """Earlier runs spent the hour (a small limit, as a test server would set): the wait says so.
+
+    The second run waits most of an hour; it is stopped once it said so, and
+    its resume advice says when the budget frees up.
+    """
+    server = make_server(Dataset(seed=37, events_per_day=5))
+    pace = {"MPEXPORT_QPS_LIMIT": "100", "MPEXPORT_HOURLY_LIMIT": "2"}
+    days = ["--api-url", server.url, "--chunk-days", "1", "--to", "2024-01-02"]
+    assert run_cli(["export", "--from", "2024-01-01", *days], env=pace).code == 0
+    proc = subprocess.Popen(
+        [*cli_command(), "export", "--from", "2024-01-01", *days],
+        env=clean_env({**service_account_env(), **pace}), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        said = ""
+        while not said.startswith("waiting "):
+            said = proc.stderr.readline()
+            assert said, "the run ended without waiting"
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=PATIENCE)
+    finally:
+        proc.kill()
+    # The hour and its margin, less the moments since the first run: about an hour.
+    assert re.fullmatch(
+        r"waiting (1h00m|59m[0-5]\ds) for Mixpanel's hourly budget: 2 of the 2 queries "
+        r"allowed per hour were started in the last hour, 2 by other runs of this project on this "
+        r"machine; the next can start at (\d\d:\d\d:\d\d) \(for a proxy or a test server "
+        r"with other limits, set --hourly-limit or MPEXPORT_HOURLY_LIMIT\)\n", said), said
+    at = said.rsplit(" at ", 1)[1][:8]
+    assert proc.returncode == 130, rest
+    assert (f"mpexport: Mixpanel's hourly budget frees up at {at}; until then a resume "
+            "waits for it\n") in rest, rest
+    assert server.stats.count(status=200) == 2  # the first run's queries only

@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpexport.environment import state_dir
+from mpexport.events import WaitingForBudget
 from mpexport.pacing.hour import (
     DEFAULT_RETENTION,
     HourlyState,
@@ -333,7 +334,8 @@ def test_release_without_acquire_is_a_bug() -> None:
 def test_penalize_delays_every_start() -> None:
     clock = FakeClock(start=0.0)
     calls: list[tuple[float, str]] = []
-    limiter = RateLimiter(clock=clock, margin=0.1, on_wait=lambda s, r: calls.append((s, r)))
+    limiter = RateLimiter(clock=clock, margin=0.1,
+                          on_wait=lambda w: calls.append((w.seconds, w.reason)))
     stop = threading.Event()
     limiter.penalize(30)
     limiter.penalize(5)  # a shorter penalty does not shorten the longer one
@@ -441,7 +443,7 @@ def test_on_wait_is_called_once_for_many_waiters() -> None:
     calls: list[tuple[float, str]] = []
     limiter = RateLimiter(
         hourly=1, hourly_margin=10, margin=0.1, clock=clock,
-        on_wait=lambda s, r: calls.append((s, r)),
+        on_wait=lambda w: calls.append((w.seconds, w.reason)),
     )
     stop = threading.Event()
     assert limiter.acquire(stop)
@@ -465,18 +467,38 @@ def test_on_wait_is_called_once_for_many_waiters() -> None:
 def test_short_per_second_waits_are_not_reported() -> None:
     clock = FakeClock()
     calls: list[tuple[float, str]] = []
-    limiter = RateLimiter(clock=clock, margin=0.1, on_wait=lambda s, r: calls.append((s, r)))
+    limiter = RateLimiter(clock=clock, margin=0.1,
+                          on_wait=lambda w: calls.append((w.seconds, w.reason)))
     stop = threading.Event()
     for _ in range(10):
         assert limiter.acquire(stop)
         limiter.release()
     assert calls == []
     slow = RateLimiter(qps=0.2, margin=0.1, clock=clock,
-                       on_wait=lambda s, r: calls.append((s, r)))
+                       on_wait=lambda w: calls.append((w.seconds, w.reason)))
     for _ in range(2):
         assert slow.acquire(stop)
         slow.release()
     assert_calls(calls, [(5.1, REASON_PER_SECOND)])
+
+
+def test_an_hourly_wait_says_what_other_runs_spent() -> None:
+    """The hourly wait names the hour's starts, those of other runs, and when it ends."""
+    clock = FakeClock(start=5000.0, wall_offset=WALL_BASE)
+    # Earlier runs started 3 queries, the oldest 600 s ago; this run starts 2.
+    earlier = [WALL_BASE + 4400.0, WALL_BASE + 4500.0, WALL_BASE + 4600.0]
+    events: list[WaitingForBudget] = []
+    limiter = RateLimiter(hourly=5, margin=0.1, hourly_margin=10.0, clock=clock,
+                          state=MemoryStore(earlier), on_wait=events.append)
+    stop = threading.Event()
+    for _ in range(2):
+        assert limiter.acquire(stop)
+        limiter.release()
+    assert events == []
+    assert limiter.acquire(stop)  # the sixth start waits for the oldest to leave the hour
+    limiter.release()
+    assert events == [WaitingForBudget(3010.0, REASON_HOURLY, used=5, limit=5, by_others=3,
+                                       until=WALL_BASE + 4400.0 + 3610.0)]
 
 
 def test_system_clock_sleep_until() -> None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from mpexport.cli.report import RunReport
+    from mpexport.events import WaitingForBudget
     from mpexport.model import ChunkFailure
     from mpexport.options import Command
 
@@ -184,7 +185,7 @@ def _run(command: Command, options: dict[str, Any], report: RunReport) -> int:
                     # same command run again then adds each line once); after it,
                     # the file's whole chunks match that command and stay.
                     progress.close()
-                    _report_interrupted(stop, options, report)
+                    _report_interrupted(stop, options, report, progress.hourly_wait)
                     guard.settle()
                     raise
         except LoaderError as error:
@@ -245,6 +246,11 @@ def _rerun(ranges: Iterable[tuple[dt.date, dt.date]], options: dict[str, Any],
                  *retry_args(options)] for start, end in ranges]
     report.rerun.extend(commands)
     if not options["quiet"]:
+        if options["db"] is None and options["parquet"] is None and not options.get("output"):
+            # Typed again with the run's own "> FILE", it would empty the file first.
+            which = "the command" if len(commands) == 1 else "each command"
+            echo_err(f"mpexport: append the output of {which} below to this run's: '>> FILE', "
+                     "not '> FILE' (which overwrites it), or add --output FILE --append")
         for line in quoted_commands(commands):
             echo_err(line)
 
@@ -274,7 +280,12 @@ def _report_loader_failure(error: LoaderError, options: dict[str, Any],
         _rerun(error.missing, options, report)
 
 
-def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunReport) -> None:
+def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunReport,
+                        hourly_wait: WaitingForBudget | None = None) -> None:
+    """What a stopped run did, and the commands that resume it (``hourly_wait``: its last)."""
+    import time
+
+    from mpexport.cli.progress import clock_time
     from mpexport.model import ExportResult
 
     report.from_date, report.to_date = stop.run_range or (None, None)
@@ -288,6 +299,11 @@ def _report_interrupted(stop: Interrupted, options: dict[str, Any], report: RunR
     where = "only whole chunks were committed" if to_db else f"{output} ends on a whole line"
     echo_err(f"mpexport: {stop.signal_name}: stopped after {result.seconds:.1f}s; "
              f"{len(result.completed)}/{result.chunks_total} chunks fetched, {where}")
+    if hourly_wait is not None and hourly_wait.until is not None and (
+            hourly_wait.until > time.time()):
+        # Stopped while waiting for the hour: a resume now would wait as long.
+        echo_err(f"mpexport: Mixpanel's hourly budget frees up at "
+                 f"{clock_time(hourly_wait.until)}; until then a resume waits for it")
     if to_db:
         echo_err("to resume, run the same command again: loaded chunks are not fetched again")
         return

@@ -285,17 +285,29 @@ def database_options(function: F) -> F:
     ])
 
 
-def configure_logging(verbose: bool, quiet: bool) -> None:
+def configure_logging(verbose: bool, quiet: bool,
+                      write: Callable[[str], None] | None = None) -> None:
     """Send the ``mpexport`` logger to stderr with our prefix, at the level the flags ask.
 
-    Warnings show unless ``-q``; ``-v`` adds each request.
+    Warnings show unless ``-q``; ``-v`` adds each request. With ``write``
+    (a progress display's), each line goes through it, above the bars.
     """
     import logging
     import sys
 
+    class LineHandler(logging.Handler):
+        """Each record as one line, written by ``write`` (from any thread)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            assert write is not None
+            try:
+                write(self.format(record))
+            except Exception:
+                self.handleError(record)
+
     logger = logging.getLogger("mpexport")
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr) if write is None else LineHandler()
     handler.setFormatter(logging.Formatter("mpexport: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)

@@ -80,7 +80,9 @@ def summary_line(report: RunReport) -> str:
     done = f"{len(result.completed)}/{result.chunks_total} chunks"
     if result.skipped:
         done += f", {len(result.skipped)} already loaded"
-    size = traffic(result.bytes, result.seconds)
+    # The NDJSON's size: the bytes written to stdout or --output, or loaded
+    # (the bar counts them as received, compressed: several times fewer).
+    size = traffic(result.bytes, result.seconds, "written" if load is None else "of NDJSON")
     if load is None:
         return f"mpexport: {result.events} events in {done}, {size}{span}"
     # Copies of events the table holds already (a re-read day, a resent event).

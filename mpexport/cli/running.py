@@ -60,8 +60,9 @@ def progress_shown(options: dict[str, Any], display: Callable[..., P]) -> Iterat
     """Logging as the flags ask, and the run's progress ``display`` on stderr, closed at the end."""
     import sys
 
-    configure_logging(options["verbose"], options["quiet"])
     progress = display(sys.stderr, mode=progress_mode(options))
+    # -v's request lines come from the workers while the bars are drawn.
+    configure_logging(options["verbose"], options["quiet"], write=progress.write)
     try:
         yield progress
     finally:

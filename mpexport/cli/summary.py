@@ -51,9 +51,12 @@ class Report(Generic[R]):
         write_summary_json(target, self.to_json(code))
 
 
-def traffic(bytes_received: int, seconds: float) -> str:
-    """``1.2 MB, 3.4s``: what a run received, and how long it took (for its summary line)."""
-    return f"{bytes_received / 1e6:.1f} MB, {seconds:.1f}s"
+def traffic(bytes_received: int, seconds: float, what: str = "") -> str:
+    """``1.2 MB written, 3.4s``: what a run received, and how long it took (for its summary line).
+
+    ``what`` says which bytes those are, beside the bar's compressed ones.
+    """
+    return f"{bytes_received / 1e6:.1f} MB{' ' + what if what else ''}, {seconds:.1f}s"
 
 
 def loaded_line(rows: int, what: str, database: object, table: str, extras: list[str],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpexport.errors import (
@@ -117,6 +118,14 @@ def query_params(chunk: Chunk, filters: QueryFilters, credentials: Credentials) 
     if filters.limit is not None:
         params["limit"] = str(filters.limit)
     return params
+
+
+def query_text(params: Mapping[str, str]) -> str:
+    """``from_date=2024-01-01&to_date=...``: a query's parameters as people read them.
+
+    Not percent-encoded: for ``--dry-run``'s plan and ``-v``'s request lines.
+    """
+    return "&".join(f"{key}={value}" for key, value in params.items())
 
 
 def error_text(body: bytes, limit: int = 300) -> str:

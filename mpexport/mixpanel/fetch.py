@@ -30,6 +30,7 @@ from mpexport.mixpanel.endpoints import (
     EXPORT_PATH,
     Endpoint,
     query_params,
+    query_text,
 )
 from mpexport.mixpanel.transport import (
     FetchSettings,
@@ -176,7 +177,7 @@ def fetch_once(
     """
     params = query_params(chunk, query.filters, query.credentials)
     started = time.monotonic()
-    target = f"GET {query.endpoint.host}{EXPORT_PATH} {params}"
+    target = f"GET {query.endpoint.host}{EXPORT_PATH}?{query_text(params)}"
     with send(session, "GET", query.endpoint.export_url, target=target, settings=settings,
               fail=functools.partial(fail_for_status, api="export"), params=params,
               auth=query.credentials.basic_auth()) as response:

@@ -42,6 +42,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from mpexport.events import WaitingForBudget
 from mpexport.pacing.hour import HOUR, HourlyState, default_path
 from mpexport.pacing.windows import (
     DEFAULT_CONCURRENCY,
@@ -87,11 +88,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class _Wait:
-    """A start that must wait: until when (monotonic), how long, why, and whether to tell."""
+    """A start that must wait: until when (monotonic), what to tell, and whether to tell it."""
 
     until: float
-    seconds: float
-    reason: str
+    event: WaitingForBudget
     notify: bool
 
 
@@ -122,16 +122,17 @@ class RateLimiter:
         hourly_margin: float = DEFAULT_HOURLY_MARGIN,
         clock: Clock | None = None,
         state: StartStore | None = None,
-        on_wait: Callable[[float, str], None] | None = None,
+        on_wait: Callable[[WaitingForBudget], None] | None = None,
         notice_after: float = DEFAULT_NOTICE_AFTER,
     ) -> None:
         """Create a limiter; ``state`` brings in (and keeps) the hour's starts of earlier runs.
 
         ``concurrency`` above 100 (Mixpanel's limit) is lowered to 100.
-        ``on_wait(seconds, reason)`` is called from a waiting thread when a
-        start must wait at least ``notice_after`` seconds, once per distinct
-        wait (many workers waiting for the same moment give one call); reason
-        is ``REASON_HOURLY``, ``REASON_PER_SECOND`` or ``REASON_SERVER``.
+        ``on_wait(event)`` is called from a waiting thread when a start must
+        wait at least ``notice_after`` seconds, once per distinct wait (many
+        workers waiting for the same moment give one call); the event's reason
+        is ``REASON_HOURLY``, ``REASON_PER_SECOND`` or ``REASON_SERVER``, and
+        an hourly wait says how many starts of the hour other runs made.
         """
         validate(qps, hourly, concurrency, margin, hourly_margin)
         self.qps = qps
@@ -147,6 +148,9 @@ class RateLimiter:
         # Monotonic times of starts (ours, earlier runs', other processes'),
         # sorted; pruned to the longest window.
         self._starts: list[float] = []
+        # The starts of this limiter among them (same times), so that an hourly
+        # wait can say how much of the hour other runs spent.
+        self._own: list[float] = []
         self._in_flight = 0
         self._penalty_until = -math.inf
         # The deadline last reported to on_wait: waits for the same or an
@@ -161,7 +165,7 @@ class RateLimiter:
 
     # -- public API --------------------------------------------------------
 
-    def set_on_wait(self, on_wait: Callable[[float, str], None] | None) -> None:
+    def set_on_wait(self, on_wait: Callable[[WaitingForBudget], None] | None) -> None:
         """Set (or clear) the callback told about noticeable waits."""
         with self._cond:
             self._on_wait = on_wait
@@ -212,6 +216,9 @@ class RateLimiter:
             # Pruned meanwhile (only after the longest window): nothing to take back.
             if index < len(self._starts) and self._starts[index] == started:
                 del self._starts[index]
+            index = bisect.bisect_left(self._own, started)
+            if index < len(self._own) and self._own[index] == started:
+                del self._own[index]
         if wall is not None and self._state is not None:
             self._state.forget(wall, self._clock.wall())
 
@@ -270,7 +277,7 @@ class RateLimiter:
             if wait is None:
                 return True
             if wait.notify and self._on_wait is not None:
-                self._on_wait(wait.seconds, wait.reason)
+                self._on_wait(wait.event)
             # The deadline only moves later while we sleep (new starts,
             # penalties), never earlier, so sleeping to it loses nothing; on
             # waking we re-check rather than trust it.
@@ -286,6 +293,7 @@ class RateLimiter:
                 return self._wait_locked(now, when, reason)
             if self._state is None:
                 bisect.insort(self._starts, now)
+                bisect.insort(self._own, now)
                 self._taken.start = (now, None)
                 return None
         # Allowed by what this process knows, but other runs of the project
@@ -310,6 +318,7 @@ class RateLimiter:
                     denied = self._wait_locked(now, when, reason)
                     return None
                 bisect.insort(self._starts, now)
+                bisect.insort(self._own, now)
                 wall = self._clock.wall()
                 self._taken.start = (now, wall)
                 return wall
@@ -326,11 +335,21 @@ class RateLimiter:
         )
         if notify:
             self._announced = when
-        return _Wait(when, when - now, reason, notify)
+        event = WaitingForBudget(when - now, reason)
+        if reason == REASON_HOURLY:
+            # Pruned to the longest window, which may be the per-second one.
+            since = now - self._hour_window
+            used = len(self._starts) - bisect.bisect_right(self._starts, since)
+            own = len(self._own) - bisect.bisect_right(self._own, since)
+            event = WaitingForBudget(when - now, reason, used=used, limit=self.hourly,
+                                     by_others=max(0, used - own),
+                                     until=self._clock.wall() + (when - now))
+        return _Wait(when, event, notify)
 
     def _prune_locked(self, now: float) -> None:
         keep_after = now - max(self._hour_window, self._second_window)
         del self._starts[: bisect.bisect_right(self._starts, keep_after)]
+        del self._own[: bisect.bisect_right(self._own, keep_after)]
 
     def _earliest_locked(self, now: float) -> tuple[float, str]:
         self._prune_locked(now)

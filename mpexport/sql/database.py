@@ -31,25 +31,20 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mpexport.errors import DatabaseLockedError, UsageError
-from mpexport.filelock import in_use_elsewhere, try_lock, unlock
-from mpexport.sinks.duckdb.lock import holder_text, lock_path
+from mpexport.errors import UsageError
+from mpexport.filelock import in_use_elsewhere
+from mpexport.sinks.duckdb.lock import in_use_error, writer_holding, written_by
 from mpexport.sinks.duckdb.rows import sql_string
 from mpexport.sinks.duckdb.schema import RESERVED_PREFIX, quote_ident
 from mpexport.sql.formats import Column, Nested, Shape
 
 BATCH_ROWS = 2048
-# Another reader's probe holds a free lock for microseconds, a writer for its
-# whole run: a lock still taken after a few tries is a writer's.
-_PROBES = 3
-_PROBE_PAUSE_SECONDS = 0.05
 # How DuckDB words "another process has this file open" (POSIX, Windows).
 _HELD_WORDS = ("could not set lock", "conflicting lock", "being used by another process")
 _NUMERIC = frozenset({
@@ -79,36 +74,6 @@ class Result:
 
     columns: list[Column]
     batches: Batches
-
-
-def writer_holding(db_path: Path) -> str | None:
-    """Who holds the file's lock (an mpexport run writing it), or None when nobody does.
-
-    Never creates the lock file: a file no run is writing has none (a run
-    removes it as it ends).
-    """
-    try:
-        handle = lock_path(db_path).open("rb")
-    except OSError:
-        return None  # no lock file, or one we cannot read: DuckDB's open decides
-    with handle:
-        for attempt in range(_PROBES):
-            if try_lock(handle):
-                unlock(handle)
-                return None
-            if attempt + 1 < _PROBES:
-                time.sleep(_PROBE_PAUSE_SECONDS)
-        return holder_text(handle)
-
-
-def _written_by(db_path: Path, holder: str) -> DatabaseLockedError:
-    return DatabaseLockedError(f"the database {db_path} is in use by {holder}",
-                               "wait for it to finish, then run the query again")
-
-
-def _open_elsewhere(db_path: Path) -> DatabaseLockedError:
-    return DatabaseLockedError(f"the database {db_path} is open in another program",
-                               "close it there (a DuckDB shell, a BI tool) and try again")
 
 
 def complaint(error: BaseException) -> str:
@@ -199,9 +164,8 @@ def open_read_only(db_path: Path) -> Iterator[Any]:
             if isinstance(exc, duckdb.IOException) and (
                 any(words in text for words in _HELD_WORDS) or in_use_elsewhere(db_path)
             ):
-                holder = writer_holding(db_path)
-                raise (_written_by(db_path, holder) if holder
-                       else _open_elsewhere(db_path)) from exc
+                # The same words as export's and sync's for the same holder.
+                raise in_use_error(db_path, wait_option=False) from exc
             hint = "give the path of a DuckDB file" if "not a valid DuckDB" in str(exc) else None
             raise UsageError(f"cannot open the database {db_path}: {complaint(exc)}",
                              hint) from exc
@@ -212,7 +176,7 @@ def open_read_only(db_path: Path) -> Iterator[Any]:
             # too: our open would make its open fail.
             holder = writer_holding(db_path)
             if holder:
-                raise _written_by(db_path, holder)
+                raise written_by(db_path, holder, wait_option=False)
             yield con
         finally:
             con.close()

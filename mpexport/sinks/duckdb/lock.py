@@ -37,11 +37,22 @@ from typing import IO
 
 from mpexport.environment import LIBRARY_COMMAND
 from mpexport.errors import AccessDeniedError, DatabaseLockedError, UsageError
-from mpexport.filelock import DENIED, try_lock, unlock, writer_refused
+from mpexport.filelock import (
+    DENIED,
+    process_name,
+    record_lock_holder,
+    try_lock,
+    unlock,
+    writer_refused,
+)
 
 POLL_SECONDS = 0.2
 # Which removal protocol runs is the platform's, as filelock's try_lock is chosen.
 _WINDOWS = sys.platform == "win32"
+# Another reader's probe holds a free lock for microseconds, a writer for its
+# whole run: a lock still taken after a few tries is a writer's.
+_PROBES = 3
+_PROBE_PAUSE_SECONDS = 0.05
 # Looked up at call time, so tests drive the waits with a fake clock.
 _now = time.monotonic
 _sleep = time.sleep
@@ -65,11 +76,70 @@ def lock_path(db_path: Path) -> Path:
 HELD_WORDS = ("could not set lock", "conflicting lock", "already open in")
 
 
-def open_elsewhere_error(db_path: Path, waited: bool = False) -> DatabaseLockedError:
-    """The error for a database file that another program (not an mpexport run) has open."""
-    hint = ("it is still open; close it there and try again" if waited else
-            "close it there (a DuckDB shell, a BI tool), or pass --wait-lock SECONDS")
-    return DatabaseLockedError(f"the database {db_path} is open in another program", hint)
+def open_elsewhere_error(db_path: Path, waited: bool = False, *,
+                        wait_option: bool = True) -> DatabaseLockedError:
+    """The error for a database file that another program (not an mpexport run) has open.
+
+    The program is named by its pid where the system says (Linux). Call it
+    only while this process has no DuckDB connection to the file (the probe
+    opens and closes it). ``wait_option``: the command has ``--wait-lock``.
+    """
+    if waited:
+        hint = "it is still open; close it there and try again"
+    elif wait_option:
+        hint = "close it there (a DuckDB shell, a BI tool), or pass --wait-lock SECONDS"
+    else:
+        hint = "close it there (a DuckDB shell, a BI tool) and try again"
+    pid = record_lock_holder(db_path)
+    name = process_name(pid) if pid is not None else None
+    holder = "" if pid is None else f": pid {pid}" + (f" ({name})" if name else "")
+    return DatabaseLockedError(f"the database {db_path} is open in another program{holder}",
+                               hint)
+
+
+def written_by(db_path: Path, holder: str, *, wait_option: bool = True,
+               waited: bool = False) -> DatabaseLockedError:
+    """The error for a database file an mpexport run holds (``holder``: its lock file's words)."""
+    if waited:
+        hint = "it is still running; try again later"
+    elif wait_option:
+        hint = "wait for it to finish, or pass --wait-lock SECONDS"
+    else:
+        hint = "wait for it to finish, then try again"
+    return DatabaseLockedError(f"the database {db_path} is in use by {holder}", hint)
+
+
+def in_use_error(db_path: Path, *, wait_option: bool = True) -> DatabaseLockedError:
+    """The error for a database file DuckDB could not open because it is held, by whoever holds it.
+
+    An mpexport run is named as its lock file says, as a second run's
+    :func:`database_lock` names it; any other program by its pid where known.
+    Call it only without this run's lock or a DuckDB connection to the file.
+    """
+    holder = writer_holding(db_path)
+    if holder is not None:
+        return written_by(db_path, holder, wait_option=wait_option)
+    return open_elsewhere_error(db_path, wait_option=wait_option)
+
+
+def writer_holding(db_path: Path) -> str | None:
+    """Who holds the file's lock (an mpexport run writing it), or None when nobody does.
+
+    Never creates the lock file: a file no run is writing has none (a run
+    removes it as it ends).
+    """
+    try:
+        handle = lock_path(db_path).open("rb")
+    except OSError:
+        return None  # no lock file, or one we cannot read: DuckDB's open decides
+    with handle:
+        for attempt in range(_PROBES):
+            if try_lock(handle):
+                unlock(handle)
+                return None
+            if attempt + 1 < _PROBES:
+                time.sleep(_PROBE_PAUSE_SECONDS)
+        return holder_text(handle)
 
 
 def holder_text(handle: IO[bytes]) -> str:
@@ -122,11 +192,7 @@ def database_lock(
         _sleep(POLL_SECONDS)
 
     def taken(handle: IO[bytes]) -> DatabaseLockedError:
-        hint = ("wait for it to finish, or pass --wait-lock SECONDS"
-                if wait_seconds <= 0 else "it is still running; try again later")
-        return DatabaseLockedError(
-            f"the database {db_path} is in use by {holder_text(handle)}", hint
-        )
+        return written_by(db_path, holder_text(handle), waited=wait_seconds > 0)
 
     path = lock_path(db_path)
     handle = _open_lock_file(path)
