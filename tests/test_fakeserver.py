@@ -565,3 +565,73 @@ def _parses(line: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- the present: nothing stamped later than the server's clock --------------------------
+
+
+NOON = dt.datetime(2024, 1, 2, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def _times(lines: list[bytes]) -> list[int]:
+    return [json.loads(line)["properties"]["time"] for line in lines]
+
+
+def test_today_is_served_only_up_to_the_servers_clock() -> None:
+    # Mixpanel holds no event from the future: today's events stop at the present.
+    dataset = Dataset(seed=7, events_per_day=150)
+    srv = make_server(dataset=dataset, today=None, now=NOON)
+    try:
+        assert srv.config.current_date() == NOON.date()
+        served = split_lines(export(srv).content)
+        yesterday = dataset.lines_for_day(DAY)
+        whole_today = dataset.lines_for_day(NOON.date())
+        noon = int(NOON.timestamp())
+        kept = [line for line in whole_today if json.loads(line)["properties"]["time"] < noon]
+        assert 0 < len(kept) < len(whole_today)  # the cut falls inside the day
+        assert served == yesterday + kept
+        in_ms = split_lines(export(srv, {"time_in_ms": "true"}).content)
+        assert [t // 1000 for t in _times(in_ms)] == _times(served)  # the same events
+        assert max(_times(served)) < noon
+        assert export(srv, {"from_date": "2024-01-03", "to_date": "2024-01-03"}).status_code == 400
+    finally:
+        srv.close()
+
+
+def test_the_counts_end_at_the_servers_clock_as_the_export_does() -> None:
+    dataset = Dataset(seed=7, events_per_day=150)
+    srv = make_server(dataset=dataset, today=None, now=NOON)
+    try:
+        served = split_lines(export(srv, {"from_date": "2024-01-02"}).content)
+        names = sorted({json.loads(line)["event"] for line in served})
+        answer = requests.get(srv.url + "/api/query/events", auth=SA, timeout=60, params={
+            "project_id": DEMO_PROJECT_ID, "from_date": "2024-01-02", "to_date": "2024-01-02",
+            "event": json.dumps(names), "type": "general", "unit": "day"}).json()
+        counted = sum(answer["data"]["values"][name]["2024-01-02"] for name in names)
+        keys = {(e["event"], e["properties"]["distinct_id"], e["properties"]["time"],
+                 e["properties"]["$insert_id"]) for e in map(json.loads, served)}
+        assert counted == len(keys)
+        assert counted < len(dataset.lines_for_day(NOON.date()))
+    finally:
+        srv.close()
+
+
+def test_a_pinned_day_without_a_clock_is_served_whole() -> None:
+    # Tests pin `today` for the same data at any hour they run: that day is whole.
+    dataset = Dataset(seed=7, events_per_day=150)
+    srv = make_server(dataset=dataset, today=NOON.date())
+    try:
+        assert srv.config.served_until() is None
+        served = split_lines(export(srv, {"from_date": "2024-01-02"}).content)
+        assert served == dataset.lines_for_day(NOON.date())
+    finally:
+        srv.close()
+
+
+def test_without_a_pinned_day_the_wall_clock_cuts_today() -> None:
+    config = ServerConfig()
+    before = dt.datetime.now(dt.UTC)
+    until = config.served_until()
+    assert until is not None and before <= until <= dt.datetime.now(dt.UTC)
+    with pytest.raises(ValueError, match="UTC"):
+        ServerConfig(now=dt.datetime(2024, 1, 2, 12))
