@@ -6,6 +6,8 @@ import contextlib
 import datetime as dt
 import http.client
 import json
+import re
+import subprocess
 import threading
 import time
 import zlib
@@ -27,7 +29,7 @@ from mpexport.fakeserver import (
     ServerConfig,
 )
 from mpexport.fakeserver.where import WhereError, compile_where
-from tests.helpers import wait_until
+from tests.helpers import clean_env, cli_command, run_cli, wait_until
 
 DAY = dt.date(2024, 1, 1)
 TODAY = dt.date(2024, 3, 1)
@@ -635,3 +637,61 @@ def test_without_a_pinned_day_the_wall_clock_cuts_today() -> None:
     assert until is not None and before <= until <= dt.datetime.now(dt.UTC)
     with pytest.raises(ValueError, match="UTC"):
         ServerConfig(now=dt.datetime(2024, 1, 2, 12))
+
+
+# --- the fake-server command: what a user starts to try mpexport -----------------------
+
+
+@contextlib.contextmanager
+def fake_server_command(*args: str) -> Iterator[str]:
+    """Run ``mpexport fake-server --port 0 ARGS`` and yield its URL; stop it afterwards."""
+    proc = subprocess.Popen([*cli_command(), "fake-server", "--port", "0", *args],
+                            env=clean_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        # The first line names the URL; it is written before the server serves.
+        first = proc.stderr.readline().decode("utf-8")
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)$", first.strip())
+        assert found, first
+        yield found[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_fake_server_serves_profiles_and_groups_for_mpexport_profiles() -> None:
+    with fake_server_command("--profiles", "30", "--groups", "3") as url:
+        users = run_cli(["profiles", "--api-url", url])
+        groups = run_cli(["profiles", "--api-url", url, "--group-id", "company_id"])
+    assert users.code == 0, users.stderr
+    assert [json.loads(line)["$distinct_id"] for line in users.lines()] == [
+        f"u-{n}" for n in range(1, 31)]
+    assert groups.code == 0, groups.stderr
+    assert [json.loads(line)["$distinct_id"] for line in groups.lines()] == [
+        "company-1", "company-2", "company-3"]
+
+
+def test_fake_server_without_profiles_has_no_engage_endpoint() -> None:
+    with fake_server_command("--profiles", "0") as url:
+        result = run_cli(["profiles", "--api-url", url])
+    assert result.code == 2, result.stderr
+    assert "404" in result.stderr
+
+
+def test_fake_server_serves_realistic_data_and_nothing_from_the_future() -> None:
+    with fake_server_command("--data", "realistic", "--events-per-day", "40") as url:
+        past = run_cli(["export", "--api-url", url, "--from", "-1", "--to", "-1"])
+        today = run_cli(["export", "--api-url", url, "--from", "today", "--to", "today"])
+        now = dt.datetime.now(dt.UTC).timestamp()
+    assert past.code == 0, past.stderr
+    events = [json.loads(line.decode("utf-8", "replace")) for line in past.lines()]
+    # The realistic profile's SDK properties; the small one has none of these.
+    assert len(events) >= 20 and all("$mp_api_timestamp_ms" in e["properties"]
+                                     for e in events if "$insert_id" in e["properties"])
+    assert today.code == 0, today.stderr
+    stamps = [json.loads(line.decode("utf-8", "replace"))["properties"]["time"]
+              for line in today.lines()]
+    assert all(stamp <= now for stamp in stamps)
