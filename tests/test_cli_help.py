@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -70,3 +73,26 @@ def test_shell_completion_script() -> None:
                            "raise SystemExit(run())"], env=env, capture_output=True)
     assert proc.returncode == 0
     assert b"_mpexport_completion" in proc.stdout
+
+
+def test_the_cron_example_of_the_help_runs_as_shown_on_a_new_file(
+        make_server: Any, tmp_path: Path) -> None:
+    # The line is taken from the help itself, so the help cannot drift from what works.
+    import shlex
+
+    from mpexport.fakeserver import Dataset
+    from tests.helpers import run_cli
+
+    text = CliRunner().invoke(cli, ["--help"]).stdout
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if "from cron" in line)
+    argv = shlex.split(lines[at + 1])
+    assert argv[:2] == ["mpexport", "sync"]
+    # Few events a day: the example's range starts years back. The server's
+    # day is the real one, as the example's range ends today.
+    server = make_server(Dataset(seed=3, events_per_day=3, long_values=False), today=None)
+    for _ in range(2):  # the first run on a new file, then cron's next
+        result = run_cli([*argv[1:], "--api-url", server.url], cwd=tmp_path)
+        assert result.code == 0, result.stderr
+        assert result.stderr == ""  # --quiet
+    assert (tmp_path / "events.duckdb").is_file()

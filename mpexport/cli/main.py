@@ -82,8 +82,8 @@ def cli() -> None:
     Real export to stdout:
       export MP_USERNAME=... MP_SECRET=... MP_PROJECT_ID=...
       mpexport export --from 2024-01-01 --to 2024-03-31 | jq -c 'select(.event=="Purchase")'
-    Keep a DuckDB file current from cron:
-      mpexport sync --db events.duckdb --quiet
+    Keep a DuckDB file current from cron (the first sync needs --from):
+      mpexport sync --db events.duckdb --from 2024-01-01 --quiet
     """
 
 
