@@ -20,6 +20,7 @@ ranges that start at 2024-01-01 (about three years) then cost a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
@@ -32,7 +33,14 @@ from pathlib import Path
 import pytest
 
 from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
-from tests.helpers import PATIENCE, ServerFactory, clean_env, cli_command, service_account_env
+from tests.helpers import (
+    PATIENCE,
+    ServerFactory,
+    clean_env,
+    cli_command,
+    service_account_env,
+    wait_until,
+)
 from tests.s3server import S3Server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -81,8 +89,10 @@ def rewrites(url: str, bucket: str) -> list[Rewrite]:
         Rewrite(r"/usr/local/bin/mpexport\b", "mpexport", "the command under test"),
         Rewrite(r"(?<![\w.])/data/", "data/", "folders of this test, not of the machine"),
         Rewrite(r"(?<![\w.])/var/log/mpexport/", "log/", "folders of this test"),
-        Rewrite(r"\bmpexport (export|sync|profiles|check|verify)\b",
+        Rewrite(r"\bmpexport (export|sync|profiles|check|verify)\b(?!.*--api-url)",
                 rf"mpexport \1 --api-url {url}", "the built-in server instead of Mixpanel"),
+        Rewrite(r"(mpexport fake-server .*)--port 8765\b", r"\1--port 0",
+                "any free port: 8765 may be taken here"),
         Rewrite(r"--username sa\.\w+", f"--username {DEMO_USERNAME}",
                 "the built-in server's service account"),
         Rewrite(r"--project-id 12345\b", f"--project-id {DEMO_PROJECT_ID}",
@@ -208,6 +218,7 @@ def test_every_readme_line_is_run_or_skipped_with_a_reason() -> None:
     run = list(shell_lines(all_blocks))
     # The commands of every section that can run against the built-in server.
     for needle in ("mpexport --version", "mpexport config init", "mpexport check",
+                   "mpexport fake-server", "mpexport verify",
                    "mpexport profiles", "mpexport sql", "mpexport sync", "duckdb events.duckdb",
                    "| jq", "--parquet s3://"):
         assert any(needle in line for line in run), needle
@@ -241,11 +252,41 @@ def _bin(folder: Path) -> Path:
     return folder
 
 
+def _rewritten(line: str, changes: list[Rewrite]) -> str:
+    for change in changes:
+        line = re.sub(change.pattern, change.replacement, line)
+    return line
+
+
+@contextlib.contextmanager
+def _background(line: str, changes: list[Rewrite], env: dict[str, str],
+                cwd: Path) -> Iterator[None]:
+    """Start a line that ends with ``&`` (the README's fake-server); stop it on the way out.
+
+    Its URL, read from its first line, replaces the README's from then on.
+    """
+    command = _rewritten(line, changes).removesuffix("&").strip()
+    log = cwd / "background.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, cwd=cwd,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+    try:
+        wait_until(lambda: "listening on" in log.read_text(), f"{command} to listen",
+                   proc=proc)
+        url = re.search(r"listening on (http://\S+)", log.read_text())
+        assert url, log.read_text()
+        changes.append(Rewrite(r"http://127\.0\.0\.1:8765\b", url[1],
+                               "the port the README's server got"))
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=PATIENCE)
+
+
 def _run_line(line: str, changes: list[Rewrite], env: dict[str, str], cwd: Path) -> list[str]:
     """Run one README line (rewritten); return what is wrong with the result."""
-    command = line
-    for change in changes:
-        command = re.sub(change.pattern, change.replacement, command)
+    command = _rewritten(line, changes)
     if line in THEN:
         command = f"{command} && {THEN[line]}"
     line_env = dict(env)
@@ -287,8 +328,12 @@ def test_the_readme_examples_run_against_the_built_in_server(
     env["PATH"] = f"{_bin(tmp_path / 'bin')}:{env['PATH']}"
     all_blocks = blocks(README.read_text(encoding="utf-8"))
     problems: list[str] = []
-    for line in [*SETUP, *shell_lines(all_blocks)]:
-        problems += _run_line(line, changes, env, cwd)
+    with contextlib.ExitStack() as background:
+        for line in [*SETUP, *shell_lines(all_blocks)]:
+            if line.endswith("&"):
+                background.enter_context(_background(line, changes, env, cwd))
+            else:
+                problems += _run_line(line, changes, env, cwd)
     source = PYTHON_PRELUDE.format(url=server.url) + "\n".join(
         "\n".join(block.lines) for block in python_blocks(all_blocks))
     proc = subprocess.run([sys.executable, "-c", source], env=env, cwd=cwd, capture_output=True,
