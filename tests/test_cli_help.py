@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -195,3 +198,26 @@ def test_the_readme_shows_the_grouped_export_help() -> None:
     options = text[text.index("Range and filters:"):text.index("\n\n  Credentials come")]
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert f"```\n$ mpexport export --help\n...\n{options}\n...\n```" in readme
+
+
+def test_the_cron_example_of_the_help_runs_as_shown_on_a_new_file(
+        make_server: Any, tmp_path: Path) -> None:
+    # The line is taken from the help itself, so the help cannot drift from what works.
+    import shlex
+
+    from mpexport.fakeserver import Dataset
+    from tests.helpers import run_cli
+
+    text = CliRunner().invoke(cli, ["--help"]).stdout
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if "from cron" in line)
+    argv = shlex.split(lines[at + 1])
+    assert argv[:2] == ["mpexport", "sync"]
+    # Few events a day: the example's range starts years back. The server's
+    # day is the real one, as the example's range ends today.
+    server = make_server(Dataset(seed=3, events_per_day=3, long_values=False), today=None)
+    for _ in range(2):  # the first run on a new file, then cron's next
+        result = run_cli([*argv[1:], "--api-url", server.url], cwd=tmp_path)
+        assert result.code == 0, result.stderr
+        assert result.stderr == ""  # --quiet
+    assert (tmp_path / "events.duckdb").is_file()

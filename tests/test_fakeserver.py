@@ -6,6 +6,8 @@ import contextlib
 import datetime as dt
 import http.client
 import json
+import re
+import subprocess
 import threading
 import time
 import zlib
@@ -27,7 +29,7 @@ from mpexport.fakeserver import (
     ServerConfig,
 )
 from mpexport.fakeserver.where import WhereError, compile_where
-from tests.helpers import wait_until
+from tests.helpers import clean_env, cli_command, run_cli, wait_until
 
 DAY = dt.date(2024, 1, 1)
 TODAY = dt.date(2024, 3, 1)
@@ -565,3 +567,131 @@ def _parses(line: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+# --- the present: nothing stamped later than the server's clock --------------------------
+
+
+NOON = dt.datetime(2024, 1, 2, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def _times(lines: list[bytes]) -> list[int]:
+    return [json.loads(line)["properties"]["time"] for line in lines]
+
+
+def test_today_is_served_only_up_to_the_servers_clock() -> None:
+    # Mixpanel holds no event from the future: today's events stop at the present.
+    dataset = Dataset(seed=7, events_per_day=150)
+    srv = make_server(dataset=dataset, today=None, now=NOON)
+    try:
+        assert srv.config.current_date() == NOON.date()
+        served = split_lines(export(srv).content)
+        yesterday = dataset.lines_for_day(DAY)
+        whole_today = dataset.lines_for_day(NOON.date())
+        noon = int(NOON.timestamp())
+        kept = [line for line in whole_today if json.loads(line)["properties"]["time"] < noon]
+        assert 0 < len(kept) < len(whole_today)  # the cut falls inside the day
+        assert served == yesterday + kept
+        in_ms = split_lines(export(srv, {"time_in_ms": "true"}).content)
+        assert [t // 1000 for t in _times(in_ms)] == _times(served)  # the same events
+        assert max(_times(served)) < noon
+        assert export(srv, {"from_date": "2024-01-03", "to_date": "2024-01-03"}).status_code == 400
+    finally:
+        srv.close()
+
+
+def test_the_counts_end_at_the_servers_clock_as_the_export_does() -> None:
+    dataset = Dataset(seed=7, events_per_day=150)
+    srv = make_server(dataset=dataset, today=None, now=NOON)
+    try:
+        served = split_lines(export(srv, {"from_date": "2024-01-02"}).content)
+        names = sorted({json.loads(line)["event"] for line in served})
+        answer = requests.get(srv.url + "/api/query/events", auth=SA, timeout=60, params={
+            "project_id": DEMO_PROJECT_ID, "from_date": "2024-01-02", "to_date": "2024-01-02",
+            "event": json.dumps(names), "type": "general", "unit": "day"}).json()
+        counted = sum(answer["data"]["values"][name]["2024-01-02"] for name in names)
+        keys = {(e["event"], e["properties"]["distinct_id"], e["properties"]["time"],
+                 e["properties"]["$insert_id"]) for e in map(json.loads, served)}
+        assert counted == len(keys)
+        assert counted < len(dataset.lines_for_day(NOON.date()))
+    finally:
+        srv.close()
+
+
+def test_a_pinned_day_without_a_clock_is_served_whole() -> None:
+    # Tests pin `today` for the same data at any hour they run: that day is whole.
+    dataset = Dataset(seed=7, events_per_day=150)
+    srv = make_server(dataset=dataset, today=NOON.date())
+    try:
+        assert srv.config.served_until() is None
+        served = split_lines(export(srv, {"from_date": "2024-01-02"}).content)
+        assert served == dataset.lines_for_day(NOON.date())
+    finally:
+        srv.close()
+
+
+def test_without_a_pinned_day_the_wall_clock_cuts_today() -> None:
+    config = ServerConfig()
+    before = dt.datetime.now(dt.UTC)
+    until = config.served_until()
+    assert until is not None and before <= until <= dt.datetime.now(dt.UTC)
+    with pytest.raises(ValueError, match="UTC"):
+        ServerConfig(now=dt.datetime(2024, 1, 2, 12))
+
+
+# --- the fake-server command: what a user starts to try mpexport -----------------------
+
+
+@contextlib.contextmanager
+def fake_server_command(*args: str) -> Iterator[str]:
+    """Run ``mpexport fake-server --port 0 ARGS`` and yield its URL; stop it afterwards."""
+    proc = subprocess.Popen([*cli_command(), "fake-server", "--port", "0", *args],
+                            env=clean_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        # The first line names the URL; it is written before the server serves.
+        first = proc.stderr.readline().decode("utf-8")
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)$", first.strip())
+        assert found, first
+        yield found[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_fake_server_serves_profiles_and_groups_for_mpexport_profiles() -> None:
+    with fake_server_command("--profiles", "30", "--groups", "3") as url:
+        users = run_cli(["profiles", "--api-url", url])
+        groups = run_cli(["profiles", "--api-url", url, "--group-id", "company_id"])
+    assert users.code == 0, users.stderr
+    assert [json.loads(line)["$distinct_id"] for line in users.lines()] == [
+        f"u-{n}" for n in range(1, 31)]
+    assert groups.code == 0, groups.stderr
+    assert [json.loads(line)["$distinct_id"] for line in groups.lines()] == [
+        "company-1", "company-2", "company-3"]
+
+
+def test_fake_server_without_profiles_has_no_engage_endpoint() -> None:
+    with fake_server_command("--profiles", "0") as url:
+        result = run_cli(["profiles", "--api-url", url])
+    assert result.code == 2, result.stderr
+    assert "404" in result.stderr
+
+
+def test_fake_server_serves_realistic_data_and_nothing_from_the_future() -> None:
+    with fake_server_command("--data", "realistic", "--events-per-day", "40") as url:
+        past = run_cli(["export", "--api-url", url, "--from", "-1", "--to", "-1"])
+        today = run_cli(["export", "--api-url", url, "--from", "today", "--to", "today"])
+        now = dt.datetime.now(dt.UTC).timestamp()
+    assert past.code == 0, past.stderr
+    events = [json.loads(line.decode("utf-8", "replace")) for line in past.lines()]
+    # The realistic profile's SDK properties; the small one has none of these.
+    assert len(events) >= 20 and all("$mp_api_timestamp_ms" in e["properties"]
+                                     for e in events if "$insert_id" in e["properties"])
+    assert today.code == 0, today.stderr
+    stamps = [json.loads(line.decode("utf-8", "replace"))["properties"]["time"]
+              for line in today.lines()]
+    assert all(stamp <= now for stamp in stamps)

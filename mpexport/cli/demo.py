@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mpexport.cli.progress import BarProgress
+from mpexport.cli.shell import quoted_commands
 from mpexport.dates import utc_today
 from mpexport.mixpanel.credentials import Credentials
 from mpexport.mixpanel.transport import FetchSettings
@@ -39,6 +42,63 @@ def mixpanel_keys(lines: Iterable[bytes]) -> set[tuple[str, str, int, str]]:
         keys.add((record["event"], props["distinct_id"], int(props["time"]),
                   props["$insert_id"]))
     return keys
+
+
+def program_words(
+    argv0: str,
+    executable: str,
+    frozen: bool,
+    which: Callable[[str], str | None] = shutil.which,
+) -> list[str]:
+    """The words that run this mpexport again, typed in the same folder: ``mpexport`` if it can.
+
+    ``make demo`` runs ``.venv/bin/mpexport``, which is not on PATH: a
+    suggestion that says only ``mpexport`` is "command not found" as typed.
+    So the suggestion names the program this process runs (the console
+    script as it was invoked, the frozen executable, or this Python with
+    ``-m mpexport``), and plain ``mpexport`` only when PATH finds that same file.
+    """
+    if frozen:
+        program = executable
+    elif Path(argv0).stem == "mpexport" and Path(argv0).is_file():
+        program = argv0
+    else:
+        # `python -m mpexport` (argv0 is the package's __main__.py): this
+        # interpreter has the package; an `mpexport` on PATH may be another install.
+        return [executable, "-m", "mpexport"]
+    found = which("mpexport")
+    if found is not None and _same_file(found, program):
+        return ["mpexport"]
+    # As invoked when it has a folder part (`.venv/bin/mpexport` runs as typed
+    # from the folder the user is in); absolute otherwise.
+    return [program if os.path.dirname(program) else os.path.abspath(program)]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _path_hint(words: list[str]) -> str:
+    """How to type plain ``mpexport`` next time, when the suggestion could not use it."""
+    if words[0] == "mpexport":
+        return ""
+    folder = Path(words[0]).parent
+    if words[1:2] != ["-m"] and (folder / "activate").is_file():
+        return (f" (`mpexport` alone is not on PATH: `. {folder / 'activate'}` puts it there "
+                "for this shell)")
+    return " (`mpexport` alone is not on PATH here; see the README's Install section)"
+
+
+def try_lines(path: Path, words: list[str] | None = None) -> list[str]:
+    """The demo's closing suggestion: a query of its file, as a command that runs as typed."""
+    if words is None:
+        words = program_words(sys.argv[0], sys.executable, bool(getattr(sys, "frozen", False)))
+    query = "SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+    return [f"demo: try it{_path_hint(words)}:",
+            *quoted_commands([[*words, "sql", str(path), query]])]
 
 
 def _verify(path: Path, url: str, credentials: Credentials, start: dt.date,
@@ -123,8 +183,9 @@ def run_demo(
             f"{len(checked.differences)} differ on {len(checked.differing_days)} days"))
     if result.ok and got == expected and len(rows) == len(expected) and checked.matches:
         echo(f"demo: OK: {path} holds exactly the server's {len(expected)} distinct events, "
-             f"each once. Try: mpexport sql {path} "
-             "\"SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC\"")
+             "each once.")
+        for line in try_lines(path):
+            echo(line)
         return 0
     echo(f"demo: MISMATCH: {len(rows)} rows stored, {len(expected)} distinct events expected")
     return 1

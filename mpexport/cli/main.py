@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -85,8 +85,8 @@ def cli(ctx: click.Context) -> None:
       export MP_USERNAME=... MP_SECRET=... MP_PROJECT_ID=...
       mpexport export --from 2024-01-01 --to 2024-03-31 |
         jq -c 'select(.event=="Purchase")'
-    Keep a DuckDB file current from cron:
-      mpexport sync --db events.duckdb --quiet
+    Keep a DuckDB file current from cron (the first sync needs --from):
+      mpexport sync --db events.duckdb --from 2024-01-01 --quiet
     """
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
@@ -111,12 +111,25 @@ cli.add_command(verify_command)
               help="Seconds before the first byte of each response.")
 @click.option("--bandwidth", type=int, default=None,
               help="Bytes per second per connection (default unlimited).")
+@click.option("--data", "data", type=click.Choice(["small", "realistic"]), default="small",
+              show_default=True,
+              help="Event data: small (~300-byte events) or realistic (Mixpanel-like "
+                   "1-2 kB events with the odd lines real exports hold).")
+@click.option("--profiles", "profiles", type=click.IntRange(min=0), default=2500,
+              show_default=True,
+              help="User profiles the engage endpoint serves to `mpexport profiles` "
+                   "(0: no engage endpoint, HTTP 404).")
+@click.option("--groups", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Group profiles per group key (`mpexport profiles --group-id KEY`).")
 def fake_server_command(
-    port: int, seed: int, events_per_day: int, ttfb: float, bandwidth: int | None
+    port: int, seed: int, events_per_day: int, ttfb: float, bandwidth: int | None,
+    data: Literal["small", "realistic"], profiles: int, groups: int,
 ) -> None:
-    """Serve a Mixpanel-compatible export API on loopback, for trying mpexport.
+    """Serve a Mixpanel-compatible API on loopback, for trying mpexport.
 
-    Prints its URL and demo credentials; Ctrl-C stops it.
+    Raw export, engage (profiles) and the daily event counts (verify). Today's
+    events end at the present, as Mixpanel's do. Prints its URL and demo
+    credentials; Ctrl-C stops it.
 
     \b
     Example:
@@ -131,11 +144,14 @@ def fake_server_command(
         DEMO_USERNAME,
         Dataset,
         FakeMixpanelServer,
+        ProfileDataset,
         ServerConfig,
     )
 
-    config = ServerConfig(dataset=Dataset(seed=seed, events_per_day=events_per_day),
-                          ttfb=ttfb, bandwidth=bandwidth)
+    dataset = Dataset(seed=seed, events_per_day=events_per_day, profile=data)
+    # No profiles means no engage endpoint at all, as before it was served.
+    people = ProfileDataset(seed=seed, count=profiles, groups=groups) if profiles else None
+    config = ServerConfig(dataset=dataset, ttfb=ttfb, bandwidth=bandwidth, profiles=people)
     server = FakeMixpanelServer(config, port=port)
     echo_err(f"mpexport fake server listening on {server.url}")
     echo_err("demo credentials (not secret; they only open this server):")
@@ -143,6 +159,8 @@ def fake_server_command(
               f"MP_PROJECT_ID={DEMO_PROJECT_ID}")
     echo_err(f"  or the legacy form: export MP_API_SECRET={DEMO_API_SECRET}")
     echo_err(f"  mpexport export --api-url {server.url} --from -7 --to yesterday | head")
+    if people is not None:
+        echo_err(f"  mpexport profiles --api-url {server.url} | head")
     server.serve_forever()
 
 

@@ -82,6 +82,10 @@ class ServerConfig:
     Mixpanel counts a project's Query API queries together).
     ``counts_faults``: the first attempt of the Nth distinct counts query gets
     ``counts_faults[N % len(counts_faults)]``. See ``counts.CountsEndpoint``.
+
+    ``now``: the server's present instant (UTC). Mixpanel holds no event
+    stamped later than the present, so no endpoint serves one (see
+    ``served_until``). ``today`` alone pins the day but not the instant.
     """
 
     dataset: Dataset = field(default_factory=Dataset)
@@ -91,6 +95,7 @@ class ServerConfig:
     api_secret: str = DEMO_API_SECRET
     bad_auth_status: int = 401
     today: dt.date | None = None
+    now: dt.datetime | None = None
     ttfb: float = 0.0
     bandwidth: int | None = None
     qps_limit: float | None = None
@@ -132,9 +137,26 @@ class ServerConfig:
             raise ValueError("engage_page_size must be >= 1")
         if self.engage_session_pages is not None and self.engage_session_pages < 1:
             raise ValueError("engage_session_pages must be >= 1 or None")
+        if self.now is not None and self.now.utcoffset() != dt.timedelta(0):
+            raise ValueError("now must be an aware datetime in UTC")
 
     def current_date(self) -> dt.date:
-        """The server's idea of today (UTC unless ``today`` is set)."""
+        """The server's idea of today: ``today``, else the day of ``now``, else the UTC date."""
         if self.today is not None:
             return self.today
+        if self.now is not None:
+            return self.now.date()
         return dt.datetime.now(dt.UTC).date()
+
+    def served_until(self) -> dt.datetime | None:
+        """The last instant whose events are served (None: every day is served whole).
+
+        ``now`` when set; the wall clock when neither ``now`` nor ``today``
+        is. A pinned ``today`` without ``now`` serves that day whole: tests
+        pin the day to get the same data whatever the time they run at.
+        """
+        if self.now is not None:
+            return self.now
+        if self.today is not None:
+            return None
+        return dt.datetime.now(dt.UTC)

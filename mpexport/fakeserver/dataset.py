@@ -260,9 +260,16 @@ class Dataset:
             day += dt.timedelta(days=1)
         return total
 
-    def lines_for_day(self, day: dt.date, time_in_ms: bool = False) -> list[bytes]:
-        """The exact NDJSON lines held for the UTC ``day``, in serving order."""
-        return list(self._day_data(day, time_in_ms)[1])
+    def lines_for_day(self, day: dt.date, time_in_ms: bool = False,
+                      until: dt.datetime | None = None) -> list[bytes]:
+        """The exact NDJSON lines held for the UTC ``day``, in serving order.
+
+        ``until``: only events stamped by that instant (see ``iter_range``).
+        """
+        names, lines = self._day_data(day, time_in_ms)
+        if until is not None and day >= until.date():
+            names, lines = _stamped_by(until, names, lines, time_in_ms)
+        return list(lines)
 
     def iter_range(
         self,
@@ -272,9 +279,13 @@ class Dataset:
         where: str | None = None,
         limit: int | None = None,
         time_in_ms: bool = False,
+        until: dt.datetime | None = None,
     ) -> Iterator[list[bytes]]:
         """Yield the query's lines one day at a time (same order as ``lines_for_range``).
 
+        ``until``: leave out events stamped later than that instant (UTC; a
+        second that has not ended yet counts as later), as Mixpanel holds
+        nothing from the future: only the days from ``until``'s on change.
         Raises ``WhereError`` (a ``ValueError``) for an unsupported ``where``.
         """
         predicate: Predicate | None = compile_where(where) if where is not None else None
@@ -283,6 +294,8 @@ class Dataset:
         day = from_date
         while day <= to_date and (remaining is None or remaining > 0):
             names, lines = self._day_data(day, time_in_ms)
+            if until is not None and day >= until.date():
+                names, lines = _stamped_by(until, names, lines, time_in_ms)
             day += dt.timedelta(days=1)
             if wanted is not None or predicate is not None:
                 lines = [
@@ -305,12 +318,37 @@ class Dataset:
         where: str | None = None,
         limit: int | None = None,
         time_in_ms: bool = False,
+        until: dt.datetime | None = None,
     ) -> list[bytes]:
         """Exactly the lines a query with these parameters returns, in serving order."""
         out: list[bytes] = []
-        for batch in self.iter_range(from_date, to_date, events, where, limit, time_in_ms):
+        for batch in self.iter_range(from_date, to_date, events, where, limit, time_in_ms,
+                                     until=until):
             out.extend(batch)
         return out
+
+
+def _stamped_by(until: dt.datetime, names: list[str], lines: list[bytes],
+                time_in_ms: bool) -> _DayData:
+    """The events of ``names``/``lines`` stamped in a second that ended by ``until``.
+
+    Whole seconds, so that a query with ``time_in_ms`` and one without keep
+    the same events. A line without an integer ``time`` is kept: what such a
+    line means is the client's problem, not the clock's.
+    """
+    limit = calendar.timegm(until.utctimetuple())  # the second ``until`` is in has not ended
+    kept_names: list[str] = []
+    kept_lines: list[bytes] = []
+    for name, line in zip(names, lines, strict=True):
+        props = parse_line(line).get("properties")
+        stamp = props.get("time") if isinstance(props, dict) else None
+        if type(stamp) is int:
+            seconds = stamp // 1000 if time_in_ms else stamp
+            if seconds >= limit:
+                continue
+        kept_names.append(name)
+        kept_lines.append(line)
+    return kept_names, kept_lines
 
 
 def _copyable(line: bytes) -> dict[str, Any] | None:

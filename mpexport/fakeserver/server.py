@@ -281,8 +281,9 @@ class FakeMixpanelServer:
             query.limit,
             query.time_in_ms,
         )
+        until = config.served_until()
         if fault in TRUNCATING_FAULTS:
             assert fault is not None
-            serve_fault_body(ctx, fault, config.dataset.lines_for_range(*args))
+            serve_fault_body(ctx, fault, config.dataset.lines_for_range(*args, until=until))
         else:
-            stream_lines(ctx, config.dataset.iter_range(*args))
+            stream_lines(ctx, config.dataset.iter_range(*args, until=until))
