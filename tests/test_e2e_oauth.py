@@ -259,3 +259,31 @@ def test_a_token_is_never_in_a_repr_and_is_a_secret() -> None:
     assert Credentials(username="u", secret=DEMO_SECRET, project_id=1).describe() == (
         "service account u")
     assert Credentials(api_secret="x").describe() == "legacy project secret"
+
+
+# ------------------------------------------------------------------ the built-in server
+
+
+@pytest.mark.parametrize(("header", "project", "status", "kind"), [
+    (f"Bearer {DEMO_OAUTH_TOKEN}", str(DEMO_PROJECT_ID), 200, "oauth_token"),
+    (f"bearer {DEMO_OAUTH_TOKEN}", str(DEMO_PROJECT_ID), 200, "oauth_token"),
+    (f"Bearer {REFUSED}", str(DEMO_PROJECT_ID), 401, "oauth_token"),
+    ("Bearer ", str(DEMO_PROJECT_ID), 401, ""),
+    (f"Bearer {DEMO_OAUTH_TOKEN}", None, 400, "oauth_token"),
+    (f"Bearer {DEMO_OAUTH_TOKEN}", "7", 403, "oauth_token"),
+])
+def test_the_server_takes_a_bearer_token_like_mixpanel(
+        make_server: ServerFactory, header: str, project: str | None, status: int,
+        kind: str) -> None:
+    import requests
+
+    server = make_server(Dataset(seed=96, events_per_day=5))
+    params = {"from_date": "2024-05-01", "to_date": "2024-05-01"}
+    if project is not None:
+        params["project_id"] = project
+    response = requests.get(f"{server.url}/api/2.0/export", params=params,
+                            headers={"Authorization": header}, timeout=30)
+    assert response.status_code == status
+    [record] = server.stats.records()
+    assert (record.status, record.auth) == (status, kind)
+    assert REFUSED not in repr(record) and DEMO_OAUTH_TOKEN not in repr(record)
