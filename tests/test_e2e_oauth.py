@@ -287,3 +287,13 @@ def test_the_server_takes_a_bearer_token_like_mixpanel(
     [record] = server.stats.records()
     assert (record.status, record.auth) == (status, kind)
     assert REFUSED not in repr(record) and DEMO_OAUTH_TOKEN not in repr(record)
+
+
+def test_the_demo_verifies_with_a_bearer_token(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    demo = run_cli(["demo", "--days", "2", "--events-per-day", "40", "--no-progress",
+                    "--output", str(db)], credentials=False)
+    assert demo.code == 0, demo.stderr
+    [line] = [t for t in demo.stderr.splitlines() if t.startswith("demo: verify: ")]
+    assert line.endswith(" queries (with an OAuth bearer token): all match")
+    assert DEMO_OAUTH_TOKEN not in demo.stderr

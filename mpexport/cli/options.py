@@ -36,6 +36,7 @@ Exit codes:
 CREDENTIALS_HELP = """\b
 Credentials come from the environment or a profile, never from the command line:
   MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
+  MP_OAUTH_TOKEN, MP_PROJECT_ID           an OAuth bearer token (expires: refresh it)
   MP_API_SECRET                           a legacy project secret
   --profile NAME                          a profile written by 'mpexport config init'"""
 FETCH_EPILOG = CREDENTIALS_HELP + "\n\n" + EXIT_CODES_HELP
