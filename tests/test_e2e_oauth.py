@@ -297,3 +297,14 @@ def test_the_demo_verifies_with_a_bearer_token(tmp_path: Path) -> None:
     [line] = [t for t in demo.stderr.splitlines() if t.startswith("demo: verify: ")]
     assert line.endswith(" queries (with an OAuth bearer token): all match")
     assert DEMO_OAUTH_TOKEN not in demo.stderr
+
+
+def test_a_new_token_resumes_its_projects_profile_session() -> None:
+    from mpexport.profile_export.options import ProfileOptions
+    from mpexport.profile_export.request import build_profile_request
+
+    request = build_profile_request(ProfileOptions(), region="us")
+    old = request.fingerprint(Credentials(oauth_token="old-token", project_id=1))
+    assert request.fingerprint(Credentials(oauth_token="new-token", project_id=1)) == old
+    assert request.fingerprint(Credentials(oauth_token="old-token", project_id=2)) != old
+    assert "old-token" not in old
