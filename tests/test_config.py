@@ -510,3 +510,74 @@ def test_read_secret_prompts_without_echo_on_a_tty(monkeypatch: pytest.MonkeyPat
     assert read_secret("Secret", stdin=stream, is_tty=True) == "typed-secret"
     assert calls == [{"text": "Secret", "hide_input": True, "err": True}]
     assert stream.read() == "must not be read\n"
+
+
+# ------------------------------------------------------------------ OAuth tokens
+
+TOKEN = "oauth-token-abcdef0123456789"
+
+
+def test_a_profile_holding_a_token_resolves_to_a_bearer_token(config_dir: Path) -> None:
+    path = write_profile("tok", oauth_token=f" {TOKEN}\n", project_id=9, region="eu")
+    assert f'oauth_token = "{TOKEN}"' in path.read_text()  # stripped as it is saved
+    resolved = resolve_credentials(env(config_dir), None, None, None)
+    assert resolved.credentials.kind == "oauth_token"
+    assert (resolved.credentials.oauth_token, resolved.credentials.project_id) == (TOKEN, 9)
+    assert (resolved.region, resolved.warnings) == ("eu", ())
+    assert resolved.source == f"profile tok ({path})"
+    assert TOKEN not in repr(load_config().profiles["tok"])
+
+
+def test_token_precedence_in_a_profile(config_dir: Path) -> None:
+    write_profile("all", username="u", secret="s" * 8, project_id=3, api_secret="legacy",
+                  oauth_token=TOKEN)
+    assert resolve_credentials(env(config_dir)).credentials.kind == "service_account"
+    write_profile("all", project_id=3, api_secret="legacy", oauth_token=TOKEN)
+    resolved = resolve_credentials(env(config_dir))
+    assert resolved.credentials.kind == "oauth_token"
+    assert resolved.warnings == ()  # the legacy secret is there, but not used
+
+
+def test_a_token_profile_without_a_project_or_with_a_bad_token(config_dir: Path) -> None:
+    with pytest.raises(UsageError, match="an OAuth token needs a project id"):
+        write_profile("p", oauth_token=TOKEN)
+    with pytest.raises(UsageError, match="the OAuth token is not a token: it starts with"):
+        write_profile("p", oauth_token=f"Bearer {TOKEN}", project_id=1)
+    config_dir.mkdir()
+    (config_dir / "config.toml").write_text(f'[profiles.default]\noauth_token = "{TOKEN}"\n')
+    with pytest.raises(CredentialsError) as info:
+        resolve_credentials(env(config_dir))
+    assert info.value.one_line() == (
+        f"profile default in {config_dir / 'config.toml'} has an OAuth token but no "
+        "project_id (add project_id to the profile or pass --project-id)")
+    assert resolve_credentials(env(config_dir), None, 8, None).credentials.project_id == 8
+    (config_dir / "config.toml").write_text(
+        f'[profiles.default]\nproject_id = 1\noauth_token = "{TOKEN} x"\n')
+    with pytest.raises(UsageError) as bad:
+        load_config()
+    assert bad.value.message == (
+        f"{config_dir / 'config.toml'}: profile 'default': oauth_token is not a token: it "
+        "holds a space, a control or a non-ASCII character")
+    assert TOKEN not in bad.value.one_line()
+
+
+def test_show_config_masks_a_token(config_dir: Path) -> None:
+    write_profile("tok", oauth_token=TOKEN, project_id=9)
+    text = show_config(env(config_dir, MP_OAUTH_TOKEN="env-token-0000"))
+    assert "[profiles.tok]\nproject_id = 9\noauth_token = <hidden>\n" in text
+    assert "# set in the environment, used instead of any profile: MP_OAUTH_TOKEN\n" in text
+    for secret in (TOKEN, TOKEN[-4:], "env-token-0000"):
+        assert secret not in text
+
+
+@settings(max_examples=40, deadline=None)
+@given(token=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                     min_size=1))
+def test_show_config_reveals_only_that_a_token_is_set(token: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        where = {"MPEXPORT_CONFIG_DIR": tmp}
+        write_profile("p", oauth_token="reference", project_id=1, env=where)
+        reference = show_config(where)
+        write_profile("p", oauth_token=token, project_id=1, env=where)
+        assert show_config(where) == reference
+        assert load_config(where).profiles["p"].oauth_token == token

@@ -42,6 +42,10 @@ def config_group() -> None:
 @click.option("--project-id", type=int, help="Project id (required with --username).")
 @click.option("--region", type=click.Choice(REGIONS, case_sensitive=False),
               help="Data residency region of the project [default: us].")
+@click.option("--oauth-token", "oauth", is_flag=True,
+              help="Save an OAuth bearer token (prompted for, or read from stdin) instead of "
+                   "a service account; needs --project-id. Tokens expire: run this again "
+                   "with a new one.")
 @click.option("--legacy-api-secret", "legacy", is_flag=True,
               help="Save a legacy project secret (prompted for, or read from stdin) instead "
                    "of a service account; Mixpanel retires these on 2027-03-03.")
@@ -50,19 +54,21 @@ def config_group() -> None:
 @debug_option
 def config_init_command(
     profile: str, username: str | None, project_id: int | None, region: str | None,
-    legacy: bool, make_default: bool | None,
+    oauth: bool, legacy: bool, make_default: bool | None,
 ) -> None:
     """Create or replace a credentials profile in mpexport's config file.
 
-    The secret is never an argument (it would end up in shell history and in
-    ps): it is asked for without echo, or read as one line from stdin when
-    stdin is not a terminal. Other profiles in the file are kept.
+    The secret (or token) is never an argument (it would end up in shell
+    history and in ps): it is asked for without echo, or read as one line from
+    stdin when stdin is not a terminal. Other profiles in the file are kept.
 
     \b
     Examples:
       mpexport config init --profile prod --username sa.export --project-id 12345
       printf '%s\\n' "$SECRET" | mpexport config init --profile ci \\
         --username sa.ci --project-id 12345 --region eu
+      printf '%s\\n' "$MP_OAUTH_TOKEN" | mpexport config init --profile me \\
+        --oauth-token --project-id 12345
     """
     from mpexport.config.load import load_config
     from mpexport.config.profiles import validate_profile_name
@@ -70,13 +76,18 @@ def config_init_command(
     from mpexport.config.save import write_profile
 
     validate_profile_name(profile)
-    if legacy == (username is not None):
-        raise click.UsageError("give --username USER for a service account, "
-                               "or --legacy-api-secret")
-    if username is not None and project_id is None:
-        raise click.UsageError("--project-id is required with --username")
+    if [username is not None, oauth, legacy].count(True) != 1:
+        raise click.UsageError("give one of --username USER, --oauth-token or "
+                               "--legacy-api-secret")
+    for given, flag in ((username is not None, "--username"), (oauth, "--oauth-token")):
+        if given and project_id is None:
+            raise click.UsageError(f"--project-id is required with {flag}")
     existing = load_config()  # a broken file fails here, before the secret is asked for
-    if legacy:
+    if oauth:
+        token = read_secret("OAuth token")
+        path = write_profile(profile, oauth_token=token, project_id=project_id, region=region,
+                             make_default=make_default)
+    elif legacy:
         secret = read_secret("API secret")
         path = write_profile(profile, api_secret=secret, project_id=project_id, region=region,
                              make_default=make_default)
@@ -117,9 +128,10 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
                   profile: str | None) -> None:
     """Confirm the credentials, the project and the region with one tiny request.
 
-    Asks Mixpanel for at most one event of yesterday. If the credentials are
-    refused, tries the other regions and says which one answers. Exit 0 when
-    they work, 3 when they do not.
+    Asks Mixpanel for at most one event of yesterday and says which kind of
+    credential answered (service account, OAuth token or legacy secret). If
+    the credentials are refused, tries the other regions and says which one
+    answers. Exit 0 when they work, 3 when they do not.
 
     \b
     Example:
@@ -137,10 +149,9 @@ def check_command(region: str | None, api_url: str | None, project_id: int | Non
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     outcome = check_credentials(resolved.credentials, resolved.region, api_url, day,
                                 with_ca_file(None, os.environ).ca_file)
-    kind = ("service account " + (resolved.credentials.username or "")
-            if resolved.credentials.is_service_account else "legacy project secret")
     project = resolved.credentials.project_id
-    echo_err(f"mpexport: OK: {kind} ({resolved.source}) can export"
+    # Which kind answered: with several set, the one the order chose.
+    echo_err(f"mpexport: OK: {resolved.credentials.describe()} ({resolved.source}) can export"
              + (f" project {project}" if project else "")
              + f" from {outcome.endpoint.host}"
              + (f" (region {outcome.region})" if outcome.region else ""))

@@ -127,6 +127,7 @@ def run_demo(
     import duckdb
 
     from mpexport.fakeserver import (
+        DEMO_OAUTH_TOKEN,
         DEMO_PROJECT_ID,
         DEMO_SECRET,
         DEMO_USERNAME,
@@ -142,6 +143,9 @@ def run_demo(
     config = ServerConfig(dataset=dataset, faults=DEMO_FAULTS, ttfb=0.05)
     credentials = Credentials(username=DEMO_USERNAME, secret=DEMO_SECRET,
                               project_id=DEMO_PROJECT_ID)
+    # The check authenticates with an OAuth bearer token, so the demo covers
+    # both kinds Mixpanel keeps after project secrets retire.
+    token = Credentials(oauth_token=DEMO_OAUTH_TOKEN, project_id=DEMO_PROJECT_ID)
     path = Path(output)
     with FakeMixpanelServer(config) as server:
         echo(f"demo: built-in Mixpanel-compatible server at {server.url}, "
@@ -162,7 +166,7 @@ def run_demo(
         finally:
             bars.close()
         expected = mixpanel_keys(dataset.lines_for_range(start, end))
-        checked = _verify(path, server.url, credentials, start, end)
+        checked = _verify(path, server.url, token, start, end)
     stats = result.load
     assert stats is not None
     retries = sum(c.attempts - 1 for c in result.completed)
@@ -178,7 +182,8 @@ def run_demo(
         ).fetchall()
     got = set(rows)
     echo(f"demo: verify: {checked.compared} daily counts of {len(checked.names)} events "
-         f"compared with the server's Query API in {checked.queries} queries: "
+         f"compared with the server's Query API in {checked.queries} queries "
+         "(with an OAuth bearer token): "
          + ("all match" if checked.matches else
             f"{len(checked.differences)} differ on {len(checked.differing_days)} days"))
     if result.ok and got == expected and len(rows) == len(expected) and checked.matches:

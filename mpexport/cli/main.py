@@ -139,6 +139,7 @@ def fake_server_command(
     """
     from mpexport.fakeserver import (
         DEMO_API_SECRET,
+        DEMO_OAUTH_TOKEN,
         DEMO_PROJECT_ID,
         DEMO_SECRET,
         DEMO_USERNAME,
@@ -157,6 +158,8 @@ def fake_server_command(
     echo_err("demo credentials (not secret; they only open this server):")
     echo_err(f"  export MP_USERNAME={DEMO_USERNAME} MP_SECRET={DEMO_SECRET} "
               f"MP_PROJECT_ID={DEMO_PROJECT_ID}")
+    echo_err(f"  or an OAuth token: export MP_OAUTH_TOKEN={DEMO_OAUTH_TOKEN} "
+             f"MP_PROJECT_ID={DEMO_PROJECT_ID}")
     echo_err(f"  or the legacy form: export MP_API_SECRET={DEMO_API_SECRET}")
     echo_err(f"  mpexport export --api-url {server.url} --from -7 --to yesterday | head")
     if people is not None:
@@ -183,7 +186,8 @@ def demo_command(days: int, events_per_day: int, output: str, old_output: str | 
     switched on (resets, truncated bodies, 5xx, 429), exports the last DAYS
     days in parallel into a DuckDB file, checks the table holds exactly
     the server's events, each once, and ends with a verify: the table's daily
-    counts against the server's Query API. Run it twice: the second run finds every
+    counts against the server's Query API (asked with an OAuth bearer token,
+    the export with a service account). Run it twice: the second run finds every
     chunk already loaded and fetches nothing.
     """
     from mpexport.cli.demo import run_demo

@@ -11,6 +11,10 @@ The file is ``config.toml`` in the platform's user config directory, or in
     project_id = 12345
     region = "eu"
 
+    [profiles.tok]
+    oauth_token = "..."       # an OAuth bearer token (short-lived: replace it when it expires)
+    project_id = 12345
+
     [profiles.old]
     api_secret = "..."        # a legacy project secret
 """
@@ -32,6 +36,7 @@ from mpexport.config.profiles import (
     validate_region,
 )
 from mpexport.errors import UsageError
+from mpexport.mixpanel.credentials import check_token
 
 _TOP_LEVEL_KEYS = frozenset({"default_profile", "profiles"})
 
@@ -109,4 +114,8 @@ def _parse_profile(name: str, table: dict[str, Any], where: str) -> Profile:
         raise UsageError(f"{where}: project_id must be a positive integer")
     if values["region"] is not None:
         values["region"] = validate_region(values["region"], f"{where}: region")
+    if values["oauth_token"] is not None:
+        # Surrounding whitespace is never part of a token (as in MP_OAUTH_TOKEN).
+        values["oauth_token"] = check_token(values["oauth_token"].strip(),
+                                            f"{where}: oauth_token")
     return Profile(name=name, project_id=project_id, **values)

@@ -13,9 +13,9 @@ from mpexport.mixpanel.regions import REGIONS
 PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Keys of a profile table, in the order they are written, and their types.
-STRING_KEYS = ("username", "secret", "api_secret", "region")
-PROFILE_KEYS = ("username", "secret", "project_id", "api_secret", "region")
-SECRET_KEYS = frozenset({"secret", "api_secret"})
+STRING_KEYS = ("username", "secret", "oauth_token", "api_secret", "region")
+PROFILE_KEYS = ("username", "secret", "project_id", "oauth_token", "api_secret", "region")
+SECRET_KEYS = frozenset({"secret", "oauth_token", "api_secret"})
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Profile:
     project_id: int | None = None
     api_secret: str | None = field(default=None, repr=False)
     region: str | None = None
+    # Last, so positional construction keeps its meaning.
+    oauth_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,18 @@
 """Which credentials and region a run uses.
 
-1. ``MP_USERNAME``/``MP_SECRET``/``MP_API_SECRET`` in the environment, when
-   any is set (with ``MP_PROJECT_ID`` and ``MP_REGION``);
+1. ``MP_USERNAME``/``MP_SECRET``/``MP_OAUTH_TOKEN``/``MP_API_SECRET`` in the
+   environment, when any is set (with ``MP_PROJECT_ID`` and ``MP_REGION``);
 2. otherwise a profile: the one ``--profile`` names, else ``$MPEXPORT_PROFILE``,
    else the file's ``default_profile``, else a profile named ``default``.
 
 ``--project-id`` and ``--region`` override whichever source is used. Passing
 ``--profile`` while credential variables are set is an error rather than a
 silent choice: either could be the wrong project.
+
+Within one source (the environment, or one profile) several kinds may be
+set: a service account is used first, then an OAuth token, then a legacy
+project secret (:func:`~mpexport.mixpanel.credentials.credentials_from_env`
+decides for both). ``mpexport check`` says which kind answered.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from mpexport.config.profiles import (
 from mpexport.errors import CredentialsError, UsageError
 from mpexport.mixpanel.credentials import (
     ENV_API_SECRET,
+    ENV_OAUTH_TOKEN,
     ENV_PROJECT_ID,
     ENV_REGION,
     ENV_SECRET,
@@ -38,7 +44,7 @@ from mpexport.mixpanel.endpoints import DEFAULT_REGION
 
 PROFILE_ENV = "MPEXPORT_PROFILE"
 DEFAULT_PROFILE_NAME = "default"
-CREDENTIAL_VARS = (ENV_USERNAME, ENV_SECRET, ENV_API_SECRET)
+CREDENTIAL_VARS = (ENV_USERNAME, ENV_SECRET, ENV_OAUTH_TOKEN, ENV_API_SECRET)
 LEGACY_SECRET_WARNING = (
     "Mixpanel retires project secrets on 2027-03-03; create a service account"
 )
@@ -171,9 +177,10 @@ def _nothing_found(config: ConfigFile) -> CredentialsError:
     else:
         where = f"no config file at {config.path}"
     return CredentialsError(
-        f"no Mixpanel credentials found: no {ENV_USERNAME}/{ENV_SECRET}/{ENV_API_SECRET} "
-        f"in the environment and {where}",
-        f"set {ENV_USERNAME}, {ENV_SECRET} and {ENV_PROJECT_ID}, or {ENV_API_SECRET}; "
+        f"no Mixpanel credentials found: no {ENV_USERNAME}/{ENV_SECRET}/{ENV_OAUTH_TOKEN}/"
+        f"{ENV_API_SECRET} in the environment and {where}",
+        f"set {ENV_USERNAME}, {ENV_SECRET} and {ENV_PROJECT_ID}, or {ENV_OAUTH_TOKEN} and "
+        f"{ENV_PROJECT_ID}, or {ENV_API_SECRET}; "
         "or save a profile with: mpexport config init --username USER --project-id ID",
     )
 
@@ -194,19 +201,23 @@ def _profile_credentials(
             f"{where} has no {missing}",
             f"re-run: mpexport config init --profile {chosen.name} ...",
         )
-    if not (chosen.username or chosen.api_secret):
+    if not (chosen.username or chosen.oauth_token or chosen.api_secret):
         raise CredentialsError(
-            f"{where} has no credentials (username and secret, or api_secret)",
+            f"{where} has no credentials (username and secret, oauth_token, or api_secret)",
             f"re-run: mpexport config init --profile {chosen.name} ...",
         )
-    if chosen.username and chosen.project_id is None and project_id_override is None:
+    # The kind that is used (a service account first, then a token) needs a project.
+    needs_project = ("a service account" if chosen.username
+                     else "an OAuth token" if chosen.oauth_token else None)
+    if needs_project and chosen.project_id is None and project_id_override is None:
         raise CredentialsError(
-            f"{where} has a service account but no project_id",
+            f"{where} has {needs_project} but no project_id",
             "add project_id to the profile or pass --project-id",
         )
     as_env = {
         ENV_USERNAME: chosen.username or "",
         ENV_SECRET: chosen.secret or "",
+        ENV_OAUTH_TOKEN: chosen.oauth_token or "",
         ENV_API_SECRET: chosen.api_secret or "",
         ENV_PROJECT_ID: "" if chosen.project_id is None else str(chosen.project_id),
     }
@@ -214,7 +225,7 @@ def _profile_credentials(
 
 
 def _legacy_warning(credentials: Credentials) -> tuple[str, ...]:
-    return () if credentials.is_service_account else (LEGACY_SECRET_WARNING,)
+    return (LEGACY_SECRET_WARNING,) if credentials.kind == "api_secret" else ()
 
 
 def credentials_for_run(

@@ -2,6 +2,7 @@
 
 from mpexport.fakeserver.config import (
     DEMO_API_SECRET,
+    DEMO_OAUTH_TOKEN,
     DEMO_PROJECT_ID,
     DEMO_SECRET,
     DEMO_USERNAME,
@@ -15,6 +16,7 @@ from mpexport.fakeserver.server import FakeMixpanelServer
 
 __all__ = [
     "DEMO_API_SECRET",
+    "DEMO_OAUTH_TOKEN",
     "DEMO_PROJECT_ID",
     "DEMO_SECRET",
     "DEMO_USERNAME",

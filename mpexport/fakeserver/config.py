@@ -15,6 +15,7 @@ DEMO_USERNAME = "demo-sa.mpexport"
 DEMO_SECRET = "demo-secret-not-real"
 DEMO_PROJECT_ID = 4242
 DEMO_API_SECRET = "demo-api-secret-not-real"
+DEMO_OAUTH_TOKEN = "demo-oauth-token-not-real"
 
 FAULT_KINDS: tuple[str, ...] = (
     "http500",
@@ -93,6 +94,7 @@ class ServerConfig:
     secret: str = DEMO_SECRET
     project_id: int = DEMO_PROJECT_ID
     api_secret: str = DEMO_API_SECRET
+    oauth_token: str = DEMO_OAUTH_TOKEN
     bad_auth_status: int = 401
     today: dt.date | None = None
     now: dt.datetime | None = None

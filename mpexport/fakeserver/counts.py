@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 from mpexport.fakeserver.config import ServerConfig
 from mpexport.fakeserver.dataset import Dataset, parse_line
 from mpexport.fakeserver.ratelimit import RateLimiter
-from mpexport.fakeserver.request import ApiError, authenticate, parse_query
+from mpexport.fakeserver.request import ApiError, auth_kind, authenticate, parse_query
 from mpexport.fakeserver.stats import RequestRecord, ServerStats
 from mpexport.fakeserver.wire import send_json, wait_or_abort
 
@@ -79,6 +79,7 @@ class CountsEndpoint:
             record.bytes_sent = send_json(handler, status, {"request": path, "error": error},
                                           headers)
 
+        record.auth = auth_kind(handler.headers.get("Authorization"))
         try:
             authenticate(self.config, handler.headers.get("Authorization"), params)
             names, first, last = self._parse(params)

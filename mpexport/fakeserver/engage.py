@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from mpexport.fakeserver.config import ServerConfig
 from mpexport.fakeserver.profiles import Profile, ProfileDataset
 from mpexport.fakeserver.ratelimit import RateLimiter
-from mpexport.fakeserver.request import ApiError, authenticate
+from mpexport.fakeserver.request import ApiError, auth_kind, authenticate
 from mpexport.fakeserver.sessions import PageFaults, SessionStore
 from mpexport.fakeserver.stats import RequestRecord, ServerStats
 from mpexport.fakeserver.where import WhereError, compile_where
@@ -164,6 +164,7 @@ class EngageEndpoint:
         if profiles is None:
             refuse(404, f"unknown path: {path} (this server holds no profiles)")
             return
+        record.auth = auth_kind(handler.headers.get("Authorization"))
         try:
             authenticate(self.config, handler.headers.get("Authorization"), params)
             query = parse_engage(params)

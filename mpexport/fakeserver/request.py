@@ -55,17 +55,47 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def _bearer_token(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("bearer "):
+        return None
+    return header[7:].strip() or None
+
+
+def auth_kind(header: str | None) -> str:
+    """The kind of credential ``header`` carries, right or wrong, for the stats (never its value).
+
+    ``"oauth_token"`` for a bearer token, ``"service_account"`` or
+    ``"api_secret"`` for HTTP Basic with or without a password, ``""`` for none.
+    """
+    if _bearer_token(header) is not None:
+        return "oauth_token"
+    creds = _basic_credentials(header)
+    if creds is None:
+        return ""
+    return "service_account" if creds[1] else "api_secret"
+
+
 def authenticate(config: ServerConfig, header: str | None, params: dict[str, str]) -> None:
-    """Check HTTP Basic credentials and ``project_id``; raise ``ApiError`` if refused."""
+    """Check the credentials and ``project_id``; raise ``ApiError`` if refused.
+
+    A service account (HTTP Basic), an OAuth token (``Authorization: Bearer``)
+    or a legacy secret (HTTP Basic, no password). Like Mixpanel, a service
+    account or a token needs ``project_id``, and a refused one is
+    ``bad_auth_status`` (401), whatever its kind.
+    """
     creds = _basic_credentials(header)
     service_account = creds == (config.username, config.secret)
     legacy = creds == (config.api_secret, "")
-    if not (service_account or legacy):
+    token = _bearer_token(header)
+    oauth = token is not None and token == config.oauth_token
+    if not (service_account or legacy or oauth):
         raise ApiError(config.bad_auth_status, "Unable to authenticate request")
     raw = params.get("project_id")
     if raw is None:
         if service_account:
             raise ApiError(400, "project_id is required when using a service account")
+        if oauth:
+            raise ApiError(400, "project_id is required when using an OAuth token")
         return
     try:
         project_id = int(raw)

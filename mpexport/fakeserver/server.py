@@ -18,7 +18,7 @@ from mpexport.fakeserver.counts import COUNTS_PATHS, CountsEndpoint
 from mpexport.fakeserver.engage import ENGAGE_PATHS, EngageEndpoint
 from mpexport.fakeserver.faults import FaultPlanner
 from mpexport.fakeserver.ratelimit import RateLimiter
-from mpexport.fakeserver.request import ApiError, ExportQuery, authenticate, parse_query
+from mpexport.fakeserver.request import ApiError, ExportQuery, auth_kind, authenticate, parse_query
 from mpexport.fakeserver.stats import RequestRecord, ServerStats
 from mpexport.fakeserver.wire import Aborted, send_cut_response, send_json, wait_or_abort
 
@@ -205,6 +205,7 @@ class FakeMixpanelServer:
         if split.path not in EXPORT_PATHS:
             refuse(404, f"unknown path: {split.path}")
             return
+        record.auth = auth_kind(handler.headers.get("Authorization"))
         try:
             authenticate(self.config, handler.headers.get("Authorization"), params)
             query = parse_query(self.config, params)

@@ -22,6 +22,8 @@ class RequestRecord:
     gzip: bool = False
     lines_sent: int = 0
     bytes_sent: int = 0
+    # The kind of credential sent (request.auth_kind), right or wrong: never its value.
+    auth: str = ""
 
 
 @dataclass

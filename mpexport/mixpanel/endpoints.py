@@ -14,7 +14,7 @@ from mpexport.errors import (
     UsageError,
 )
 from mpexport.loopback import is_loopback
-from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.credentials import CredentialKind, Credentials
 
 # Re-exported (``X as X``): endpoint users read the regions from here too.
 from mpexport.mixpanel.regions import DEFAULT_REGION as DEFAULT_REGION
@@ -31,6 +31,9 @@ MAX_LIMIT = 100_000
 # can think for minutes before its first byte, so reads wait long.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
+# Said whenever Mixpanel refuses an OAuth token.
+TOKEN_EXPIRED = ("the OAuth token may have expired: get a new one and set MP_OAUTH_TOKEN "
+                 "(or the profile's oauth_token)")
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,8 @@ def validate_filters(filters: QueryFilters) -> None:
 def query_params(chunk: Chunk, filters: QueryFilters, credentials: Credentials) -> dict[str, str]:
     """Query parameters of one chunk's export request."""
     params = {"from_date": chunk.from_date.isoformat(), "to_date": chunk.to_date.isoformat()}
-    # Mixpanel wants project_id with a service account, and only then.
-    if credentials.is_service_account and credentials.project_id is not None:
+    # Mixpanel wants project_id with a service account or a token, and only then.
+    if credentials.sends_project_id:
         params["project_id"] = str(credentials.project_id)
     if filters.events:
         params["event"] = json.dumps(list(filters.events), ensure_ascii=False)
@@ -151,15 +154,26 @@ def proxy_credentials_error() -> ProxyCredentialsError:
     )
 
 
-def raise_for_fatal_status(status: int, body: bytes, api: str) -> None:
+def raise_for_fatal_status(status: int, body: bytes, api: str,
+                           kind: CredentialKind | None = None) -> None:
     """Raise the error for statuses that retrying cannot fix (400, 401, 402, 403, 404, 407...).
 
-    ``api`` names the endpoint ("export", "profiles") in a wrong address's message.
+    ``api`` names the endpoint ("export", "profiles") in a wrong address's message;
+    ``kind`` is the kind of credential sent (:attr:`Credentials.kind`), which
+    words a refusal: an OAuth token is short-lived, so its refusal says that
+    it may have expired.
     """
     if status == 407:
         raise proxy_credentials_error()
     message = error_text(body)
     if status in (401, 402, 403) or (status == 400 and "authenticate" in message.lower()):
+        if kind == "oauth_token" and status != 402:
+            # Tokens are short-lived: expiry is the likely cause of any refusal.
+            raise CredentialsError(
+                f"Mixpanel refused the OAuth token (HTTP {status}): {message}",
+                f"check MP_PROJECT_ID: the token has no access to this project, or {TOKEN_EXPIRED}"
+                if status == 403 else f"{TOKEN_EXPIRED}; check MP_PROJECT_ID and --region too",
+            )
         hints = {
             401: "check MP_USERNAME/MP_SECRET (service accounts expire) or MP_API_SECRET",
             402: "your Mixpanel plan does not allow this export",

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
-from mpexport.mixpanel.credentials import Credentials
+from mpexport.mixpanel.credentials import CredentialKind, Credentials
 from mpexport.mixpanel.endpoints import ENGAGE_PATH, Endpoint, error_text
 from mpexport.mixpanel.engage_doc import EngagePage, InvalidPage, parse_page
 from mpexport.mixpanel.transport import (
@@ -64,8 +64,8 @@ class ProfileQuery:
     properties: tuple[str, ...] = ()
 
     def params(self) -> dict[str, str]:
-        """Query-string parameters: ``project_id`` with a service account, and only then."""
-        if self.credentials.is_service_account and self.credentials.project_id is not None:
+        """Query-string parameters: ``project_id`` with a service account or a token only."""
+        if self.credentials.sends_project_id:
             return {"project_id": str(self.credentials.project_id)}
         return {}
 
@@ -104,7 +104,8 @@ class PageFailure:
     attempts: int
 
 
-def _fail_for_status(response: requests.Response, status: int, with_session: bool) -> NoReturn:
+def _fail_for_status(response: requests.Response, status: int, with_session: bool,
+                     kind: CredentialKind) -> NoReturn:
     """Raise what a non-200 answer stands for; the status decides, the body words it.
 
     Only a 400 on a page sent with a session is particular to engage: the
@@ -117,7 +118,7 @@ def _fail_for_status(response: requests.Response, status: int, with_session: boo
         # specified, so none is required. A wrong verdict costs one restart
         # (the runner bounds how many).
         raise SessionExpired(error_text(read_error(response, status)))
-    fail_for_status(response, status, "profiles")
+    fail_for_status(response, status, "profiles", kind)
 
 
 def fetch_page_once(
@@ -137,10 +138,11 @@ def fetch_page_once(
     """
     started = time.monotonic()
     target = f"POST {query.endpoint.host}{ENGAGE_PATH} page {page}"
-    fail = functools.partial(_fail_for_status, with_session=session_id is not None)
+    fail = functools.partial(_fail_for_status, with_session=session_id is not None,
+                             kind=query.credentials.kind)
     with send(session, "POST", query.endpoint.engage_url, target=target, settings=settings,
               fail=fail, params=query.params(), data=query.form(page, session_id),
-              auth=query.credentials.basic_auth()) as response:
+              auth=query.credentials.auth()) as response:
         # One page is small: read whole, then parsed whole.
         body = b"".join(read_blocks(response, stop, on_bytes, decode=True))
     try:

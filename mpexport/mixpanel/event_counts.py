@@ -79,7 +79,7 @@ def events_url(endpoint: Endpoint) -> str:
 
 
 def count_params(query: CountQuery, credentials: Credentials) -> dict[str, str]:
-    """The query string of ``query``: ``project_id`` with a service account, and only then."""
+    """The query string of ``query``: ``project_id`` with a service account or a token only."""
     params = {
         "event": json.dumps(list(query.events), ensure_ascii=False),
         "type": "general",
@@ -87,7 +87,7 @@ def count_params(query: CountQuery, credentials: Credentials) -> dict[str, str]:
         "from_date": query.from_date.isoformat(),
         "to_date": query.to_date.isoformat(),
     }
-    if credentials.is_service_account and credentials.project_id is not None:
+    if credentials.sends_project_id:
         params["project_id"] = str(credentials.project_id)
     return params
 
@@ -121,10 +121,10 @@ def fetch_counts_once(session: requests.Session, endpoint: Endpoint, credentials
                       on_bytes: Callable[[int], None]) -> DayCounts:
     """Make one attempt at ``query``; return its counts, read and checked whole."""
     target = f"GET {endpoint.host}{EVENTS_PATH} {query.label()}"
-    fail = functools.partial(fail_for_status, api="event counts")
+    fail = functools.partial(fail_for_status, api="event counts", kind=credentials.kind)
     with send(session, "GET", events_url(endpoint), target=target, settings=settings,
               fail=fail, params=count_params(query, credentials),
-              auth=credentials.basic_auth()) as response:
+              auth=credentials.auth()) as response:
         body = b"".join(read_blocks(response, stop, on_bytes, decode=True))
     return parse_counts(body, query)
 

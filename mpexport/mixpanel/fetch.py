@@ -179,8 +179,9 @@ def fetch_once(
     started = time.monotonic()
     target = f"GET {query.endpoint.host}{EXPORT_PATH}?{query_text(params)}"
     with send(session, "GET", query.endpoint.export_url, target=target, settings=settings,
-              fail=functools.partial(fail_for_status, api="export"), params=params,
-              auth=query.credentials.basic_auth()) as response:
+              fail=functools.partial(fail_for_status, api="export",
+                                     kind=query.credentials.kind), params=params,
+              auth=query.credentials.auth()) as response:
         path, verified = _spool_body(response, chunk, spool_dir, stop, on_bytes)
     log.info("%s -> complete: %d lines, %d bytes in %.2fs", target, verified.lines,
              verified.bytes, time.monotonic() - started)

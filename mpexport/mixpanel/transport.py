@@ -38,6 +38,7 @@ from mpexport.mixpanel.endpoints import (
 if TYPE_CHECKING:
     import requests
 
+    from mpexport.mixpanel.credentials import CredentialKind
     from mpexport.mixpanel.http_cut import ConnectionCutter
 
 log = logging.getLogger("mpexport.http")
@@ -571,14 +572,16 @@ def read_error(response: requests.Response, status: int) -> bytes:
     return body
 
 
-def fail_for_status(response: requests.Response, status: int, api: str) -> NoReturn:
+def fail_for_status(response: requests.Response, status: int, api: str,
+                    kind: CredentialKind | None = None) -> NoReturn:
     """Raise what a non-200 response of the ``api`` endpoint stands for: fatal, or a RetryableError.
 
     The status line decides, the body only words the message: a 401 whose body
     was cut is still a 401 (fatal), a 502 whose body was cut still a 502.
+    ``kind`` is the kind of credential sent, which words a refusal.
     """
     body = read_error(response, status)
-    raise_for_fatal_status(status, body, api)
+    raise_for_fatal_status(status, body, api, kind)
     reason = f"HTTP {status}: {error_text(body, 120)}"
     retry_after = None
     if is_retryable_status(status):

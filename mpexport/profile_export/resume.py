@@ -101,7 +101,9 @@ def account_key(username: str | None, secret: str | None, api_secret: str | None
     project: without it every project would share one session and one run
     could write out another project's pages. The fingerprint is stored (the
     session file, the database), so only this digest goes there: the secret
-    is long and random, which makes the hash irreversible in practice.
+    is long and random, which makes the hash irreversible in practice. An
+    OAuth token is not part of it: tokens are replaced as they expire, so a
+    new one must resume its project's session, which the project id names.
     """
     identity = json.dumps([username, secret, api_secret, project_id]).encode("utf-8")
     return hashlib.sha256(_ACCOUNT_SALT + identity).hexdigest()[:32]
