@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench clean exe exe-test
+.PHONY: demo test lint typecheck unit bench clean exe exe-test lock lock-upgrade
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,23 @@ BENCH_ARGS ?=
 bench: $(STAMP_DEV)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
-# The standalone executable (onedir and onefile) in dist/, built in a clean venv.
+# The standalone executable (onedir and onefile) in dist/, built in a clean venv
+# installed from the hashed lock packaging/requirements-exe.txt.
 exe:
 	bash packaging/build_exe.sh
+
+# The executable's lock (scripts/lock_exe.py; uv is installed outside the repo):
+# `make lock` after a change to pyproject.toml's dependencies or
+# packaging/requirements-exe.in keeps every locked version it can; `make
+# lock-upgrade` moves everything to the newest releases. Both then check that
+# the lock installs, hash-checked, on Linux x86_64, Windows x64 and macOS arm64.
+# LOCK_ARGS go to uv, e.g. make lock LOCK_ARGS="--upgrade-package urllib3".
+LOCK_ARGS ?=
+lock:
+	$(PYTHON) scripts/lock_exe.py compile $(LOCK_ARGS)
+
+lock-upgrade:
+	$(PYTHON) scripts/lock_exe.py compile --upgrade $(LOCK_ARGS)
 
 # The frozen test set against what is in dist/ (no rebuild).
 exe-test: $(STAMP_DEV)

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # Build the frozen mpexport executable(s) from packaging/mpexport.spec.
 #
-# PyInstaller runs from a clean venv (build/exe-venv) that holds only
-# mpexport's runtime dependencies with the lake's (`pip install '.[lake]'`) and PyInstaller: whatever
-# else is importable at build time may be bundled (pyarrow/numpy/pandas would
-# more than double the size).
+# PyInstaller runs from a clean venv (build/exe-venv) that holds exactly the
+# hashed lock packaging/requirements-exe.txt (mpexport's runtime dependencies
+# with the lake's, PyInstaller, the build backend; `make lock` makes it) and
+# mpexport itself, nothing else: whatever else is importable at build time may
+# be bundled (pyarrow/numpy/pandas would more than double the size).
 #
 #   packaging/build_exe.sh                      onedir + onefile
 #   MPEXPORT_EXE_MODES=onedir packaging/build_exe.sh
 #
 # Environment: PYTHON (interpreter for the venv, default python3.11 or python3),
-# MPEXPORT_EXE_VENV (default build/exe-venv), MPEXPORT_EXE_MODES,
-# MPEXPORT_EXE_EXTRAS (default "[lake]": s3://, gs://, az:// lakes; empty leaves
-# them out, in a venv that never had them).
-# Works on Linux, macOS and Windows (Git Bash, as in the GitHub workflow).
+# MPEXPORT_EXE_VENV (default build/exe-venv), MPEXPORT_EXE_MODES.
+# Works on Linux, macOS and Windows (Git Bash, as in the GitHub workflows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,34 +33,83 @@ if [ "$windows" = 1 ]; then vpy=$venv/Scripts/python.exe; else vpy=$venv/bin/pyt
 
 start=$(date +%s)
 
-# 1. The clean venv: created once, then kept; `pip install .` re-resolves the
-#    deps (quick when nothing changed) and always reinstalls mpexport itself.
-if [ ! -x "$vpy" ]; then
-    echo "build_exe: creating $venv with $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-    "$PYTHON" -m venv "$venv"
-    "$vpy" -m pip install -q --upgrade pip
-fi
-# setuptools builds in-tree under build/lib: a module deleted from mpexport/
-# would otherwise survive there and be bundled.
-rm -rf build/lib build/bdist.*
-"$vpy" -m pip install -q ".${MPEXPORT_EXE_EXTRAS-[lake]}" 'pyinstaller>=6.3,<7'
+lock=packaging/requirements-exe.txt
 
-# Only runtime dependencies (and PyInstaller's own) may be in the venv.
-"$vpy" - <<'EOF'
+# 1. The lock: there, and made from today's pyproject.toml and
+#    requirements-exe.in (its recorded digest), or stop here.
+"$PYTHON" scripts/lock_exe.py check || {
+    echo "build_exe: not building from a missing or stale $lock (above)" >&2
+    exit 1
+}
+lock_sha=$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$lock")
+
+# 2. The clean venv: made from the lock, then kept while the lock is the same
+#    (its sha256 in $venv/.lock-sha256); a changed lock makes a new venv, so
+#    nothing the lock no longer holds survives. pip is the one the interpreter
+#    ships (never upgraded from the index); every wheel it installs is checked
+#    against the lock's hashes, and nothing but the lock's wheels is installed
+#    (--no-deps: the lock is complete; `pip check` below proves it).
+if [ -x "$vpy" ] && [ "$(cat "$venv/.lock-sha256" 2> /dev/null)" != "$lock_sha" ]; then
+    echo "build_exe: $venv was not made from today's $lock; making it anew"
+    rm -rf "$venv"
+fi
+if [ ! -x "$vpy" ]; then
+    echo "build_exe: creating $venv with $("$PYTHON" -c 'import sys; print(sys.version.split()[0])') from $lock"
+    "$PYTHON" -m venv "$venv"
+    "$vpy" -m pip install -q --disable-pip-version-check \
+        --require-hashes --only-binary :all: --no-deps -r "$lock"
+    echo "$lock_sha" > "$venv/.lock-sha256"
+fi
+# mpexport itself, from the tree, every time: no dependencies (the lock has
+# them), built by the lock's setuptools (no isolated build env fetched from
+# the index). setuptools builds in-tree under build/lib: a module deleted from
+# mpexport/ would otherwise survive there and be bundled.
+rm -rf build/lib build/bdist.*
+"$vpy" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation .
+"$vpy" -m pip check > /dev/null || {
+    "$vpy" -m pip check >&2
+    echo "build_exe: the venv's requirements are not all met (above): is $lock current? run 'make lock'" >&2
+    exit 1
+}
+
+# Exactly the lock (this platform's part of it), mpexport and pip; never the
+# heavy modules, whatever the lock says.
+"$vpy" - "$lock" <<'EOF'
 import importlib.metadata as md
+import re
 import sys
-names = {d.metadata["Name"].lower().replace("_", "-") for d in md.distributions()}
+
+from packaging.requirements import Requirement  # the lock's (PyInstaller needs it)
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+names = {canonical(d.metadata["Name"]) for d in md.distributions()}
 heavy = sorted(names & {"pyarrow", "numpy", "pandas", "polars", "pytest", "hypothesis", "mypy"})
 if heavy:
     sys.exit(f"build_exe: the build venv is not clean, it holds {heavy}; delete it and rebuild")
+locked = set()
+with open(sys.argv[1], encoding="utf-8") as lock:
+    for line in lock:
+        if re.match(r"[A-Za-z0-9]", line):
+            requirement = Requirement(line.rstrip().rstrip("\\").strip())
+            if requirement.marker is None or requirement.marker.evaluate():
+                locked.add(canonical(requirement.name))
+extra = sorted(names - locked - {"pip", "mpexport"})
+missing = sorted(locked - names)
+if extra or missing:
+    sys.exit(f"build_exe: the build venv is not the lock: not locked {extra}, "
+             f"locked but missing {missing}; delete it and rebuild")
 EOF
 
-# 2. Freeze.
+# 3. Freeze.
 echo "build_exe: PyInstaller $("$vpy" -m PyInstaller --version), modes $MPEXPORT_EXE_MODES"
 "$vpy" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath dist --workpath build/pyinstaller packaging/mpexport.spec
 
-# 3. Check what came out.
+# 4. Check what came out.
 if [ "$windows" = 1 ]; then ext=.exe; else ext=; fi
 built=()
 case ",$MPEXPORT_EXE_MODES," in *,onedir,*) built+=("dist/mpexport/mpexport$ext") ;; esac
@@ -91,7 +139,7 @@ case ",$MPEXPORT_EXE_MODES," in
     *,onedir,*) echo "  dist/mpexport: $(du -sh dist/mpexport | cut -f1)" ;;
 esac
 
-# 4. Startup: `--version`, median of 10 runs (after one warm-up run).
+# 5. Startup: `--version`, median of 10 runs (after one warm-up run).
 "$vpy" - "${built[@]}" <<'EOF'
 import statistics
 import subprocess

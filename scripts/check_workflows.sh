@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lint the GitHub workflows (.github/workflows/*.yml) with zizmor (security:
 # pinned actions, credentials, permissions, injection) and actionlint
-# (syntax, expressions, runner and action metadata).
+# (syntax, expressions, runner and action metadata); zizmor audits
+# .github/dependabot.yml too (its cooldown, among others).
 #
 #   scripts/check_workflows.sh
 #
@@ -29,6 +30,9 @@ required=${MPEXPORT_WORKFLOW_TOOLS_REQUIRED:-0}
 python=${PYTHON:-python3}
 
 workflows=(.github/workflows/*.yml)
+# zizmor only: actionlint knows workflows alone.
+audited=("${workflows[@]}")
+[ -f .github/dependabot.yml ] && audited+=(.github/dependabot.yml)
 status=0
 skipped=()
 
@@ -64,8 +68,8 @@ ensure() {
 
 # 1. zizmor: every finding fails the check (none are accepted now).
 if ensure "$zizmor_req"; then
-    echo "check_workflows: $("$venv/bin/zizmor" --version) --offline ${workflows[*]}"
-    if ! "$venv/bin/zizmor" --offline --no-progress --color=never "${workflows[@]}"; then
+    echo "check_workflows: $("$venv/bin/zizmor" --version) --offline ${audited[*]}"
+    if ! "$venv/bin/zizmor" --offline --no-progress --color=never "${audited[@]}"; then
         echo "check_workflows: zizmor found problems (above)" >&2
         status=1
     fi
