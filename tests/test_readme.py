@@ -32,7 +32,13 @@ from pathlib import Path
 
 import pytest
 
-from mpexport.fakeserver import DEMO_PROJECT_ID, DEMO_SECRET, DEMO_USERNAME, Dataset
+from mpexport.fakeserver import (
+    DEMO_OAUTH_TOKEN,
+    DEMO_PROJECT_ID,
+    DEMO_SECRET,
+    DEMO_USERNAME,
+    Dataset,
+)
 from tests.helpers import (
     PATIENCE,
     ServerFactory,
@@ -53,7 +59,8 @@ SKIPPED = {
     "make test": "runs the whole suite, this test included",
     "pip install .            # into the current environment": "installs into an environment",
     "pipx install .           # as an isolated command": "installs into an environment",
-    "make exe                 # a standalone executable in dist/ (see packaging/README.md)":
+    "make exe                 # a standalone executable in dist/, from a hashed lock "
+    "(packaging/README.md)":
         "builds the executable (packaging/run_frozen_tests.sh tests it)",
     "pip install 'mpexport[lake]'          # object stores (the executable includes it)":
         "installs into an environment (the lake's extra is installed here)",
@@ -324,7 +331,8 @@ def test_the_readme_examples_run_against_the_built_in_server(
     cwd = tmp_path / "work"
     for folder in ("data", "log"):
         (cwd / folder).mkdir(parents=True)
-    env = clean_env({**service_account_env(), **s3_server.env(), "SECRET": DEMO_SECRET})
+    env = clean_env({**service_account_env(), **s3_server.env(), "SECRET": DEMO_SECRET,
+                     "TOKEN": DEMO_OAUTH_TOKEN})
     env["PATH"] = f"{_bin(tmp_path / 'bin')}:{env['PATH']}"
     all_blocks = blocks(README.read_text(encoding="utf-8"))
     problems: list[str] = []

@@ -72,7 +72,7 @@ CHECK_EXIT_CODES = exit_codes("""\
 CREDENTIALS_HELP = """\b
 Credentials come from the environment or a profile, never the command line:
   MP_USERNAME, MP_SECRET, MP_PROJECT_ID   a service account (recommended)
-  MP_OAUTH_TOKEN, MP_PROJECT_ID           an OAuth bearer token (expires: refresh it)
+  MP_OAUTH_TOKEN, MP_PROJECT_ID           an OAuth bearer token (it expires)
   MP_API_SECRET                           a legacy project secret
   --profile NAME                          saved by 'mpexport config init'"""
 FETCH_EPILOG = CREDENTIALS_HELP + "\n\n" + EXPORT_EXIT_CODES
