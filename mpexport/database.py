@@ -7,6 +7,7 @@ plain values: a sink knows no request, no options and no stop guard.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -202,30 +203,35 @@ def locked_database(
     the database opened (which cannot be cut) takes effect right after it.
     The loader thread has ended when the block is left.
     """
-    from mpexport.sinks.duckdb.schema import remove_new_database
+    from mpexport.errors import DatabaseLockedError, FileInUseError
+    from mpexport.sinks.duckdb.schema import file_identity, remove_new_database
 
     check_stop = stop_check(guard)
     command, environ = environment.command_name, environment.environ
     with database_locked(target.path, wait_lock, guard, command), \
             _lake_lock(target.parquet, wait_lock, check_stop, environ, command) as lake_check:
         # Looked at under the lock: only a file this run creates may be removed again.
-        created = not target.path.exists()
+        # (lexists: a dangling link is not a file this run may remove.)
+        created = not os.path.lexists(target.path)
         try:
             database = open_database(target, request, guard, lake_check, environ,
                                      environment.cpus)
+        except (DatabaseLockedError, FileInUseError):
+            raise  # another program has the file now: it is not this run's to remove
         except BaseException:
             if created:
-                remove_new_database(target.path)
+                remove_new_database(target.path, None)
             raise
+        opened = file_identity(target.path) if created else None
         try:
             if check_stop is not None:
                 check_stop()
             yield database
         finally:
             database.abort()  # a no-op once the run closed it
-            if created and not database.committed:
+            if created and not database.committed and opened is not None:
                 # Nothing of this run was stored: no empty file stays behind.
-                remove_new_database(target.path)
+                remove_new_database(target.path, opened)
 
 
 @contextmanager

@@ -181,3 +181,52 @@ def test_a_run_waiting_while_the_lock_file_goes_still_keeps_one_writer(
     b_leaves.set()
     b.join(PATIENCE)
     assert not lock_path(db).exists()
+
+
+# -- what the cleanup may remove ------------------------------------------------------------
+
+
+def test_a_new_file_is_removed_only_while_it_is_the_one_the_run_opened(tmp_path: Path) -> None:
+    from mpexport.sinks.duckdb.schema import file_identity, remove_new_database
+
+    db = tmp_path / "new.duckdb"
+    db.write_bytes(b"ours")
+    ours = file_identity(db)
+    # Another program replaced the file at that name meanwhile: it stays.
+    replacement = tmp_path / "theirs"
+    replacement.write_bytes(b"theirs")
+    replacement.replace(db)
+    remove_new_database(db, ours)
+    assert db.read_bytes() == b"theirs"
+    # The file the run opened goes, with its WAL.
+    wal = tmp_path / "new.duckdb.wal"
+    wal.write_bytes(b"")
+    remove_new_database(db, file_identity(db))
+    assert not db.exists() and not wal.exists()
+
+
+def test_a_cleanup_that_cannot_delete_only_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mpexport.sinks.duckdb.schema import file_identity, remove_new_database
+
+    db = tmp_path / "new.duckdb"
+    db.write_bytes(b"")
+
+    def held(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "The process cannot access the file")  # Windows: a scanner
+
+    monkeypatch.setattr(Path, "unlink", held)
+    remove_new_database(db, file_identity(db))  # no exception: the run's outcome stays its own
+    assert "could not remove" in caplog.text and db.exists()
+
+
+def test_a_dangling_link_given_as_db_is_not_removed(make_server: ServerFactory,
+                                                   tmp_path: Path) -> None:
+    server = make_server(Dataset(seed=5, events_per_day=3))
+    link = tmp_path / "events.duckdb"
+    link.symlink_to(tmp_path / "elsewhere" / "events.duckdb")
+    result = run_cli(["export", "--from", "2024-06-01", "--to", "2024-06-01", "--api-url",
+                      server.url, "--db", str(link)], env={"MP_SECRET": "wrong"})
+    assert result.code != 0
+    assert link.is_symlink()

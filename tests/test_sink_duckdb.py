@@ -630,3 +630,20 @@ def test_a_lost_lake_lock_stops_the_parquet_writes_of_a_database(
     with pytest.raises(LoaderError, match="lost the lock"):
         load(db, [spooler.chunk(day(1), day(2))], parquet_dir=out, lake_check=lake_check)
     assert {p.parent.name: p.read_bytes() for p in out.glob("*/*.parquet")} == written
+
+
+def test_the_lake_lock_is_checked_again_after_a_days_copy_is_built(
+    tmp_path: Path, spooler: Spooler
+) -> None:
+    """A COPY can take minutes (a laptop asleep): the lock is checked again before the upload."""
+    db, out = tmp_path / "out.duckdb", tmp_path / "lake"
+    calls: list[int] = []
+
+    def lake_check() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # passed before the day's COPY, lost by the time it is built
+            raise LoaderError("this run lost the lock of the lake", "rerun")
+
+    with pytest.raises(LoaderError, match="lost the lock"):
+        load(db, [spooler.chunk(day(0), day(0))], parquet_dir=out, lake_check=lake_check)
+    assert list(out.glob("*/*.parquet")) == []

@@ -641,6 +641,18 @@ def test_ndjson_file_cannot_be_overwritten(ndjson_file: Path) -> None:
     assert digest(ndjson_file) == before
 
 
+def test_a_database_file_and_its_wal_cannot_be_overwritten(db: Path) -> None:
+    # DuckDB allows the files of an attached database after external access
+    # is switched off; it refuses a COPY onto them itself (a Binder Error).
+    before = digest(db)
+    wal = db.with_name(db.name + ".wal")
+    for target in (db, wal):
+        result = sql(db, f"COPY (SELECT 1 AS n) TO '{target}' (FORMAT csv, USE_TMP_FILE false)")
+        assert_one_error_line(result, 2, "mpexport: error: the query failed: ", str(target.name))
+        assert result.stdout == b""
+    assert digest(db) == before and not wal.exists()
+
+
 @pytest.mark.parametrize(("statement", "words"), [
     ("SET enable_external_access = true", ("enable_external_access", "locked")),
     ("RESET enable_external_access", ("enable_external_access", "locked")),

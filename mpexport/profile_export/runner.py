@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,29 +113,32 @@ def _sink(request: ProfileRequest, credentials: Credentials | None, guard: Inter
         return
     from mpexport.profile_export.duckdb import DuckDBProfiles
     from mpexport.sinks.duckdb.budget import chosen_memory_limit
-    from mpexport.sinks.duckdb.schema import remove_new_database
+    from mpexport.sinks.duckdb.schema import file_identity, remove_new_database
     from mpexport.spool import spool_folder
 
     path = Path(options.db)
     with database_locked(path, options.wait_lock, guard, environment.command_name), \
             spool_folder(setup.spool_dir) as spool:
         # Looked at under the lock: only a file this run creates may be removed again.
-        created = not path.exists()
+        # (lexists: a dangling link is not a file this run may remove.)
+        created = not os.path.lexists(path)
         database = DuckDBProfiles(path, table=options.table_name, group_key=options.group_id,
                                   filtered=options.filtered, spool_dir=spool,
                                   memory_limit=chosen_memory_limit(options.memory_limit,
                                                                    environment),
                                   cpus=environment.cpus,
                                   allow_empty=options.allow_empty)
+        opened: tuple[int, int] | None = None
         try:
             database.open()
+            opened = file_identity(path) if created else None
             guard.raise_if_requested()
             yield database
         finally:
             database.close()
-            if created and not database.committed:
+            if created and not database.committed and opened is not None:
                 # Nothing of this run was stored (page 0 never came): no empty file stays.
-                remove_new_database(path)
+                remove_new_database(path, opened)
 
 
 def _dry_run(request: ProfileRequest, credentials: Credentials | None, notes: list[str],

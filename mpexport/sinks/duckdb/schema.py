@@ -9,6 +9,7 @@ thread (which is the only thread that ever holds one).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ from mpexport.dates import day_range
 from mpexport.errors import AccessDeniedError, UsageError
 from mpexport.filelock import DENIED, HELD, why_refused
 from mpexport.sinks.duckdb.lock import lock_path, open_elsewhere_error
+
+log = logging.getLogger(__name__)
 
 MANIFEST_TABLE = "_mpexport_chunks"
 # Days whose Parquet file must be (re)written: recorded in the chunk's own
@@ -187,14 +190,33 @@ def check_columns(con: Any, table: str) -> None:
         )
 
 
-def remove_new_database(db_path: Path) -> None:
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at ``path`` now, or None when there is none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def remove_new_database(db_path: Path, identity: tuple[int, int] | None) -> None:
     """Delete a database file this run created and never committed to, with its WAL.
 
-    Only for a file that did not exist when the run took its lock: the run
-    then stored nothing, and leaves nothing behind.
+    Only for a file that did not exist when the run took its lock, and only
+    while the file at the path is still the one this run opened
+    (``identity``; None: the run's open failed on its own file): another
+    program's file at that name is never touched. A delete that fails (a
+    scanner holding the file on Windows) only warns: an empty file left
+    behind is harmless, hiding the run's own outcome is not.
     """
+    if identity is not None and file_identity(db_path) != identity:
+        return
     for path in (db_path, db_path.with_name(db_path.name + ".wal")):
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("warning: could not remove %s, which this run created and stored "
+                        "nothing in: %s", path, exc.strerror or exc)
 
 
 def read_manifest(con: Any, table: str) -> dict[str, set[dt.date]]:

@@ -84,19 +84,24 @@ def utc_days(chunk: Chunk, project_timezone: str | None = None) -> set[dt.date]:
 
 
 def write_day(con: Any, table: str, store: Store | Path, day: dt.date,
-              sleep: Callable[[float], None] = time.sleep) -> int:
+              sleep: Callable[[float], None] = time.sleep,
+              before_write: Callable[[], None] | None = None) -> int:
     """Rewrite one day's Parquet file from the table; return its row count.
 
     A day left without rows loses its file (and a local folder when empty).
     Raises :class:`FileInUse`, the old file untouched and no new one left
     behind, when another program keeps a local file open through the retries.
+    ``before_write`` runs right before the store is changed (after the COPY,
+    which can take minutes) and raises to leave it as it is.
     """
+    check = before_write or (lambda: None)
     store = open_store(store, sleep=sleep)
     target = quote_ident(table)
     window = day_window(day)
     key = day_key(day)
     (rows,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
     if not rows:
+        check()
         store.delete(key)
         return 0
     temp = store.staging_path(key)
@@ -105,6 +110,7 @@ def write_day(con: Any, table: str, store: Store | Path, day: dt.date,
             f"COPY (SELECT {COLUMNS} FROM {target} WHERE {window} ORDER BY time) "
             f"TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION zstd)"
         )
+        check()  # a laptop asleep during the COPY may have lost the lake by now
         store.put_file(key, temp)
     finally:
         # A scanner may hold the new file for a moment on Windows; a temp
@@ -155,7 +161,7 @@ def flush_pending(con: Any, table: str, store: Store | Path, *,
         if before_write is not None:
             before_write()
         try:
-            done.rows[day] = write_day(con, table, store, day)
+            done.rows[day] = write_day(con, table, store, day, before_write=before_write)
         except FileInUse as exc:
             done.in_use[day] = exc.path
             continue
