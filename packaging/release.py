@@ -84,7 +84,7 @@ def check_binary(binary: Path, version: str) -> None:
     print(f"release: {binary}: {line}")
 
 
-def _tar(out: Path, members: list[tuple[Path, str]]) -> None:
+def pack_tar(out: Path, members: list[tuple[Path, str]]) -> None:
     def normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
         # No build machine's user or group in the archive.
         info.uid = info.gid = 0
@@ -96,7 +96,7 @@ def _tar(out: Path, members: list[tuple[Path, str]]) -> None:
             tar.add(path, arcname=name, filter=normalized)
 
 
-def _zip(out: Path, members: list[tuple[Path, str]]) -> None:
+def pack_zip(out: Path, members: list[tuple[Path, str]]) -> None:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, name in members:
             if path.is_dir():
@@ -112,7 +112,7 @@ def archive(platform: str, dist: Path, out: Path, require: set[str]) -> list[Pat
     windows = platform.startswith("windows")
     exe = "mpexport.exe" if windows else "mpexport"
     suffix = ".zip" if windows else ".tar.gz"
-    pack = _zip if windows else _tar
+    pack = pack_zip if windows else pack_tar
     stem = f"mpexport-{version}-{platform}"
     builds = {
         "onedir": (dist / "mpexport" / exe, dist / "mpexport", stem, f"{stem}{suffix}"),
