@@ -80,8 +80,7 @@ release-dry-run: $(STAMP_DEV)
 	$(PYTHON) packaging/release.py version --tag $(RELEASE_TAG)
 	bash packaging/build_exe.sh
 	bash packaging/run_frozen_tests.sh dist/mpexport/mpexport
-	bash packaging/run_frozen_tests.sh dist/mpexport-onefile \
-	    --deselect tests/test_e2e_duckdb.py::test_sigkill_leaves_whole_days_and_rerun_resumes
+	bash packaging/run_frozen_tests.sh dist/mpexport-onefile
 	bash scripts/dist.sh
 	rm -rf dist/release
 	$(PYTHON) packaging/release.py archive --require onedir,onefile
