@@ -54,6 +54,7 @@ fi
 #    and files, which `make exe` writes there too, are left alone).
 rm -f dist/mpexport-*.tar.gz dist/mpexport-*.whl
 rm -rf build/lib build/bdist.* ./*.egg-info
+mkdir -p build dist
 "$venv/$bindir/python$exe" -m build --outdir dist . > build/dist-build.log 2>&1 || {
     tail -n 30 build/dist-build.log >&2
     echo "dist: python -m build failed (log: build/dist-build.log)" >&2
