@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench clean exe exe-test lock lock-upgrade
+.PHONY: demo test lint typecheck unit bench clean exe exe-test lock lock-upgrade dist \
+	release-dry-run
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,30 @@ lock-upgrade:
 # The frozen test set against what is in dist/ (no rebuild).
 exe-test: $(STAMP_DEV)
 	bash packaging/run_frozen_tests.sh
+
+# The sdist and the wheel in dist/, checked as the release workflow checks them
+# before publishing: built from the sdist, `twine check --strict`, their
+# contents, then installed into a new venv that runs `mpexport --version` and
+# `mpexport demo` (scripts/dist.sh; build and twine live in a venv outside the repo).
+dist:
+	bash scripts/dist.sh
+
+# What the release workflow builds on this platform, here: the version check,
+# both executables from the hashed lock, the frozen test set against each, the
+# sdist and wheel (make dist), their archives in dist/release/ and SHA256SUMS
+# (packaging/release.py). Nothing is published. RELEASE_TAG is checked against
+# the package's version (default: the tag the version calls for).
+RELEASE_TAG ?= v$(shell $(PYTHON) packaging/release.py version)
+release-dry-run: $(STAMP_DEV)
+	$(PYTHON) packaging/release.py version --tag $(RELEASE_TAG)
+	bash packaging/build_exe.sh
+	bash packaging/run_frozen_tests.sh dist/mpexport/mpexport
+	bash packaging/run_frozen_tests.sh dist/mpexport-onefile
+	bash scripts/dist.sh
+	rm -rf dist/release
+	$(PYTHON) packaging/release.py archive --require onedir,onefile
+	cp dist/mpexport-*.tar.gz dist/mpexport-*-py3-none-any.whl dist/release/
+	$(PYTHON) packaging/release.py sums dist/release
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache demo.duckdb

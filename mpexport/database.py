@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from mpexport.errors import UsageError
 from mpexport.options import DEFAULT_TABLE, RunOptions
-from mpexport.startup import database_locked, stop_check
 
 if TYPE_CHECKING:
     from mpexport.environment import Environment
@@ -63,6 +62,7 @@ def open_database(
     """
     from mpexport.sinks.lake.sink import database_sink
     from mpexport.sinks.lake.store import Store, open_store
+    from mpexport.startup import stop_check
 
     check_replace(request, target.replace)
     parquet: str | Store | None = target.parquet
@@ -205,6 +205,7 @@ def locked_database(
     """
     from mpexport.errors import DatabaseLockedError, FileInUseError
     from mpexport.sinks.duckdb.schema import file_identity, remove_new_database
+    from mpexport.startup import database_locked, stop_check
 
     check_stop = stop_check(guard)
     command, environ = environment.command_name, environment.environ
@@ -286,6 +287,7 @@ def open_lake(
     from mpexport.sinks.lake.sink import LakeCopy, LakeSink
     from mpexport.sinks.lake.store import open_store
     from mpexport.spool import spool_folder
+    from mpexport.startup import stop_check
 
     check_replace(request, replace)
     run_id = run_id or uuid.uuid4().hex

@@ -138,13 +138,18 @@ def test_build_exe_installs_the_lock_with_hashes_and_nothing_from_the_index() ->
 
 @pytest.mark.parametrize("workflow", sorted(p.name for p in WORKFLOWS.glob("*.yml")))
 def test_artifacts_are_uploaded_only_after_the_frozen_tests_passed(workflow: str) -> None:
-    """Steps run in order and stop at the first failure; an `if:` could override that."""
+    """Steps run in order and stop at the first failure; an `if:` could override that.
+
+    The checks: the frozen tests for the executables, `make dist` (twine
+    check, a clean install running the command) for the sdist and wheel.
+    """
     text = (WORKFLOWS / workflow).read_text(encoding="utf-8")
     steps = re.split(r"\n(?=\s+- (?:uses|name|run):)", text)
     uploads = [i for i, step in enumerate(steps) if "actions/upload-artifact@" in step]
     if not uploads:
         pytest.skip("uploads nothing")
-    tests = [i for i, step in enumerate(steps) if "run_frozen_tests.sh" in step]
+    tests = [i for i, step in enumerate(steps)
+             if "run_frozen_tests.sh" in step or "run: make dist" in step]
     assert tests and all(i > max(tests) for i in uploads)
     for i in uploads:
         assert not re.search(r"^\s+if:", steps[i], re.M), steps[i]

@@ -57,11 +57,19 @@ SKIPPED = {
     "make demo": "creates .venv and runs the demo: the demo itself is tested "
                  "(test_frozen_smoke, test_demo)",
     "make test": "runs the whole suite, this test included",
+    "sha256sum -c --ignore-missing SHA256SUMS...":
+        "a release's files, which exist only on GitHub (packaging/release.py makes them; "
+        "make release-dry-run builds them here)",
+    "pipx install mpexport                # an isolated command on PATH...":
+        "installs from the package index into an environment (make dist installs the "
+        "wheel into a clean venv)",
     "pip install .            # into the current environment": "installs into an environment",
     "pipx install .           # as an isolated command": "installs into an environment",
     "make exe                 # a standalone executable in dist/, from a hashed lock "
     "(packaging/README.md)":
         "builds the executable (packaging/run_frozen_tests.sh tests it)",
+    "make dist                # the sdist and wheel in dist/, checked as a release checks "
+    "them": "builds and installs the wheel (scripts/dist.sh; .ci/run runs it)",
     "pip install 'mpexport[lake]'          # object stores (the executable includes it)":
         "installs into an environment (the lake's extra is installed here)",
     "$ mpexport export --help...":
