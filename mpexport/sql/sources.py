@@ -29,7 +29,6 @@ same whatever the input.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from mpexport.sinks.duckdb.rows import MAX_OBJECT_SIZE, rows_sql, sql_string
 from mpexport.sinks.duckdb.schema import EVENT_COLUMNS
 from mpexport.sinks.lake.manifest import MANIFEST_KEY
 from mpexport.sinks.lake.parquet import FILE_NAME as DAY_FILE
+from mpexport.sinks.lake.parquet import day_of_key
 from mpexport.sinks.lake.store import is_url
 from mpexport.sql.database import (
     SANDBOX,
@@ -53,7 +53,6 @@ from mpexport.sql.database import (
 )
 
 VIEW = "events"
-_DAY_KEY = re.compile(r"date=(\d{4}-\d{2}-\d{2})/" + re.escape(DAY_FILE))
 # A DuckDB file starts with an 8-byte checksum, then these bytes (as
 # export --db checks its file).
 _DUCKDB_MAGIC = (8, b"DUCK")
@@ -162,7 +161,7 @@ def _copy_lake(source: str, data: Path, environ: Mapping[str, str], days: Days) 
     store = open_store(source, environ=environ)
     try:
         keys = store.list_keys()
-        held = {key: day for key in keys if (day := _day_of(key)) is not None}
+        held = {key: day for key in keys if (day := day_of_key(key)) is not None}
         if not held and MANIFEST_KEY not in keys:
             raise UsageError(f"no lake at {source}: no date=YYYY-MM-DD/{DAY_FILE} files there",
                              f"{INPUT_HINT} ('mpexport export --parquet' writes a lake)")
@@ -177,17 +176,6 @@ def _copy_lake(source: str, data: Path, environ: Mapping[str, str], days: Days) 
     except OSError as exc:
         raise startup_error(exc, source, getattr(store, "masked", None)) from exc
     return copies
-
-
-def _day_of(key: str) -> dt.date | None:
-    """The UTC day of a day file's key; None for any other key."""
-    found = _DAY_KEY.fullmatch(key)
-    if found is None:
-        return None
-    try:
-        return dt.date.fromisoformat(found[1])
-    except ValueError:
-        return None
 
 
 def _lake_view(files: list[Path]) -> str:

@@ -11,7 +11,6 @@ the UTC days around the range are read and their rows counted by project day.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,9 +95,6 @@ def table_counts(db_path: Path, table: str, first: dt.date | None, last: dt.date
         return _count(con, quote_ident(table), first, last, project_timezone)
 
 
-_DAY_FILE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/data\.parquet$")
-
-
 def lake_counts(location: str, first: dt.date | None, last: dt.date | None,
                 project_timezone: str | None, environ: Mapping[str, str]) -> StoredCounts:
     """The rows of the lake at ``location`` per project day and event.
@@ -111,6 +107,7 @@ def lake_counts(location: str, first: dt.date | None, last: dt.date | None,
 
     from mpexport.dates import day_range
     from mpexport.sinks.lake.objects import startup_error
+    from mpexport.sinks.lake.parquet import day_of_key
     from mpexport.sinks.lake.store import LocalStore, open_store, parse_location
 
     if parse_location(location, environ).scheme is None and not Path(location).is_dir():
@@ -118,8 +115,8 @@ def lake_counts(location: str, first: dt.date | None, last: dt.date | None,
                          "check the path; 'mpexport export --parquet DIR' creates one")
     store = open_store(location, environ=environ)
     try:
-        held = {dt.date.fromisoformat(match.group(1)): key for key in store.list_keys("")
-                if (match := _DAY_FILE.match(key))}
+        held = {day: key for key in store.list_keys("")
+                if (day := day_of_key(key)) is not None}
     except OSError as exc:
         raise startup_error(exc, store.url, environ) from None
     if first is not None and last is not None:

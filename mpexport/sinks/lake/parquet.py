@@ -56,13 +56,25 @@ _DAY_KEY = re.compile(r"date=(\d{4}-\d{2}-\d{2})/" + re.escape(FILE_NAME))
 
 log = logging.getLogger("mpexport.parquet")
 
-__all__ = ["FILE_NAME", "FileInUse", "Flushed", "ParquetCopy", "day_key", "flush_pending",
+__all__ = ["FILE_NAME", "FileInUse", "Flushed", "ParquetCopy", "day_key", "day_of_key",
+           "flush_pending",
            "guarded", "utc_days", "write_day"]
 
 
 def day_key(day: dt.date) -> str:
     """The key of one UTC day's file in the dataset."""
     return f"date={day.isoformat()}/{FILE_NAME}"
+
+
+def day_of_key(key: str) -> dt.date | None:
+    """The UTC day of a day file's key (:func:`day_key`'s inverse); None for any other key."""
+    found = _DAY_KEY.fullmatch(key)
+    if found is None:
+        return None
+    try:
+        return dt.date.fromisoformat(found[1])
+    except ValueError:  # date=2024-02-30: not a file of ours
+        return None
 
 
 def day_window(day: dt.date) -> str:
@@ -238,12 +250,7 @@ class ParquetCopy:
 
     def _held_files(self) -> set[dt.date]:
         """The days that have a file in the dataset (listed, so also checked it is reachable)."""
-        days = set()
-        for key in self.store.list_keys():
-            match = _DAY_KEY.fullmatch(key)
-            if match:
-                days.add(dt.date.fromisoformat(match.group(1)))
-        return days
+        return {day for key in self.store.list_keys() if (day := day_of_key(key)) is not None}
 
     def prepare(self, con: Any, chunk: Chunk) -> None:
         """Nothing to do before a chunk loads: the table holds every stored row already."""
