@@ -23,6 +23,7 @@ from mpexport.errors import ExitCode, LoaderError, ReaderMismatchError, exit_cod
 from mpexport.fakeserver import Dataset
 from mpexport.model import CompletedChunk
 from mpexport.sinks.duckdb import load as load_module
+from mpexport.sinks.duckdb import ordered as ordered_module
 from mpexport.sinks.duckdb import repair as repair_module
 from mpexport.sinks.duckdb import rows as rows_module
 from tests.test_sink_duckdb import Spooler, day, load, query
@@ -32,15 +33,24 @@ from tests.test_sink_duckdb import Spooler, day, load, query
 REFUSED_LINE = (b'{"event":"Cut","properties":{"time":%d,"distinct_id":"u-1",'
                 b'"$insert_id":"cut-1","note":"\\ud83d"}}\n')
 
-# (memory limit, replace): the one-statement fast path, the staged path
-# (--replace always stages) and the two-step reader of small budgets (also
-# what an out-of-memory chunk is loaded again with).
+# (memory limit, replace): the fast path in file order (one loader thread:
+# 256MB), the fast path's parallel window (512MB: two threads), the staged
+# path (--replace always stages) and the two-step reader of small budgets
+# (also what an out-of-memory chunk is loaded again with).
 PATHS = {
     "fast": ("256MB", False),
+    "fast-parallel": ("512MB", False),
     "staged": ("256MB", True),
     "fast-two-step": ("128MB", False),
     "staged-two-step": ("128MB", True),
 }
+
+
+def expected_paths(path: str) -> list[str]:
+    """The insert functions a load on ``path`` goes through (see :func:`paths_taken`)."""
+    if PATHS[path][1]:
+        return ["staged"]
+    return ["fast", "window" if path == "fast-parallel" else "file order"]
 
 
 @pytest.fixture
@@ -63,6 +73,10 @@ def paths_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(load_module, "_fast_insert", spy("fast", load_module._fast_insert))
     monkeypatch.setattr(load_module, "_staged_insert",
                         spy("staged", load_module._staged_insert))
+    monkeypatch.setattr(load_module, "insert_new_in_file_order",
+                        spy("file order", load_module.insert_new_in_file_order))
+    monkeypatch.setattr(rows_module.RowReader, "insert_new",
+                        spy("window", rows_module.RowReader.insert_new))
     yield taken
 
 
@@ -118,7 +132,7 @@ def test_a_line_count_the_reader_disagrees_with_fails_the_chunk(
     error = caught.value
     assert isinstance(error, LoaderError)
     assert exit_code_for(error) == ExitCode.PARTIAL == 1
-    assert paths_taken == (["staged"] if replace else ["fast"])
+    assert paths_taken == expected_paths(path)
     read = lines - (1 if refused else 0)
     assert error.message == (
         f"loading {day(1).isoformat()}: DuckDB's JSON reader gave {read} rows and "
@@ -150,13 +164,15 @@ def test_a_reader_that_drops_refused_lines_fails_the_chunk(
     day0_rows = first.stats.rows_inserted
     data = b"".join(spooler.lines(day(1), day(1))) + REFUSED_LINE % noon(day(1))
     lines = data.count(b"\n")
-    monkeypatch.setattr(rows_module, "reader_sql", _dropping_refused_lines(rows_module.reader_sql))
+    dropping = _dropping_refused_lines(rows_module.reader_sql)
+    monkeypatch.setattr(rows_module, "reader_sql", dropping)
+    monkeypatch.setattr(ordered_module, "reader_sql", dropping)
     paths_taken.clear()
 
     with pytest.raises(ReaderMismatchError) as caught:
         load(db, [spooler.chunk(day(1), day(1), data)], memory_limit=memory, replace=replace)
 
-    assert paths_taken == (["staged"] if replace else ["fast"])
+    assert paths_taken == expected_paths(path)
     assert caught.value.message.startswith(
         f"loading {day(1).isoformat()}: DuckDB's JSON reader gave {lines - 1} rows and "
         f"0 refused lines for a chunk of {lines} lines, a DuckDB reader mismatch"
@@ -183,15 +199,60 @@ def test_refused_line_numbers_that_do_not_follow_the_file_fail_the_chunk(
         return repair_module.ReaderCount(found.rows, [n + 1 for n in found.refused])
 
     monkeypatch.setattr(rows_module, "count_refused", shifted)
+    # The file-order path names refused lines in its scan of the file.
+    scan = ordered_module._Sources.scan
+
+    def shifted_scan(self: Any, path: Path, first: int) -> list[int]:
+        return [n + 1 for n in scan(self, path, first)]
+
+    monkeypatch.setattr(ordered_module._Sources, "scan", shifted_scan)
     paths_taken.clear()
 
     with pytest.raises(ReaderMismatchError) as caught:
         load(db, [spooler.chunk(day(1), day(1), data)], memory_limit=memory, replace=replace)
 
-    assert paths_taken == (["staged"] if replace else ["fast"])
+    assert paths_taken == expected_paths(path)
     assert caught.value.message.startswith(
         f"loading {day(1).isoformat()}: DuckDB's JSON reader named 1 refused lines, "
         "of which 0 are refused when read again, a DuckDB reader mismatch"
+    )
+    assert_only_day0_stored(db, day0_rows)
+
+
+def test_line_numbers_that_differ_between_the_two_reads_fail_the_chunk(
+    tmp_path: Path, spooler: Spooler, paths_taken: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file-order path leaves out copies by line number: numbers that named other
+    lines in the insert than in the scan would store the wrong copies."""
+    db = tmp_path / "out.duckdb"
+    first = load(db, [spooler.chunk(day(0), day(0))], memory_limit="256MB")
+    day0_rows = first.stats.rows_inserted
+    lines = spooler.lines(day(1), day(1))
+    data = b"".join(lines) + b"".join(lines[:5])  # five more copies, after the originals
+    copies = len(lines) + 5 - len(set(lines))  # the dataset's copies are byte for byte
+    picked = False
+    pick, numbered = ordered_module._Sources.pick_losers, ordered_module.numbered_sql
+
+    def picking(self: Any) -> None:
+        nonlocal picked
+        pick(self)
+        picked = True
+
+    def shifted_after_the_scan(source: str, first: int = 0) -> str:
+        return numbered(source, first + (1 if picked else 0))
+
+    monkeypatch.setattr(ordered_module._Sources, "pick_losers", picking)
+    monkeypatch.setattr(ordered_module, "numbered_sql", shifted_after_the_scan)
+    paths_taken.clear()
+
+    with pytest.raises(ReaderMismatchError) as caught:
+        load(db, [spooler.chunk(day(1), day(1), data)], memory_limit="256MB")
+
+    assert picked and copies >= 5 and paths_taken == ["fast", "file order"]
+    assert caught.value.message.startswith(
+        f"loading {day(1).isoformat()}: DuckDB's JSON reader numbered lines differently on "
+        f"two reads of the file ({len(lines) + 5} rows kept of {len(lines) + 5}, {copies} "
+        "copies left out), a DuckDB reader mismatch"
     )
     assert_only_day0_stored(db, day0_rows)
 
@@ -205,7 +266,7 @@ def test_counts_that_add_up_commit_as_before(
     data = b"".join(spooler.lines(day(1), day(1))) + REFUSED_LINE % noon(day(1))
     sink = load(db, [spooler.chunk(day(1), day(1), data)], memory_limit=memory,
                 replace=replace)
-    assert paths_taken == (["staged"] if replace else ["fast"])
+    assert paths_taken == expected_paths(path)
     assert sink.failed_chunks == []
     assert sink.stats.repaired == 1
     assert query(db, "SELECT received FROM _mpexport_chunks") == [(data.count(b"\n"),)]

@@ -17,6 +17,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpexport.model import Chunk, CompletedChunk, QueryFilters
 from mpexport.sinks.duckdb import load as load_module
@@ -106,10 +108,16 @@ def _setups() -> dict[str, Callable[[Loads, pytest.MonkeyPatch], dict[str, Any]]
         monkeypatch.setattr(load_module, "BATCH_ROWS", 2)
         return {}
 
+    def parallel(loads: Loads, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+        # Two loader threads: the fast path's window over whole rows, not
+        # the one-thread read in file order.
+        return {"memory_limit": "512MB", "cpus": 2}
+
     def two_step(loads: Loads, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return {"memory_limit": "96MB"}  # below one statement's floor: raw rows staged first
 
-    return {"fast": fast, "staged": staged, "sliced": sliced, "two_step": two_step}
+    return {"fast": fast, "parallel": parallel, "staged": staged, "sliced": sliced,
+            "two_step": two_step}
 
 
 SETUPS = _setups()
@@ -126,6 +134,7 @@ def test_a_chunk_keeps_the_latest_copy_of_each_event(
     lines = COPIES if order == "as listed" else COPIES[::-1]
     sink = loads.load(lines, **kwargs)
     assert loads.staged - before == (path in ("staged", "sliced"))
+    assert sink.budget.threads == (2 if path == "parallel" else 1)
     tags = loads.tags()
     assert tags["a"] == "a-latest" and tags["b"] == "b-timed"
     # Ties: the copy whose properties hash highest, the same on every path
@@ -174,25 +183,34 @@ def test_a_stored_event_gives_way_only_to_a_newer_copy(
     assert rows == [(6, 6, 0, 0), (7, 1, 4, 2)]
 
 
-def test_a_repaired_copy_of_an_inserted_event_sends_the_chunk_to_the_staged_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_repaired_copy_competes_with_the_other_copies_of_its_event(
+    threads: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A line DuckDB refuses is repaired after the others are in: it must still win if newer."""
+    """A line DuckDB refuses is repaired after the others are read: it must still win if newer.
+
+    One loader thread (256MB) picks among all copies, repaired ones
+    included, before inserting anything. Two threads insert the readable
+    lines first, so a repaired copy of an inserted key sends the chunk to
+    the staged path, while repaired lines of new keys stay on the fast path.
+    """
+    budget = {"memory_limit": "256MB"} if threads == 1 else {"memory_limit": "512MB", "cpus": 2}
     loads = Loads(tmp_path, monkeypatch)
     lone = r'"note":"cut \ud83d"'  # a lone surrogate: refused by DuckDB, repaired
     sink = loads.load([
         line("x", "readable", 100), line("x", "repaired", 200, extra=lone),
         line("y", "readable", 300), line("y", "repaired", 200, extra=lone),
         line("z", "repaired", 1, extra=lone),
-    ])
-    assert loads.staged == 1
+    ], **budget)
+    assert sink.budget.threads == threads
+    assert loads.staged == (threads > 1)
     assert loads.tags() == {"x": "repaired", "y": "readable", "z": "repaired"}
     assert (sink.stats.rows_inserted, sink.stats.repaired, sink.stats.updated) == (3, 3, 0)
+    assert sink.stats.duplicates_skipped == 2
 
-    # Repaired lines whose keys are new stay on the fast path.
     (tmp_path / "other").mkdir()
     other = Loads(tmp_path / "other", monkeypatch)
-    other.load([line("x", "readable", 100), line("z", "repaired", 1, extra=lone)])
+    other.load([line("x", "readable", 100), line("z", "repaired", 1, extra=lone)], **budget)
     assert other.staged == 0 and other.tags() == {"x": "readable", "z": "repaired"}
 
 
@@ -240,3 +258,36 @@ def test_a_lake_day_read_back_keeps_the_newer_copy(tmp_path: Path) -> None:
     assert count == 5
     assert stored == {"older": "run", "newer": "lake", "equal": "lake", "held": "lake",
                       "run": "run"}
+
+
+# (key, processing time, tag, refused): a copy of an event; refused copies
+# carry a lone surrogate, so DuckDB refuses the line and the loader repairs it.
+_COPY = st.tuples(st.sampled_from("abcd"), st.sampled_from([None, 1, 2]),
+                  st.sampled_from(["t1", "t2"]), st.booleans())
+
+
+@settings(max_examples=20, deadline=None)
+@given(copies=st.lists(_COPY, min_size=1, max_size=10))
+def test_every_path_keeps_the_same_copy_the_latest(
+    tmp_path_factory: pytest.TempPathFactory, copies: list[tuple[str, int | None, str, bool]]
+) -> None:
+    lone = r'"note":"cut \ud83d"'
+    lines = [line(key, tag, processed, extra=lone if refused else "")
+             for key, processed, tag, refused in copies]
+    stored: dict[str, dict[str, tuple[str, int | None]]] = {}
+    for path, setup in SETUPS.items():
+        root = tmp_path_factory.mktemp(path)
+        with pytest.MonkeyPatch.context() as patch:
+            loads = Loads(root, patch)
+            kwargs = setup(loads, patch)
+            loads.load(lines, **kwargs)
+        with duckdb.connect(str(loads.db), read_only=True) as con:
+            rows = con.execute("SELECT insert_id, properties->>'tag', mp_processing_time_ms "
+                               "FROM events WHERE insert_id <> 'other'").fetchall()
+        assert len(rows) == len({i for i, _, _ in rows}), f"{path}: a key is stored twice"
+        stored[path] = {i: (tag, mp) for i, tag, mp in rows}
+    latest = {key: max((p for k, p, _, _ in copies if k == key), key=lambda p: -1 if p is None
+                       else p) for key, _, _, _ in copies}
+    for path, table in stored.items():
+        assert {i: mp for i, (_, mp) in table.items()} == latest, path
+        assert table == stored["fast"], f"{path} kept other copies than the file-order path"

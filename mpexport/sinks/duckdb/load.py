@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from mpexport.model import CompletedChunk
+from mpexport.sinks.duckdb.ordered import insert_new_in_file_order
 from mpexport.sinks.duckdb.rows import (
     KEY_COLUMNS,
     TIE,
@@ -210,7 +211,12 @@ def _fast_insert(
     if stored:
         return None
     check_stop()
-    inserted, repaired = reader.insert_new(con, target, completed, window)
+    if reader.budget.threads == 1:
+        # One thread either way: numbering lines halves the CPU (see ordered).
+        inserted, repaired = insert_new_in_file_order(reader, con, target, completed)
+    else:
+        # Several threads: the window over whole rows runs in parallel.
+        inserted, repaired = reader.insert_new(con, target, completed, window)
     check_stop()
     # A row without a readable time (NULL) lies outside the window too: the
     # staged path then refuses the chunk (see refuse_untimed).
@@ -292,11 +298,13 @@ def load_chunk(
     ``track_days`` records the UTC days the chunk touched in the
     pending-Parquet table within the same transaction.
 
-    Wide events (several KB each on average) can run the budget out: the
-    fast path dedupes with one window over whole rows, and the one-statement
-    read parses a vector of 2048 rows twice at once. The chunk is then
-    loaded again, staged in two steps, which dedupes on the key columns
-    only, slice by slice (6-12 KB events load at 256MB, measured).
+    Wide events (several KB each on average) can run the budget out: with
+    several loader threads the fast path dedupes with one window over whole
+    rows, and the one-statement read parses a vector of 2048 rows twice at
+    once. The chunk is then loaded again, staged in two steps, which dedupes
+    on the key columns only, slice by slice (6-12 KB events load at 256MB,
+    measured). With one thread the fast path never holds whole rows
+    (:mod:`mpexport.sinks.duckdb.ordered`).
     """
     fast = not replace and completed.path.stat().st_size > 0
     paths: set[str] = set()  # the ways the first attempt tried
@@ -394,3 +402,7 @@ def _rollback(con: Any) -> None:
     # then dies with it, which is the same outcome.
     with contextlib.suppress(Exception):
         con.execute("ROLLBACK")
+    # A statement that failed while lines were read in file order left the
+    # setting on (it could not be reset in the aborted transaction).
+    with contextlib.suppress(Exception):
+        con.execute("SET preserve_insertion_order = false")

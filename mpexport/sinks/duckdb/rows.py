@@ -117,17 +117,24 @@ def reader_sql(path: str) -> str:
     )
 
 
-def rows_sql(source: str, project_timezone: str | None = None) -> str:
+def rows_sql(source: str, project_timezone: str | None = None, *,
+             numbered: bool = False, readable_only: bool = True) -> str:
     """A SELECT of ``source``'s (event, properties) rows in the table's columns.
 
-    ``source`` is a reader (:func:`reader_sql`) or a table of raw rows.
+    ``source`` is a reader (:func:`reader_sql`), a table of raw rows, or
+    (``numbered``) either of them with a line number ``n`` (:func:`numbered_sql`),
+    which comes first in the output. ``readable_only=False`` keeps the rows of
+    refused lines (no properties, every column NULL).
     """
     # json_extract_string with a list of paths parses each properties value
     # once for all four fields, instead of once per ->> operator.
     micros = _time_micros_sql("p[1]")
     mp_ms = "p[4]"
+    n = "n, " if numbered else ""
+    # A refused line (see reader_sql); every Mixpanel event has properties.
+    readable = "WHERE properties IS NOT NULL" if readable_only else ""
     return f"""
-        SELECT event,
+        SELECT {n}event,
                {_instant_sql(micros, project_timezone)} AS time,
                p[2] AS distinct_id,
                p[3] AS insert_id,
@@ -135,14 +142,22 @@ def rows_sql(source: str, project_timezone: str | None = None) -> str:
                         TRY_CAST(TRY_CAST({mp_ms} AS DOUBLE) AS BIGINT)) AS mp_processing_time_ms,
                properties
         FROM (
-            SELECT event, properties,
+            SELECT {n}event, properties,
                    json_extract_string(properties, ['$.time', '$.distinct_id',
                        '$."$insert_id"', '$.mp_processing_time_ms']) AS p
             FROM {source}
-            -- A refused line (see reader_sql); every Mixpanel event has properties.
-            WHERE properties IS NOT NULL
+            {readable}
         )
     """
+
+
+def numbered_sql(source: str, first: int = 0) -> str:
+    """``source``'s (event, properties) rows with their line number ``n``, from ``first`` on.
+
+    Numbers follow the file only while insertion order is preserved
+    (:func:`in_file_order`); reading in file order takes one thread.
+    """
+    return f"SELECT row_number() OVER () - 1 + {int(first)} AS n, event, properties FROM {source}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,9 @@ class RowReader:
                    window: str) -> tuple[int, int]:
         """Insert a chunk's rows into a window of ``target`` that holds none: (rows, repaired).
 
+        The fast path of a loader with several threads: the window below
+        runs in parallel, where reading in file order would take one thread
+        (with one, :mod:`mpexport.sinks.duckdb.ordered` is cheaper).
         Copies within the chunk are dropped as the rows go in (the latest
         copy of each Mixpanel key, see :func:`latest_first`), never deleted
         after: deleting rows appended by the same transaction made DuckDB
@@ -214,7 +232,7 @@ class RowReader:
                     f"(SELECT {', '.join(KEY_COLUMNS)} FROM {target} WHERE {window}) AS e "
                     f"ON {key_match('s', 'e')}")
 
-        with self._repaired(con, completed, found.refused) as (side, repaired):
+        with self.repaired_lines(con, completed, found.refused) as (side, repaired):
             added = self.insert(con, f"INSERT INTO {target}", str(side), new_to_window)
             side_rows = rows_sql(reader_sql(str(side)), self.project_timezone)
             (keys,) = con.execute(
@@ -238,13 +256,13 @@ class RowReader:
             return rows, 0
         refused = count_refused(con, reader_sql(str(completed.path))).refused
         check_counts(completed, rows, len(refused))
-        with self._repaired(con, completed, refused) as (side, repaired):
+        with self.repaired_lines(con, completed, refused) as (side, repaired):
             rows += self.insert(con, into, str(side), shape)
         return rows, repaired
 
     @contextlib.contextmanager
-    def _repaired(self, con: Any, completed: CompletedChunk,
-                  numbers: list[int]) -> Iterator[tuple[Path, int]]:
+    def repaired_lines(self, con: Any, completed: CompletedChunk,
+                       numbers: list[int]) -> Iterator[tuple[Path, int]]:
         """A side file with repaired copies of the lines DuckDB refused, and their number.
 
         Raises :class:`RefusedLines` when a refused line is not even lenient
@@ -270,7 +288,8 @@ class RowReader:
             originals.unlink(missing_ok=True)
 
 
-def _mismatch(completed: CompletedChunk, said: str) -> ReaderMismatchError:
+def mismatch(completed: CompletedChunk, said: str) -> ReaderMismatchError:
+    """The error for a chunk the reader read otherwise than the loader relies on (``said``)."""
     return ReaderMismatchError(
         f"loading {completed.chunk.label()}: DuckDB's JSON reader {said}, "
         f"a DuckDB reader mismatch (duckdb {duckdb.__version__})",
@@ -288,7 +307,7 @@ def check_counts(completed: CompletedChunk, rows: int, refused: int) -> None:
     on: the chunk would be stored with events missing or doubled.
     """
     if rows + refused != completed.lines:
-        raise _mismatch(completed, f"gave {rows} rows and {refused} refused lines "
+        raise mismatch(completed, f"gave {rows} rows and {refused} refused lines "
                                    f"for a chunk of {completed.lines} lines")
 
 
@@ -308,7 +327,7 @@ def check_refused_again(con: Any, completed: CompletedChunk, originals: Path,
         f"SELECT count(*) FILTER (WHERE properties IS NULL) FROM {reader_sql(str(originals))}"
     ).fetchone()
     if still != named:
-        raise _mismatch(completed, f"named {named} refused lines, of which {still} are "
+        raise mismatch(completed, f"named {named} refused lines, of which {still} are "
                                    "refused when read again")
 
 
