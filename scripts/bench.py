@@ -1092,14 +1092,12 @@ class Bench:
         sys.path.insert(0, str(HERE))
         import bench_load
 
-        from mpexport.sinks.duckdb.sink import DuckDBSink
-
         p = self.p
         work = Path(tempfile.mkdtemp(prefix="dedupe-", dir=self.work))
         spools = bench_load.make_spools(work, p.dedupe_chunk, p.dedupe_chunk)[:1]
         chunk_events = spools[0][2]
         empty_db = work / "empty.duckdb"
-        DuckDBSink(empty_db, filters=bench_load.FILTERS, run_id="bench-empty").close()
+        bench_load.create_tables(empty_db)
         big_db = work / "big.duckdb"
         log(f"dedupe: filling {p.dedupe_rows:,} rows")
         began = time.perf_counter()
