@@ -200,12 +200,12 @@ def test_refused_line_numbers_that_do_not_follow_the_file_fail_the_chunk(
 
     monkeypatch.setattr(rows_module, "count_refused", shifted)
     # The file-order path names refused lines in its scan of the file.
-    scan = ordered_module._Sources.scan
+    scan = ordered_module.ScannedChunk.scan
 
     def shifted_scan(self: Any, path: Path, first: int) -> list[int]:
         return [n + 1 for n in scan(self, path, first)]
 
-    monkeypatch.setattr(ordered_module._Sources, "scan", shifted_scan)
+    monkeypatch.setattr(ordered_module.ScannedChunk, "scan", shifted_scan)
     paths_taken.clear()
 
     with pytest.raises(ReaderMismatchError) as caught:
@@ -219,11 +219,14 @@ def test_refused_line_numbers_that_do_not_follow_the_file_fail_the_chunk(
     assert_only_day0_stored(db, day0_rows)
 
 
+@pytest.mark.parametrize("path", ["fast", "staged"])
 def test_line_numbers_that_differ_between_the_two_reads_fail_the_chunk(
     tmp_path: Path, spooler: Spooler, paths_taken: list[str], monkeypatch: pytest.MonkeyPatch,
+    path: str,
 ) -> None:
-    """The file-order path leaves out copies by line number: numbers that named other
-    lines in the insert than in the scan would store the wrong copies."""
+    """With one loader thread both paths leave out copies by line number: numbers that
+    named other lines in the insert than in the scan would store the wrong copies."""
+    replace = PATHS[path][1]
     db = tmp_path / "out.duckdb"
     first = load(db, [spooler.chunk(day(0), day(0))], memory_limit="256MB")
     day0_rows = first.stats.rows_inserted
@@ -231,7 +234,7 @@ def test_line_numbers_that_differ_between_the_two_reads_fail_the_chunk(
     data = b"".join(lines) + b"".join(lines[:5])  # five more copies, after the originals
     copies = len(lines) + 5 - len(set(lines))  # the dataset's copies are byte for byte
     picked = False
-    pick, numbered = ordered_module._Sources.pick_losers, ordered_module.numbered_sql
+    pick, numbered = ordered_module.ScannedChunk.pick_losers, ordered_module.numbered_sql
 
     def picking(self: Any) -> None:
         nonlocal picked
@@ -241,14 +244,15 @@ def test_line_numbers_that_differ_between_the_two_reads_fail_the_chunk(
     def shifted_after_the_scan(source: str, first: int = 0) -> str:
         return numbered(source, first + (1 if picked else 0))
 
-    monkeypatch.setattr(ordered_module._Sources, "pick_losers", picking)
+    monkeypatch.setattr(ordered_module.ScannedChunk, "pick_losers", picking)
     monkeypatch.setattr(ordered_module, "numbered_sql", shifted_after_the_scan)
     paths_taken.clear()
 
     with pytest.raises(ReaderMismatchError) as caught:
-        load(db, [spooler.chunk(day(1), day(1), data)], memory_limit="256MB")
+        load(db, [spooler.chunk(day(1), day(1), data)], memory_limit="256MB", replace=replace)
 
-    assert picked and copies >= 5 and paths_taken == ["fast", "file order"]
+    assert picked and copies >= 5
+    assert paths_taken == (["staged"] if replace else ["fast", "file order"])
     assert caught.value.message.startswith(
         f"loading {day(1).isoformat()}: DuckDB's JSON reader numbered lines differently on "
         f"two reads of the file ({len(lines) + 5} rows kept of {len(lines) + 5}, {copies} "

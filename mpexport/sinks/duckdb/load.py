@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from mpexport.model import CompletedChunk
-from mpexport.sinks.duckdb.ordered import insert_new_in_file_order
+from mpexport.sinks.duckdb.ordered import insert_new_in_file_order, scanned
 from mpexport.sinks.duckdb.rows import (
     KEY_COLUMNS,
     TIE,
@@ -66,6 +66,7 @@ class ChunkLoad:
     updated: int = 0  # stored events replaced by a newer copy of the same key
     repaired: int = 0  # events DuckDB refused, stored with U+FFFD in place of bad text
     window: str | None = None  # set by the fast path: where this chunk's rows are
+    days: list[dt.date] | None = None  # set when read in file order: the days of its rows
 
 
 def _latest_slice_sql(table: str, window: str) -> str:
@@ -119,14 +120,14 @@ def _store_slice(con: Any, table: str) -> tuple[int, int]:
     return int(inserted) - int(updated), int(updated)
 
 
-def _slice_windows(con: Any, batch_rows: int) -> list[str]:
-    """Time predicates that split the staged rows into slices of about ``batch_rows``.
+def _slice_windows(con: Any, batch_rows: int, rows: str = STAGE_TABLE) -> list[str]:
+    """Time predicates that split ``rows`` (the staged ones) into slices of about ``batch_rows``.
 
     Slices are ranges of ``time``, so every copy of a key lands in the same
     slice and per-slice dedupe equals whole-chunk dedupe.
     """
     lo, hi, count = con.execute(
-        f"SELECT epoch_us(min(time)), epoch_us(max(time)), count(time) FROM {STAGE_TABLE}"
+        f"SELECT epoch_us(min(time)), epoch_us(max(time)), count(time) FROM {rows}"
     ).fetchone()
     windows: list[str] = []
     if count:
@@ -138,7 +139,7 @@ def _slice_windows(con: Any, batch_rows: int) -> list[str]:
                 row[0]
                 for row in con.execute(
                     f"SELECT epoch_us(q) FROM (SELECT unnest(quantile_disc(time, "
-                    f"[{fractions}])) AS q FROM {STAGE_TABLE})"
+                    f"[{fractions}])) AS q FROM {rows})"
                 ).fetchall()
             ]
             bounds.extend(sorted({int(c) for c in cuts if lo < int(c) <= hi}))
@@ -243,7 +244,13 @@ def _staged_insert(
 
     Each slice's latest copy of a key is inserted when the table lacks the
     key, and replaces the stored row when it is newer (counted as updated).
+    With one loader thread the same is done without staging whole rows
+    (:func:`_store_in_file_order`), unless a line has no readable time.
     """
+    if reader.budget.threads == 1 and completed.path.stat().st_size > 0:
+        stored = _store_in_file_order(con, completed, target, replace, reader, check_stop)
+        if stored is not None:
+            return stored
     chunk = completed.chunk
     result = ChunkLoad()
     # tie: the properties' hash, taken while they are parsed anyway, so
@@ -276,6 +283,43 @@ def _staged_insert(
         result.updated += updated
     con.execute(f"DROP TABLE IF EXISTS {LATEST_TABLE}")
     result.duplicates = result.received - result.inserted - result.updated
+    return result
+
+
+def _store_in_file_order(
+    con: Any, completed: CompletedChunk, target: str, replace: bool, reader: RowReader,
+    check_stop: Callable[[], None],
+) -> ChunkLoad | None:
+    """The staged path's work with one loader thread, without staging whole rows.
+
+    The chunk is scanned for keys (:mod:`mpexport.sinks.duckdb.ordered`),
+    its copies judged against the stored ones slice by time slice, and the
+    file read again into the table, losers left out. Returns None, having
+    changed nothing, when a line has no readable time: the staged path then
+    refuses the chunk with an example (:func:`refuse_untimed`).
+    """
+    chunk = completed.chunk
+    result = ChunkLoad(received=completed.lines)
+    with scanned(reader, con, completed) as lines:
+        if lines.untimed():
+            return None
+        check_stop()
+        if replace:
+            # The chunk's days are the project's days (UTC for new projects).
+            start = _day_start_us(chunk.from_date, reader.project_timezone)
+            stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), reader.project_timezone)
+            (result.replaced,) = con.execute(
+                f"DELETE FROM {target} WHERE {_window_sql(start, stop)}"
+            ).fetchone()
+        for window in _slice_windows(con, BATCH_ROWS, lines.rows):
+            check_stop()
+            result.updated += lines.judge_against(target, window)
+        check_stop()
+        rows = lines.insert(target)
+        result.repaired = lines.repaired
+        result.days = lines.days()
+    result.inserted = rows - result.updated
+    result.duplicates = result.received - rows
     return result
 
 
@@ -365,13 +409,17 @@ def _load_once(
         if track_days:
             # The days this chunk's rows fell on, from SQL, never row by row in
             # Python: the fast path's window holds only this chunk's rows.
-            rows = (f"{target} WHERE {result.window}" if result.window
-                    else f"{STAGE_TABLE} WHERE TRUE")
-            con.execute(
-                f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT DISTINCT ?, CAST(time AS DATE) "
-                f"FROM {rows} AND time IS NOT NULL",
-                [table],
-            )
+            if result.days is not None:
+                con.execute(f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT ?, unnest(?::DATE[])",
+                            [table, result.days])
+            else:
+                rows = (f"{target} WHERE {result.window}" if result.window
+                        else f"{STAGE_TABLE} WHERE TRUE")
+                con.execute(
+                    f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT DISTINCT ?, CAST(time AS DATE) "
+                    f"FROM {rows} AND time IS NOT NULL",
+                    [table],
+                )
             if replace:
                 con.execute(
                     f"INSERT INTO {PARQUET_PENDING_TABLE} SELECT ?, CAST(d AS DATE) "
