@@ -113,10 +113,20 @@ def _setups() -> dict[str, Callable[[Loads, pytest.MonkeyPatch], dict[str, Any]]
         # the one-thread read in file order.
         return {"memory_limit": "512MB", "cpus": 2}
 
+    def staged_parallel(loads: Loads, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+        # Two threads stage whole rows and dedupe them against the table.
+        staged(loads, monkeypatch)
+        return parallel(loads, monkeypatch)
+
+    def sliced_parallel(loads: Loads, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+        sliced(loads, monkeypatch)
+        return parallel(loads, monkeypatch)
+
     def two_step(loads: Loads, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return {"memory_limit": "96MB"}  # below one statement's floor: raw rows staged first
 
     return {"fast": fast, "parallel": parallel, "staged": staged, "sliced": sliced,
+            "staged_parallel": staged_parallel, "sliced_parallel": sliced_parallel,
             "two_step": two_step}
 
 
@@ -133,8 +143,8 @@ def test_a_chunk_keeps_the_latest_copy_of_each_event(
     before = loads.staged
     lines = COPIES if order == "as listed" else COPIES[::-1]
     sink = loads.load(lines, **kwargs)
-    assert loads.staged - before == (path in ("staged", "sliced"))
-    assert sink.budget.threads == (2 if path == "parallel" else 1)
+    assert loads.staged - before == path.startswith(("staged", "sliced"))
+    assert sink.budget.threads == (2 if "parallel" in path else 1)
     tags = loads.tags()
     assert tags["a"] == "a-latest" and tags["b"] == "b-timed"
     # Ties: the copy whose properties hash highest, the same on every path
@@ -159,14 +169,16 @@ def _highest_hash(db: Path, copies: Sequence[bytes]) -> str:
     return str(tag)
 
 
+@pytest.mark.parametrize("budget", [{}, {"memory_limit": "512MB", "cpus": 2}],
+                         ids=["one-thread", "two-threads"])
 def test_a_stored_event_gives_way_only_to_a_newer_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: dict[str, Any]
 ) -> None:
     loads = Loads(tmp_path, monkeypatch)
     loads.load([line("same", "stored", 200), line("later", "stored", 200),
                 line("untimed", "stored", None), line("earlier", "stored", 200),
-                line("missing", "stored", 200), line("both", "stored", None)])
-    sink = loads.load([
+                line("missing", "stored", 200), line("both", "stored", None)], **budget)
+    sink = loads.load(**budget, lines=[
         line("same", "equal", 200), line("later", "newer", 201),
         line("untimed", "timed", 1), line("earlier", "older", 199),
         line("missing", "untimed", None), line("both", "also untimed", None),
@@ -267,27 +279,36 @@ _COPY = st.tuples(st.sampled_from("abcd"), st.sampled_from([None, 1, 2]),
 
 
 @settings(max_examples=20, deadline=None)
-@given(copies=st.lists(_COPY, min_size=1, max_size=10))
+@given(copies=st.lists(_COPY, min_size=1, max_size=10),
+       earlier=st.lists(_COPY, max_size=4))
 def test_every_path_keeps_the_same_copy_the_latest(
-    tmp_path_factory: pytest.TempPathFactory, copies: list[tuple[str, int | None, str, bool]]
+    tmp_path_factory: pytest.TempPathFactory, copies: list[tuple[str, int | None, str, bool]],
+    earlier: list[tuple[str, int | None, str, bool]],
 ) -> None:
+    """``earlier`` copies, when drawn, are stored by a chunk of their own first."""
     lone = r'"note":"cut \ud83d"'
-    lines = [line(key, tag, processed, extra=lone if refused else "")
-             for key, processed, tag, refused in copies]
+
+    def lines_of(drawn: list[tuple[str, int | None, str, bool]]) -> list[bytes]:
+        return [line(key, tag, processed, extra=lone if refused else "")
+                for key, processed, tag, refused in drawn]
+
     stored: dict[str, dict[str, tuple[str, int | None]]] = {}
     for path, setup in SETUPS.items():
         root = tmp_path_factory.mktemp(path)
         with pytest.MonkeyPatch.context() as patch:
             loads = Loads(root, patch)
             kwargs = setup(loads, patch)
-            loads.load(lines, **kwargs)
+            if earlier:
+                loads.load(lines_of(earlier), **kwargs)
+            loads.load(lines_of(copies), **kwargs)
         with duckdb.connect(str(loads.db), read_only=True) as con:
             rows = con.execute("SELECT insert_id, properties->>'tag', mp_processing_time_ms "
                                "FROM events WHERE insert_id <> 'other'").fetchall()
         assert len(rows) == len({i for i, _, _ in rows}), f"{path}: a key is stored twice"
         stored[path] = {i: (tag, mp) for i, tag, mp in rows}
-    latest = {key: max((p for k, p, _, _ in copies if k == key), key=lambda p: -1 if p is None
-                       else p) for key, _, _, _ in copies}
+    every = earlier + copies
+    latest = {key: max((p for k, p, _, _ in every if k == key), key=lambda p: -1 if p is None
+                       else p) for key, _, _, _ in every}
     for path, table in stored.items():
         assert {i: mp for i, (_, mp) in table.items()} == latest, path
         assert table == stored["fast"], f"{path} kept other copies than the file-order path"
