@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from mpexport.model import CompletedChunk
+from mpexport.model import Chunk, CompletedChunk
 from mpexport.sinks.duckdb.ordered import insert_new_in_file_order, scanned
 from mpexport.sinks.duckdb.rows import (
     KEY_COLUMNS,
@@ -189,6 +189,19 @@ def _window_sql(lo: int, hi: int) -> str:
     return f"time >= make_timestamptz({lo}::BIGINT) AND time < make_timestamptz({hi}::BIGINT)"
 
 
+def _chunk_window(chunk: Chunk, project_timezone: str | None) -> str:
+    """A predicate on ``time``: the chunk's days, as the project's days (UTC for new projects)."""
+    return _window_sql(_day_start_us(chunk.from_date, project_timezone),
+                       _day_start_us(chunk.to_date + dt.timedelta(days=1), project_timezone))
+
+
+def _delete_chunk_days(con: Any, target: str, chunk: Chunk, project_timezone: str | None) -> int:
+    """Delete the stored rows of the chunk's days (``--replace``); return how many."""
+    (deleted,) = con.execute(
+        f"DELETE FROM {target} WHERE {_chunk_window(chunk, project_timezone)}").fetchone()
+    return int(deleted)
+
+
 def _fast_insert(
     con: Any, completed: CompletedChunk, target: str, reader: RowReader,
     check_stop: Callable[[], None],
@@ -205,9 +218,7 @@ def _fast_insert(
     # The chunk's own days: Mixpanel returns events of those days, so its rows
     # land there; one that does not (odd data, a wrong --project-timezone)
     # sends the chunk down the staged path.
-    lo = _day_start_us(chunk.from_date, reader.project_timezone)
-    hi = _day_start_us(chunk.to_date + dt.timedelta(days=1), reader.project_timezone)
-    window = _window_sql(lo, hi)
+    window = _chunk_window(chunk, reader.project_timezone)
     (stored,) = con.execute(f"SELECT count(*) FROM {target} WHERE {window}").fetchone()
     if stored:
         return None
@@ -268,12 +279,7 @@ def _staged_insert(
     refuse_untimed(con, completed)
     check_stop()
     if replace:
-        # The chunk's days are the project's days (UTC for new projects).
-        start = _day_start_us(chunk.from_date, reader.project_timezone)
-        stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), reader.project_timezone)
-        (result.replaced,) = con.execute(
-            f"DELETE FROM {target} WHERE {_window_sql(start, stop)}"
-        ).fetchone()
+        result.replaced = _delete_chunk_days(con, target, chunk, reader.project_timezone)
     for window in _slice_windows(con, BATCH_ROWS):
         check_stop()
         con.execute(_latest_slice_sql(table, window))
@@ -305,12 +311,7 @@ def _store_in_file_order(
             return None
         check_stop()
         if replace:
-            # The chunk's days are the project's days (UTC for new projects).
-            start = _day_start_us(chunk.from_date, reader.project_timezone)
-            stop = _day_start_us(chunk.to_date + dt.timedelta(days=1), reader.project_timezone)
-            (result.replaced,) = con.execute(
-                f"DELETE FROM {target} WHERE {_window_sql(start, stop)}"
-            ).fetchone()
+            result.replaced = _delete_chunk_days(con, target, chunk, reader.project_timezone)
         for window in _slice_windows(con, BATCH_ROWS, lines.rows):
             check_stop()
             result.updated += lines.judge_against(target, window)
